@@ -1,0 +1,336 @@
+"""The admin console for data scientists: browse models and versions, register, promote and archive.
+
+Every change goes through registry.services, so the admin writes exactly what the API would, events included.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from registry import gates, services
+from registry.models import (
+    ArtifactFormat,
+    ModelAlias,
+    ModelVersion,
+    RegisteredModel,
+    RegistryEvent,
+    VersionStatus,
+)
+
+STATUS_COLOURS = {
+    VersionStatus.REGISTERED: "#6c757d",
+    VersionStatus.VALIDATED: "#0d6efd",
+    VersionStatus.REJECTED: "#dc3545",
+    VersionStatus.CANARY: "#fd7e14",
+    VersionStatus.PRODUCTION: "#198754",
+    VersionStatus.ARCHIVED: "#495057",
+    VersionStatus.ROLLED_BACK: "#6f42c1",
+}
+
+
+def status_badge(version: ModelVersion) -> str:
+    colour = STATUS_COLOURS.get(version.status, "#6c757d")
+    badge = format_html(
+        '<span style="background:{};color:#fff;padding:2px 8px;border-radius:8px">{}</span>',
+        colour,
+        version.status,
+    )
+    if version.integrity_failed_at:
+        badge += format_html(' <span style="color:#dc3545;font-weight:bold">tampered</span>')
+    return badge
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class VersionInline(ReadOnlyInline):
+    model = ModelVersion
+    fields = ["version", "badge", "format", "short_sha", "created_by", "created_at"]
+    readonly_fields = fields
+
+    @admin.display(description="status")
+    def badge(self, version: ModelVersion) -> str:
+        return status_badge(version)
+
+    @admin.display(description="sha256")
+    def short_sha(self, version: ModelVersion) -> str:
+        return version.sha256[:12]
+
+
+class AliasInline(ReadOnlyInline):
+    model = ModelAlias
+    fields = ["name", "version", "updated_at"]
+    readonly_fields = fields
+    show_change_link = False
+
+
+class EventInline(ReadOnlyInline):
+    model = RegistryEvent
+    fk_name = "model"
+    fields = ["created_at", "action", "version", "actor_name", "message"]
+    readonly_fields = fields
+    show_change_link = False
+    verbose_name_plural = "event history"
+
+
+class RegisteredModelForm(forms.ModelForm):
+    class Meta:
+        model = RegisteredModel
+        fields = ["name", "task", "description", "tags", "gate_rules"]
+
+    def clean_gate_rules(self):
+        rules = self.cleaned_data["gate_rules"]
+        problems = gates.rule_problems(rules)
+        if problems:
+            raise forms.ValidationError(problems)
+        return rules
+
+
+@admin.register(RegisteredModel)
+class RegisteredModelAdmin(admin.ModelAdmin):
+    form = RegisteredModelForm
+    list_display = ["name", "task", "owner", "production_version", "version_count", "updated_at"]
+    list_filter = ["task"]
+    search_fields = ["name", "description"]
+    list_select_related = ["owner"]
+    inlines = [AliasInline, VersionInline, EventInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return ["name", "task"] if obj else []
+
+    @admin.display(description="production")
+    def production_version(self, model: RegisteredModel) -> str:
+        alias = model.aliases.filter(name=services.PRODUCTION_ALIAS).select_related("version").first()
+        return f"v{alias.version.version}" if alias else "-"
+
+    @admin.display(description="versions")
+    def version_count(self, model: RegisteredModel) -> int:
+        return model.versions.count()
+
+    def save_model(self, request: HttpRequest, obj: RegisteredModel, form, change: bool) -> None:
+        data = form.cleaned_data
+        if change:
+            services.registered_model_update(
+                model=obj, actor=request.user, description=data["description"], tags=data["tags"],
+                gate_rules=data["gate_rules"],
+            )  # fmt: skip
+            return
+        created = services.registered_model_create(
+            name=data["name"], task=data["task"], description=data["description"], tags=data["tags"],
+            gate_rules=data["gate_rules"], owner=request.user, actor=request.user,
+        )  # fmt: skip
+        obj.pk = created.pk
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # history is kept: versions are archived, never deleted
+
+
+class VersionRegistrationForm(forms.Form):
+    model = forms.ModelChoiceField(queryset=RegisteredModel.objects.all())
+    artifact = forms.FileField(help_text="a .skops file (or .onnx; .joblib only where pickle is trusted)")
+    format = forms.ChoiceField(choices=[("", "detect from the file")] + ArtifactFormat.choices, required=False)
+    evaluation_data = forms.FileField(required=False, help_text="CSV with the features and a target column")
+    target_column = forms.CharField(initial="target")
+    signature = forms.JSONField(required=False, help_text="leave empty to infer it from the model")
+    metrics = forms.JSONField(required=False, help_text='submitted metrics, e.g. {"accuracy": 0.95}')
+    lineage = forms.JSONField(required=False, help_text='e.g. {"source": "git:abc123"}')
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "badge", "format", "short_sha", "size_bytes", "created_by", "created_at"]
+    list_filter = ["status", "format", "model__task", "model"]
+    search_fields = ["model__name", "sha256"]
+    list_select_related = ["model", "created_by"]
+    actions = ["archive", "promote_to_production"]
+    readonly_fields = [
+        "model", "version", "badge", "format", "sha256", "size_bytes", "artifact_path", "integrity_failed_at",
+        "gate_report_table", "signature_table", "metrics", "params", "tags", "lineage", "library_versions",
+        "evaluation_data_path", "created_by", "created_at",
+    ]  # fmt: skip
+    fields = readonly_fields
+
+    @admin.display(description="status")
+    def badge(self, version: ModelVersion) -> str:
+        return status_badge(version)
+
+    @admin.display(description="sha256")
+    def short_sha(self, version: ModelVersion) -> str:
+        return version.sha256[:12]
+
+    @admin.display(description="gate report")
+    def gate_report_table(self, version: ModelVersion) -> str:
+        report = version.gate_report or {}
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (r["rule"], "pass" if r["passed"] else "FAIL", r.get("actual"), r.get("reason", ""))
+                for r in report.get("rules", [])
+            ),
+        )
+        metrics = json.dumps(report.get("metrics", {}), indent=1, sort_keys=True)
+        return format_html(
+            "<p><b>{}</b> ({})</p><table><tr><th>rule</th><th>verdict</th><th>actual</th><th>reason</th></tr>{}"
+            "</table><pre>{}</pre>",
+            report.get("outcome", "-"),
+            report.get("note", ""),
+            rows,
+            metrics,
+        )
+
+    @admin.display(description="signature")
+    def signature_table(self, version: ModelVersion) -> str:
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (f["name"], f["dtype"], "yes" if f.get("nullable") else "no", _constraints(f))
+                for f in version.signature.get("inputs", [])
+            ),
+        )
+        classes = version.signature.get("outputs", {}).get("classes")
+        return format_html(
+            "<table><tr><th>feature</th><th>dtype</th><th>nullable</th><th>constraints</th></tr>{}</table>"
+            "<p>classes: {}</p>",
+            rows,
+            classes if classes is not None else "-",
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("registry.add_modelversion")
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_urls(self):
+        register = self.admin_site.admin_view(self.register_view)
+        return [path("register/", register, name="registry_modelversion_register"), *super().get_urls()]
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:registry_modelversion_register"))
+
+    def register_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        form = VersionRegistrationForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            evaluation = data["evaluation_data"]
+            try:
+                version = services.model_version_register(
+                    model=data["model"],
+                    artifact=data["artifact"].read(),
+                    filename=data["artifact"].name,
+                    fmt=data["format"] or None,
+                    signature=data["signature"],
+                    metrics=data["metrics"],
+                    lineage=data["lineage"],
+                    evaluation_data=evaluation.read() if evaluation else None,
+                    target_column=data["target_column"],
+                    actor=request.user,
+                )
+            except ValidationError as exc:
+                for field, problems in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, problems)
+            else:
+                messages.success(request, f"Registered {version}: {version.status}.")
+                return HttpResponseRedirect(reverse("admin:registry_modelversion_change", args=[version.pk]))
+        context = {**self.admin_site.each_context(request), "title": "Register a model version", "form": form,
+                   "opts": self.model._meta}  # fmt: skip
+        return TemplateResponse(request, "admin/registry/modelversion/register.html", context)
+
+    @admin.action(description="Archive the selected versions")
+    def archive(self, request: HttpRequest, queryset) -> None:
+        for version in queryset:
+            try:
+                services.model_version_archive(version=version, actor=request.user)
+            except ValidationError as exc:
+                self.message_user(request, f"{version}: {' '.join(exc.messages)}", messages.ERROR)
+            else:
+                self.message_user(request, f"{version} archived.")
+
+    @admin.action(description="Point the production alias at the selected version")
+    def promote_to_production(self, request: HttpRequest, queryset) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one version to promote.", messages.ERROR)
+            return
+        version = queryset.get()
+        try:
+            services.alias_set(model=version.model, name=services.PRODUCTION_ALIAS, version=version, actor=request.user)
+        except ValidationError as exc:
+            self.message_user(request, f"{version}: {' '.join(exc.messages)}", messages.ERROR)
+        else:
+            self.message_user(request, f"{version} now serves production.")
+
+
+def _constraints(feature: dict) -> str:
+    parts = []
+    if "min" in feature:
+        parts.append(f"min {feature['min']}")
+    if "max" in feature:
+        parts.append(f"max {feature['max']}")
+    if "allowed" in feature:
+        parts.append(f"one of {', '.join(map(str, feature['allowed'][:10]))}")
+    if feature.get("pii"):
+        parts.append("pii")
+    return "; ".join(parts)
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(admin.ModelAdmin):
+    list_display = ["model", "name", "version", "updated_at"]
+    list_select_related = ["model", "version"]
+    search_fields = ["model__name", "name"]
+    readonly_fields = ["model", "name", "version", "updated_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # aliases move through the version list's promote action or the API, which record events
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(RegistryEvent)
+class RegistryEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "model", "version", "action", "actor_name", "message"]
+    list_filter = ["action", "model"]
+    search_fields = ["model__name", "action", "actor_name", "message"]
+    list_select_related = ["model", "version"]
+    readonly_fields = [
+        "created_at",
+        "model",
+        "version",
+        "action",
+        "actor",
+        "actor_name",
+        "before",
+        "after",
+        "message",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from registry.api import views
+
+urlpatterns = [
+    path("models/", views.ModelListCreate.as_view(), name="model-list"),
+    path("models/<slug:name>/", views.ModelDetail.as_view(), name="model-detail"),
+    path("models/<slug:name>/versions/", views.VersionListCreate.as_view(), name="version-list"),
+    path("models/<slug:name>/versions/<int:version>/", views.VersionDetail.as_view(), name="version-detail"),
+    path(
+        "models/<slug:name>/versions/<int:version>/archive/",
+        views.VersionArchive.as_view(),
+        name="version-archive",
+    ),
+    path("models/<slug:name>/aliases/", views.AliasListCreate.as_view(), name="alias-list"),
+    path("models/<slug:name>/aliases/<str:alias>/", views.AliasDetail.as_view(), name="alias-detail"),
+    path("models/<slug:name>/events/", views.EventList.as_view(), name="event-list"),
+]

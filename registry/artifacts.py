@@ -1,0 +1,184 @@
+"""Reading model artifacts safely: skops with an explicit allow-list, ONNX through onnxruntime, pickle only if trusted.
+
+Nothing in here touches the database or storage; it turns bytes into a model or a readable reason why not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+
+from registry.models import ArtifactFormat
+
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTOCOL_MARK = 0x80
+
+# Types skops does not trust by default but that are plain scikit-learn internals holding arrays, no code.
+SKOPS_ALLOWED_TYPES = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn._loss.link.IdentityLink",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.MultinomialLogit",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+        "sklearn._loss.loss.HalfSquaredError",
+        "sklearn._loss.loss.AbsoluteError",
+        "numpy.dtype",
+    }
+)
+
+
+class ArtifactError(Exception):
+    """The artifact cannot be accepted or loaded; the message says why in one line."""
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def looks_like_pickle(data: bytes) -> bool:
+    return len(data) >= 2 and data[0] == PICKLE_PROTOCOL_MARK and data[1] <= 5
+
+
+def detect_format(data: bytes, filename: str = "") -> str:
+    """The format from the file name, else from its first bytes."""
+    name = filename.lower()
+    for suffix, fmt in ((".skops", ArtifactFormat.SKOPS), (".onnx", ArtifactFormat.ONNX)):
+        if name.endswith(suffix):
+            return fmt
+    if name.endswith((".joblib", ".pkl", ".pickle")) or looks_like_pickle(data):
+        return ArtifactFormat.JOBLIB
+    if data.startswith(ZIP_MAGIC):
+        return ArtifactFormat.SKOPS
+    raise ArtifactError("unknown artifact format: give format=skops|onnx|joblib or a .skops/.onnx/.joblib file")
+
+
+def load_model(data: bytes, fmt: str) -> Any:
+    if not data:
+        raise ArtifactError("the artifact is empty")
+    if fmt == ArtifactFormat.SKOPS:
+        return _load_skops(data)
+    if fmt == ArtifactFormat.ONNX:
+        return _load_onnx(data)
+    if fmt == ArtifactFormat.JOBLIB:
+        return _load_pickle(data)
+    raise ArtifactError(f"unknown artifact format {fmt!r}: use skops, onnx or joblib")
+
+
+def _load_skops(data: bytes) -> Any:
+    import skops.io as sio
+
+    if looks_like_pickle(data):
+        raise ArtifactError("this file is a pickle, not a skops archive")
+    if not data.startswith(ZIP_MAGIC):
+        raise ArtifactError("not a skops archive (expected a zip file)")
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except Exception as exc:  # skops raises zipfile/json/key errors on damaged files
+        raise ArtifactError(f"the skops archive is damaged or truncated: {exc}") from None
+    allowed = SKOPS_ALLOWED_TYPES | set(settings.MODELWORKS_SKOPS_TRUSTED_TYPES)
+    refused = sorted(untrusted - allowed)
+    if refused:
+        raise ArtifactError(
+            "the skops archive holds types that are not trusted: "
+            + ", ".join(refused)
+            + " (a deployment can trust more with MODELWORKS_SKOPS_TRUSTED_TYPES)"
+        )
+    try:
+        return sio.loads(data, trusted=sorted(untrusted))
+    except Exception as exc:
+        raise ArtifactError(f"the skops archive could not be loaded: {exc}") from None
+
+
+def _load_pickle(data: bytes) -> Any:
+    if not settings.MODELWORKS_TRUST_PICKLE:
+        raise ArtifactError(
+            "pickle-based artifacts (joblib) can run code when loaded and are refused; "
+            "upload a skops file, or set MODELWORKS_TRUST_PICKLE=1 if every uploader is trusted"
+        )
+    import joblib
+
+    try:
+        return joblib.load(io.BytesIO(data))  # noqa: S301 - trusted explicitly by the deployment
+    except Exception as exc:
+        raise ArtifactError(f"the joblib file could not be loaded: {exc}") from None
+
+
+def _load_onnx(data: bytes) -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ArtifactError("ONNX artifacts need onnxruntime: pip install 'modelworks[onnx]'") from None
+    try:
+        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ArtifactError(f"the ONNX model could not be loaded: {exc}") from None
+    return OnnxModel(session)
+
+
+class OnnxModel:
+    """An onnxruntime session behind scikit-learn's predict/predict_proba interface.
+
+    Expects what skl2onnx produces: one float input tensor (rows x features), a label output and, for
+    classifiers, a probability output (a tensor, or ZipMap's list of {class: probability}).
+    """
+
+    def __init__(self, session: Any) -> None:
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise ArtifactError("ONNX models must take exactly one input tensor (rows x features)")
+        self._session = session
+        self._input = inputs[0].name
+        shape = inputs[0].shape
+        self.n_features_in_ = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+        outputs = session.get_outputs()
+        self._label = outputs[0].name
+        self._proba = outputs[1].name if len(outputs) > 1 else None
+        if self._proba is not None and self.n_features_in_:
+            probs = self._run(self._proba, np.zeros((1, self.n_features_in_)))
+            if isinstance(probs, list) and probs and isinstance(probs[0], dict):
+                self.classes_ = np.array(list(probs[0].keys()))
+
+    @property
+    def is_classifier(self) -> bool:
+        return self._proba is not None
+
+    def _run(self, output: str, X: Any) -> Any:
+        return self._session.run([output], {self._input: np.asarray(X, dtype=np.float32)})[0]
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.asarray(self._run(self._label, X)).ravel()
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        if self._proba is None:
+            raise AttributeError("this ONNX model has no probability output")
+        probs = self._run(self._proba, X)
+        if isinstance(probs, list):
+            return np.array([list(row.values()) for row in probs], dtype=float)
+        return np.asarray(probs, dtype=float)
+
+
+def recorded_library_versions(data: bytes, fmt: str) -> dict[str, str]:
+    """The library versions an artifact records about the environment that saved it (skops archives only)."""
+    if fmt != ArtifactFormat.SKOPS:
+        return {}
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError):
+        return {}
+    versions = {"skops": str(schema.get("_skops_version", ""))}
+    state = schema.get("content", {}).get("content", {})
+    sklearn_version = state.get("_sklearn_version", {}).get("content") if isinstance(state, dict) else None
+    if isinstance(sklearn_version, str):
+        versions["scikit-learn"] = sklearn_version.strip('"')
+    return {name: version for name, version in versions.items() if version}

@@ -1,0 +1,132 @@
+"""The model registry's data: models, their immutable versions, aliases and an append-only event log."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+ALIAS_NAME = RegexValidator(r"^[a-z][a-z0-9_-]{0,62}$", "lowercase letters, digits, '-' or '_', starting with a letter")
+
+
+class Task(models.TextChoices):
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
+class ArtifactFormat(models.TextChoices):
+    SKOPS = "skops"
+    ONNX = "onnx"
+    JOBLIB = "joblib"
+
+
+class VersionStatus(models.TextChoices):
+    REGISTERED = "registered"
+    VALIDATED = "validated"
+    REJECTED = "rejected"
+    CANARY = "canary"
+    PRODUCTION = "production"
+    ARCHIVED = "archived"
+    ROLLED_BACK = "rolled_back"
+
+
+class RegisteredModel(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    task = models.CharField(max_length=20, choices=Task.choices)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    tags = models.JSONField(default=dict, blank=True)
+    # Quality gates, e.g. ["accuracy >= 0.9", "f1 >= production - 0.01"]; parsed by registry/gates.py.
+    gate_rules = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    # Artifacts live in the "artifacts" storage (settings.STORAGES); the path is relative to it.
+    artifact_path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    format = models.CharField(max_length=10, choices=ArtifactFormat.choices)
+    library_versions = models.JSONField(default=dict, blank=True)
+    signature = models.JSONField()
+    metrics = models.JSONField(default=dict, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    lineage = models.JSONField(default=dict, blank=True)
+    evaluation_data_path = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=20, choices=VersionStatus.choices, default=VersionStatus.REGISTERED)
+    gate_report = models.JSONField(default=dict, blank=True)
+    integrity_failed_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model__name", "-version"]
+        constraints = [models.UniqueConstraint(fields=["model", "version"], name="unique_version_per_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model.name} v{self.version}"
+
+    @property
+    def servable(self) -> bool:
+        """A rejected or tampered version can never be given traffic."""
+        return self.status != VersionStatus.REJECTED and self.integrity_failed_at is None
+
+
+class ModelAlias(models.Model):
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="aliases")
+    name = models.CharField(max_length=63, validators=[ALIAS_NAME])
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["model", "name"], name="unique_alias_per_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}@{self.name}"
+
+
+class AppendOnlyError(RuntimeError):
+    pass
+
+
+class RegistryEvent(models.Model):
+    """Every registry change: who, what, when, before/after. Rows are written once and never changed.
+
+    On Postgres a trigger (migration 0002) refuses UPDATE and DELETE as well, so not even raw SQL from the app can
+    rewrite history.
+    """
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="events")
+    version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    action = models.CharField(max_length=50)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_name = models.CharField(max_length=150, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.model_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise AppendOnlyError("registry events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("registry events are append-only")

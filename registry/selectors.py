@@ -1,0 +1,27 @@
+"""Registry reads that need more than a one-line query."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+from django.shortcuts import get_object_or_404
+
+from registry.models import ModelAlias, ModelVersion, RegisteredModel, RegistryEvent
+
+
+def registered_model_list() -> QuerySet[RegisteredModel]:
+    return RegisteredModel.objects.select_related("owner").prefetch_related(
+        Prefetch("aliases", queryset=ModelAlias.objects.select_related("version")),
+        Prefetch("versions", queryset=ModelVersion.objects.only("id", "model_id", "version")),
+    )
+
+
+def registered_model_get(name: str) -> RegisteredModel:
+    return get_object_or_404(registered_model_list(), name=name)
+
+
+def model_version_list(model: RegisteredModel) -> QuerySet[ModelVersion]:
+    return model.versions.select_related("model", "created_by").prefetch_related("aliases").order_by("-version")
+
+
+def registry_event_list(model: RegisteredModel) -> QuerySet[RegistryEvent]:
+    return model.events.select_related("version").order_by("-created_at", "-id")

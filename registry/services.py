@@ -1,0 +1,519 @@
+"""The registry's business logic: the one place that writes registry rows and artifacts.
+
+Functions are named <entity>_<action>, take keyword arguments and raise django's ValidationError with
+field-level messages on bad input, having stored nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from registry import artifacts, evaluation, gates
+from registry.models import (
+    ALIAS_NAME,
+    ArtifactFormat,
+    ModelAlias,
+    ModelVersion,
+    RegisteredModel,
+    RegistryEvent,
+    Task,
+    VersionStatus,
+)
+from registry.signature import check_model_matches, infer_signature, model_classes, validate_signature
+
+logger = logging.getLogger(__name__)
+
+PRODUCTION_ALIAS = "production"
+
+
+class ArtifactIntegrityError(Exception):
+    """The stored artifact no longer has the sha256 recorded at registration: it is refused."""
+
+
+def artifact_storage():
+    return storages["artifacts"]
+
+
+def _actor_name(actor: Any) -> str:
+    return getattr(actor, "username", "") or "system"
+
+
+def _event(
+    *,
+    model: RegisteredModel,
+    action: str,
+    actor: Any = None,
+    version: ModelVersion | None = None,
+    before: Any = None,
+    after: Any = None,
+    message: str = "",
+) -> RegistryEvent:
+    return RegistryEvent.objects.create(
+        model=model,
+        version=version,
+        action=action,
+        actor=actor if getattr(actor, "pk", None) else None,
+        actor_name=_actor_name(actor),
+        before=before,
+        after=after,
+        message=message,
+    )
+
+
+def _json_object(value: Any, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError({field: ["must be a JSON object"]})
+    return value
+
+
+# --- Registered models ----------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def registered_model_create(
+    *,
+    name: str,
+    task: str,
+    description: str = "",
+    tags: dict[str, Any] | None = None,
+    gate_rules: list[str] | None = None,
+    owner: Any = None,
+    actor: Any = None,
+) -> RegisteredModel:
+    errors: dict[str, list[str]] = {}
+    if not name or slugify(name) != name:
+        errors["name"] = ["must be a slug: lowercase letters, digits, '-' or '_'"]
+    elif RegisteredModel.objects.filter(name=name).exists():
+        errors["name"] = [f"a model named '{name}' already exists"]
+    if task not in Task.values:
+        errors["task"] = [f"must be one of {', '.join(Task.values)}"]
+    rule_errors = gates.rule_problems(gate_rules or [])
+    if rule_errors:
+        errors["gate_rules"] = rule_errors
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with transaction.atomic():
+            model = RegisteredModel.objects.create(
+                name=name,
+                task=task,
+                description=description,
+                tags=_json_object(tags, "tags"),
+                gate_rules=list(gate_rules or []),
+                owner=owner if getattr(owner, "pk", None) else None,
+            )
+    except IntegrityError:
+        raise ValidationError({"name": [f"a model named '{name}' already exists"]}) from None
+    _event(model=model, action="model.created", actor=actor, after=_model_snapshot(model))
+    return model
+
+
+@transaction.atomic
+def registered_model_update(
+    *,
+    model: RegisteredModel,
+    actor: Any = None,
+    description: str | None = None,
+    tags: dict[str, Any] | None = None,
+    gate_rules: list[str] | None = None,
+) -> RegisteredModel:
+    model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    before = _model_snapshot(model)
+    if gate_rules is not None:
+        problems = gates.rule_problems(gate_rules)
+        if problems:
+            raise ValidationError({"gate_rules": problems})
+        model.gate_rules = list(gate_rules)
+    if description is not None:
+        model.description = description
+    if tags is not None:
+        model.tags = _json_object(tags, "tags")
+    model.save()
+    after = _model_snapshot(model)
+    if after != before:
+        _event(model=model, action="model.updated", actor=actor, before=before, after=after)
+    return model
+
+
+def _model_snapshot(model: RegisteredModel) -> dict[str, Any]:
+    return {
+        "description": model.description,
+        "tags": model.tags,
+        "gate_rules": model.gate_rules,
+        "task": model.task,
+    }
+
+
+# --- Versions -------------------------------------------------------------------------------------------------------
+
+
+def model_version_register(
+    *,
+    model: RegisteredModel,
+    artifact: bytes,
+    filename: str = "",
+    fmt: str | None = None,
+    signature: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    library_versions: dict[str, Any] | None = None,
+    evaluation_data: bytes | None = None,
+    target_column: str = "target",
+    actor: Any = None,
+) -> ModelVersion:
+    """Check an artifact end to end, store it, give it the next version number and run the quality gates.
+
+    Everything that can fail is checked before anything is written; the database rows are written in one
+    transaction, and the stored files are removed again if that transaction fails.
+    """
+    loaded, fmt, signature, eval_frame = _checked_artifact(
+        model=model,
+        artifact=artifact,
+        filename=filename,
+        fmt=fmt,
+        signature=signature,
+        evaluation_data=evaluation_data,
+        target_column=target_column,
+    )
+    submitted = _submitted_metrics(metrics)
+    computed = None
+    if eval_frame is not None:
+        X, y = eval_frame
+        try:
+            computed = evaluation.compute_metrics(loaded, evaluation.features_for(X, signature), y, model.task)
+        except evaluation.EvaluationDataError as exc:
+            raise ValidationError({"evaluation_data": [str(exc)]}) from None
+    digest = artifacts.sha256_of(artifact)
+    versions = {
+        **artifacts.recorded_library_versions(artifact, fmt),
+        **_json_object(library_versions, "library_versions"),
+    }
+    extras = {
+        "params": _json_object(params, "params"),
+        "tags": _json_object(tags, "tags"),
+        "lineage": _json_object(lineage, "lineage"),
+    }
+
+    storage = artifact_storage()
+    stem = f"models/{model.name}/{uuid.uuid4().hex}"
+    artifact_path = storage.save(f"{stem}/model.{fmt}", ContentFile(artifact))
+    eval_path = storage.save(f"{stem}/evaluation.csv", ContentFile(evaluation_data)) if eval_frame is not None else ""
+    try:
+        with transaction.atomic():
+            # The row lock on the model serialises concurrent registrations, so version numbers never collide.
+            locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+            last = locked.versions.order_by("-version").values_list("version", flat=True).first() or 0
+            production_metrics = _production_metrics(locked)
+            report = _gate_report(locked, submitted, computed, production_metrics)
+            version = ModelVersion.objects.create(
+                model=locked,
+                version=last + 1,
+                artifact_path=artifact_path,
+                sha256=digest,
+                size_bytes=len(artifact),
+                format=fmt,
+                library_versions=versions,
+                signature=signature,
+                metrics=submitted,
+                evaluation_data_path=eval_path,
+                status=report["outcome"],
+                gate_report=report,
+                created_by=actor if getattr(actor, "pk", None) else None,
+                **extras,
+            )
+            _event(
+                model=locked,
+                version=version,
+                action="version.registered",
+                actor=actor,
+                after={"version": version.version, "sha256": digest, "format": fmt, "status": version.status},
+            )
+            _event(
+                model=locked,
+                version=version,
+                action=f"version.{report['outcome']}",
+                actor=actor,
+                after={
+                    "status": version.status,
+                    "failed": [r["rule"] for r in report["rules"] if not r["passed"]],
+                },
+                message="; ".join(r["reason"] for r in report["rules"] if not r["passed"]),
+            )
+    except BaseException:
+        for path in (artifact_path, eval_path):
+            if path:
+                storage.delete(path)
+        raise
+    return version
+
+
+def _checked_artifact(
+    *,
+    model: RegisteredModel,
+    artifact: bytes,
+    filename: str,
+    fmt: str | None,
+    signature: dict[str, Any] | None,
+    evaluation_data: bytes | None,
+    target_column: str,
+):
+    limit = settings.MODELWORKS_MAX_ARTIFACT_MB * 1024 * 1024
+    if not artifact:
+        raise ValidationError({"artifact": ["the file is empty"]})
+    if len(artifact) > limit:
+        raise ValidationError(
+            {"artifact": [f"the file is {len(artifact)} bytes; the limit is {settings.MODELWORKS_MAX_ARTIFACT_MB} MB"]}
+        )
+    if fmt and fmt not in ArtifactFormat.values:
+        raise ValidationError({"format": [f"unknown format '{fmt}': use {', '.join(ArtifactFormat.values)}"]})
+    try:
+        fmt = fmt or artifacts.detect_format(artifact, filename)
+        loaded = artifacts.load_model(artifact, fmt)
+    except artifacts.ArtifactError as exc:
+        raise ValidationError({"artifact": [str(exc)]}) from None
+    if not hasattr(loaded, "predict"):
+        raise ValidationError({"artifact": [f"the artifact holds a {type(loaded).__name__}, which cannot predict"]})
+
+    eval_frame = None
+    if evaluation_data is not None:
+        try:
+            eval_frame = evaluation.read_evaluation_csv(
+                evaluation_data, target_column, settings.MODELWORKS_MAX_EVAL_ROWS
+            )
+        except evaluation.EvaluationDataError as exc:
+            raise ValidationError({"evaluation_data": [str(exc)]}) from None
+
+    if signature is None:
+        signature, problems = infer_signature(loaded, model.task, eval_frame[0] if eval_frame else None)
+    else:
+        signature, problems = validate_signature(signature)
+    if problems:
+        raise ValidationError({"signature": problems})
+    mismatch = check_model_matches(signature, loaded, model.task)
+    if mismatch:
+        raise ValidationError({"signature": mismatch})
+    if model.task == Task.CLASSIFICATION and "classes" not in signature["outputs"]:
+        signature["outputs"]["classes"] = model_classes(loaded)
+    return loaded, fmt, signature, eval_frame
+
+
+def _submitted_metrics(metrics: dict[str, Any] | None) -> dict[str, float]:
+    metrics = _json_object(metrics, "metrics")
+    bad = [name for name, value in metrics.items() if isinstance(value, bool) or not isinstance(value, int | float)]
+    if bad:
+        raise ValidationError({"metrics": [f"'{name}' must be a number" for name in bad]})
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def _production_metrics(model: RegisteredModel) -> dict[str, float] | None:
+    alias = ModelAlias.objects.filter(model=model, name=PRODUCTION_ALIAS).select_related("version").first()
+    if alias is None:
+        return None
+    return alias.version.gate_report.get("metrics") or alias.version.metrics
+
+
+def _gate_report(
+    model: RegisteredModel,
+    submitted: dict[str, float],
+    computed: dict[str, float] | None,
+    production_metrics: dict[str, float] | None,
+) -> dict[str, Any]:
+    if computed is not None:
+        used, source = computed, "computed"
+        note = "metrics computed by the platform from the evaluation dataset"
+    else:
+        used, source = submitted, "submitted"
+        note = "no evaluation dataset: the gates used the metrics submitted with the version, unverified"
+    verdict = gates.evaluate(model.gate_rules, used, production_metrics)
+    if not model.gate_rules:
+        note += "; no quality gates are configured for this model"
+    return {
+        "outcome": verdict["outcome"],
+        "metrics_source": source,
+        "note": note,
+        "metrics": used,
+        "submitted_metrics": submitted,
+        "rules": verdict["rules"],
+        "production_metrics": production_metrics,
+        "evaluated_at": timezone.now().isoformat(),
+    }
+
+
+def model_version_read_artifact(version: ModelVersion) -> bytes:
+    """The artifact's bytes, verified against the recorded sha256; a mismatch marks the version and refuses."""
+    with artifact_storage().open(version.artifact_path, "rb") as handle:
+        data = handle.read()
+    actual = artifacts.sha256_of(data)
+    if actual != version.sha256:
+        _mark_tampered(version=version, actual=actual)
+        raise ArtifactIntegrityError(
+            f"{version}: artifact sha256 is {actual}, registered {version.sha256}; refusing to load"
+        )
+    return data
+
+
+def model_version_load(version: ModelVersion) -> Any:
+    """The version's model, ready to predict, after the integrity check."""
+    return artifacts.load_model(model_version_read_artifact(version), version.format)
+
+
+def model_version_verify_integrity(*, version: ModelVersion) -> bool:
+    try:
+        model_version_read_artifact(version)
+    except ArtifactIntegrityError:
+        return False
+    except FileNotFoundError:
+        _mark_tampered(version=version, actual="missing")
+        return False
+    return True
+
+
+def _mark_tampered(*, version: ModelVersion, actual: str) -> None:
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if locked.integrity_failed_at is None:
+            locked.integrity_failed_at = timezone.now()
+            locked.save(update_fields=["integrity_failed_at"])
+            _event(
+                model=locked.model,
+                version=locked,
+                action="version.integrity_failed",
+                before={"sha256": locked.sha256},
+                after={"sha256": actual},
+                message="the stored artifact does not match its registered sha256; it will not be loaded",
+            )
+        version.integrity_failed_at = locked.integrity_failed_at
+    logger.error("artifact integrity check failed for %s (sha256 now %s)", version, actual)
+
+
+@transaction.atomic
+def model_version_archive(*, version: ModelVersion, actor: Any = None) -> ModelVersion:
+    locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    aliases = list(locked.aliases.values_list("name", flat=True))
+    if aliases:
+        raise ValidationError(
+            {"version": [f"aliases {', '.join(aliases)} point at this version: move them before archiving"]}
+        )
+    if locked.status == VersionStatus.ARCHIVED:
+        return locked
+    before = locked.status
+    locked.status = VersionStatus.ARCHIVED
+    locked.save(update_fields=["status"])
+    _event(
+        model=locked.model,
+        version=locked,
+        action="version.archived",
+        actor=actor,
+        before={"status": before},
+        after={"status": locked.status},
+    )
+    return locked
+
+
+# --- Aliases --------------------------------------------------------------------------------------------------------
+
+
+def _check_alias_target(model: RegisteredModel, name: str, version: ModelVersion) -> None:
+    errors: dict[str, list[str]] = {}
+    try:
+        ALIAS_NAME(name)
+    except ValidationError as exc:
+        errors["alias"] = exc.messages
+    if version.model_id != model.pk:
+        errors["version"] = [f"version {version.version} belongs to another model"]
+    elif version.status == VersionStatus.REJECTED:
+        errors["version"] = [f"version {version.version} was rejected by its quality gates and cannot get traffic"]
+    elif version.integrity_failed_at is not None:
+        errors["version"] = [f"version {version.version} failed its integrity check and cannot be served"]
+    if errors:
+        raise ValidationError(errors)
+
+
+@transaction.atomic
+def alias_create(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
+    _check_alias_target(model, name, version)
+    RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    if ModelAlias.objects.filter(model=model, name=name).exists():
+        raise ValidationError({"alias": [f"the alias '{name}' already exists on {model.name}; move it instead"]})
+    alias = ModelAlias.objects.create(model=model, name=name, version=version)
+    _on_alias_target(alias, previous=None)
+    _event(
+        model=model,
+        version=version,
+        action="alias.created",
+        actor=actor,
+        after={"alias": name, "version": version.version},
+    )
+    return alias
+
+
+@transaction.atomic
+def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
+    _check_alias_target(model, name, version)
+    alias = ModelAlias.objects.select_for_update().select_related("version").filter(model=model, name=name).first()
+    if alias is None:
+        raise ValidationError({"alias": [f"{model.name} has no alias '{name}'"]})
+    previous = alias.version
+    if previous.pk == version.pk:
+        return alias
+    alias.version = version
+    alias.save(update_fields=["version", "updated_at"])
+    _on_alias_target(alias, previous=previous)
+    _event(
+        model=model,
+        version=version,
+        action="alias.moved",
+        actor=actor,
+        before={"alias": name, "version": previous.version},
+        after={"alias": name, "version": version.version},
+    )
+    return alias
+
+
+@transaction.atomic
+def alias_delete(*, model: RegisteredModel, name: str, actor: Any = None) -> None:
+    alias = ModelAlias.objects.select_for_update().select_related("version").filter(model=model, name=name).first()
+    if alias is None:
+        raise ValidationError({"alias": [f"{model.name} has no alias '{name}'"]})
+    if name == PRODUCTION_ALIAS:
+        raise ValidationError({"alias": ["the production alias can be moved but not deleted"]})
+    version = alias.version
+    alias.delete()
+    _event(
+        model=model,
+        version=version,
+        action="alias.deleted",
+        actor=actor,
+        before={"alias": name, "version": version.version},
+    )
+
+
+def alias_set(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
+    """Create the alias or move it, whichever applies (used by the seed and the CLI)."""
+    if ModelAlias.objects.filter(model=model, name=name).exists():
+        return alias_move(model=model, name=name, version=version, actor=actor)
+    return alias_create(model=model, name=name, version=version, actor=actor)
+
+
+def _on_alias_target(alias: ModelAlias, *, previous: ModelVersion | None) -> None:
+    """The production alias carries the version statuses with it: new one production, old one archived."""
+    if alias.name != PRODUCTION_ALIAS:
+        return
+    ModelVersion.objects.filter(pk=alias.version_id).update(status=VersionStatus.PRODUCTION)
+    alias.version.status = VersionStatus.PRODUCTION
+    if previous is not None:
+        ModelVersion.objects.filter(pk=previous.pk).update(status=VersionStatus.ARCHIVED)

@@ -1,0 +1,25 @@
+"""Celery entry points for the registry: thin wrappers that load rows by id and call one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from registry import services
+from registry.models import ModelVersion
+
+
+@shared_task(name="registry.verify_artifact", acks_late=True, reject_on_worker_lost=True)
+def verify_artifact(version_id: int) -> bool:
+    """Re-hash one stored artifact; a mismatch marks the version and records an event."""
+    version = ModelVersion.objects.select_related("model").get(pk=version_id)
+    return services.model_version_verify_integrity(version=version)
+
+
+@shared_task(name="registry.verify_all_artifacts", acks_late=True, reject_on_worker_lost=True)
+def verify_all_artifacts() -> dict[str, int]:
+    """The hourly sweep: every artifact not already known bad is re-hashed."""
+    checked = failed = 0
+    for version in ModelVersion.objects.select_related("model").filter(integrity_failed_at__isnull=True).iterator():
+        checked += 1
+        failed += not services.model_version_verify_integrity(version=version)
+    return {"checked": checked, "failed": failed}
