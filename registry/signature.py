@@ -115,7 +115,7 @@ def infer_signature(model: Any, task: str, frame: pd.DataFrame | None = None) ->
         column = frame[name] if frame is not None and name in frame.columns else None
         inputs.append(_infer_feature(name, column))
     outputs: dict[str, Any] = {}
-    if task == Task.CLASSIFICATION:
+    if task == Task.CLASSIFICATION and model_is_classifier(model):  # a mismatched task is reported by the check
         classes = model_classes(model)
         if classes is None:
             return {}, ["cannot infer the classes: the model has no classes_; give outputs.classes in a signature"]

@@ -1,0 +1,126 @@
+"""Shared fixtures. The suite runs against the real Postgres and Redis that `make test` provides."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import pandas as pd
+import pytest
+import skops.io as sio
+from django.conf import settings
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from sklearn import datasets
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from registry import services
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        pytest.exit("the suite needs PostgreSQL: run it with `make test` (it sets DATABASE_URL)", returncode=2)
+    if "redis" not in settings.CACHES["default"]["BACKEND"]:
+        pytest.exit("the suite needs Redis: run it with `make test` (it sets REDIS_URL)", returncode=2)
+
+
+@pytest.fixture(autouse=True)
+def artifact_root(settings, tmp_path):
+    """Each test stores artifacts in its own folder of real local-disk storage.
+
+    Static files are served unhashed: the hashed manifest only exists after `collectstatic`, which `make run` does.
+    """
+    root = tmp_path / "artifacts"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(root)}},
+    }
+    return root
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A fitted estimator with its artifact and held-out evaluation data."""
+
+    estimator: object
+    artifact: bytes
+    X_test: pd.DataFrame
+    y_test: pd.Series
+
+    @property
+    def eval_csv(self) -> bytes:
+        return self.X_test.assign(target=self.y_test).to_csv(index=False).encode()
+
+
+def _train(loader, estimator) -> Trained:
+    X, y = loader(return_X_y=True, as_frame=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
+    estimator.fit(X_train, y_train)
+    return Trained(estimator, sio.dumps(estimator), X_test, y_test)
+
+
+@pytest.fixture(scope="session")
+def logreg() -> Trained:
+    return _train(datasets.load_breast_cancer, make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)))
+
+
+@pytest.fixture(scope="session")
+def forest() -> Trained:
+    return _train(datasets.load_breast_cancer, RandomForestClassifier(n_estimators=10, random_state=0))
+
+
+@pytest.fixture(scope="session")
+def ridge() -> Trained:
+    return _train(datasets.load_diabetes, Ridge(alpha=0.1))
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="ada", password="correct horse battery staple")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_superuser(username="grace", password="correct horse battery staple")
+
+
+@pytest.fixture
+def api(user) -> APIClient:
+    """An API client authenticating with a real token, as an ML engineer's script would."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def classifier_model(db):
+    return services.registered_model_create(
+        name="cancer", task="classification", gate_rules=["accuracy >= 0.9", "f1 >= production - 0.01"]
+    )
+
+
+@pytest.fixture
+def regressor_model(db):
+    return services.registered_model_create(name="diabetes", task="regression", gate_rules=["rmse <= 65"])
+
+
+def upload(data: bytes, name: str = "model.skops"):
+    """A file object as the multipart client sends it."""
+    handle = io.BytesIO(data)
+    handle.name = name
+    return handle
+
+
+def stored_files(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@pytest.fixture
+def db_name() -> str:
+    return connection.settings_dict["NAME"]
