@@ -48,10 +48,9 @@ def test_classification_gate_metrics_equal_sklearns_own(classifier_model, logreg
 
 
 def test_multiclass_metrics_use_macro_averages(db):
+    import skops.io as sio
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
-
-    import skops.io as sio
 
     X, y = load_iris(return_X_y=True, as_frame=True)
     estimator = LogisticRegression(max_iter=500).fit(X[::2], y[::2])
