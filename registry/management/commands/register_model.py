@@ -48,11 +48,14 @@ class Command(BaseCommand):
                 evaluation_data=evaluation,
                 target_column=opts["target_column"],
             )
+            self.stdout.write(f"{version}: {version.gate_report['outcome']} (sha256 {version.sha256[:12]})")
             if opts["alias"] and version.servable:
                 services.alias_set(model=model, name=opts["alias"], version=version)
+                self.stdout.write(f"{model.name}@{opts['alias']} -> v{version.version}")
+            elif opts["alias"]:
+                self.stdout.write(f"{model.name}@{opts['alias']} not moved: v{version.version} cannot get traffic")
         except ValidationError as exc:
             raise CommandError(one_line(exc)) from None
-        self.stdout.write(f"{version}: {version.status} (sha256 {version.sha256[:12]})")
         for rule in version.gate_report.get("rules", []):
             if not rule["passed"]:
                 self.stdout.write(f"  gate failed: {rule['rule']}: {rule['reason']}")
