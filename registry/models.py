@@ -90,6 +90,7 @@ class ModelAlias(models.Model):
 
     class Meta:
         ordering = ["model__name", "name"]
+        verbose_name_plural = "model aliases"
         constraints = [models.UniqueConstraint(fields=["model", "name"], name="unique_alias_per_model")]
 
     def __str__(self) -> str:
