@@ -179,6 +179,20 @@ MODELWORKS_MAX_EVAL_ROWS = env_int("MODELWORKS_MAX_EVAL_ROWS", 1_000_000)
 # Types beyond skops' own defaults and our allow-list (registry/artifacts.py) that this deployment trusts.
 MODELWORKS_SKOPS_TRUSTED_TYPES = env_list("MODELWORKS_SKOPS_TRUSTED_TYPES", [])
 
+# --- Serving (see README "Serving") ------------------------------------------------------------------------------
+MODELWORKS_MAX_BATCH = env_int("MODELWORKS_MAX_BATCH", 1000)
+MODELWORKS_MAX_BODY_MB = env_int("MODELWORKS_MAX_BODY_MB", 10)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MODELWORKS_MAX_BODY_MB * 1024 * 1024
+MODELWORKS_BATCH_WAIT_MS = env_int("MODELWORKS_BATCH_WAIT_MS", 2)
+MODELWORKS_BATCH_MAX_ROWS = env_int("MODELWORKS_BATCH_MAX_ROWS", 64)
+MODELWORKS_MODEL_CACHE_MB = env_int("MODELWORKS_MODEL_CACHE_MB", 1024)
+MODELWORKS_ROUTE_TTL_MS = env_int("MODELWORKS_ROUTE_TTL_MS", 500)
+MODELWORKS_PREDICTION_CACHE = env_bool("MODELWORKS_PREDICTION_CACHE", True)
+MODELWORKS_LOG_FLUSH_MS = env_int("MODELWORKS_LOG_FLUSH_MS", 250)
+MODELWORKS_LOG_BUFFER_MAX = env_int("MODELWORKS_LOG_BUFFER_MAX", 200_000)
+# Keyed hash for features tagged pii in a signature before they reach the prediction log.
+MODELWORKS_PII_HASH_KEY = env_secret("MODELWORKS_PII_HASH_KEY") or f"pii:{SECRET_KEY}"
+
 # --- Static files, auth, i18n -------------------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
@@ -210,10 +224,11 @@ X_FRAME_OPTIONS = "DENY"
 # --- API ----------------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "serving.auth.ApiKeyAuthentication",
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["serving.auth.IsAuthenticatedWithScope"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,

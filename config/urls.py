@@ -9,6 +9,7 @@ admin.site.site_title = "Modelworks"
 admin.site.index_title = "Models, versions and their history"
 
 urlpatterns = [
+    path("", include("serving.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/v1/", include("registry.api.urls")),

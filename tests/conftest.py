@@ -29,6 +29,14 @@ def pytest_configure(config: pytest.Config) -> None:
         pytest.exit("the suite needs Redis: run it with `make test` (it sets REDIS_URL)", returncode=2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def empty_redis():
+    """The suite owns its Redis database (REDIS_URL in `make test` points at db 15): start it empty."""
+    import redis
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
 @pytest.fixture(autouse=True)
 def artifact_root(settings, tmp_path):
     """Each test stores artifacts in its own folder of real local-disk storage.

@@ -1,0 +1,98 @@
+"""Adaptive micro-batching: concurrent requests for one model version share one model call.
+
+A tree ensemble scores 64 rows in about the time it scores one, so under load grouping requests multiplies
+throughput. Each version gets one batching thread per process. It takes the first waiting request, then everything
+already queued; if more requests for the version are on their way (announced but not yet queued) it waits for them
+up to the wait budget. A lone request is never held back, so light traffic pays no extra latency.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+PredictFn = Callable[[list[list[Any]]], tuple[list[Any], list[list[float]] | None]]
+
+
+@dataclass
+class _Job:
+    rows: list[list[Any]]
+    future: Future = field(default_factory=Future)
+
+
+class MicroBatcher:
+    def __init__(self, predict: PredictFn, *, max_rows: int, wait_seconds: float, name: str = "") -> None:
+        self._predict = predict
+        self._max_rows = max_rows
+        self._wait = wait_seconds
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._announced = 0
+        self._lock = threading.Lock()
+        self.on_batch: Callable[[int], None] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def announce(self) -> None:
+        """A request for this version has started; the batcher may wait a moment for it."""
+        with self._lock:
+            self._announced += 1
+
+    def withdraw(self) -> None:
+        """An announced request will not submit after all (bad input, cache hit, error)."""
+        with self._lock:
+            self._announced -= 1
+
+    def submit(self, rows: list[list[Any]], *, announced: bool = False) -> Future:
+        """Queue the rows of one request; the future gets (predictions, probabilities) for exactly those rows."""
+        job = _Job(rows)
+        if announced:
+            self.withdraw()
+        self._queue.put(job)
+        return job.future
+
+    def _gather(self) -> list[_Job]:
+        jobs = [self._queue.get()]
+        rows = len(jobs[0].rows)
+        deadline = time.monotonic() + self._wait
+        while rows < self._max_rows:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                with self._lock:
+                    coming = self._announced > 0
+                remaining = deadline - time.monotonic()
+                if not coming or remaining <= 0:
+                    break
+                try:
+                    job = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            jobs.append(job)
+            rows += len(job.rows)
+        return jobs
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._gather()
+            rows = [row for job in jobs for row in job.rows]
+            try:
+                predictions, probabilities = self._predict(rows)
+            except BaseException as exc:  # every waiting request gets the failure, the thread lives on
+                for job in jobs:
+                    if not job.future.cancelled():
+                        job.future.set_exception(exc)
+                continue
+            if self.on_batch is not None:
+                self.on_batch(len(rows))
+            start = 0
+            for job in jobs:
+                end = start + len(job.rows)
+                result = (predictions[start:end], probabilities[start:end] if probabilities is not None else None)
+                if job.future.set_running_or_notify_cancel():
+                    job.future.set_result(result)
+                start = end

@@ -1,0 +1,35 @@
+"""The platform's own Prometheus metrics for serving. Labels stay bounded: model, version, outcome; never ids."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREDICTIONS = Counter(
+    "modelworks_predictions_total", "Prediction requests by model, version and outcome", ["model", "version", "outcome"]
+)
+PREDICTION_ROWS = Counter("modelworks_prediction_rows_total", "Rows predicted", ["model", "version"])
+LATENCY = Histogram(
+    "modelworks_prediction_latency_seconds",
+    "End-to-end prediction latency inside the web process",
+    ["model"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+BATCH_SIZE = Histogram(
+    "modelworks_batch_rows",
+    "Rows per model call after micro-batching",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+CACHE = Counter("modelworks_prediction_cache_total", "Prediction cache lookups per row", ["model", "result"])
+BREAKER_STATE = Gauge(
+    "modelworks_circuit_breaker_state",
+    "Circuit breaker per version: 0 closed, 1 half-open, 2 open",
+    ["model", "version"],
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "modelworks_model_load_seconds", "Time to fetch, verify and load a model version", ["model"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)  # fmt: skip
+LOG_BUFFER_DEPTH = Gauge("modelworks_prediction_log_buffer_depth", "Predictions waiting to be written to the log")
+LOG_WRITTEN = Counter("modelworks_prediction_log_written_total", "Predictions written to the log")
+LOG_DROPPED = Counter("modelworks_prediction_log_dropped_total", "Predictions dropped because the buffer was full")

@@ -1,0 +1,176 @@
+"""Models loaded in this process, by version: integrity-checked on load, bounded by a memory budget (LRU).
+
+Each loaded model owns its micro-batcher and circuit breaker, so they live and die with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+
+from registry import services as registry
+from registry.models import ModelVersion
+from serving import metrics
+from serving.batching import MicroBatcher
+from serving.breaker import STATE_VALUE, BreakerPolicy, CircuitBreaker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    version_id: int
+    model_name: str
+    version: int
+    estimator: Any
+    signature: dict[str, Any]
+    size_bytes: int
+    cache_key: str  # version id + artifact hash: what prediction-cache entries are filed under
+    breaker: CircuitBreaker
+    batcher: MicroBatcher | None = field(default=None, repr=False)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f["name"] for f in self.signature["inputs"]]
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.signature.get("outputs", {}).get("classes")
+
+    def predict(self, rows: list[list[Any]]) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions (and class probabilities for classifiers) for rows in signature order, as JSON values."""
+        X = self._matrix(rows)
+        if self.classes is None or not hasattr(self.estimator, "predict_proba"):
+            return np.asarray(self.estimator.predict(X)).tolist(), None
+        probabilities = np.asarray(self.estimator.predict_proba(X), dtype=float)
+        if _predicts_by_argmax(self.estimator):
+            # These estimators' predict() is exactly classes_[argmax(predict_proba)]: skip the second pass.
+            predictions = np.asarray(self.estimator.classes_)[probabilities.argmax(axis=1)]
+        else:
+            predictions = np.asarray(self.estimator.predict(X))
+        return predictions.tolist(), probabilities.tolist()
+
+    def _matrix(self, rows: list[list[Any]]) -> Any:
+        if hasattr(self.estimator, "feature_names_in_"):
+            # The model was fitted on a frame: give it one, so column names are checked and no warning is raised.
+            return pd.DataFrame(rows, columns=self.feature_names)
+        return np.asarray(rows, dtype=float)
+
+    def breaker_state(self) -> str:
+        state = self.breaker.state
+        metrics.BREAKER_STATE.labels(self.model_name, str(self.version)).set(STATE_VALUE[state])
+        return state
+
+
+ARGMAX_CLASSIFIERS = frozenset(
+    {
+        "LogisticRegression",
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+        "GradientBoostingClassifier",
+        "HistGradientBoostingClassifier",
+    }
+)
+
+
+def _predicts_by_argmax(estimator: Any) -> bool:
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    return type(final).__name__ in ARGMAX_CLASSIFIERS and hasattr(estimator, "classes_")
+
+
+def breaker_policy_for(version: ModelVersion) -> BreakerPolicy:
+    policy = getattr(version.model, "serving_policy", None)
+    if policy is None:
+        return BreakerPolicy()
+    return BreakerPolicy(
+        consecutive_failures=policy.breaker_consecutive_failures,
+        error_rate=policy.breaker_error_rate,
+        window_seconds=policy.breaker_window_seconds,
+        min_requests=policy.breaker_min_requests,
+        cooldown_seconds=policy.breaker_cooldown_seconds,
+    )
+
+
+class ModelCache:
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._models: OrderedDict[int, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[int, threading.Lock] = {}
+
+    def __contains__(self, version_id: int) -> bool:
+        return version_id in self._models
+
+    def get(self, version: ModelVersion) -> LoadedModel:
+        loaded = self._models.get(version.pk)
+        if loaded is not None:
+            with self._lock:
+                if version.pk in self._models:
+                    self._models.move_to_end(version.pk)
+            return loaded
+        with self._lock:
+            gate = self._loading.setdefault(version.pk, threading.Lock())
+        with gate:  # one load per version even when many requests ask at once
+            loaded = self._models.get(version.pk)
+            if loaded is None:
+                loaded = self._load(version)
+                with self._lock:
+                    self._models[version.pk] = loaded
+                    self._evict()
+        return loaded
+
+    def _load(self, version: ModelVersion) -> LoadedModel:
+        started = time.perf_counter()
+        estimator = registry.model_version_load(version)
+        loaded = LoadedModel(
+            version_id=version.pk,
+            model_name=version.model.name,
+            version=version.version,
+            estimator=estimator,
+            signature=version.signature,
+            size_bytes=version.size_bytes,
+            cache_key=f"{version.pk}:{version.sha256[:16]}",
+            breaker=CircuitBreaker(breaker_policy_for(version)),
+        )
+        loaded.batcher = MicroBatcher(
+            loaded.predict,
+            max_rows=settings.MODELWORKS_BATCH_MAX_ROWS,
+            wait_seconds=settings.MODELWORKS_BATCH_WAIT_MS / 1000,
+            name=str(version),
+        )
+        batch_sizes = metrics.BATCH_SIZE.labels(loaded.model_name)
+        loaded.batcher.on_batch = batch_sizes.observe
+        elapsed = time.perf_counter() - started
+        metrics.MODEL_LOAD_SECONDS.labels(loaded.model_name).observe(elapsed)
+        logger.info("loaded %s in %.3fs", version, elapsed)
+        return loaded
+
+    def _evict(self) -> None:
+        total = sum(m.size_bytes for m in self._models.values())
+        while total > self.budget_bytes and len(self._models) > 1:
+            _, evicted = self._models.popitem(last=False)
+            total -= evicted.size_bytes
+            logger.info("evicted %s v%s from the model cache", evicted.model_name, evicted.version)
+
+
+_cache: ModelCache | None = None
+_cache_lock = threading.Lock()
+
+
+def model_cache() -> ModelCache:
+    """This process's cache (created lazily, so each forked web worker has its own)."""
+    global _cache
+    if _cache is None:
+        with _cache_lock:
+            if _cache is None:
+                _cache = ModelCache(settings.MODELWORKS_MODEL_CACHE_MB * 1024 * 1024)
+    return _cache

@@ -1,0 +1,131 @@
+"""The prediction log: every prediction written to Postgres off the request path, in bulk.
+
+Requests append to an in-process buffer; a background thread bulk-inserts it every MODELWORKS_LOG_FLUSH_MS (or
+sooner when it fills). Inserts ignore request ids already stored, so a retried flush never duplicates. The buffer
+does not depend on Redis at all, and survives the database being briefly down: failed flushes keep the rows and
+retry. A clean shutdown (gunicorn worker exit, SIGTERM, interpreter exit) flushes what is left. What a crash can
+lose: at most the rows buffered since the last flush, by default a quarter second of traffic (README).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import hmac
+import logging
+import threading
+from collections import deque
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from serving import metrics
+from serving.models import PredictionLog
+
+logger = logging.getLogger(__name__)
+
+
+def pii_hash(value: Any) -> str:
+    """A keyed hash, so equal values still join up in analysis but cannot be reversed by guessing."""
+    digest = hmac.new(settings.MODELWORKS_PII_HASH_KEY.encode(), repr(value).encode(), hashlib.sha256).hexdigest()
+    return f"hmac:{digest[:32]}"
+
+
+def masked_inputs(rows: list[list[Any]], signature: dict[str, Any]) -> list[dict[str, Any]]:
+    features = signature["inputs"]
+    pii = {i for i, f in enumerate(features) if f.get("pii")}
+    return [
+        {
+            f["name"]: (pii_hash(v) if i in pii and v is not None else v)
+            for i, (f, v) in enumerate(zip(features, row, strict=True))
+        }
+        for row in rows
+    ]
+
+
+class PredictionLogBuffer:
+    def __init__(self, *, flush_seconds: float, max_rows: int, batch_rows: int = 1000) -> None:
+        self.flush_seconds = flush_seconds
+        self.max_rows = max_rows
+        self.batch_rows = batch_rows
+        self._rows: deque[PredictionLog] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def append(self, entry: PredictionLog) -> None:
+        with self._lock:
+            if len(self._rows) >= self.max_rows:
+                self._rows.popleft()
+                metrics.LOG_DROPPED.inc()
+            self._rows.append(entry)
+            depth = len(self._rows)
+        metrics.LOG_BUFFER_DEPTH.set(depth)
+        self._ensure_thread()
+        if depth >= self.batch_rows:
+            self._wake.set()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            # This thread owns its own database connection: drop it when it broke or aged out, as requests do.
+            close_old_connections()
+            if not self.flush():
+                connection.close_if_unusable_or_obsolete()
+
+    def flush(self) -> int:
+        """Write everything buffered now; rows whose insert fails go back to the front for the next try."""
+        written = 0
+        with self._flush_lock:
+            while True:
+                with self._lock:
+                    batch = [self._rows.popleft() for _ in range(min(self.batch_rows, len(self._rows)))]
+                if not batch:
+                    break
+                try:
+                    PredictionLog.objects.bulk_create(batch, ignore_conflicts=True)
+                except Exception:
+                    logger.exception("prediction log flush failed; %d rows kept for the next try", len(batch))
+                    with self._lock:
+                        self._rows.extendleft(reversed(batch))
+                    break
+                written += len(batch)
+                metrics.LOG_WRITTEN.inc(len(batch))
+        metrics.LOG_BUFFER_DEPTH.set(len(self._rows))
+        return written
+
+    def close(self) -> None:
+        """Flush what is left (clean shutdown)."""
+        self._stopping = True
+        self._wake.set()
+        self.flush()
+
+
+_buffer: PredictionLogBuffer | None = None
+_buffer_lock = threading.Lock()
+
+
+def prediction_log() -> PredictionLogBuffer:
+    global _buffer
+    if _buffer is None:
+        with _buffer_lock:
+            if _buffer is None:
+                _buffer = PredictionLogBuffer(
+                    flush_seconds=settings.MODELWORKS_LOG_FLUSH_MS / 1000, max_rows=settings.MODELWORKS_LOG_BUFFER_MAX
+                )
+                atexit.register(_buffer.close)
+    return _buffer

@@ -1,0 +1,232 @@
+"""Serving's business logic: one prediction request from routed version to logged answer.
+
+The HTTP layer (serving/hotpath.py) only authenticates, parses and formats; everything a test needs to reach is here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from registry.models import ModelVersion
+from serving import metrics, prediction_cache, routing
+from serving.model_cache import LoadedModel, model_cache
+from serving.models import PredictionLog, ServingPolicy
+from serving.prediction_log import masked_inputs, prediction_log
+from serving.validation import InputError, rows_from_payload
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+DEFAULT_POLICY = ServingPolicy()
+
+
+class Unavailable(Exception):
+    """Neither the routed version nor a fallback can answer now."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class _InferenceFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model: str
+    version: int
+    request_id: str
+    predictions: list[Any]
+    probabilities: list[list[float]] | None
+    classes: list[Any] | None
+    cached: list[bool]
+    route: str
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "version": self.version,
+            "request_id": self.request_id,
+            "predictions": self.predictions,
+        }
+        if self.probabilities is not None:
+            body["probabilities"] = self.probabilities
+            body["classes"] = self.classes
+        body["cached"] = self.cached
+        body["route"] = self.route
+        return body
+
+
+def new_request_id(supplied: str | None = None) -> str:
+    """The client's request id when it is well-formed (retries then log once), else a fresh one."""
+    if supplied and REQUEST_ID.match(supplied):
+        return supplied
+    return uuid.uuid4().hex
+
+
+def policy_of(version: ModelVersion) -> ServingPolicy:
+    return getattr(version.model, "serving_policy", None) or DEFAULT_POLICY
+
+
+def predict(
+    *,
+    model_name: str,
+    payload: Any,
+    version: int | None = None,
+    alias: str | None = None,
+    routing_key: str | None = None,
+    request_id: str | None = None,
+) -> Prediction:
+    """Route, validate, answer from cache or the (micro-batched, breaker-guarded) model, log, count."""
+    started = time.perf_counter()
+    route = routing.resolve(model_name, version=version, alias=alias, key=routing_key)
+    loaded = model_cache().get(route.version)
+    loaded.batcher.announce()
+    announced = True
+    outcome = "error"
+    try:
+        try:
+            rows = rows_from_payload(payload, loaded.signature, settings.MODELWORKS_MAX_BATCH)
+        except InputError:
+            outcome = "invalid"
+            raise
+        policy = policy_of(route.version)
+        use_cache = settings.MODELWORKS_PREDICTION_CACHE and policy.deterministic
+        keys = [prediction_cache.row_key(loaded.cache_key, row) for row in rows] if use_cache else []
+        hits = prediction_cache.lookup(keys) if use_cache else {}
+        cached = [key in hits for key in keys] if use_cache else [False] * len(rows)
+        missing = [row for row, hit in zip(rows, cached, strict=True) if not hit]
+        served, reason = loaded, route.reason
+        fresh_predictions: list[Any] = []
+        fresh_probabilities: list[list[float]] | None = None
+        if missing:
+            announced = False
+            served, fresh_predictions, fresh_probabilities, reason = _infer(
+                loaded, route, missing, policy.inference_budget_ms / 1000
+            )
+            if use_cache and served is loaded:
+                missing_keys = [key for key, hit in zip(keys, cached, strict=True) if not hit]
+                fresh = zip(missing_keys, fresh_predictions, fresh_probabilities or [None] * len(missing), strict=True)
+                prediction_cache.store({key: [p, probs] for key, p, probs in fresh}, policy.cache_ttl_seconds)
+        else:
+            loaded.batcher.withdraw()
+            announced = False
+        predictions, probabilities = _merge(keys, cached, hits, fresh_predictions, fresh_probabilities, loaded)
+        if use_cache:
+            metrics.CACHE.labels(model_name, "hit").inc(sum(cached))
+            metrics.CACHE.labels(model_name, "miss").inc(len(missing))
+        outcome = "ok" if served is loaded else "fallback"
+        result = Prediction(
+            model=model_name,
+            version=served.version,
+            request_id=new_request_id(request_id),
+            predictions=predictions,
+            probabilities=probabilities,
+            classes=served.classes if probabilities is not None else None,
+            cached=cached,
+            route=reason,
+        )
+        latency_ms = (time.perf_counter() - started) * 1000
+        prediction_log().append(
+            PredictionLog(
+                request_id=result.request_id,
+                model_name=model_name,
+                version=served.version,
+                routing_key=(routing_key or "")[:200],
+                inputs=masked_inputs(rows, served.signature),
+                outputs={"predictions": predictions, "probabilities": probabilities},
+                latency_ms=latency_ms,
+                cached=bool(cached) and all(cached),
+                route_reason=reason,
+                created_at=timezone.now(),
+            )
+        )
+        metrics.PREDICTION_ROWS.labels(model_name, str(served.version)).inc(len(rows))
+        return result
+    finally:
+        if announced:
+            loaded.batcher.withdraw()
+        metrics.PREDICTIONS.labels(model_name, str(loaded.version), outcome).inc()
+        metrics.LATENCY.labels(model_name).observe(time.perf_counter() - started)
+
+
+def _merge(keys, cached, hits, fresh_predictions, fresh_probabilities, loaded):
+    if not keys:
+        return fresh_predictions, fresh_probabilities
+    predictions, probabilities = [], []
+    fresh = iter(range(len(fresh_predictions)))
+    for key, hit in zip(keys, cached, strict=True):
+        if hit:
+            prediction, probability = hits[key]
+        else:
+            i = next(fresh)
+            prediction, probability = fresh_predictions[i], fresh_probabilities[i] if fresh_probabilities else None
+        predictions.append(prediction)
+        probabilities.append(probability)
+    return predictions, (probabilities if loaded.classes is not None and probabilities[0] is not None else None)
+
+
+def _call(loaded: LoadedModel, rows: list[list[Any]], budget_seconds: float, *, announced: bool):
+    if not loaded.breaker.allow():
+        if announced:
+            loaded.batcher.withdraw()
+        loaded.breaker_state()
+        raise _InferenceFailed("circuit breaker open")
+    future = loaded.batcher.submit(rows, announced=announced)
+    try:
+        predictions, probabilities = future.result(timeout=budget_seconds)
+    except FutureTimeout:
+        future.cancel()
+        loaded.breaker.record(False)
+        loaded.breaker_state()
+        raise _InferenceFailed(f"inference took longer than its {budget_seconds * 1000:.0f} ms budget") from None
+    except Exception as exc:
+        loaded.breaker.record(False)
+        loaded.breaker_state()
+        raise _InferenceFailed(f"inference failed: {type(exc).__name__}") from exc
+    loaded.breaker.record(True)
+    loaded.breaker_state()
+    return predictions, probabilities
+
+
+def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: float):
+    """The routed version's answer, or the fallback's when it fails or its breaker is open."""
+    try:
+        predictions, probabilities = _call(loaded, rows, budget_seconds, announced=True)
+        return loaded, predictions, probabilities, route.reason
+    except _InferenceFailed as failure:
+        fallback = routing.fallback_for(route.version)
+        if fallback is None:
+            raise Unavailable(
+                f"{route.version}: {failure}; no fallback version", loaded.breaker.retry_after()
+            ) from None
+        backup = model_cache().get(fallback)
+        try:
+            rows = rows_from_payload({"inputs": rows}, backup.signature, settings.MODELWORKS_MAX_BATCH)
+            predictions, probabilities = _call(backup, rows, policy_of(fallback).inference_budget_ms / 1000,
+                                               announced=False)  # fmt: skip
+        except (_InferenceFailed, InputError) as second:
+            raise Unavailable(f"{route.version}: {failure}; fallback {fallback}: {second}",
+                              loaded.breaker.retry_after()) from None  # fmt: skip
+        return backup, predictions, probabilities, f"fallback:{failure}"
+
+
+def prediction_log_prune(*, before, chunk: int = 10_000) -> int:
+    """Delete log rows older than `before` in chunks, so a large prune never holds one long lock."""
+    from django.db import transaction
+
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            ids = list(PredictionLog.objects.filter(created_at__lt=before).values_list("pk", flat=True)[:chunk])
+            if not ids:
+                return deleted
+            deleted += PredictionLog.objects.filter(pk__in=ids).delete()[0]

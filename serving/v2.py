@@ -1,0 +1,202 @@
+"""The Open Inference Protocol (KServe V2) over REST, so Triton's and KServe's HTTP clients work unchanged.
+
+Inputs are one tensor per feature (named as in the signature, shape [n] or [n, 1]), or one 2-D tensor of shape
+[n, features] in signature order. Triton's binary tensor extension is understood for inputs
+(Inference-Header-Content-Length). Outputs: "predict" (labels or values) and, for classifiers, "predict_proba".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from serving import routing, services
+from serving.hotpath import authenticate, read_json
+from serving.model_cache import model_cache
+from serving.validation import InputError
+
+DATATYPES = {"float": "FP64", "int": "INT64", "bool": "BOOL", "category": "BYTES"}
+NUMPY_TYPES = {
+    "BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8,
+    "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64, "FP16": np.float16, "FP32": np.float32,
+    "FP64": np.float64,
+}  # fmt: skip
+
+
+def v2_error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def server_live(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"live": True})
+
+
+def server_ready(request: HttpRequest) -> JsonResponse:
+    try:
+        connection.ensure_connection()
+    except Exception:
+        return JsonResponse({"ready": False}, status=503)
+    return JsonResponse({"ready": True})
+
+
+def server_metadata(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"name": "modelworks", "version": "1", "extensions": ["binary_tensor_data"]})
+
+
+def _route(request: HttpRequest, name: str, version: str | None) -> routing.Route | JsonResponse:
+    denied = authenticate(request, f"predict:{name}")
+    if denied is not None:
+        return v2_error(denied.status_code, json.loads(denied.content)["detail"])
+    if version is not None and not version.isdigit():
+        return v2_error(400, "the model version must be a positive integer")
+    try:
+        return routing.resolve(name, version=int(version) if version else None)
+    except routing.RouteError as exc:
+        return v2_error(exc.status, exc.message)
+
+
+def model_metadata(request: HttpRequest, name: str, version: str | None = None) -> JsonResponse:
+    route = _route(request, name, version)
+    if isinstance(route, JsonResponse):
+        return route
+    signature = route.version.signature
+    inputs = [{"name": f["name"], "datatype": DATATYPES[f["dtype"]], "shape": [-1]} for f in signature["inputs"]]
+    classes = signature.get("outputs", {}).get("classes")
+    outputs = [{"name": "predict", "datatype": _label_type(classes) if classes else "FP64", "shape": [-1]}]
+    if classes:
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(classes)]})
+    return JsonResponse(
+        {
+            "name": name,
+            "versions": [str(route.version.version)],
+            "platform": f"sklearn_{route.version.format}",
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": {"classes": classes} if classes else {},
+        }
+    )
+
+
+def model_ready(request: HttpRequest, name: str, version: str | None = None) -> JsonResponse:
+    route = _route(request, name, version)
+    if isinstance(route, JsonResponse):
+        return route
+    try:
+        model_cache().get(route.version)
+    except Exception as exc:
+        return JsonResponse({"name": name, "ready": False, "error": str(exc)}, status=503)
+    return JsonResponse({"name": name, "ready": True})
+
+
+def _label_type(classes: list[Any]) -> str:
+    return "BYTES" if any(isinstance(c, str) for c in classes) else "INT64"
+
+
+def _body(request: HttpRequest) -> tuple[dict[str, Any], bytes] | JsonResponse:
+    header_length = request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
+    if header_length is None:
+        parsed = read_json(request)
+        if isinstance(parsed, JsonResponse):
+            return v2_error(parsed.status_code, json.loads(parsed.content)["detail"])
+        return (parsed, b"") if isinstance(parsed, dict) else v2_error(400, "the body must be a JSON object")
+    try:
+        length = int(header_length)
+        header = json.loads(request.body[:length])
+    except (ValueError, UnicodeDecodeError):
+        return v2_error(400, "Inference-Header-Content-Length does not frame a JSON header")
+    return (header, request.body[length:]) if isinstance(header, dict) else v2_error(400, "bad inference header")
+
+
+def _tensor(spec: dict[str, Any], binary: bytes, offset: int) -> tuple[np.ndarray, int]:
+    shape = spec.get("shape")
+    datatype = spec.get("datatype")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InputError([{"row": None, "field": spec.get("name"), "message": "shape must be a list of sizes"}])
+    size = (spec.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if datatype not in NUMPY_TYPES:
+            raise InputError([{"row": None, "field": spec.get("name"), "message": f"binary {datatype} unsupported"}])
+        array = np.frombuffer(binary[offset : offset + size], dtype=NUMPY_TYPES[datatype])
+        offset += size
+    else:
+        array = np.asarray(spec.get("data"), dtype=object).ravel()
+    if array.size != int(np.prod(shape)):
+        raise InputError(
+            [{"row": None, "field": spec.get("name"), "message": f"{array.size} values for shape {shape}"}]
+        )
+    return array.reshape(shape), offset
+
+
+def _rows(body: dict[str, Any], binary: bytes, signature: dict[str, Any]) -> list[list[Any]]:
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, dict) for i in inputs):
+        raise InputError([{"row": None, "field": "inputs", "message": "must be a non-empty list of tensors"}])
+    tensors, offset = {}, 0
+    for spec in inputs:
+        tensors[spec.get("name")], offset = _tensor(spec, binary, offset)
+    names = [f["name"] for f in signature["inputs"]]
+    if len(tensors) == 1 and next(iter(tensors.values())).ndim == 2 and names[0] not in tensors:
+        matrix = next(iter(tensors.values()))
+        return [[_plain(v) for v in row] for row in matrix]
+    unknown = [n for n in tensors if n not in names]
+    missing = [n for n in names if n not in tensors]
+    if unknown or missing:
+        problems = [{"row": None, "field": n, "message": "is not a feature of this model"} for n in unknown]
+        problems += [{"row": None, "field": n, "message": "is missing"} for n in missing]
+        raise InputError(problems)
+    columns = [tensors[n].reshape(-1) for n in names]
+    if len({len(c) for c in columns}) != 1:
+        raise InputError([{"row": None, "field": "inputs", "message": "tensors have different lengths"}])
+    return [[_plain(v) for v in row] for row in zip(*columns, strict=True)]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@csrf_exempt
+def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
+    if request.method != "POST":
+        return v2_error(405, "use POST")
+    route = _route(request, name, version)
+    if isinstance(route, JsonResponse):
+        return route
+    body = _body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    header, binary = body
+    try:
+        rows = _rows(header, binary, route.version.signature)
+        result = services.predict(
+            model_name=name, payload={"inputs": rows}, version=route.version.version,
+            request_id=str(header.get("id") or "") or request.META.get("HTTP_X_REQUEST_ID"),
+        )  # fmt: skip
+    except InputError as exc:
+        return v2_error(400, "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors))
+    except routing.RouteError as exc:
+        return v2_error(exc.status, exc.message)
+    except services.Unavailable as exc:
+        response = v2_error(503, exc.message)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    return JsonResponse(_outputs(result, header.get("id")))
+
+
+def _outputs(result: services.Prediction, request_id: Any) -> dict[str, Any]:
+    n = len(result.predictions)
+    labels_type = _label_type(result.classes) if result.classes else (
+        "INT64" if all(isinstance(p, int) for p in result.predictions) else "FP64")  # fmt: skip
+    outputs = [{"name": "predict", "datatype": labels_type, "shape": [n], "data": result.predictions}]
+    if result.probabilities is not None:
+        flat = [p for row in result.probabilities for p in row]
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [n, len(result.classes)], "data": flat})
+    body = {"model_name": result.model, "model_version": str(result.version), "outputs": outputs}
+    body["id"] = str(request_id) if request_id is not None else result.request_id
+    return body

@@ -1,0 +1,65 @@
+"""Serving fixtures: a production model, API keys, and fresh per-process serving state for each test."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from registry import services as registry
+from serving import model_cache as model_cache_module
+from serving import prediction_log as prediction_log_module
+from serving import routing
+from serving.keys import api_key_create
+
+
+@pytest.fixture(autouse=True)
+def fresh_serving_state(monkeypatch):
+    """Each test starts with empty route and model caches and its own prediction-log buffer.
+
+    The buffer only flushes when a test says so (a long interval), so its rows land in the test's own transaction;
+    tests about the background flusher build their own.
+    """
+    routing.clear_cache()
+    monkeypatch.setattr(model_cache_module, "_cache", None)
+    monkeypatch.setattr(
+        prediction_log_module,
+        "_buffer",
+        prediction_log_module.PredictionLogBuffer(flush_seconds=3600, max_rows=100_000, batch_rows=100_000),
+    )
+    yield
+    routing.clear_cache()
+
+
+@pytest.fixture
+def production(classifier_model, logreg):
+    """`cancer` v1, validated on held-out data and pointed at by the production alias."""
+    version = registry.model_version_register(
+        model=classifier_model, artifact=logreg.artifact, evaluation_data=logreg.eval_csv
+    )
+    registry.alias_create(model=classifier_model, name="production", version=version)
+    return version
+
+
+def make_key(*scopes: str, **options) -> str:
+    return api_key_create(name="test", scopes=list(scopes), **options)[1]
+
+
+@pytest.fixture
+def key(db) -> str:
+    return make_key("predict:cancer")
+
+
+@pytest.fixture
+def caller(key) -> Client:
+    """A client that authenticates with an API key, as a production service would."""
+    return Client(HTTP_AUTHORIZATION=f"Api-Key {key}")
+
+
+def rows_of(frame, count: int) -> list[dict]:
+    return [{k: float(v) for k, v in row.items()} for row in frame.head(count).to_dict(orient="records")]
+
+
+def post(client: Client, url: str, body, **extra):
+    import json
+
+    return client.post(url, json.dumps(body), content_type="application/json", **extra)
