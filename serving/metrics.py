@@ -30,6 +30,8 @@ MODEL_LOAD_SECONDS = Histogram(
     "modelworks_model_load_seconds", "Time to fetch, verify and load a model version", ["model"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
-LOG_BUFFER_DEPTH = Gauge("modelworks_prediction_log_buffer_depth", "Predictions waiting to be written to the log")
+LOG_BUFFER_DEPTH = Gauge(
+    "modelworks_prediction_log_buffer_depth", "Predictions waiting to be logged", multiprocess_mode="livesum"
+)
 LOG_WRITTEN = Counter("modelworks_prediction_log_written_total", "Predictions written to the log")
 LOG_DROPPED = Counter("modelworks_prediction_log_dropped_total", "Predictions dropped because the buffer was full")

@@ -86,6 +86,7 @@ class PredictionLogBuffer:
             close_old_connections()
             if not self.flush():
                 connection.close_if_unusable_or_obsolete()
+        connection.close()
 
     def flush(self) -> int:
         """Write everything buffered now; rows whose insert fails go back to the front for the next try."""
@@ -112,6 +113,8 @@ class PredictionLogBuffer:
         """Flush what is left (clean shutdown)."""
         self._stopping = True
         self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
         self.flush()
 
 

@@ -1,0 +1,42 @@
+# Gunicorn settings for the web process (used by `make run`, the benchmark and the container image).
+# Threads matter: the micro-batcher groups concurrent requests *within* a process, so each worker takes many
+# requests at once (gthread) while the model call releases the GIL inside numpy/scikit-learn.
+import os
+import shutil
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+
+# Prometheus metrics from every worker, merged at scrape time (prometheus_client's multiprocess mode).
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(os.environ.get("MODELWORKS_VAR_DIR", "var"), "prometheus")
+)
+
+
+def on_starting(server):
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def post_worker_init(worker):
+    # Load every production model before this worker takes traffic.
+    from serving.warmup import load_production_models
+
+    load_production_models()
+
+
+def worker_exit(server, worker):
+    # A clean stop writes the rest of the prediction log and retires this worker's metric files.
+    from prometheus_client import multiprocess
+
+    from serving.prediction_log import prediction_log
+
+    prediction_log().close()
+    multiprocess.mark_process_dead(worker.pid)
