@@ -6,4 +6,10 @@ class ServingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        import warnings
+
         from serving import openapi  # noqa: F401 - registers the API-key security scheme with drf-spectacular
+
+        # Serving hands models fitted on DataFrames a plain array in the same column order (model_cache.py);
+        # scikit-learn would warn about the missing names on every call.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)

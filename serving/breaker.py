@@ -33,6 +33,7 @@ class CircuitBreaker:
         self._state = CLOSED
         self._consecutive = 0
         self._outcomes: deque[tuple[float, bool]] = deque()
+        self._window_failures = 0  # kept alongside the window so a record() never walks it
         self._opened_at = 0.0
         self._probe_in_flight = False
 
@@ -73,8 +74,9 @@ class CircuitBreaker:
                     self._open(now)
                 return
             self._outcomes.append((now, ok))
+            self._window_failures += not ok
             while self._outcomes and now - self._outcomes[0][0] > self.policy.window_seconds:
-                self._outcomes.popleft()
+                self._window_failures -= not self._outcomes.popleft()[1]
             self._consecutive = 0 if ok else self._consecutive + 1
             if self._state == CLOSED and (
                 self._consecutive >= self.policy.consecutive_failures or self._rate_tripped()
@@ -85,8 +87,7 @@ class CircuitBreaker:
         total = len(self._outcomes)
         if total < self.policy.min_requests:
             return False
-        failures = sum(1 for _, ok in self._outcomes if not ok)
-        return failures / total >= self.policy.error_rate
+        return self._window_failures / total >= self.policy.error_rate
 
     def _open(self, now: float) -> None:
         self._state = OPEN
@@ -96,3 +97,4 @@ class CircuitBreaker:
         self._state = CLOSED
         self._consecutive = 0
         self._outcomes.clear()
+        self._window_failures = 0

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.conf import settings
+from sklearn.compose import ColumnTransformer
 
 from registry import services as registry
 from registry.models import ModelVersion
@@ -34,6 +35,7 @@ class LoadedModel:
     signature: dict[str, Any]
     size_bytes: int
     cache_key: str  # version id + artifact hash: what prediction-cache entries are filed under
+    needs_frame: bool  # columns picked by name or non-numeric features: the model must get a DataFrame
     breaker: CircuitBreaker
     batcher: MicroBatcher | None = field(default=None, repr=False)
 
@@ -59,15 +61,26 @@ class LoadedModel:
         return predictions.tolist(), probabilities.tolist()
 
     def _matrix(self, rows: list[list[Any]]) -> Any:
-        if hasattr(self.estimator, "feature_names_in_"):
-            # The model was fitted on a frame: give it one, so column names are checked and no warning is raised.
+        if self.needs_frame:
             return pd.DataFrame(rows, columns=self.feature_names)
+        # Rows are already in the model's feature order (checked at registration), so a plain array is the same
+        # input without the cost of building a DataFrame per batch.
         return np.asarray(rows, dtype=float)
 
     def breaker_state(self) -> str:
         state = self.breaker.state
         metrics.BREAKER_STATE.labels(self.model_name, str(self.version)).set(STATE_VALUE[state])
         return state
+
+
+def needs_frame(estimator: Any, signature: dict[str, Any]) -> bool:
+    """A DataFrame is needed when a feature is not numeric or a step selects columns by name."""
+    if not hasattr(estimator, "feature_names_in_"):
+        return False
+    if any(f["dtype"] == "category" for f in signature["inputs"]):
+        return True
+    parts = [estimator, *(estimator.get_params(deep=True).values() if hasattr(estimator, "get_params") else [])]
+    return any(isinstance(part, ColumnTransformer) for part in parts)
 
 
 ARGMAX_CLASSIFIERS = frozenset(
@@ -139,6 +152,7 @@ class ModelCache:
             signature=version.signature,
             size_bytes=version.size_bytes,
             cache_key=f"{version.pk}:{version.sha256[:16]}",
+            needs_frame=needs_frame(estimator, version.signature),
             breaker=CircuitBreaker(breaker_policy_for(version)),
         )
         loaded.batcher = MicroBatcher(

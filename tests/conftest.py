@@ -25,7 +25,7 @@ from registry import services
 def pytest_configure(config: pytest.Config) -> None:
     if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
         pytest.exit("the suite needs PostgreSQL: run it with `make test` (it sets DATABASE_URL)", returncode=2)
-    if "redis" not in settings.CACHES["default"]["BACKEND"]:
+    if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
         pytest.exit("the suite needs Redis: run it with `make test` (it sets REDIS_URL)", returncode=2)
 
 
