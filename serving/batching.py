@@ -30,7 +30,7 @@ class MicroBatcher:
         self._predict = predict
         self._max_rows = max_rows
         self._wait = wait_seconds
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._announced = 0
         self._lock = threading.Lock()
         self.on_batch: Callable[[int], None] | None = None
@@ -55,8 +55,15 @@ class MicroBatcher:
         self._queue.put(job)
         return job.future
 
-    def _gather(self) -> list[_Job]:
-        jobs = [self._queue.get()]
+    def close(self) -> None:
+        """Stop the thread once the work queued so far is done (the model was evicted)."""
+        self._queue.put(None)
+
+    def _gather(self) -> list[_Job] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        jobs = [first]
         rows = len(jobs[0].rows)
         deadline = time.monotonic() + self._wait
         while rows < self._max_rows:
@@ -72,6 +79,9 @@ class MicroBatcher:
                     job = self._queue.get(timeout=remaining)
                 except queue.Empty:
                     break
+            if job is None:  # closing: finish this batch, then stop
+                self._queue.put(None)
+                break
             jobs.append(job)
             rows += len(job.rows)
         return jobs
@@ -79,6 +89,8 @@ class MicroBatcher:
     def _run(self) -> None:
         while True:
             jobs = self._gather()
+            if jobs is None:
+                return
             rows = [row for job in jobs for row in job.rows]
             try:
                 predictions, probabilities = self._predict(rows)

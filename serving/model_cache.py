@@ -172,6 +172,7 @@ class ModelCache:
         total = sum(m.size_bytes for m in self._models.values())
         while total > self.budget_bytes and len(self._models) > 1:
             _, evicted = self._models.popitem(last=False)
+            evicted.batcher.close()  # requests already queued still get their answers
             total -= evicted.size_bytes
             logger.info("evicted %s v%s from the model cache", evicted.model_name, evicted.version)
 

@@ -83,3 +83,16 @@ def test_the_admin_session_can_predict_with_csrf(client, staff, production, logr
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(staff)
     assert post(strict, URL, {"instances": rows_of(logreg.X_test, 1)}).status_code == 403
+
+
+def test_a_key_created_in_the_admin_is_shown_once_and_works(client, staff, production, logreg):
+    client.force_login(staff)
+    response = client.post(
+        "/admin/serving/apikey/add/",
+        {"name": "from-console", "scopes": '["predict:cancer"]', "rate_limit_per_second": "0", "expires_at": ""},
+        follow=True,
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    raw = next(m.split("The new key is ")[1].split(" ")[0] for m in shown if "The new key is" in m)
+    assert ApiKey.objects.get(name="from-console").key_hash == hash_key(raw)
+    assert call(raw, {"instances": rows_of(logreg.X_test, 1)}).status_code == 200

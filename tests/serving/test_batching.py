@@ -92,3 +92,12 @@ def test_served_answers_under_concurrency_equal_unbatched_calls(request, trained
     assert histogram._sum.get() - before_rows == 120
     if trained == "forest":  # slow enough per call that concurrent requests always queue up behind one another
         assert calls < 100, calls
+
+
+def test_a_closed_batcher_answers_what_was_queued_then_stops():
+    batcher = MicroBatcher(lambda rows: (rows, None), max_rows=64, wait_seconds=0.001, name="closing")
+    pending = batcher.submit([[7]])
+    batcher.close()
+    assert pending.result(timeout=2) == ([[7]], None)
+    batcher._thread.join(timeout=2)
+    assert not batcher._thread.is_alive()
