@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import secrets
@@ -10,12 +9,12 @@ import time
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from serving.key_cache import key_cache
 from serving.models import ApiKey
 
 KEY_PREFIX = "mwk_"
@@ -65,50 +64,39 @@ def api_key_create(
     return key, raw
 
 
-# With Redis, the hot path reads keys from a shared read-through copy instead of Postgres (a cache hit costs a
-# fraction of an ORM query). Revocation writes a tombstone there, so it still takes effect at once in every
-# process; a lookup racing with a revocation uses cache.add, which never overwrites the tombstone.
-# Without Redis (embedded), each process's cache is its own, so keys are read from the database every time.
-KEY_CACHE_SECONDS = 300
-_KEY_FIELDS = ("pk", "name", "scopes", "rate_limit_per_second", "expires_at", "revoked_at")
-
-
-def _cache_slot(key_hash: str) -> str:
-    return f"apikey:{key_hash}"
+_ENTRY_FIELDS = ("pk", "name", "scopes", "rate_limit_per_second", "expires_at", "revoked_at")
 
 
 @transaction.atomic
 def api_key_revoke(*, key: ApiKey) -> ApiKey:
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     key.refresh_from_db()
-    if settings.REDIS_URL:
-        cache.set(_cache_slot(key.key_hash), {"revoked": True}, timeout=KEY_CACHE_SECONDS * 2)
+    cache_ = key_cache()
+    if cache_ is not None:
+        transaction.on_commit(lambda: cache_.publish_revocation(key.key_hash))
+        cache_.evict(key.key_hash)
     return key
 
 
 def api_key_lookup(raw: str) -> ApiKey | None:
-    """The active key with this raw value, or None (unknown, expired or revoked)."""
+    """The active key with this raw value, or None (unknown, expired or revoked).
+
+    Served from this process's memory when it can be (serving/key_cache.py says why that is still safe).
+    """
     if not raw.startswith(KEY_PREFIX):
         return None
     key_hash = hash_key(raw)
-    shared = bool(settings.REDIS_URL)
-    if shared:
-        try:
-            entry = cache.get(_cache_slot(key_hash))
-        except Exception:  # Redis away: the database still answers
-            entry, shared = None, False
-        if entry is not None:
-            if entry.get("revoked"):
-                return None
-            key = ApiKey(key_hash=key_hash, **entry)
-            return key if key.active else None
-    key = ApiKey.objects.filter(key_hash=key_hash).first()
-    if key is None:
-        return None
-    if shared:
-        entry = {"revoked": True} if key.revoked_at else {f: getattr(key, f) for f in _KEY_FIELDS}
-        with contextlib.suppress(Exception):  # the copy is an optimisation; the database row is the truth
-            cache.add(_cache_slot(key_hash), entry, timeout=KEY_CACHE_SECONDS)
+    memory = key_cache()
+    entry = memory.get(key_hash) if memory is not None else None
+    if entry is None:
+        generation = memory.generation() if memory is not None else 0
+        row = ApiKey.objects.filter(key_hash=key_hash).values(*_ENTRY_FIELDS).first()
+        if row is None:
+            return None
+        entry = row
+        if memory is not None:
+            memory.put(key_hash, entry, generation)
+    key = ApiKey(key_hash=key_hash, **entry)
     return key if key.active else None
 
 

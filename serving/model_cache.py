@@ -19,7 +19,7 @@ from sklearn.compose import ColumnTransformer
 
 from registry import services as registry
 from registry.models import ModelVersion
-from serving import metrics
+from serving import fast_paths, metrics
 from serving.batching import MicroBatcher
 from serving.breaker import STATE_VALUE, BreakerPolicy, CircuitBreaker
 
@@ -52,7 +52,7 @@ class LoadedModel:
         X = self._matrix(rows)
         if self.classes is None or not hasattr(self.estimator, "predict_proba"):
             return np.asarray(self.estimator.predict(X)).tolist(), None
-        probabilities = np.asarray(self.estimator.predict_proba(X), dtype=float)
+        probabilities = np.asarray(fast_paths.predict_proba(self.estimator, X), dtype=float)
         if _predicts_by_argmax(self.estimator):
             # These estimators' predict() is exactly classes_[argmax(predict_proba)]: skip the second pass.
             predictions = np.asarray(self.estimator.classes_)[probabilities.argmax(axis=1)]

@@ -32,16 +32,27 @@ class Route:
 
 _cache: dict[tuple, tuple[float, object]] = {}
 _lock = threading.Lock()
+_refreshing: set[tuple] = set()
 
 
 def _cached(key: tuple, load):
+    """The cached value while fresh. When it ages out, one thread reloads it while the others keep using the old
+    value for those few milliseconds, so a busy process never sends a burst of identical queries."""
     now = time.monotonic()
     hit = _cache.get(key)
     if hit is not None and now - hit[0] < settings.MODELWORKS_ROUTE_TTL_MS / 1000:
         return hit[1]
-    value = load()
     with _lock:
-        _cache[key] = (now, value)
+        if hit is not None and key in _refreshing:
+            return hit[1]
+        _refreshing.add(key)
+    try:
+        value = load()
+        with _lock:
+            _cache[key] = (time.monotonic(), value)
+    finally:
+        with _lock:
+            _refreshing.discard(key)
     return value
 
 

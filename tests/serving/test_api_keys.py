@@ -96,3 +96,26 @@ def test_a_key_created_in_the_admin_is_shown_once_and_works(client, staff, produ
     raw = next(m.split("The new key is ")[1].split(" ")[0] for m in shown if "The new key is" in m)
     assert ApiKey.objects.get(name="from-console").key_hash == hash_key(raw)
     assert call(raw, {"instances": rows_of(logreg.X_test, 1)}).status_code == 200
+
+
+def test_a_revocation_broadcast_by_another_process_evicts_the_remembered_key(production, logreg):
+    import time
+
+    import redis
+    from django.conf import settings
+
+    from serving.key_cache import CHANNEL, key_cache
+
+    memory = key_cache()
+    assert memory.wait_until_subscribed(5)
+    raw = make_key("predict:cancer")
+    body = {"instances": rows_of(logreg.X_test, 1)}
+    assert call(raw, body).status_code == 200
+    assert memory.get(hash_key(raw)) is not None  # remembered: the next call needs no database or Redis
+    # Another web process revokes the key: the row changes and the hash is published.
+    ApiKey.objects.filter(key_hash=hash_key(raw)).update(revoked_at=timezone.now())
+    redis.Redis.from_url(settings.REDIS_URL).publish(CHANNEL, hash_key(raw))
+    deadline = time.monotonic() + 2
+    while memory.get(hash_key(raw)) is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert call(raw, body).status_code == 401

@@ -1,0 +1,100 @@
+"""Each web process keeps the API keys it has seen in memory, and forgets a key the moment it is revoked anywhere.
+
+Revocation publishes the key's hash on a Redis channel; a listener thread in every process evicts it. So the hot
+path checks a key without any network round trip, and revocation still takes effect at once (the revoking process
+evicts synchronously, the others within the pub/sub delivery time, milliseconds). If the listener loses Redis,
+the process stops trusting its memory and reads keys from the database until it is subscribed again. Without
+Redis (the embedded default) nothing is kept: every lookup reads the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "modelworks:apikey-revoked"
+ENTRY_SECONDS = 60.0  # also re-read now and then, so edits other than revocation (scopes, expiry) show up
+
+
+class KeyCache:
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+        self._entries: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped on every revocation heard, so a lookup racing one never stores stale data
+        self._subscribed = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="apikey-revocations", daemon=True)
+        self._thread.start()
+
+    def get(self, key_hash: str) -> Any | None:
+        if not self._subscribed.is_set():
+            return None
+        hit = self._entries.get(key_hash)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def generation(self) -> int:
+        return self._generation
+
+    def put(self, key_hash: str, entry: Any, generation: int) -> None:
+        with self._lock:
+            if self._subscribed.is_set() and generation == self._generation:
+                self._entries[key_hash] = (time.monotonic() + ENTRY_SECONDS, entry)
+
+    def evict(self, key_hash: str) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.pop(key_hash, None)
+
+    def publish_revocation(self, key_hash: str) -> None:
+        self.evict(key_hash)
+        try:
+            redis.Redis.from_url(self._redis_url).publish(CHANNEL, key_hash)
+        except redis.RedisError:
+            logger.exception("could not broadcast an API key revocation; other processes re-read within %ss",
+                             ENTRY_SECONDS)  # fmt: skip
+
+    def wait_until_subscribed(self, timeout: float) -> bool:
+        return self._subscribed.wait(timeout)
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = redis.Redis.from_url(self._redis_url, health_check_interval=10).pubsub()
+                pubsub.subscribe(CHANNEL)
+                for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        self._subscribed.set()
+                    elif message["type"] == "message":
+                        self.evict(message["data"].decode())
+            except Exception:
+                logger.warning("API key revocation listener lost Redis; reading keys from the database", exc_info=True)
+            self._subscribed.clear()
+            with self._lock:
+                self._entries.clear()
+                self._generation += 1
+            time.sleep(1)
+
+
+_instance: KeyCache | None = None
+_instance_lock = threading.Lock()
+
+
+def key_cache() -> KeyCache | None:
+    """This process's key cache, or None when there is no Redis to hear revocations on."""
+    global _instance
+    if not settings.REDIS_URL:
+        return None
+    if _instance is None:
+        with _instance_lock:
+            if _instance is None:
+                _instance = KeyCache(settings.REDIS_URL)
+    return _instance
