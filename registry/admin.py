@@ -48,6 +48,18 @@ def status_badge(version: ModelVersion) -> str:
     return badge
 
 
+class VersionColumns:
+    """The columns a version shows in both the model page's inline and the version list."""
+
+    @admin.display(description="status")
+    def badge(self, version: ModelVersion) -> str:
+        return status_badge(version)
+
+    @admin.display(description="sha256")
+    def short_sha(self, version: ModelVersion) -> str:
+        return version.sha256[:12]
+
+
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
@@ -60,18 +72,10 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class VersionInline(ReadOnlyInline):
+class VersionInline(VersionColumns, ReadOnlyInline):
     model = ModelVersion
     fields = ["version", "badge", "format", "short_sha", "created_by", "created_at"]
     readonly_fields = fields
-
-    @admin.display(description="status")
-    def badge(self, version: ModelVersion) -> str:
-        return status_badge(version)
-
-    @admin.display(description="sha256")
-    def short_sha(self, version: ModelVersion) -> str:
-        return version.sha256[:12]
 
 
 class AliasInline(ReadOnlyInline):
@@ -154,7 +158,7 @@ class VersionRegistrationForm(forms.Form):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
     list_display = ["__str__", "badge", "format", "short_sha", "size_bytes", "created_by", "created_at"]
     list_filter = ["status", "format", "model__task", "model"]
     search_fields = ["model__name", "sha256"]
@@ -166,14 +170,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "evaluation_data_path", "created_by", "created_at",
     ]  # fmt: skip
     fields = readonly_fields
-
-    @admin.display(description="status")
-    def badge(self, version: ModelVersion) -> str:
-        return status_badge(version)
-
-    @admin.display(description="sha256")
-    def short_sha(self, version: ModelVersion) -> str:
-        return version.sha256[:12]
 
     @admin.display(description="gate report")
     def gate_report_table(self, version: ModelVersion) -> str:
