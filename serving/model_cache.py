@@ -38,6 +38,7 @@ class LoadedModel:
     needs_frame: bool  # columns picked by name or non-numeric features: the model must get a DataFrame
     breaker: CircuitBreaker
     batcher: MicroBatcher | None = field(default=None, repr=False)
+    _exported_state: str | None = field(default=None, repr=False)
 
     @property
     def feature_names(self) -> list[str]:
@@ -68,8 +69,11 @@ class LoadedModel:
         return np.asarray(rows, dtype=float)
 
     def breaker_state(self) -> str:
+        """The breaker's state, exported as a gauge when it changed (a gauge write per request costs time)."""
         state = self.breaker.state
-        metrics.BREAKER_STATE.labels(self.model_name, str(self.version)).set(STATE_VALUE[state])
+        if state != self._exported_state:
+            metrics.BREAKER_STATE.labels(self.model_name, str(self.version)).set(STATE_VALUE[state])
+            self._exported_state = state
         return state
 
 

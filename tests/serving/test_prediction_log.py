@@ -65,14 +65,14 @@ def test_a_retried_request_id_is_logged_once(caller, production, logreg):
 def test_rows_survive_a_failed_flush_and_are_written_on_the_next(caller, production, logreg, monkeypatch):
     buffer = prediction_log.prediction_log()
     post(caller, URL, {"instances": rows_of(logreg.X_test, 1)})
-    original = PredictionLog.objects.bulk_create
+    original = prediction_log.insert
 
     def database_down(*args, **kwargs):
         raise ConnectionError("database is away")
 
-    monkeypatch.setattr(PredictionLog.objects, "bulk_create", database_down)
+    monkeypatch.setattr(prediction_log, "insert", database_down)
     assert buffer.flush() == 0 and len(buffer) == 1
-    monkeypatch.setattr(PredictionLog.objects, "bulk_create", original)
+    monkeypatch.setattr(prediction_log, "insert", original)
     assert buffer.flush() == 1 and PredictionLog.objects.count() == 1
 
 
