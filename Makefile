@@ -28,6 +28,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 test: install services lint
+	./bin/ensure_tools.sh
 	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		$(PY) manage.py makemigrations --check --dry-run
 	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \

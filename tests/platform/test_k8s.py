@@ -1,0 +1,145 @@
+"""Kubernetes manifests: every file and both rendered overlays validate offline against the real schemas."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.platform.envnames import ROOT, known_env, settings_env
+from tests.platform.kustomize import load_documents, render
+
+K8S = ROOT / "platform" / "k8s"
+# Pinned: the schema version kubernetes-validate ships and our manifests target.
+K8S_VERSION = "1.30.0"
+OVERLAYS = ["dev", "prod"]
+PATCH_FILES = {K8S / "overlays" / name / patch for name in OVERLAYS for patch in ("web-resources.yaml", "config.yaml")}
+
+
+def _validate(doc: dict) -> None:
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def _by_kind(docs: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request) -> tuple[str, dict[tuple[str, str], dict]]:
+    return request.param, _by_kind(render(K8S / "overlays" / request.param))
+
+
+def test_every_manifest_file_validates():
+    files = [
+        path for path in sorted(K8S.rglob("*.yaml")) if path.name != "kustomization.yaml" and path not in PATCH_FILES
+    ]
+    assert len(files) >= 10
+    for path in files:
+        for doc in load_documents(path):
+            _validate(doc)
+
+
+def test_both_overlays_render_and_validate(rendered):
+    name, docs = rendered
+    kinds = {kind for kind, _ in docs}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap", "Secret"} <= kinds
+    namespace = {"dev": "modelworks-dev", "prod": "modelworks"}[name]
+    for doc in docs.values():
+        _validate(doc)
+        assert doc["metadata"]["namespace"] == namespace
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "modelworks"
+        for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            assert container["image"] == f"ghcr.io/example/modelworks:{ {'dev': 'dev', 'prod': '0.1.0'}[name] }"
+
+
+def test_the_hpa_is_exactly_the_seeds(rendered):
+    _, docs = rendered
+    hpa = docs[("HorizontalPodAutoscaler", "modelworks-web")]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "modelworks-web"}
+    assert hpa["spec"]["minReplicas"] == 3
+    assert hpa["spec"]["maxReplicas"] == 20
+    assert hpa["spec"]["metrics"] == [
+        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}},
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "inference_requests_per_second"},
+                "target": {"type": "AverageValue", "averageValue": "100"},
+            },
+        },
+    ]
+
+
+def test_web_probes_resources_and_graceful_shutdown(rendered):
+    name, docs = rendered
+    web = docs[("Deployment", "modelworks-web")]
+    pod = web["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["gunicorn", "config.wsgi:application", "-c", "platform/gunicorn.conf.py"]
+    assert (ROOT / "platform" / "gunicorn.conf.py").is_file()
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    expected_cpu = {"dev": "250m", "prod": "1"}[name]
+    assert container["resources"]["requests"]["cpu"] == expected_cpu
+    # preStop sleep (endpoints drop the pod) + gunicorn's graceful timeout must fit in the grace period.
+    sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    config = docs[("ConfigMap", "modelworks-config")]["data"]
+    assert pod["terminationGracePeriodSeconds"] > sleep + int(config["GUNICORN_GRACEFUL_TIMEOUT"])
+    assert web["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+    service = docs[("Service", "modelworks-web")]
+    assert service["spec"]["selector"] == web["spec"]["selector"]["matchLabels"]
+    pdb = docs[("PodDisruptionBudget", "modelworks-web")]
+    assert pdb["spec"]["selector"]["matchLabels"] == web["spec"]["selector"]["matchLabels"]
+
+
+def test_worker_and_a_single_beat(rendered):
+    name, docs = rendered
+    beat = docs[("Deployment", "modelworks-beat")]
+    assert beat["spec"]["replicas"] == 1
+    assert beat["spec"]["strategy"] == {"type": "Recreate"}
+    assert beat["spec"]["template"]["spec"]["containers"][0]["command"][:4] == ["celery", "-A", "config", "beat"]
+    worker = docs[("Deployment", "modelworks-worker")]
+    assert worker["spec"]["replicas"] == {"dev": 1, "prod": 4}[name]
+    assert worker["spec"]["template"]["spec"]["containers"][0]["command"][:4] == ["celery", "-A", "config", "worker"]
+    migrate = docs[("Job", "modelworks-migrate")]
+    assert migrate["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "python",
+        "manage.py",
+        "migrate",
+        "--noinput",
+    ]
+
+
+def test_config_and_secret_keys_are_settings_the_platform_reads(rendered):
+    _, docs = rendered
+    known = known_env()
+    config = docs[("ConfigMap", "modelworks-config")]["data"]
+    secret = docs[("Secret", "modelworks-secrets")]["stringData"]
+    assert set(config) <= known, set(config) - known
+    assert set(secret) <= known, set(secret) - known
+    assert {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"} <= set(secret) & settings_env()
+    assert config["MODELWORKS_MAX_BODY_MB"] == "10"
+
+
+def test_prometheus_adapter_rule_turns_the_counter_into_the_hpa_metric():
+    (configmap,) = render(K8S / "prometheus-adapter")
+    _validate(configmap)
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    (rule,) = yaml.safe_load(configmap["data"]["config.yaml"])["rules"]
+    assert rule["seriesQuery"].startswith("modelworks_predictions_total{")
+    assert rule["name"] == {"matches": "^modelworks_predictions_total$", "as": "inference_requests_per_second"}
+    assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
+    assert rule["metricsQuery"] == "sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)"
+
+
+def test_renderer_follows_kustomize_image_matching():
+    """An overlay rewrites only the name the base uses: the base keeps the placeholder `modelworks`."""
+    base = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert "images" not in base
+    for doc in render(K8S / "base"):
+        for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            assert container["image"] == "modelworks"
