@@ -17,6 +17,8 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from serving.per_process import PerProcess
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "modelworks:apikey-revoked"
@@ -84,17 +86,9 @@ class KeyCache:
             time.sleep(1)
 
 
-_instance: KeyCache | None = None
-_instance_lock = threading.Lock()
+_key_cache = PerProcess(lambda: KeyCache(settings.REDIS_URL))
 
 
 def key_cache() -> KeyCache | None:
     """This process's key cache, or None when there is no Redis to hear revocations on."""
-    global _instance
-    if not settings.REDIS_URL:
-        return None
-    if _instance is None:
-        with _instance_lock:
-            if _instance is None:
-                _instance = KeyCache(settings.REDIS_URL)
-    return _instance
+    return _key_cache() if settings.REDIS_URL else None

@@ -22,6 +22,7 @@ from registry.models import ModelVersion
 from serving import fast_paths, metrics
 from serving.batching import MicroBatcher
 from serving.breaker import STATE_VALUE, BreakerPolicy, CircuitBreaker
+from serving.per_process import PerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -181,15 +182,5 @@ class ModelCache:
             logger.info("evicted %s v%s from the model cache", evicted.model_name, evicted.version)
 
 
-_cache: ModelCache | None = None
-_cache_lock = threading.Lock()
-
-
-def model_cache() -> ModelCache:
-    """This process's cache (created lazily, so each forked web worker has its own)."""
-    global _cache
-    if _cache is None:
-        with _cache_lock:
-            if _cache is None:
-                _cache = ModelCache(settings.MODELWORKS_MODEL_CACHE_MB * 1024 * 1024)
-    return _cache
+# This process's cache: `model_cache()`.
+model_cache = PerProcess(lambda: ModelCache(settings.MODELWORKS_MODEL_CACHE_MB * 1024 * 1024))

@@ -23,6 +23,7 @@ from django.db import close_old_connections, connection, transaction
 
 from serving import metrics
 from serving.models import PredictionLog
+from serving.per_process import PerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -149,17 +150,13 @@ class PredictionLogBuffer:
         self.flush()
 
 
-_buffer: PredictionLogBuffer | None = None
-_buffer_lock = threading.Lock()
+def _new_buffer() -> PredictionLogBuffer:
+    buffer = PredictionLogBuffer(
+        flush_seconds=settings.MODELWORKS_LOG_FLUSH_MS / 1000, max_rows=settings.MODELWORKS_LOG_BUFFER_MAX
+    )
+    atexit.register(buffer.close)
+    return buffer
 
 
-def prediction_log() -> PredictionLogBuffer:
-    global _buffer
-    if _buffer is None:
-        with _buffer_lock:
-            if _buffer is None:
-                _buffer = PredictionLogBuffer(
-                    flush_seconds=settings.MODELWORKS_LOG_FLUSH_MS / 1000, max_rows=settings.MODELWORKS_LOG_BUFFER_MAX
-                )
-                atexit.register(_buffer.close)
-    return _buffer
+# This process's buffer: `prediction_log()`.
+prediction_log = PerProcess(_new_buffer)

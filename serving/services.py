@@ -134,7 +134,7 @@ def predict(
         else:
             loaded.batcher.withdraw()
             announced = False
-        predictions, probabilities = _merge(keys, cached, hits, fresh_predictions, fresh_probabilities, loaded)
+        predictions, probabilities = _merge(keys, cached, hits, fresh_predictions, fresh_probabilities)
         if use_cache:
             metrics.CACHE.labels(model_name, "hit").inc(sum(cached))
             metrics.CACHE.labels(model_name, "miss").inc(len(missing))
@@ -173,20 +173,14 @@ def predict(
         metrics.LATENCY.labels(model_name).observe(time.perf_counter() - started)
 
 
-def _merge(keys, cached, hits, fresh_predictions, fresh_probabilities, loaded):
+def _merge(keys, cached, hits, fresh_predictions, fresh_probabilities):
+    """Cached and freshly computed answers back in request order."""
     if not keys:
         return fresh_predictions, fresh_probabilities
-    predictions, probabilities = [], []
-    fresh = iter(range(len(fresh_predictions)))
-    for key, hit in zip(keys, cached, strict=True):
-        if hit:
-            prediction, probability = hits[key]
-        else:
-            i = next(fresh)
-            prediction, probability = fresh_predictions[i], fresh_probabilities[i] if fresh_probabilities else None
-        predictions.append(prediction)
-        probabilities.append(probability)
-    return predictions, (probabilities if loaded.classes is not None and probabilities[0] is not None else None)
+    fresh = zip(fresh_predictions, fresh_probabilities or [None] * len(fresh_predictions), strict=True)
+    merged = [hits[key] if hit else next(fresh) for key, hit in zip(keys, cached, strict=True)]
+    probabilities = [probability for _, probability in merged]
+    return [prediction for prediction, _ in merged], (probabilities if probabilities[0] is not None else None)
 
 
 def _call(loaded: LoadedModel, rows: list[list[Any]], budget_seconds: float, *, announced: bool):

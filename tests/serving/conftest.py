@@ -20,10 +20,10 @@ def fresh_serving_state(monkeypatch):
     tests about the background flusher build their own.
     """
     routing.clear_cache()
-    monkeypatch.setattr(model_cache_module, "_cache", None)
+    monkeypatch.setattr(model_cache_module.model_cache, "_value", None)
     monkeypatch.setattr(
-        prediction_log_module,
-        "_buffer",
+        prediction_log_module.prediction_log,
+        "_value",
         prediction_log_module.PredictionLogBuffer(flush_seconds=3600, max_rows=100_000, batch_rows=100_000),
     )
     yield

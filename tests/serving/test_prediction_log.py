@@ -23,7 +23,7 @@ URL = "/api/v1/models/cancer/predict"
 def background_log(monkeypatch):
     """A buffer with its real background flusher, as in a web process."""
     buffer = PredictionLogBuffer(flush_seconds=0.05, max_rows=100_000, batch_rows=50)
-    monkeypatch.setattr(prediction_log, "_buffer", buffer)
+    monkeypatch.setattr(prediction_log.prediction_log, "_value", buffer)
     return buffer
 
 
