@@ -132,6 +132,15 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("MODELWORKS_VERIFY_ARTIFACTS_EVERY_S", 3600),
         "options": {"expires": 1800},
     },
+    # --- features (issue 5) ---
+    # Values ingested in batch reach the online store only by materialization: copy what was created since the
+    # last run, often enough that the online store lags the offline one by minutes at most.
+    "features-materialize": {
+        "task": "features.materialize_all",
+        "schedule": env_int("MODELWORKS_FEATURES_MATERIALIZE_EVERY_S", 300),
+        "options": {"expires": 240},
+    },
+    # --- end features ---
 }
 
 # --- Artifact storage ---------------------------------------------------------------------------------------------
@@ -192,6 +201,21 @@ MODELWORKS_LOG_FLUSH_MS = env_int("MODELWORKS_LOG_FLUSH_MS", 250)
 MODELWORKS_LOG_BUFFER_MAX = env_int("MODELWORKS_LOG_BUFFER_MAX", 200_000)
 # Keyed hash for features tagged pii in a signature before they reach the prediction log.
 MODELWORKS_PII_HASH_KEY = env_secret("MODELWORKS_PII_HASH_KEY") or f"pii:{SECRET_KEY}"
+
+# --- Feature store (see README "Feature store") -------------------------------------------------------------------
+# "redis" needs REDIS_URL; "database" keeps the latest values in a table (the embedded default, one process or many).
+MODELWORKS_FEATURES_ONLINE_STORE = env_str("MODELWORKS_FEATURES_ONLINE_STORE", "redis" if REDIS_URL else "database")
+if MODELWORKS_FEATURES_ONLINE_STORE not in ("redis", "database") or (
+    MODELWORKS_FEATURES_ONLINE_STORE == "redis" and not REDIS_URL
+):
+    raise ImproperlyConfigured("MODELWORKS_FEATURES_ONLINE_STORE must be 'database', or 'redis' with REDIS_URL set")
+# A pushed row may be stamped this far in the future (clock skew between producers and us), no further.
+MODELWORKS_FEATURES_FUTURE_TOLERANCE_S = env_int("MODELWORKS_FEATURES_FUTURE_TOLERANCE_S", 300)
+# Incremental materialization stops this far behind now, so rows of transactions still committing are not skipped.
+MODELWORKS_FEATURES_MATERIALIZE_LAG_S = env_int("MODELWORKS_FEATURES_MATERIALIZE_LAG_S", 5)
+# Modules imported at startup that register on-demand feature functions (features/on_demand.py).
+MODELWORKS_FEATURE_MODULES = env_list("MODELWORKS_FEATURE_MODULES", ["features.demo"])
+MODELWORKS_FEATURES_MAX_ROWS = env_int("MODELWORKS_FEATURES_MAX_ROWS", 10_000)
 
 # --- Static files, auth, i18n -------------------------------------------------------------------------------------
 STATIC_URL = "static/"

@@ -1,1 +1,150 @@
-"""Models arrive with this part's issue; the app is registered so migrations and settings stay stable."""
+"""The feature store's data: entities, feature views, every value ever written (the offline store), and the
+bookkeeping of materialization and batch ingests.
+
+The online store (latest value per entity and view) is not a Django model: it lives in Redis, or in `OnlineValue`
+when the platform runs embedded without Redis (features/online.py).
+"""
+
+from __future__ import annotations
+
+from django.core.validators import RegexValidator
+from django.db import models
+
+NAME = RegexValidator(r"^[a-z][a-z0-9_]{0,62}$", "lowercase letters, digits or '_', starting with a letter")
+
+
+class ValueType(models.TextChoices):
+    STRING = "string"
+    INT = "int"
+
+
+class Entity(models.Model):
+    """What features describe (a customer, a patient); `join_key` is the column that identifies one."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[NAME])
+    join_key = models.CharField(max_length=63, validators=[NAME])
+    value_type = models.CharField(max_length=10, choices=ValueType.choices, default=ValueType.STRING)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "entities"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FeatureView(models.Model):
+    """A group of typed features of one entity, written and read together, valid for `ttl_seconds` after their
+    event time. `features` is a list of {"name", "dtype", "description"} (dtype: float, int, bool, string)."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[NAME])
+    entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="views")
+    features = models.JSONField()
+    ttl_seconds = models.PositiveIntegerField()
+    owner = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    # Freshness, kept by the writers so the admin never scans the offline store for it.
+    newest_event_at = models.DateTimeField(null=True, blank=True)
+    # Incremental materialization has copied every value created up to here to the online store.
+    materialized_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [feature["name"] for feature in self.features]
+
+    @property
+    def dtypes(self) -> dict[str, str]:
+        return {feature["name"]: feature["dtype"] for feature in self.features}
+
+
+class FeatureValue(models.Model):
+    """The offline store: one row per write of a view's features for one entity at one event time. Never updated.
+
+    "Latest as of t" reads walk the (view, entity_key, event_ts desc, created_ts desc, id desc) index; materialization
+    scans (view, created_ts).
+    """
+
+    view = models.ForeignKey(FeatureView, on_delete=models.PROTECT, related_name="values")
+    entity_key = models.CharField(max_length=200)
+    event_ts = models.DateTimeField()
+    created_ts = models.DateTimeField()
+    data = models.JSONField()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                "view", "entity_key", models.F("event_ts").desc(), models.F("created_ts").desc(), models.F("id").desc(),
+                name="featurevalue_latest_as_of",
+            ),
+            models.Index(fields=["view", "created_ts"], name="featurevalue_created"),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.view_id}:{self.entity_key}@{self.event_ts:%Y-%m-%d %H:%M:%S}"
+
+
+class OnlineValue(models.Model):
+    """The online store when no Redis is configured: the latest value per view and entity, in the database.
+
+    Times are integer microseconds so "newer" is one portable row-value comparison in SQL.
+    """
+
+    view = models.ForeignKey(FeatureView, on_delete=models.CASCADE, related_name="+")
+    entity_key = models.CharField(max_length=200)
+    event_us = models.BigIntegerField()
+    created_us = models.BigIntegerField()
+    data = models.JSONField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["view", "entity_key"], name="unique_online_value")]
+
+    def __str__(self) -> str:
+        return f"{self.view_id}:{self.entity_key}"
+
+
+class MaterializationRun(models.Model):
+    view = models.ForeignKey(FeatureView, on_delete=models.CASCADE, related_name="materializations")
+    mode = models.CharField(max_length=20)  # "incremental" or "range"
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField()
+    rows_read = models.PositiveIntegerField(default=0)
+    rows_written = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-finished_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.view_id} {self.mode} {self.finished_at:%Y-%m-%d %H:%M:%S}"
+
+
+class IngestJob(models.Model):
+    """Progress of one batch ingest of one file into one view, so a rerun of the same file resumes after the last
+    committed chunk instead of writing it twice."""
+
+    view = models.ForeignKey(FeatureView, on_delete=models.CASCADE, related_name="ingests")
+    file_name = models.CharField(max_length=500)
+    file_sha256 = models.CharField(max_length=64)
+    rows_done = models.PositiveBigIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["view", "file_sha256"], name="unique_ingest_per_file")]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} -> {self.view_id} ({self.rows_done} rows)"

@@ -2,13 +2,15 @@
 
 A signature is JSON:
     {"inputs": [{"name": "age", "dtype": "float|int|bool|category", "nullable": false,
-                 "min": 0, "max": 120, "allowed": [...], "pii": false}, ...],
+                 "min": 0, "max": 120, "allowed": [...], "pii": false,
+                 "feature": "view:feature"}, ...],         # optional: filled from the feature store by entity id
      "outputs": {"classes": [0, 1]}}        # classes for classifiers only
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,7 @@ from registry.models import Task
 
 DTYPES = ("float", "int", "bool", "category")
 MAX_INFERRED_CATEGORIES = 100
+FEATURE_REF = re.compile(r"^[a-z][a-z0-9_]{0,62}:[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
 def to_json_value(value: Any) -> Any:
@@ -53,7 +56,7 @@ def validate_signature(raw: Any) -> tuple[dict[str, Any], list[str]]:
         seen.add(name)
         if dtype not in DTYPES:
             problems.append(f"{where}.dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
-        unknown = set(feature) - {"name", "dtype", "nullable", "min", "max", "allowed", "pii"}
+        unknown = set(feature) - {"name", "dtype", "nullable", "min", "max", "allowed", "pii", "feature"}
         if unknown:
             problems.append(f"{where}: unknown keys {', '.join(sorted(unknown))}")
         entry: dict[str, Any] = {
@@ -62,6 +65,11 @@ def validate_signature(raw: Any) -> tuple[dict[str, Any], list[str]]:
             "nullable": bool(feature.get("nullable", False)),
             "pii": bool(feature.get("pii", False)),
         }
+        if feature.get("feature") is not None:  # the feature store can fill this input by entity id
+            if not isinstance(feature["feature"], str) or not FEATURE_REF.match(feature["feature"]):
+                problems.append(f"{where}.feature: must be a reference like 'view:feature'")
+            else:
+                entry["feature"] = feature["feature"]
         for bound in ("min", "max"):
             if feature.get(bound) is not None:
                 value = feature[bound]

@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from features.serving import resolve_feature_inputs
 from registry.models import ModelVersion
 from serving import metrics, prediction_cache, routing
 from serving.model_cache import LoadedModel, model_cache
@@ -51,6 +52,7 @@ class Prediction:
     classes: list[Any] | None
     cached: list[bool]
     route: str
+    features: list[dict[str, list[str]]] | None = None  # feature store: per row, inputs looked up/computed/missing
 
     def as_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -64,6 +66,8 @@ class Prediction:
             body["classes"] = self.classes
         body["cached"] = self.cached
         body["route"] = self.route
+        if self.features is not None:
+            body["features"] = self.features
         return body
 
 
@@ -109,6 +113,7 @@ def predict(
     outcome = "error"
     try:
         try:
+            payload, feature_report = resolve_feature_inputs(payload, loaded.signature)  # entity ids -> features
             rows = rows_from_payload(payload, loaded.signature, settings.MODELWORKS_MAX_BATCH)
         except InputError:
             outcome = "invalid"
@@ -148,6 +153,7 @@ def predict(
             classes=served.classes if probabilities is not None else None,
             cached=cached,
             route=reason,
+            features=feature_report,
         )
         latency_ms = (time.perf_counter() - started) * 1000
         prediction_log().append(

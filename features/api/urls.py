@@ -1,0 +1,11 @@
+from django.urls import path
+
+from features.api import views
+
+urlpatterns = [
+    path("entities/", views.EntityListCreate.as_view(), name="feature-entity-list"),
+    path("views/", views.FeatureViewListCreate.as_view(), name="feature-view-list"),
+    path("views/<slug:name>/", views.FeatureViewDetail.as_view(), name="feature-view-detail"),
+    path("online", views.Online.as_view(), name="feature-online"),
+    path("<slug:name>/push", views.Push.as_view(), name="feature-push"),
+]

@@ -1,0 +1,236 @@
+"""Online reads: `get_online_features(entity_rows, ["view:feature", ...])`.
+
+Per value, in order: a value given in the request (overrides), the online store when fresher than the view's TTL,
+an on-demand function registered for the feature, the newest offline value within the TTL, else missing. The
+answer is columnar (one list per feature, one entry per entity row), with where each value came from and its age.
+All online values of a call come from one pipelined Redis round trip whatever the number of rows and views.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.utils import timezone
+
+from features import metrics
+from features.models import FeatureValue, FeatureView
+from features.on_demand import on_demand_for
+from features.online import online_store
+from features.schema import dtype_problem, entity_key, entity_key_problem, parse_ref, to_us
+
+log = logging.getLogger(__name__)
+VIEW_CACHE_SECONDS = 5.0
+
+
+@dataclass
+class FeatureColumn:
+    values: list[Any]
+    sources: list[str]
+    age_seconds: list[float | None]
+
+
+@dataclass
+class OnlineFeatures:
+    features: dict[str, FeatureColumn] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "features": {
+                ref: {"values": c.values, "sources": c.sources, "age_seconds": c.age_seconds}
+                for ref, c in self.features.items()
+            }
+        }
+
+    def row(self, index: int) -> dict[str, Any]:
+        return {ref: column.values[index] for ref, column in self.features.items()}
+
+
+class _ViewCache:
+    """Definitions read at most every few seconds per process: a changed TTL or new feature shows up that late."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, tuple[float, FeatureView]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, names: set[str]) -> dict[str, FeatureView]:
+        now = time.monotonic()
+        found = {n: hit[1] for n in names if (hit := self._views.get(n)) and hit[0] > now}
+        missing = names - found.keys()
+        if missing:
+            loaded = {v.name: v for v in FeatureView.objects.select_related("entity").filter(name__in=missing)}
+            with self._lock:
+                for name, view in loaded.items():
+                    self._views[name] = (now + VIEW_CACHE_SECONDS, view)
+            found.update(loaded)
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._views.clear()
+
+
+view_cache = _ViewCache()
+
+
+def resolve_refs(refs: Any) -> list[tuple[str, FeatureView, str]]:
+    """(ref, view, feature) per requested ref; ValidationError naming every bad one."""
+    if not isinstance(refs, list) or not refs:
+        raise ValidationError({"features": ["must be a non-empty list of 'view:feature' references"]})
+    parsed = [(ref, parse_ref(ref)) for ref in refs]
+    views = view_cache.get({p[0] for _, p in parsed if p})
+    problems, resolved = [], []
+    for ref, names in parsed:
+        if names is None:
+            problems.append(f"{ref!r} is not a reference like 'view:feature'")
+        elif names[0] not in views:
+            problems.append(f"{ref}: no feature view named '{names[0]}'")
+        elif names[1] not in views[names[0]].dtypes:
+            problems.append(f"{ref}: view '{names[0]}' has no feature '{names[1]}'")
+        else:
+            resolved.append((ref, views[names[0]], names[1]))
+    if problems:
+        raise ValidationError({"features": problems})
+    if len({ref for ref, _, _ in resolved}) != len(resolved):
+        raise ValidationError({"features": ["a feature is requested twice"]})
+    return resolved
+
+
+def _entity_keys(view: FeatureView, entity_rows: list[dict[str, Any]]) -> list[str | None]:
+    join_key, problems, keys = view.entity.join_key, [], []
+    for index, row in enumerate(entity_rows):
+        raw = row.get(join_key)
+        if raw is None:
+            keys.append(None)
+        elif problem := entity_key_problem(view.entity, raw):
+            problems.append(f"row {index}: {join_key} {problem}")
+        else:
+            keys.append(entity_key(raw))
+    if problems:
+        raise ValidationError({"entities": problems})
+    return keys
+
+
+def get_online_features(
+    entity_rows: list[dict[str, Any]], features: list[str], *, overrides: list[dict[str, Any]] | None = None
+) -> OnlineFeatures:
+    """Feature values for each entity row ({join_key: id, ...}); `overrides[i]` may give values (by ref) directly."""
+    started = time.perf_counter()
+    if not isinstance(entity_rows, list) or not all(isinstance(row, dict) for row in entity_rows):
+        raise ValidationError({"entities": ["must be a list of objects like {join_key: id}"]})
+    resolved = resolve_refs(features)
+    now_us = to_us(timezone.now())
+    views = {view.name: view for _, view, _ in resolved}
+    keys = {name: _entity_keys(view, entity_rows) for name, view in views.items()}
+    wanted = [(views[name], [k for k in keys[name] if k is not None]) for name in views]
+    answers = online_store().read(wanted) if any(k for _, k in wanted) else [[] for _ in wanted]
+    records = {}
+    for (view, _), answer in zip(wanted, answers, strict=True):
+        found = iter(answer)
+        records[view.name] = [next(found) if key is not None else None for key in keys[view.name]]
+    result = OnlineFeatures()
+    pending: list[tuple[int, str]] = []
+    ttl_us = {name: view.ttl_seconds * 1_000_000 for name, view in views.items()}
+    for ref, view, feature in resolved:
+        column = FeatureColumn([], [], [])
+        limit = ttl_us[view.name]
+        for index, record in enumerate(records[view.name]):
+            given = overrides[index] if overrides else None
+            if given and ref in given:
+                column.values.append(given[ref])
+                column.sources.append("request")
+                column.age_seconds.append(0.0)
+            elif record is not None and now_us - record.event_us <= limit and record.data.get(feature) is not None:
+                column.values.append(record.data[feature])
+                column.sources.append("online")
+                column.age_seconds.append(max(now_us - record.event_us, 0) / 1e6)
+            else:
+                column.values.append(None)
+                column.sources.append("missing")
+                column.age_seconds.append(None)
+                pending.append((index, ref))
+        result.features[ref] = column
+    if pending:
+        _fill_missing(result, pending, {ref: (view, feature) for ref, view, feature in resolved}, views, keys, now_us)
+    _count(result, {ref: view.name for ref, view, _ in resolved})
+    metrics.ONLINE_READ_SECONDS.observe(time.perf_counter() - started)
+    return result
+
+
+def _fill_missing(result: OnlineFeatures, pending, refs, views, keys, now_us: int) -> None:
+    """On-demand functions first (repeated while they make progress, so one may feed another), then offline."""
+    progress = True
+    while pending and progress:
+        progress, still = False, []
+        for index, ref in pending:
+            if _compute(result, index, ref, refs[ref][0]):
+                progress = True
+            else:
+                still.append((index, ref))
+        pending = still
+    by_view: dict[str, set[str]] = {}
+    for index, ref in pending:
+        key = keys[refs[ref][0].name][index]
+        if key is not None:
+            by_view.setdefault(refs[ref][0].name, set()).add(key)
+    latest = {name: _offline_latest(views[name], found) for name, found in by_view.items()}
+    for index, ref in pending:
+        view, feature = refs[ref]
+        record = latest.get(view.name, {}).get(keys[view.name][index])
+        if record is not None and record[1].get(feature) is not None:
+            column = result.features[ref]
+            column.values[index] = record[1].get(feature)
+            column.sources[index] = "offline"
+            column.age_seconds[index] = max(now_us - record[0], 0) / 1e6
+
+
+def _compute(result: OnlineFeatures, index: int, ref: str, view: FeatureView) -> bool:
+    on_demand = on_demand_for(ref)
+    if on_demand is None:
+        return False
+    inputs, ages = {}, []
+    for name in on_demand.inputs:
+        column = result.features.get(name)
+        if column is None or column.sources[index] == "missing" or column.values[index] is None:
+            return False
+        inputs[name] = column.values[index]
+        ages.append(column.age_seconds[index] or 0.0)
+    try:
+        value = on_demand.function(inputs)
+    except Exception:
+        log.exception("on-demand feature %s failed; falling back to the offline store", ref)
+        return False
+    if value is None or dtype_problem(view.dtypes[ref.split(":", 1)[1]], value):
+        return False
+    column = result.features[ref]
+    column.values[index], column.sources[index], column.age_seconds[index] = value, "on_demand", max(ages, default=0.0)
+    return True
+
+
+def _offline_latest(view: FeatureView, keys: set[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """The newest value per entity with an event time in [now - TTL, now]: one indexed query."""
+    now = timezone.now()
+    rows = FeatureValue.objects.filter(
+        view=view, entity_key__in=keys, event_ts__lte=now, event_ts__gte=now - timedelta(seconds=view.ttl_seconds)
+    ).order_by("entity_key", "-event_ts", "-created_ts", "-id")
+    if connection.features.can_distinct_on_fields:
+        rows = rows.distinct("entity_key")
+    latest: dict[str, tuple[int, dict[str, Any]]] = {}
+    for key, event_ts, data in rows.values_list("entity_key", "event_ts", "data"):
+        latest.setdefault(key, (to_us(event_ts), data))
+    return latest
+
+
+def _count(result: OnlineFeatures, view_of: dict[str, str]) -> None:
+    counts: Counter[tuple[str, str]] = Counter()
+    for ref, column in result.features.items():
+        counts.update((view_of[ref], source) for source in column.sources)
+    for (view, source), count in counts.items():
+        metrics.FEATURE_VALUES.labels(view, source).inc(count)

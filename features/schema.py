@@ -1,0 +1,98 @@
+"""Feature types, feature references ("view:feature") and the checks every write path shares."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from features.models import Entity, ValueType
+
+DTYPES = ("float", "int", "bool", "string")
+REF = re.compile(r"^([a-z][a-z0-9_]{0,62}):([A-Za-z_][A-Za-z0-9_]{0,99})$")
+FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+EVENT_TIMESTAMP = "event_timestamp"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_ref(ref: Any) -> tuple[str, str] | None:
+    """("view", "feature") for a well-formed "view:feature", else None."""
+    match = REF.match(ref) if isinstance(ref, str) else None
+    return (match.group(1), match.group(2)) if match else None
+
+
+def dtype_problem(dtype: str, value: Any) -> str | None:
+    """Why `value` is not a `dtype` (None is always allowed: a feature may be unknown), or None when it is."""
+    if value is None:
+        return None
+    if dtype == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, got {type(value).__name__}"
+        if not math.isfinite(value):
+            return "must be finite (not NaN or infinity)"
+    elif dtype == "int":
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            return f"must be an integer, got {value!r}"
+    elif dtype == "bool":
+        if not isinstance(value, bool):
+            return f"must be true or false, got {value!r}"
+    elif dtype == "string" and not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    return None
+
+
+def normalise(dtype: str, value: Any) -> Any:
+    """The stored form of a checked value: ints as int, floats as float."""
+    if value is None:
+        return None
+    if dtype == "int":
+        return int(value)
+    if dtype == "float":
+        return float(value)
+    return value
+
+
+def entity_key_problem(entity: Entity, value: Any) -> str | None:
+    if value is None or value == "":
+        return "is missing"
+    if entity.value_type == ValueType.INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value):
+                return None
+            return f"must be an integer id, got {value!r}"
+    elif not isinstance(value, str | int) or isinstance(value, bool):
+        return f"must be a string id, got {type(value).__name__}"
+    if len(str(value)) > 200:
+        return "is longer than 200 characters"
+    return None
+
+
+def entity_key(value: Any) -> str:
+    """Keys are stored as text whatever the entity's type: 7, "7" and 7.0 never become three entities."""
+    return str(int(value)) if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """An aware datetime from ISO-8601 text (naive means UTC) or epoch seconds; None when unreadable."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float rounding)."""
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -1,0 +1,192 @@
+"""Feature store writes: validating rows, storing them offline, copying the newest online, materialization.
+
+Definitions (entities, views) are written by features/definitions.py; batch files are read by features/ingest.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from features import metrics
+from features.models import FeatureValue, FeatureView, MaterializationRun
+from features.online import latest_per_entity, online_store
+from features.schema import (
+    EVENT_TIMESTAMP,
+    dtype_problem,
+    entity_key,
+    entity_key_problem,
+    normalise,
+    parse_timestamp,
+    to_us,
+)
+
+log = logging.getLogger(__name__)
+MATERIALIZE_CHUNK = 5000
+ADVISORY_LOCK_SPACE = 0x46454154  # "FEAT": keeps our locks apart from anyone else's
+
+
+@dataclass(frozen=True)
+class CheckedRow:
+    entity_key: str
+    event_ts: datetime
+    data: dict[str, Any]
+
+
+class RowsRejected(Exception):
+    """Some rows do not fit the view: `errors` names each row and field; nothing of the request was stored."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"row {errors[0]['row']}, {errors[0]['field']}: {errors[0]['message']}")
+        self.errors = errors
+
+
+def _problem(row: int, field: str | None, message: str) -> dict[str, Any]:
+    return {"row": row, "field": field, "message": message}
+
+
+def feature_rows_check(*, view: FeatureView, rows: Any, first_row: int = 0, now: datetime | None = None,
+                       max_errors: int = 20) -> list[CheckedRow]:  # fmt: skip
+    """Every row checked against the view's schema; RowsRejected with all problems (up to max_errors) otherwise.
+
+    A row is {join_key: id, "event_timestamp": ISO-8601 or epoch seconds, feature: value, ...}; features it leaves
+    out are stored as null. Row numbers in errors count from `first_row` (a file's line, a request's index)."""
+    if not isinstance(rows, list) or not rows:
+        raise RowsRejected([_problem(first_row, "rows", "must be a non-empty list of objects")])
+    entity = view.entity
+    dtypes = view.dtypes
+    latest_allowed = (now or timezone.now()) + timedelta(seconds=settings.MODELWORKS_FEATURES_FUTURE_TOLERANCE_S)
+    checked, errors = [], []
+    for index, row in enumerate(rows, start=first_row):
+        if not isinstance(row, dict):
+            errors.append(_problem(index, None, "must be an object of column: value"))
+            continue
+        row_errors = []
+        if problem := entity_key_problem(entity, row.get(entity.join_key)):
+            row_errors.append(_problem(index, entity.join_key, problem))
+        event_ts = parse_timestamp(row.get(EVENT_TIMESTAMP))
+        if event_ts is None:
+            row_errors.append(_problem(index, EVENT_TIMESTAMP, "is missing or not an ISO-8601 time / epoch seconds"))
+        elif event_ts > latest_allowed:
+            row_errors.append(_problem(index, EVENT_TIMESTAMP, f"{event_ts.isoformat()} is in the future"))
+        data = {}
+        for name, value in row.items():
+            if name in (entity.join_key, EVENT_TIMESTAMP):
+                continue
+            if name not in dtypes:
+                row_errors.append(_problem(index, name, f"is not a feature of view {view.name}"))
+            elif problem := dtype_problem(dtypes[name], value):
+                row_errors.append(_problem(index, name, problem))
+            else:
+                data[name] = normalise(dtypes[name], value)
+        if row_errors:
+            errors += row_errors
+            continue
+        checked.append(CheckedRow(entity_key(row[entity.join_key]), event_ts, {n: data.get(n) for n in dtypes}))
+    if errors:
+        raise RowsRejected(errors[:max_errors])
+    return checked
+
+
+def feature_values_store(*, view: FeatureView, rows: list[CheckedRow], created_ts: datetime | None = None) -> datetime:
+    """Append rows to the offline store and keep the view's freshness; answers the created time they share."""
+    created_ts = created_ts or timezone.now()
+    with transaction.atomic():
+        FeatureValue.objects.bulk_create(
+            [FeatureValue(view=view, entity_key=r.entity_key, event_ts=r.event_ts, created_ts=created_ts, data=r.data)
+             for r in rows],
+            batch_size=2000,
+        )  # fmt: skip
+        newest = max(row.event_ts for row in rows)
+        # Conditional: concurrent writers only take the row lock when they actually move freshness forward.
+        FeatureView.objects.filter(pk=view.pk).filter(
+            Q(newest_event_at__isnull=True) | Q(newest_event_at__lt=newest)
+        ).update(newest_event_at=newest)
+    return created_ts
+
+
+def feature_values_push(*, view: FeatureView, rows: Any) -> dict[str, int]:
+    """The push API: all rows or none go offline; then each entity's newest row goes online unless a newer value is
+    already there. If the online write fails the values are safe offline and the next materialization copies them."""
+    checked = feature_rows_check(view=view, rows=rows)
+    created_ts = feature_values_store(view=view, rows=checked)
+    metrics.VALUES_WRITTEN.labels(view.name, "push").inc(len(checked))
+    created_us = to_us(created_ts)
+    latest = latest_per_entity((r.entity_key, to_us(r.event_ts), created_us, r.data) for r in checked)
+    try:
+        online = online_store().write(view, latest)
+    except Exception:
+        log.exception("online write of %d values for view %s failed; materialization will copy them", len(latest), view)
+        online = 0
+    return {"stored": len(checked), "online": online}
+
+
+def feature_view_materialize(*, view: FeatureView, start: datetime | None = None, end: datetime | None = None
+                             ) -> MaterializationRun | None:  # fmt: skip
+    """Copy the newest offline values to the online store.
+
+    Incremental (no start/end): the values created since the view's watermark, up to a few seconds ago (so rows of
+    transactions still committing are not skipped), and move the watermark. With start/end: the values whose event
+    time is in [start, end], watermark untouched. Either way only newer values are written, so running it again
+    writes nothing. Answers None when another run holds this view right now."""
+    started = timezone.now()
+    incremental = start is None and end is None
+    with transaction.atomic():
+        if not _claim(view):
+            return None
+        locked = FeatureView.objects.select_related("entity").get(pk=view.pk)
+        values = FeatureValue.objects.filter(view=locked)
+        if incremental:
+            window_start = locked.materialized_until
+            window_end = max(started - timedelta(seconds=settings.MODELWORKS_FEATURES_MATERIALIZE_LAG_S),
+                             window_start or started - timedelta(days=365_000))  # fmt: skip
+            values = values.filter(created_ts__lte=window_end)
+            if window_start is not None:
+                values = values.filter(created_ts__gt=window_start)
+            # A value already older than the TTL can never be served online.
+            values = values.filter(event_ts__gte=started - timedelta(seconds=locked.ttl_seconds))
+        else:
+            window_start, window_end = start, end or started
+            values = values.filter(event_ts__lte=window_end)
+            if window_start is not None:
+                values = values.filter(event_ts__gte=window_start)
+        read, written = _copy_latest(locked, values)
+        if incremental:
+            FeatureView.objects.filter(pk=view.pk).update(materialized_until=window_end)
+        return MaterializationRun.objects.create(
+            view=locked, mode="incremental" if incremental else "range", window_start=window_start,
+            window_end=window_end, rows_read=read, rows_written=written, started_at=started,
+            finished_at=timezone.now(),
+        )  # fmt: skip
+
+
+def _claim(view: FeatureView) -> bool:
+    """One materialization per view at a time, without locking the view's row (pushes update it): a transaction-scoped
+    advisory lock on Postgres. SQLite (embedded) has one writer at a time anyway."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_SPACE, view.pk])
+        return bool(cursor.fetchone()[0])
+
+
+def _copy_latest(view: FeatureView, values) -> tuple[int, int]:
+    read = written = 0
+    store = online_store()
+    chunk: list[tuple[str, int, int, dict[str, Any]]] = []
+    rows = values.order_by("id").values_list("entity_key", "event_ts", "created_ts", "data")
+    for key, event_ts, created_ts, data in rows.iterator(chunk_size=MATERIALIZE_CHUNK):
+        chunk.append((key, to_us(event_ts), to_us(created_ts), data))
+        if len(chunk) == MATERIALIZE_CHUNK:
+            read, written = read + len(chunk), written + store.write(view, latest_per_entity(chunk))
+            chunk = []
+    if chunk:
+        read, written = read + len(chunk), written + store.write(view, latest_per_entity(chunk))
+    return read, written
