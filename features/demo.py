@@ -17,6 +17,7 @@ import skops.io as sio
 from django.utils import timezone
 from sklearn import datasets
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -76,15 +77,18 @@ def _seed_model(X, y, write) -> None:
     if model is None:
         model = services.registered_model_create(
             name=MODEL, task=Task.CLASSIFICATION, tags={"demo": "true", "dataset": "breast_cancer"},
+            gate_rules=["accuracy >= 0.9", "roc_auc >= 0.95"],
             description="The breast-cancer logistic regression, served by patient id from the feature store.",
         )  # fmt: skip
-    estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=42)
+    estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X_train, y_train)
     signature, _ = infer_signature(estimator, Task.CLASSIFICATION, X)
     for entry in signature["inputs"]:
         entry["feature"] = f"{VIEW}:{_column(entry['name'])}"
     version = services.model_version_register(
         model=model, artifact=sio.dumps(estimator), filename=f"{MODEL}.skops", signature=signature,
         lineage={"source": "seed_demo", "dataset": "sklearn.datasets.load_breast_cancer", "features": VIEW},
+        evaluation_data=X_test.assign(target=y_test).to_csv(index=False).encode(),
     )  # fmt: skip
     if version.servable:
         services.alias_set(model=model, name=services.PRODUCTION_ALIAS, version=version)

@@ -60,7 +60,7 @@ def test_a_failing_command_exits_non_zero_with_one_readable_line(tmp_path):
 def test_seed_demo_registers_real_models_through_the_services(capsys):
     call_command("seed_demo")
     models = {m.name: m for m in RegisteredModel.objects.all()}
-    assert set(models) == {"breast-cancer-logreg", "breast-cancer-forest", "diabetes-ridge"}
+    assert set(models) == {"breast-cancer-logreg", "breast-cancer-forest", "diabetes-ridge", "breast-cancer-by-patient"}
     for model in models.values():
         version = model.versions.get()
         assert version.status == "production"
@@ -69,7 +69,7 @@ def test_seed_demo_registers_real_models_through_the_services(capsys):
         assert model.events.filter(action="version.registered").exists()
     assert models["diabetes-ridge"].versions.get().gate_report["metrics"]["rmse"] < 65
     call_command("seed_demo")
-    assert ModelVersion.objects.count() == 3
+    assert ModelVersion.objects.count() == 4
     assert "already seeded" in capsys.readouterr().out
 
 
