@@ -3,8 +3,6 @@ trip, metrics, and the HTTP endpoint."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -16,7 +14,7 @@ from features.models import FeatureValue
 from features.online import OnlineRecord, RedisOnlineStore
 from features.retrieval import get_online_features
 from features.schema import to_us
-from features.services import feature_values_push, feature_values_store, feature_rows_check
+from features.services import feature_rows_check, feature_values_push, feature_values_store
 from tests.features.conftest import ago
 
 pytestmark = pytest.mark.django_db
