@@ -52,20 +52,37 @@ def _chunks(path: Path, size: int, skip: int) -> Iterator[pd.DataFrame]:
                 yield frame.iloc[max(skip - seen, 0) :]
             seen += len(frame)
     elif suffix == ".csv":
-        yield from pd.read_csv(path, chunksize=size, skiprows=range(1, skip + 1))
+        # Text in, typed by the view (not by pandas' per-chunk guess, which turns a column to strings on one typo).
+        yield from pd.read_csv(path, chunksize=size, skiprows=range(1, skip + 1), dtype=str, keep_default_na=False)
     else:
         raise ValidationError({"file": [f"{path.name}: give a .csv or .parquet file"]})
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as plain Python values: numpy scalars unwrapped, NaN/NaT as absent (null), timestamps as datetimes."""
+def _from_text(dtype: str | None, text: str) -> Any:
+    """A CSV cell as the view's type when it reads as one; otherwise the text, which the row check then names."""
+    try:
+        if dtype == "float":
+            return float(text)
+        if dtype == "int":
+            return int(text) if text.lstrip("-").isdigit() else text
+    except ValueError:
+        return text
+    if dtype == "bool" and text.lower() in ("true", "false", "1", "0"):
+        return text.lower() in ("true", "1")
+    return text
+
+
+def _records(frame: pd.DataFrame, dtypes: dict[str, str]) -> list[dict[str, Any]]:
+    """Rows as plain Python values: numpy scalars unwrapped, empty/NaN/NaT as absent (null), timestamps as datetimes."""
     records = []
     for row in frame.to_dict("records"):
         clean = {}
         for name, value in row.items():
-            if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+            if value is None or value == "" or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
                 continue
-            if isinstance(value, pd.Timestamp):
+            if isinstance(value, str):
+                value = _from_text(dtypes.get(str(name)), value)
+            elif isinstance(value, pd.Timestamp):
                 value = value.to_pydatetime()
             elif hasattr(value, "item"):
                 value = value.item()
@@ -91,7 +108,7 @@ def feature_file_ingest(*, view: FeatureView, path: Path, chunk_size: int = DEFA
         progress(job.rows_done)
     try:
         for frame in _chunks(path, chunk_size, job.rows_done):
-            records = _records(frame)
+            records = _records(frame, view.dtypes)
             if not records:
                 continue
             checked = feature_rows_check(view=view, rows=records, first_row=job.rows_done + 1)
