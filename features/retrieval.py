@@ -103,6 +103,21 @@ def resolve_refs(refs: Any) -> list[tuple[str, FeatureView, str]]:
     return resolved
 
 
+def _on_demand_inputs(requested: list[tuple[str, FeatureView, str]]) -> list[tuple[str, FeatureView, str]]:
+    """The inputs of on-demand functions for requested features that the caller did not ask for (transitively)."""
+    have = {ref for ref, _, _ in requested}
+    extra: list[str] = []
+    todo = [ref for ref, _, _ in requested]
+    while todo:
+        on_demand = on_demand_for(todo.pop())
+        for name in on_demand.inputs if on_demand else ():
+            if name not in have:
+                have.add(name)
+                extra.append(name)
+                todo.append(name)
+    return resolve_refs(extra) if extra else []
+
+
 def _entity_keys(view: FeatureView, entity_rows: list[dict[str, Any]]) -> list[str | None]:
     join_key, problems, keys = view.entity.join_key, [], []
     for index, row in enumerate(entity_rows):
@@ -125,7 +140,8 @@ def get_online_features(
     started = time.perf_counter()
     if not isinstance(entity_rows, list) or not all(isinstance(row, dict) for row in entity_rows):
         raise ValidationError({"entities": ["must be a list of objects like {join_key: id}"]})
-    resolved = resolve_refs(features)
+    requested = resolve_refs(features)
+    resolved = requested + _on_demand_inputs(requested)
     now_us = to_us(timezone.now())
     views = {view.name: view for _, view, _ in resolved}
     keys = {name: _entity_keys(view, entity_rows) for name, view in views.items()}
@@ -159,7 +175,9 @@ def get_online_features(
         result.features[ref] = column
     if pending:
         _fill_missing(result, pending, {ref: (view, feature) for ref, view, feature in resolved}, views, keys, now_us)
-    _count(result, {ref: view.name for ref, view, _ in resolved})
+    for ref in {ref for ref, _, _ in resolved} - {ref for ref, _, _ in requested}:
+        del result.features[ref]  # fetched only to feed an on-demand function
+    _count(result, {ref: view.name for ref, view, _ in requested})
     metrics.ONLINE_READ_SECONDS.observe(time.perf_counter() - started)
     return result
 
