@@ -23,7 +23,7 @@ from django.utils import timezone
 from features import metrics
 from features.models import FeatureValue, FeatureView
 from features.on_demand import on_demand_for
-from features.online import online_store
+from features.online import online_store, schema_id
 from features.schema import dtype_problem, entity_key, entity_key_problem, parse_ref, to_us
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,13 @@ def resolve_refs(refs: Any) -> list[tuple[str, FeatureView, str]]:
     parsed = [(ref, parse_ref(ref)) for ref in refs]
     views = view_cache.get({p[0] for _, p in parsed if p})
     problems, resolved = [], []
+    known = {name: set(view.feature_names) for name, view in views.items()}
     for ref, names in parsed:
         if names is None:
             problems.append(f"{ref!r} is not a reference like 'view:feature'")
         elif names[0] not in views:
             problems.append(f"{ref}: no feature view named '{names[0]}'")
-        elif names[1] not in views[names[0]].dtypes:
+        elif names[1] not in known[names[0]]:
             problems.append(f"{ref}: view '{names[0]}' has no feature '{names[1]}'")
         else:
             resolved.append((ref, views[names[0]], names[1]))
@@ -122,7 +123,9 @@ def _entity_keys(view: FeatureView, entity_rows: list[dict[str, Any]]) -> list[s
     join_key, problems, keys = view.entity.join_key, [], []
     for index, row in enumerate(entity_rows):
         raw = row.get(join_key)
-        if raw is None:
+        if type(raw) is int:  # the common case, valid for either key type
+            keys.append(str(raw))
+        elif raw is None:
             keys.append(None)
         elif problem := entity_key_problem(view.entity, raw):
             problems.append(f"row {index}: {join_key} {problem}")
@@ -146,40 +149,67 @@ def get_online_features(
     views = {view.name: view for _, view, _ in resolved}
     keys = {name: _entity_keys(view, entity_rows) for name, view in views.items()}
     wanted = [(views[name], [k for k in keys[name] if k is not None]) for name in views]
-    answers = online_store().read(wanted) if any(k for _, k in wanted) else [[] for _ in wanted]
-    records = {}
-    for (view, _), answer in zip(wanted, answers, strict=True):
-        found = iter(answer)
-        records[view.name] = [next(found) if key is not None else None for key in keys[view.name]]
-    result = OnlineFeatures()
-    pending: list[tuple[int, str]] = []
-    ttl_us = {name: view.ttl_seconds * 1_000_000 for name, view in views.items()}
-    for ref, view, feature in resolved:
-        column = FeatureColumn([], [], [])
-        limit = ttl_us[view.name]
-        for index, record in enumerate(records[view.name]):
-            given = overrides[index] if overrides else None
-            if given and ref in given:
-                column.values.append(given[ref])
-                column.sources.append("request")
-                column.age_seconds.append(0.0)
-            elif record is not None and now_us - record.event_us <= limit and record.data.get(feature) is not None:
-                column.values.append(record.data[feature])
-                column.sources.append("online")
-                column.age_seconds.append(max(now_us - record.event_us, 0) / 1e6)
-            else:
-                column.values.append(None)
-                column.sources.append("missing")
-                column.age_seconds.append(None)
-                pending.append((index, ref))
-        result.features[ref] = column
+    blocks = online_store().read_rows(wanted) if any(k for _, k in wanted) else [[] for _ in wanted]
+    rows = {}
+    for (view, found), block in zip(wanted, blocks, strict=True):
+        if len(found) == len(entity_rows):
+            rows[view.name] = block
+        else:  # rows without this view's join key were not asked for
+            answer = iter(block)
+            rows[view.name] = [next(answer) if key is not None else None for key in keys[view.name]]
+    result, pending, mixed = _columns(resolved, views, rows, now_us)
+    if overrides:
+        pending = _apply_overrides(result, overrides, pending, mixed)
     if pending:
         _fill_missing(result, pending, {ref: (view, feature) for ref, view, feature in resolved}, views, keys, now_us)
     for ref in {ref for ref, _, _ in resolved} - {ref for ref, _, _ in requested}:
         del result.features[ref]  # fetched only to feed an on-demand function
-    _count(result, {ref: view.name for ref, view, _ in requested})
+    _count(result, {ref: view.name for ref, view, _ in requested}, mixed | {ref for _, ref in pending})
     metrics.ONLINE_READ_SECONDS.observe(time.perf_counter() - started)
     return result
+
+
+def _columns(resolved, views, rows, now_us: int) -> tuple[OnlineFeatures, list[tuple[int, str]], set[str]]:
+    """Online values fresher than their view's TTL, one column per ref. Rows are [event_us, created_us, schema,
+    *values]; when every entity has a fresh row, zip() turns them into columns in C. This is the part of a call
+    that runs per value, and the benchmark holds it against a bare Redis read."""
+    result, pending, mixed = OnlineFeatures(), [], set()
+    for name, view in views.items():
+        oldest, schema = now_us - view.ttl_seconds * 1_000_000, schema_id(view)
+        block = rows[name]
+        columns = list(zip(*block, strict=True)) if block and None not in block else None
+        if columns is None or min(columns[0]) < oldest or columns[2].count(schema) != len(block):
+            block = [r if r is not None and r[0] >= oldest and r[2] == schema else None for r in block]
+            columns = None
+        events = columns[0] if columns else [None if r is None else r[0] for r in block]
+        ages = [None if e is None else max(now_us - e, 0) / 1e6 for e in events]
+        position = {feature: 3 + i for i, feature in enumerate(view.feature_names)}
+        for ref, ref_view, feature in resolved:
+            if ref_view.name != name:
+                continue
+            at = position[feature]
+            values = list(columns[at]) if columns else [None if r is None else r[at] for r in block]
+            if None not in values:
+                result.features[ref] = FeatureColumn(values, ["online"] * len(values), list(ages))
+                continue
+            sources = ["missing" if v is None else "online" for v in values]
+            age = [None if v is None else a for v, a in zip(values, ages, strict=True)]
+            result.features[ref] = FeatureColumn(values, sources, age)
+            pending += [(index, ref) for index, v in enumerate(values) if v is None]
+            mixed.add(ref)
+    result.features = {ref: result.features[ref] for ref, _, _ in resolved}  # the caller's order
+    return result, pending, mixed
+
+
+def _apply_overrides(result: OnlineFeatures, overrides, pending, mixed: set[str]) -> list[tuple[int, str]]:
+    """Values the request gives win over everything else; answers what is still to be found."""
+    for index, given in enumerate(overrides):
+        for ref, value in (given or {}).items():
+            column = result.features.get(ref)
+            if column is not None:
+                column.values[index], column.sources[index], column.age_seconds[index] = value, "request", 0.0
+                mixed.add(ref)
+    return [(i, ref) for i, ref in pending if not (overrides[i] and ref in overrides[i])]
 
 
 def _fill_missing(result: OnlineFeatures, pending, refs, views, keys, now_us: int) -> None:
@@ -246,9 +276,12 @@ def _offline_latest(view: FeatureView, keys: set[str]) -> dict[str, tuple[int, d
     return latest
 
 
-def _count(result: OnlineFeatures, view_of: dict[str, str]) -> None:
+def _count(result: OnlineFeatures, view_of: dict[str, str], mixed: set[str]) -> None:
     counts: Counter[tuple[str, str]] = Counter()
     for ref, column in result.features.items():
-        counts.update((view_of[ref], source) for source in column.sources)
+        if ref in mixed:
+            counts.update((view_of[ref], source) for source in column.sources)
+        else:
+            counts[(view_of[ref], "online")] += len(column.sources)
     for (view, source), count in counts.items():
         metrics.FEATURE_VALUES.labels(view, source).inc(count)

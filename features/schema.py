@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from features.models import Entity, ValueType
@@ -18,7 +19,12 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def parse_ref(ref: Any) -> tuple[str, str] | None:
     """("view", "feature") for a well-formed "view:feature", else None."""
-    match = REF.match(ref) if isinstance(ref, str) else None
+    return _parse_ref(ref) if isinstance(ref, str) else None
+
+
+@lru_cache(maxsize=4096)  # the same few refs arrive on every online read
+def _parse_ref(ref: str) -> tuple[str, str] | None:
+    match = REF.match(ref)
     return (match.group(1), match.group(2)) if match else None
 
 

@@ -3,6 +3,8 @@ trip, metrics, and the HTTP endpoint."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -10,12 +12,13 @@ from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from features import on_demand
-from features.models import FeatureValue
+from features.definitions import definitions_apply
+from features.models import FeatureValue, FeatureView
 from features.online import OnlineRecord, RedisOnlineStore
-from features.retrieval import get_online_features
+from features.retrieval import get_online_features, view_cache
 from features.schema import to_us
-from features.services import feature_rows_check, feature_values_push, feature_values_store
-from tests.features.conftest import ago
+from features.services import feature_rows_check, feature_values_push, feature_values_store, feature_view_materialize
+from tests.features.conftest import VITALS, ago
 
 pytestmark = pytest.mark.django_db
 REFS = ["vitals:heart_rate", "vitals:steps"]
@@ -160,3 +163,20 @@ def test_database_store_writes_only_newer_values(vitals, settings):
     assert store.read([(vitals, ["1", "2"])]) == [[OnlineRecord(10, 6, {"heart_rate": 4.0}), None]]
     assert store.count(vitals) == 1
     assert FeatureValue.objects.count() == 0
+
+
+def test_after_the_feature_list_changes_old_online_rows_fall_back_to_offline(vitals, store):
+    feature_values_push(view=vitals, rows=[{"patient_id": 1, "event_timestamp": ago(minutes=5), "heart_rate": 70.0}])
+    grown = {**VITALS, "features": [*VITALS["features"], {"name": "bmi", "dtype": "float"}]}
+    definitions_apply(entities=[], views=[grown])
+    view_cache.clear()
+    answer = get_online_features([{"patient_id": 1}], ["vitals:heart_rate", "vitals:bmi"])
+    assert answer.features["vitals:heart_rate"].values == [70.0]
+    # Redis keeps values by position, so a row written under the old feature list is not read; the database store
+    # keeps them by name.
+    by_position = isinstance(store, RedisOnlineStore)
+    assert answer.features["vitals:heart_rate"].sources == ["offline" if by_position else "online"]
+    assert answer.features["vitals:bmi"].sources == ["missing"]
+    feature_view_materialize(view=FeatureView.objects.get(name="vitals"), start=timezone.now() - timedelta(hours=1))
+    answer = get_online_features([{"patient_id": 1}], ["vitals:heart_rate"])
+    assert answer.features["vitals:heart_rate"].sources == ["online"]
