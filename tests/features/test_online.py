@@ -180,3 +180,19 @@ def test_after_the_feature_list_changes_old_online_rows_fall_back_to_offline(vit
     feature_view_materialize(view=FeatureView.objects.get(name="vitals"), start=timezone.now() - timedelta(hours=1))
     answer = get_online_features([{"patient_id": 1}], ["vitals:heart_rate"])
     assert answer.features["vitals:heart_rate"].sources == ["online"]
+
+
+def test_api_keys_read_features_with_registry_read_and_push_with_registry_write(vitals, store):
+    from serving.keys import api_key_create
+
+    reader = APIClient(HTTP_AUTHORIZATION=f"Api-Key {api_key_create(name='r', scopes=['registry:read'])[1]}")
+    writer = APIClient(HTTP_AUTHORIZATION=f"Api-Key {api_key_create(name='w', scopes=['registry:write'])[1]}")
+    predictor = APIClient(HTTP_AUTHORIZATION=f"Api-Key {api_key_create(name='p', scopes=['predict:*'])[1]}")
+    body = {"entities": [{"patient_id": 5}], "features": ["vitals:ward"]}
+    rows = {"rows": [{"patient_id": 5, "event_timestamp": ago(seconds=30), "ward": "B"}]}
+    assert reader.post("/api/v1/features/vitals/push", rows, format="json").status_code == 403
+    assert writer.post("/api/v1/features/vitals/push", rows, format="json").status_code == 200
+    assert reader.post("/api/v1/features/online", body, format="json").json()["features"]["vitals:ward"]["values"] == [
+        "B"
+    ]
+    assert predictor.post("/api/v1/features/online", body, format="json").status_code == 403
