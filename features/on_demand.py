@@ -30,6 +30,11 @@ class OnDemandFeature:
 
 
 _registry: dict[str, OnDemandFeature] = {}
+_generation = 0  # bumped on every change, so callers caching what a request needs know to look again
+
+
+def generation() -> int:
+    return _generation
 
 
 def on_demand_feature(ref: str, *, inputs: list[str]) -> Callable[[OnDemandFunction], OnDemandFunction]:
@@ -39,7 +44,9 @@ def on_demand_feature(ref: str, *, inputs: list[str]) -> Callable[[OnDemandFunct
             raise ValueError(f"{name!r} is not a feature reference like 'view:feature'")
 
     def register(function: OnDemandFunction) -> OnDemandFunction:
+        global _generation
         _registry[ref] = OnDemandFeature(ref, tuple(inputs), function)
+        _generation += 1
         return function
 
     return register
@@ -50,7 +57,9 @@ def on_demand_for(ref: str) -> OnDemandFeature | None:
 
 
 def unregister(ref: str) -> None:
+    global _generation
     _registry.pop(ref, None)
+    _generation += 1
 
 
 def registered() -> list[OnDemandFeature]:

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from itertools import repeat
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from features import metrics
 from features.models import FeatureValue, FeatureView
+from features.on_demand import generation as on_demand_generation
 from features.on_demand import on_demand_for
 from features.online import online_store, schema_id
 from features.schema import dtype_problem, entity_key, entity_key_problem, parse_ref, to_us
@@ -58,7 +60,21 @@ class _ViewCache:
 
     def __init__(self) -> None:
         self._views: dict[str, tuple[float, FeatureView]] = {}
+        self._resolved: dict[tuple, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+
+    def resolved(self, key: tuple, resolve: Any) -> Any:
+        """`resolve()`, remembered under `key` as long as the views it read (a call asks the same refs every time)."""
+        now = time.monotonic()
+        hit = self._resolved.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = resolve()
+        with self._lock:
+            if len(self._resolved) > 10_000:
+                self._resolved.clear()
+            self._resolved[key] = (now + VIEW_CACHE_SECONDS, value)
+        return value
 
     def get(self, names: set[str]) -> dict[str, FeatureView]:
         now = time.monotonic()
@@ -75,6 +91,7 @@ class _ViewCache:
     def clear(self) -> None:
         with self._lock:
             self._views.clear()
+            self._resolved.clear()
 
 
 view_cache = _ViewCache()
@@ -104,6 +121,18 @@ def resolve_refs(refs: Any) -> list[tuple[str, FeatureView, str]]:
     return resolved
 
 
+def _resolve(features: Any) -> tuple[list, list]:
+    """The requested refs, and those plus the inputs of their on-demand functions."""
+
+    def resolve() -> tuple[list, list]:
+        requested = resolve_refs(features)
+        return requested, requested + _on_demand_inputs(requested)
+
+    if not isinstance(features, list) or not all(map(isinstance, features, repeat(str))):
+        return resolve()
+    return view_cache.resolved((tuple(features), on_demand_generation()), resolve)
+
+
 def _on_demand_inputs(requested: list[tuple[str, FeatureView, str]]) -> list[tuple[str, FeatureView, str]]:
     """The inputs of on-demand functions for requested features that the caller did not ask for (transitively)."""
     have = {ref for ref, _, _ in requested}
@@ -121,9 +150,11 @@ def _on_demand_inputs(requested: list[tuple[str, FeatureView, str]]) -> list[tup
 
 def _entity_keys(view: FeatureView, entity_rows: list[dict[str, Any]]) -> list[str | None]:
     join_key, problems, keys = view.entity.join_key, [], []
-    for index, row in enumerate(entity_rows):
-        raw = row.get(join_key)
-        if type(raw) is int:  # the common case, valid for either key type
+    raws = [row.get(join_key) for row in entity_rows]
+    if set(map(type, raws)) == {int}:  # the common case, valid for either key type
+        return list(map(str, raws))
+    for index, raw in enumerate(raws):
+        if type(raw) is int:
             keys.append(str(raw))
         elif raw is None:
             keys.append(None)
@@ -141,10 +172,9 @@ def get_online_features(
 ) -> OnlineFeatures:
     """Feature values for each entity row ({join_key: id, ...}); `overrides[i]` may give values (by ref) directly."""
     started = time.perf_counter()
-    if not isinstance(entity_rows, list) or not all(isinstance(row, dict) for row in entity_rows):
+    if not isinstance(entity_rows, list) or not all(map(isinstance, entity_rows, repeat(dict))):
         raise ValidationError({"entities": ["must be a list of objects like {join_key: id}"]})
-    requested = resolve_refs(features)
-    resolved = requested + _on_demand_inputs(requested)
+    requested, resolved = _resolve(features)
     now_us = to_us(timezone.now())
     views = {view.name: view for _, view, _ in resolved}
     keys = {name: _entity_keys(view, entity_rows) for name, view in views.items()}
