@@ -125,13 +125,6 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One schedule for the whole platform; every entry says why it exists and expires so a backlog never piles up.
 CELERY_BEAT_SCHEDULE = {
-    # Storage can be changed behind our back (bucket edits, disk faults): re-hash every artifact hourly so a
-    # tampered model is marked before anyone tries to serve it.
-    "registry-verify-artifacts": {
-        "task": "registry.verify_all_artifacts",
-        "schedule": env_int("MODELWORKS_VERIFY_ARTIFACTS_EVERY_S", 3600),
-        "options": {"expires": 1800},
-    },
     # --- features (issue 5) ---
     # Values ingested in batch reach the online store only by materialization: copy what was created since the
     # last run, often enough that the online store lags the offline one by minutes at most.
@@ -141,6 +134,13 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 240},
     },
     # --- end features ---
+    # Storage can be changed behind our back (bucket edits, disk faults): re-hash every artifact hourly so a
+    # tampered model is marked before anyone tries to serve it.
+    "registry-verify-artifacts": {
+        "task": "registry.verify_all_artifacts",
+        "schedule": env_int("MODELWORKS_VERIFY_ARTIFACTS_EVERY_S", 3600),
+        "options": {"expires": 1800},
+    },
 }
 
 # --- Artifact storage ---------------------------------------------------------------------------------------------
