@@ -175,6 +175,8 @@ def get_online_features(
     if not isinstance(entity_rows, list) or not all(map(isinstance, entity_rows, repeat(dict))):
         raise ValidationError({"entities": ["must be a list of objects like {join_key: id}"]})
     requested, resolved = _resolve(features)
+    if overrides is not None:
+        _check_overrides(overrides, requested, len(entity_rows))
     now_us = to_us(timezone.now())
     views = {view.name: view for _, view, _ in resolved}
     keys = {name: _entity_keys(view, entity_rows) for name, view in views.items()}
@@ -229,6 +231,27 @@ def _columns(resolved, views, rows, now_us: int) -> tuple[OnlineFeatures, list[t
             mixed.add(ref)
     result.features = {ref: result.features[ref] for ref, _, _ in resolved}  # the caller's order
     return result, pending, mixed
+
+
+def _check_overrides(overrides: Any, requested, row_count: int) -> None:
+    """One object per entity row, each giving requested refs values of the feature's type."""
+    if not isinstance(overrides, list) or len(overrides) != row_count:
+        raise ValidationError({"overrides": ["give one object per entity row"]})
+    dtypes = {ref: view.dtypes[feature] for ref, view, feature in requested}
+    problems = []
+    for index, given in enumerate(overrides):
+        if not isinstance(given, dict):
+            problems.append(f"row {index}: must be an object of 'view:feature': value")
+            continue
+        for ref, value in given.items():
+            if ref not in dtypes:
+                problems.append(f"row {index}: {ref} is not one of the requested features")
+            elif value is None:
+                problems.append(f"row {index}: {ref}: give a value or leave it out")
+            elif problem := dtype_problem(dtypes[ref], value):
+                problems.append(f"row {index}: {ref} {problem}")
+    if problems:
+        raise ValidationError({"overrides": problems[:20]})
 
 
 def _apply_overrides(result: OnlineFeatures, overrides, pending, mixed: set[str]) -> list[tuple[int, str]]:

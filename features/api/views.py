@@ -82,7 +82,5 @@ class Online(APIView):
         entities, overrides = data.validated_data["entities"], data.validated_data.get("overrides")
         if len(entities) > settings.MODELWORKS_FEATURES_MAX_ROWS:
             return Response({"entities": [f"at most {settings.MODELWORKS_FEATURES_MAX_ROWS} rows"]}, status=400)
-        if overrides is not None and len(overrides) != len(entities):
-            return Response({"overrides": ["give one object per entity row"]}, status=400)
         answer = get_online_features(entities, data.validated_data["features"], overrides=overrides)
         return Response(answer.as_json())

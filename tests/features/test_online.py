@@ -196,3 +196,15 @@ def test_api_keys_read_features_with_registry_read_and_push_with_registry_write(
         "B"
     ]
     assert predictor.post("/api/v1/features/online", body, format="json").status_code == 403
+
+
+def test_override_values_are_checked_against_the_feature_types(vitals):
+    rows = [{"patient_id": 1}, {"patient_id": 2}]
+    with pytest.raises(ValidationError) as bad:
+        get_online_features(rows, REFS, overrides=[{"vitals:steps": 1.5}, {"vitals:ward": "A"}])
+    assert bad.value.message_dict["overrides"] == [
+        "row 0: vitals:steps must be an integer, got 1.5",
+        "row 1: vitals:ward is not one of the requested features",
+    ]
+    with pytest.raises(ValidationError, match="one object per entity row"):
+        get_online_features(rows, REFS, overrides=[{}])
