@@ -1,8 +1,9 @@
-"""Which version serves a request: the one place rollouts and experiments will plug into.
+"""Which version serves a request: the one place rollouts and experiments plug into.
 
-Today: an explicit `?version=N` pin, an `?alias=NAME`, or the `production` alias by default. Lookups are cached in
-the process for MODELWORKS_ROUTE_TTL_MS (default 500 ms), so when an alias moves every process follows within a
-second, while the hot path does not query the database on every request.
+An explicit `?version=N` pin or `?alias=NAME` is served as asked. Otherwise the model's production traffic goes to the
+`production` alias, unless a rollout or an experiment splits it (serving/traffic.py): then the request's arm decides.
+Lookups are cached in the process for MODELWORKS_ROUTE_TTL_MS (default 500 ms), so when an alias moves or a split
+changes every process follows within a second, while the hot path does not query the database on every request.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.conf import settings
 
 from registry.models import ModelAlias, ModelVersion, RegisteredModel, RegistryEvent
 from registry.services import PRODUCTION_ALIAS
+from serving import traffic
 
 
 class RouteError(Exception):
@@ -27,7 +29,9 @@ class RouteError(Exception):
 @dataclass(frozen=True)
 class Route:
     version: ModelVersion
-    reason: str  # why this version: "pinned", "alias:production", ...
+    reason: str  # why this version: "pinned", "alias:production", "rollout:7:candidate", ...
+    split: traffic.Split | None = None
+    arm: traffic.Arm | None = None
 
 
 _cache: dict[tuple, tuple[float, object]] = {}
@@ -83,21 +87,36 @@ def _load_pinned(model_name: str, number: int) -> ModelVersion | RouteError:
     return version
 
 
+def _load_by_id(version_id: int) -> ModelVersion | RouteError:
+    found = versions_for_serving().filter(pk=version_id).first()
+    return found if found is not None else RouteError(404, f"version id {version_id} no longer exists")
+
+
 def resolve(model_name: str, *, version: int | None = None, alias: str | None = None, key: str | None = None) -> Route:
-    """The version that serves this request, and why. `key` is the routing key later stages hash for stickiness."""
+    """The version that serves this request, and why. `key` (user or entity id) keeps a caller on one arm of a split."""
+    split = arm = None
     if version is not None:
         found = _cached(("version", model_name, version), lambda: _load_pinned(model_name, version))
         reason = "pinned"
     else:
-        alias = alias or PRODUCTION_ALIAS
-        found = _cached(("alias", model_name, alias), lambda: _load_alias(model_name, alias))
-        reason = f"alias:{alias}"
+        target = alias or PRODUCTION_ALIAS
+        found = _cached(("alias", model_name, target), lambda: _load_alias(model_name, target))
+        reason = f"alias:{target}"
+        if alias is None and not isinstance(found, RouteError):
+            model_id = found.model_id
+            split = _cached(("split", model_id), lambda: traffic.active_split(model_id))
+            if split is not None:
+                arm = split.arm_for(key)
+                found = _cached(("id", arm.version_id), lambda: _load_by_id(arm.version_id))
+                reason = f"{split.owner}:{arm.name}"
+                if split.on_route is not None:
+                    split.on_route(arm, key)
     if isinstance(found, RouteError):
         raise found
     if not found.servable:
         raise RouteError(409, f"{found} is {found.status if found.integrity_failed_at is None else 'tampered'} "
                               "and cannot be served")  # fmt: skip
-    return Route(found, reason)
+    return Route(found, reason, split, arm)
 
 
 def fallback_for(version: ModelVersion) -> ModelVersion | None:
