@@ -35,3 +35,11 @@ LOG_BUFFER_DEPTH = Gauge(
 )
 LOG_WRITTEN = Counter("modelworks_prediction_log_written_total", "Predictions written to the log")
 LOG_DROPPED = Counter("modelworks_prediction_log_dropped_total", "Predictions dropped because the buffer was full")
+SHADOW = Counter(
+    "modelworks_shadow_predictions_total", "Mirrored requests scored by a shadow version", ["model", "outcome"]
+)
+ROUTED = Counter(
+    "modelworks_split_requests_total",
+    "Requests routed by a rollout or experiment split, per arm (the live split)",
+    ["model", "split", "arm"],
+)

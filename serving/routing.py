@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from registry.models import ModelAlias, ModelVersion, RegisteredModel, RegistryEvent
+from registry.models import ModelAlias, ModelVersion, RegisteredModel
+from registry.selectors import previous_production
 from registry.services import PRODUCTION_ALIAS
 from serving import traffic
 
@@ -92,6 +93,13 @@ def _load_by_id(version_id: int) -> ModelVersion | RouteError:
     return found if found is not None else RouteError(404, f"version id {version_id} no longer exists")
 
 
+def version_by_id(version_id: int) -> ModelVersion:
+    found = _cached(("id", version_id), lambda: _load_by_id(version_id))
+    if isinstance(found, RouteError):
+        raise found
+    return found
+
+
 def resolve(model_name: str, *, version: int | None = None, alias: str | None = None, key: str | None = None) -> Route:
     """The version that serves this request, and why. `key` (user or entity id) keeps a caller on one arm of a split."""
     split = arm = None
@@ -119,18 +127,18 @@ def resolve(model_name: str, *, version: int | None = None, alias: str | None = 
     return Route(found, reason, split, arm)
 
 
-def fallback_for(version: ModelVersion) -> ModelVersion | None:
-    """The version production pointed at before this one, if it can still be served (the breaker's fallback)."""
+def fallback_for(route: Route) -> ModelVersion | None:
+    """Who answers when the routed version fails (the breaker's fallback): for a split's other arms its first arm
+    (a rollout's baseline, an experiment's control); otherwise the version production pointed at before this one,
+    if it can still be served."""
+    version = route.version
+    if route.split is not None and route.arm is not route.split.arms[0]:
+        control_id = route.split.arms[0].version_id
+        found = _cached(("id", control_id), lambda: _load_by_id(control_id))
+        return None if isinstance(found, RouteError) or not found.servable else found
 
     def load():
-        moves = RegistryEvent.objects.filter(
-            model_id=version.model_id, action="alias.moved", after__alias=PRODUCTION_ALIAS,
-            after__version=version.version,
-        ).order_by("-id")  # fmt: skip
-        for event in moves[:1]:
-            previous = versions_for_serving().filter(model_id=version.model_id, version=event.before["version"]).first()
-            if previous is not None and previous.servable:
-                return previous
-        return None
+        previous = previous_production(version)
+        return previous if previous is not None and previous.servable else None
 
     return _cached(("fallback", version.pk), load)
