@@ -38,7 +38,10 @@ def stage_windows(rollout: Rollout) -> list[tuple[int, float, float]]:
     """(percent, from, to) per stage, from the stage.started events, trimmed by SETTLE at the start."""
     starts = list(RolloutEvent.objects.filter(rollout=rollout, action="stage.started").order_by("id"))
     ends = [e.created_at.timestamp() for e in starts[1:]] + [rollout.finished_at.timestamp()]
-    return [(e.figures["candidate_percent"], e.created_at.timestamp() + SETTLE, end) for e, end in zip(starts, ends, strict=True)]
+    return [
+        (event.figures["candidate_percent"], event.created_at.timestamp() + SETTLE, end)
+        for event, end in zip(starts, ends, strict=True)
+    ]
 
 
 def test_a_healthy_candidate_is_promoted_stage_by_stage_with_the_planned_split(
