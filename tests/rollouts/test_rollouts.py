@@ -309,3 +309,13 @@ def test_shadow_mirrors_traffic_without_changing_answers(canary_model, baseline,
     assert 0.5 < comparison["agreement"] < 1.0  # the shifted boundary changes some answers, not most
     assert comparison["candidate_p50_ms"] > 0 and comparison["baseline_p50_ms"] > 0
     assert rollouts.tick() == []  # a shadow has no stages: it runs until promoted or aborted
+
+
+def test_the_decision_log_is_append_only_even_in_raw_sql(canary_model, baseline, candidate):
+    rollout = rollouts.rollout_start(model=canary_model, candidate=candidate)
+    event = RolloutEvent.objects.get(rollout=rollout)
+    with pytest.raises(ValueError, match="append-only"):
+        event.save()
+    with pytest.raises(Exception, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE serving_rolloutevent SET message = 'rewritten' WHERE id = %s", [event.pk])
+    assert RolloutEvent.objects.get(pk=event.pk).message == ""
