@@ -38,8 +38,3 @@ LOG_DROPPED = Counter("modelworks_prediction_log_dropped_total", "Predictions dr
 SHADOW = Counter(
     "modelworks_shadow_predictions_total", "Mirrored requests scored by a shadow version", ["model", "outcome"]
 )
-ROUTED = Counter(
-    "modelworks_split_requests_total",
-    "Requests routed by a rollout or experiment split, per arm (the live split)",
-    ["model", "split", "arm"],
-)

@@ -154,10 +154,9 @@ def predict(
         _log(result.request_id, model_name, served, route, routing_key, rows, outcome, started,
              outputs=outputs, cached=bool(cached) and all(cached))  # fmt: skip
         metrics.PREDICTION_ROWS.labels(model_name, str(served.version)).inc(len(rows))
-        if route.split is not None:
-            metrics.ROUTED.labels(model_name, route.split.owner.split(":", 1)[0], route.arm.name).inc()
-            if route.split.shadow_version_id is not None:
-                shadow.maybe_mirror(route, rows, result)
+        # The live split needs no counter of its own: modelworks_predictions_total counts requests per version.
+        if route.split is not None and route.split.shadow_version_id is not None:
+            shadow.maybe_mirror(route, rows, result)
         return result
     except Unavailable:
         # Nobody answered: logged too, so a rollout's analysis counts the routed version's failures.

@@ -89,8 +89,9 @@ class Traffic:
         for _ in range(count):
             row = rows[len(self.seen) % len(rows)]
             routing_key = (key() if key else uuid.uuid4().hex) if keyed else None
+            started = time.time()  # when the router chose: the order that stickiness is about
             answer = services.predict(model_name="cancer", payload={"instances": [row]}, routing_key=routing_key)
-            self.seen.append((time.time(), routing_key, answer.route, answer.version))
+            self.seen.append((started, routing_key, answer.route, answer.version))
 
 
 def sample_rows(trained, count: int = 100) -> list[dict]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import pytest
+from django.db import connection
 
 from registry import services as registry
 from serving.models import Rollout, RolloutEvent, RolloutStatus
@@ -19,19 +21,39 @@ SETTLE = 0.7  # the route cache (500 ms) plus a margin: requests this soon after
 
 
 def drive(rollout: Rollout, rows, *, until: set[str], timeout: float = 90, keys: list[str] | None = None) -> Traffic:
-    """Send requests until the rollout reaches one of `until`; keyed from `keys` when given, else keyless."""
-    traffic = Traffic()
+    """Send requests from 3 threads, as a web process serves them, until the rollout reaches one of `until`; keyed
+    from `keys` when given, else keyless. Threads overlap their waits on Redis, so a busy machine still gets
+    enough requests into each short stage."""
+    done = threading.Event()
+    streams = [Traffic() for _ in range(3)]
+
+    def send(stream: Traffic) -> None:
+        try:
+            while not done.is_set():
+                if keys is None:
+                    stream.send(rows, keyed=False, count=20)
+                else:
+                    stream.send(rows, key=lambda: random.choice(keys), count=20)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(stream,)) for stream in streams]
+    for thread in threads:
+        thread.start()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for _ in range(50):
-            if keys is None:
-                traffic.send(rows, keyed=False)
-            else:
-                traffic.send(rows, key=lambda: random.choice(keys))
-        rollout.refresh_from_db()
-        if rollout.status in until:
-            return traffic
-    raise AssertionError(f"rollout still {rollout.status} at stage {rollout.stage_index} after {timeout} s")
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            rollout.refresh_from_db()
+            if rollout.status in until:
+                break
+        else:
+            raise AssertionError(f"rollout still {rollout.status} at stage {rollout.stage_index} after {timeout} s")
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    return Traffic(sorted(seen for stream in streams for seen in stream.seen))
 
 
 def stage_windows(rollout: Rollout) -> list[tuple[int, float, float]]:
@@ -50,7 +72,7 @@ def test_a_healthy_candidate_is_promoted_stage_by_stage_with_the_planned_split(
     # Long enough stages for >= 2,000 requests each from this one process, even on a busy machine.
     rollout = rollout_start(model=canary_model, candidate=candidate, stage_seconds=6,
                             analysis={"min_requests": 50})  # fmt: skip
-    keys = [f"user-{i}" for i in range(20_000)]
+    keys = [f"user-{i}" for i in range(100_000)]
     traffic = drive(rollout, sample_rows(logreg), until={RolloutStatus.PROMOTED, RolloutStatus.ROLLED_BACK}, keys=keys)
 
     rollout.refresh_from_db()
