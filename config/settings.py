@@ -122,6 +122,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# One queue name for web, worker and beat; separate deployments (or tests) sharing a broker can each pick their own.
+CELERY_TASK_DEFAULT_QUEUE = env_str("MODELWORKS_CELERY_QUEUE", "celery")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One schedule for the whole platform; every entry says why it exists and expires so a backlog never piles up.
 CELERY_BEAT_SCHEDULE = {
@@ -140,6 +142,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "registry.verify_all_artifacts",
         "schedule": env_int("MODELWORKS_VERIFY_ARTIFACTS_EVERY_S", 3600),
         "options": {"expires": 1800},
+    },
+    # Rollouts are a state machine in the database; this tick moves each due one on by a step (serving/rollouts.py).
+    "serving-rollout-tick": {
+        "task": "serving.rollout_tick",
+        "schedule": env_int("MODELWORKS_ROLLOUT_TICK_MS", 5000) / 1000,
+        "options": {"expires": 30},
     },
 }
 
@@ -268,6 +276,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a "status": name each choice set so the schema's enums stay stable and readable.
+    "ENUM_NAME_OVERRIDES": {
+        "VersionStatusEnum": "registry.models.VersionStatus",
+        "RolloutStatusEnum": "serving.models.RolloutStatus",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "serving.openapi.add_hot_path",

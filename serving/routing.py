@@ -1,8 +1,9 @@
-"""Which version serves a request: the one place rollouts and experiments will plug into.
+"""Which version serves a request: the one place rollouts and experiments plug into.
 
-Today: an explicit `?version=N` pin, an `?alias=NAME`, or the `production` alias by default. Lookups are cached in
-the process for MODELWORKS_ROUTE_TTL_MS (default 500 ms), so when an alias moves every process follows within a
-second, while the hot path does not query the database on every request.
+An explicit `?version=N` pin or `?alias=NAME` is served as asked. Otherwise the model's production traffic goes to the
+`production` alias, unless a rollout or an experiment splits it (serving/traffic.py): then the request's arm decides.
+Lookups are cached in the process for MODELWORKS_ROUTE_TTL_MS (default 500 ms), so when an alias moves or a split
+changes every process follows within a second, while the hot path does not query the database on every request.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from registry.models import ModelAlias, ModelVersion, RegisteredModel, RegistryEvent
+from registry.models import ModelAlias, ModelVersion, RegisteredModel
+from registry.selectors import previous_production
 from registry.services import PRODUCTION_ALIAS
+from serving import traffic
+
+PRODUCTION_REASON = f"alias:{PRODUCTION_ALIAS}"
 
 
 class RouteError(Exception):
@@ -24,10 +29,12 @@ class RouteError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Route:
     version: ModelVersion
-    reason: str  # why this version: "pinned", "alias:production", ...
+    reason: str  # why this version: "pinned", "alias:production", "rollout:7:candidate", ...
+    split: traffic.Split | None = None
+    arm: traffic.Arm | None = None
 
 
 _cache: dict[tuple, tuple[float, object]] = {}
@@ -83,35 +90,77 @@ def _load_pinned(model_name: str, number: int) -> ModelVersion | RouteError:
     return version
 
 
+def _load_by_id(version_id: int) -> ModelVersion | RouteError:
+    found = versions_for_serving().filter(pk=version_id).first()
+    return found if found is not None else RouteError(404, f"version id {version_id} no longer exists")
+
+
+def version_by_id(version_id: int) -> ModelVersion:
+    found = _cached(("id", version_id), lambda: _load_by_id(version_id))
+    if isinstance(found, RouteError):
+        raise found
+    return found
+
+
+@dataclass(frozen=True)
+class _Default:
+    """A model's default route, cached as one entry: production, and the split with each arm's version resolved."""
+
+    production: ModelVersion | RouteError
+    split: traffic.Split | None = None
+    arms: dict[str, tuple[ModelVersion | RouteError, str]] | None = None  # arm name -> (version, route reason)
+
+
+def _load_default(model_name: str) -> _Default:
+    production = _load_alias(model_name, PRODUCTION_ALIAS)
+    if isinstance(production, RouteError):
+        return _Default(production)
+    split = traffic.active_split(production.model_id)
+    if split is None:
+        return _Default(production)
+    arms = {arm.name: (_load_by_id(arm.version_id), f"{split.owner}:{arm.name}") for arm in split.arms}
+    return _Default(production, split, arms)
+
+
 def resolve(model_name: str, *, version: int | None = None, alias: str | None = None, key: str | None = None) -> Route:
-    """The version that serves this request, and why. `key` is the routing key later stages hash for stickiness."""
+    """The version that serves this request, and why. `key` (user or entity id) keeps a caller on one arm of a split."""
+    split = arm = None
     if version is not None:
         found = _cached(("version", model_name, version), lambda: _load_pinned(model_name, version))
         reason = "pinned"
-    else:
-        alias = alias or PRODUCTION_ALIAS
+    elif alias is not None:
         found = _cached(("alias", model_name, alias), lambda: _load_alias(model_name, alias))
         reason = f"alias:{alias}"
+    else:
+        default = _cached(("default", model_name), lambda: _load_default(model_name))
+        split = default.split
+        if split is None:
+            found, reason = default.production, PRODUCTION_REASON
+        else:
+            arm = split.arm_for(key)
+            found, reason = default.arms[arm.name]
+            if split.on_route is not None:
+                split.on_route(arm, key)
     if isinstance(found, RouteError):
         raise found
     if not found.servable:
         raise RouteError(409, f"{found} is {found.status if found.integrity_failed_at is None else 'tampered'} "
                               "and cannot be served")  # fmt: skip
-    return Route(found, reason)
+    return Route(found, reason, split, arm)
 
 
-def fallback_for(version: ModelVersion) -> ModelVersion | None:
-    """The version production pointed at before this one, if it can still be served (the breaker's fallback)."""
+def fallback_for(route: Route) -> ModelVersion | None:
+    """Who answers when the routed version fails (the breaker's fallback): for a split's other arms its first arm
+    (a rollout's baseline, an experiment's control); otherwise the version production pointed at before this one,
+    if it can still be served."""
+    version = route.version
+    if route.split is not None and route.arm is not route.split.arms[0]:
+        control_id = route.split.arms[0].version_id
+        found = _cached(("id", control_id), lambda: _load_by_id(control_id))
+        return None if isinstance(found, RouteError) or not found.servable else found
 
     def load():
-        moves = RegistryEvent.objects.filter(
-            model_id=version.model_id, action="alias.moved", after__alias=PRODUCTION_ALIAS,
-            after__version=version.version,
-        ).order_by("-id")  # fmt: skip
-        for event in moves[:1]:
-            previous = versions_for_serving().filter(model_id=version.model_id, version=event.before["version"]).first()
-            if previous is not None and previous.servable:
-                return previous
-        return None
+        previous = previous_production(version)
+        return previous if previous is not None and previous.servable else None
 
     return _cached(("fallback", version.pk), load)
