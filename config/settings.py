@@ -193,6 +193,13 @@ MODELWORKS_LOG_BUFFER_MAX = env_int("MODELWORKS_LOG_BUFFER_MAX", 200_000)
 # Keyed hash for features tagged pii in a signature before they reach the prediction log.
 MODELWORKS_PII_HASH_KEY = env_secret("MODELWORKS_PII_HASH_KEY") or f"pii:{SECRET_KEY}"
 
+# --- Experiments (see README "Experiments") ----------------------------------------------------------------------
+# First exposures are buffered per process and written in bulk this often; past the cap new keys wait for a later
+# request (the database is away) rather than growing memory.
+MODELWORKS_EXPOSURE_FLUSH_MS = env_int("MODELWORKS_EXPOSURE_FLUSH_MS", 1000)
+MODELWORKS_EXPOSURE_BUFFER_MAX = env_int("MODELWORKS_EXPOSURE_BUFFER_MAX", 100_000)
+# --- end experiments ----------------------------------------------------------------------------------------------
+
 # --- Static files, auth, i18n -------------------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
