@@ -200,6 +200,11 @@ MODELWORKS_EXPOSURE_FLUSH_MS = env_int("MODELWORKS_EXPOSURE_FLUSH_MS", 1000)
 MODELWORKS_EXPOSURE_BUFFER_MAX = env_int("MODELWORKS_EXPOSURE_BUFFER_MAX", 100_000)
 # --- end experiments ----------------------------------------------------------------------------------------------
 
+# --- Monitoring (see README "Monitoring") ---------------------------------------------------------------------
+# Feedback given by routing key + time joins the latest prediction for that key made this long before it.
+MODELWORKS_FEEDBACK_MATCH_WINDOW_S = env_int("MODELWORKS_FEEDBACK_MATCH_WINDOW_S", 7 * 24 * 3600)
+# --- end monitoring ---
+
 # --- Static files, auth, i18n -------------------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
