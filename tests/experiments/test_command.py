@@ -38,7 +38,7 @@ def test_the_whole_life_of_an_experiment_from_the_terminal(challenger, capsys):
 def test_mistakes_exit_non_zero_with_one_readable_line(challenger):
     with pytest.raises(CommandError, match="^no model named 'nope'$"):
         call_command("experiment", "create", "x", "--model", "nope", "--arm", "a=1:1", "--metric", "quality")
-    with pytest.raises(CommandError, match="^--arm a=1: expected NAME=VERSION:WEIGHT"):
+    with pytest.raises(CommandError, match="^a=1: expected NAME=VERSION:WEIGHT"):
         call_command("experiment", "create", "x", "--model", "cancer", "--arm", "a=1", "--metric", "quality")
     with pytest.raises(CommandError, match="^arms: give at least two arms: the first is the control$"):
         call_command("experiment", "create", "x", "--model", "cancer", "--arm", "a=1:1", "--metric", "quality")

@@ -9,34 +9,25 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
-from experiments import selectors, services
+from experiments import parsing, selectors, services
 from experiments.models import Experiment
 from registry.cli import one_line
 from registry.models import RegisteredModel
 
 
-def metric(text: str) -> dict[str, str]:
-    """'conversion:purchase', 'mean_value:order' or 'quality'."""
-    kind, _, event = text.partition(":")
-    return {"kind": kind, "event": event} if event else {"kind": kind}
+def _parsed(parse):
+    """argparse type: the parser's ValueError as a one-line CommandError."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+
+    return convert
 
 
-def arm(text: str) -> dict[str, Any]:
-    """'NAME=VERSION:WEIGHT', e.g. control=1:50."""
-    name, _, rest = text.partition("=")
-    version, _, weight = rest.partition(":")
-    try:
-        return {"name": name, "version": int(version), "weight": int(weight)}
-    except ValueError:
-        raise CommandError(f"--arm {text}: expected NAME=VERSION:WEIGHT, e.g. control=1:50") from None
-
-
-def weight(text: str) -> tuple[str, int]:
-    name, _, value = text.partition("=")
-    try:
-        return name, int(value)
-    except ValueError:
-        raise CommandError(f"{text}: expected ARM=WEIGHT, e.g. control=80") from None
+arm, metric, weight = _parsed(parsing.arm), _parsed(parsing.metric), _parsed(parsing.weight)
 
 
 class Command(BaseCommand):
