@@ -216,7 +216,9 @@ class ExperimentAdmin(admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("create/", wrap(self.create_view), name="experiments_experiment_create"),
-            path("<int:pk>/act/<slug:action>/", wrap(require_POST(self.action_view)), name="experiments_experiment_act"),
+            path(
+                "<int:pk>/act/<slug:action>/", wrap(require_POST(self.action_view)), name="experiments_experiment_act"
+            ),
             *super().get_urls(),
         ]
 
