@@ -52,7 +52,7 @@ class ExposureBuffer:
         if key is None:
             return
         try:
-            entry = (experiment_id, key[:KEY_LENGTH])
+            entry, name = (experiment_id, key[:KEY_LENGTH]), arm.name
             with self._lock:
                 if entry in self._seen:
                     return
@@ -62,7 +62,7 @@ class ExposureBuffer:
                 self._seen[entry] = None
                 if len(self._seen) > self.seen_max:
                     self._seen.popitem(last=False)
-                self._pending[entry] = (arm.name, timezone.now())
+                self._pending[entry] = (name, timezone.now())
             self._ensure_thread()
         except Exception:  # the request must be served whatever happens to its bookkeeping
             logger.exception("exposure not recorded")
