@@ -62,14 +62,14 @@ def test_seed_demo_registers_real_models_through_the_services(capsys):
     models = {m.name: m for m in RegisteredModel.objects.all()}
     assert set(models) == {"breast-cancer-logreg", "breast-cancer-forest", "diabetes-ridge"}
     for model in models.values():
-        version = model.versions.get()
+        version = model.versions.get(version=1)  # the demo experiment adds a challenger v2 to the logreg model
         assert version.status == "production"
         assert version.gate_report["metrics_source"] == "computed"
         assert version.gate_report["outcome"] == "validated"
         assert model.events.filter(action="version.registered").exists()
     assert models["diabetes-ridge"].versions.get().gate_report["metrics"]["rmse"] < 65
     call_command("seed_demo")
-    assert ModelVersion.objects.count() == 3
+    assert ModelVersion.objects.count() == 4
     assert "already seeded" in capsys.readouterr().out
 
 

@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from experiments.demo import seed_experiments
 from registry import services
 from registry.models import RegisteredModel, Task
 
@@ -96,3 +97,4 @@ class Command(BaseCommand):
                 services.alias_set(model=model, name=services.PRODUCTION_ALIAS, version=version)
             metrics = ", ".join(f"{k}={v:.3f}" for k, v in version.gate_report["metrics"].items())
             self.stdout.write(f"{version}: {version.status} ({metrics})")
+        seed_experiments(self.stdout)  # experiments: a running A/B test on the demo logistic regression
