@@ -19,6 +19,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
+from prometheus_client import Counter
 
 from experiments.models import Experiment, Exposure
 from serving.per_process import PerProcess
@@ -27,6 +28,8 @@ from serving.traffic import Arm
 logger = logging.getLogger(__name__)
 
 KEY_LENGTH = 200  # as serving's prediction log stores routing keys
+WRITTEN = Counter("modelworks_experiment_exposures_written_total", "First exposures sent to the database")
+DROPPED = Counter("modelworks_experiment_exposures_dropped_total", "First exposures not buffered: buffer full")
 
 
 class ExposureBuffer:
@@ -58,6 +61,7 @@ class ExposureBuffer:
                     return
                 if len(self._pending) >= self.max_rows:
                     self.dropped += 1  # the database has been away for long; the key is recorded on a later request
+                    DROPPED.inc()
                     return
                 self._seen[entry] = None
                 if len(self._seen) > self.seen_max:
@@ -96,6 +100,7 @@ class ExposureBuffer:
                 with self._lock:
                     self._pending = {**batch, **self._pending}
                 return 0
+            WRITTEN.inc(len(batch))
             return len(batch)
 
     def forget(self) -> None:
