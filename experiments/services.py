@@ -22,6 +22,7 @@ from registry.models import ModelVersion, RegisteredModel, VersionStatus
 from serving import traffic
 
 # Versions that passed their quality gates; "registered" ones have not been evaluated, the others cannot get traffic.
+MAX_WEIGHT = 1_000_000
 ARM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 EXPERIMENTABLE = {VersionStatus.VALIDATED, VersionStatus.CANARY, VersionStatus.PRODUCTION}
 
@@ -82,8 +83,8 @@ def _arm_versions(model: RegisteredModel, arms: Any, errors: dict[str, list[str]
         name, number, weight = arm.get("name"), arm.get("version"), arm.get("weight")
         if not isinstance(name, str) or not ARM_NAME.match(name):
             problems.append(f"[{i}] name must be 1 to 50 lowercase letters, digits, '-' or '_'")
-        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
-            problems.append(f"[{i}] weight must be a positive integer")
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
+            problems.append(f"[{i}] weight must be an integer from 1 to {MAX_WEIGHT}")
         version = model.versions.filter(version=number).first() if isinstance(number, int) else None
         if version is None:
             problems.append(f"[{i}] {model.name} has no version {number}")
@@ -194,8 +195,8 @@ def experiment_set_weights(*, experiment: Experiment, weights: dict[str, int], a
     problems = []
     if not isinstance(weights, dict) or set(weights) != {arm.name for arm in arms}:
         problems.append(f"give a weight for each arm: {', '.join(arm.name for arm in arms)}")
-    elif any(not isinstance(w, int) or isinstance(w, bool) or w < 0 for w in weights.values()):
-        problems.append("weights are non-negative integers")
+    elif any(not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= MAX_WEIGHT for w in weights.values()):
+        problems.append(f"weights are integers from 0 to {MAX_WEIGHT}")
     elif weights[arms[0].name] == 0 or sum(weights.values()) == 0:
         problems.append("the control keeps a positive weight")
     if problems:

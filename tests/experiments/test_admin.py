@@ -73,7 +73,7 @@ def test_buttons_start_reweight_stop_and_conclude(console, experiment):
     assert "weights done" in html
     assert [a.weight for a in experiment.arms.order_by("position")] == [70, 30]
     html = act(console, experiment, "weights", **{"weight-control": "x"})
-    assert "weights are non-negative integers" in html.lower()
+    assert "weights are integers from 0 to 1000000" in html.lower()
     assert "stop done" in act(console, experiment, "stop")
     assert "no arm named" in act(console, experiment, "conclude", winner="nobody").lower()  # the admin capitalises
     assert "conclude done" in act(console, experiment, "conclude", winner="forest", message="better")

@@ -94,7 +94,12 @@ def test_every_endpoint_needs_authentication_and_api_keys_need_the_registry_scop
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
@@ -105,4 +110,23 @@ json_values = st.recursive(
 def test_any_malformed_create_is_a_400_never_a_server_error(api, challenger, changes):
     response = api.post(BASE, body(**{**changes, "name": "fuzzed"}), format="json")
     assert response.status_code in (201, 400), response.content
+    Experiment.objects.filter(name="fuzzed").delete()
+
+
+arm_values = st.fixed_dictionaries(
+    {"name": st.text(max_size=6) | st.sampled_from(["control", "forest"]), "version": st.integers(),
+     "weight": st.integers()},
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(arms=st.lists(arm_values, max_size=4), weights=st.dictionaries(st.sampled_from(["control", "forest", "x"]),
+                                                                      st.integers()))  # fmt: skip
+def test_any_arms_or_weights_are_a_400_never_a_server_error(api, challenger, arms, weights):
+    response = api.post(BASE, body(name="fuzzed", arms=arms), format="json")
+    assert response.status_code in (201, 400), response.content
+    if response.status_code == 400:
+        response = api.post(BASE, body(name="fuzzed"), format="json")
+    reweighted = api.post(BASE + "fuzzed/weights/", {"weights": weights}, format="json")
+    assert reweighted.status_code in (200, 400), reweighted.content
     Experiment.objects.filter(name="fuzzed").delete()

@@ -153,7 +153,7 @@ def test_changing_weights_of_a_running_experiment_moves_only_the_keys_it_must(ca
         ({"arms": [{"name": "a", "version": 1, "weight": 1}, {"name": "b", "version": 9, "weight": 1}]}, "arms",
          "has no version 9"),
         ({"arms": [{"name": "a", "version": 1, "weight": 0}, {"name": "b", "version": 2, "weight": 1}]}, "arms",
-         "positive integer"),
+         "integer from 1 to 1000000"),
         ({"arms": [{"name": "a", "version": 1, "weight": 1}, {"name": "a", "version": 2, "weight": 1}]}, "arms",
          "names must differ"),
         ({"arms": [{"name": "a", "version": 1, "weight": 1}, {"name": "b", "version": 1, "weight": 1}]}, "arms",
