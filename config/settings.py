@@ -122,6 +122,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# One queue name for web, worker and beat; separate deployments (or tests) sharing a broker can each pick their own.
+CELERY_TASK_DEFAULT_QUEUE = env_str("MODELWORKS_CELERY_QUEUE", "celery")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One schedule for the whole platform; every entry says why it exists and expires so a backlog never piles up.
 CELERY_BEAT_SCHEDULE = {
@@ -131,6 +133,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "registry.verify_all_artifacts",
         "schedule": env_int("MODELWORKS_VERIFY_ARTIFACTS_EVERY_S", 3600),
         "options": {"expires": 1800},
+    },
+    # Rollouts are a state machine in the database; this tick moves each due one on by a step (serving/rollouts.py).
+    "serving-rollout-tick": {
+        "task": "serving.rollout_tick",
+        "schedule": env_int("MODELWORKS_ROLLOUT_TICK_MS", 5000) / 1000,
+        "options": {"expires": 30},
     },
 }
 

@@ -115,9 +115,23 @@ class RegisteredModelAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
     list_select_related = ["owner"]
     inlines = [AliasInline, VersionInline, EventInline]
+    actions = ["roll_back_production"]
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         return ["name", "task"] if obj else []
+
+    @admin.action(description="Roll back production to the previous version (or abort the active rollout)")
+    def roll_back_production(self, request: HttpRequest, queryset) -> None:
+        from serving.rollouts import model_rollback  # serving builds on the registry, not the other way round
+
+        for model in queryset:
+            try:
+                taken_out, serving_now = model_rollback(model=model, actor=request.user)
+            except ValidationError as exc:
+                self.message_user(request, f"{model.name}: {' '.join(exc.messages)}", messages.ERROR)
+            else:
+                self.message_user(request, f"{model.name}: v{serving_now.version} serves production again, "
+                                           f"v{taken_out.version} is rolled back.")  # fmt: skip
 
     @admin.display(description="production")
     def production_version(self, model: RegisteredModel) -> str:
@@ -155,6 +169,12 @@ class VersionRegistrationForm(forms.Form):
     signature = forms.JSONField(required=False, help_text="leave empty to infer it from the model")
     metrics = forms.JSONField(required=False, help_text='submitted metrics, e.g. {"accuracy": 0.95}')
     lineage = forms.JSONField(required=False, help_text='e.g. {"source": "git:abc123"}')
+
+
+REGISTER_INTRO = (
+    "The artifact is checked (format, trust, signature, size), stored with its sha256, numbered and put through the "
+    "model's quality gates. Nothing is stored when a check fails."
+)
 
 
 @admin.register(ModelVersion)
@@ -250,8 +270,8 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
                 messages.success(request, f"Registered {version}: {version.status}.")
                 return HttpResponseRedirect(reverse("admin:registry_modelversion_change", args=[version.pk]))
         context = {**self.admin_site.each_context(request), "title": "Register a model version", "form": form,
-                   "opts": self.model._meta}  # fmt: skip
-        return TemplateResponse(request, "admin/registry/modelversion/register.html", context)
+                   "opts": self.model._meta, "submit_label": "Register", "intro": REGISTER_INTRO}  # fmt: skip
+        return TemplateResponse(request, "admin/form_page.html", context)
 
     @admin.action(description="Archive the selected versions")
     def archive(self, request: HttpRequest, queryset) -> None:

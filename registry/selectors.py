@@ -25,3 +25,18 @@ def model_version_list(model: RegisteredModel) -> QuerySet[ModelVersion]:
 
 def registry_event_list(model: RegisteredModel) -> QuerySet[RegistryEvent]:
     return model.events.select_related("version").order_by("-created_at", "-id")
+
+
+def previous_production(version: ModelVersion) -> ModelVersion | None:
+    """The version the production alias pointed at just before it moved to `version`, if it still exists."""
+    moved = (
+        RegistryEvent.objects.filter(
+            model_id=version.model_id, action="alias.moved", after__alias="production", after__version=version.version
+        )
+        .order_by("-id")
+        .values_list("before", flat=True)
+        .first()
+    )
+    if moved is None:
+        return None
+    return ModelVersion.objects.filter(model_id=version.model_id, version=moved["version"]).first()

@@ -424,6 +424,27 @@ def model_version_archive(*, version: ModelVersion, actor: Any = None) -> ModelV
     return locked
 
 
+@transaction.atomic
+def model_version_set_status(*, version: ModelVersion, status: str, actor: Any = None, message: str = "") -> None:
+    """A status change made by a rollout or a rollback (canary, rolled_back), recorded as an event with its reason."""
+    locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if locked.status == status:
+        return
+    before = locked.status
+    locked.status = status
+    locked.save(update_fields=["status"])
+    version.status = status
+    _event(
+        model=locked.model,
+        version=locked,
+        action="version.status_changed",
+        actor=actor,
+        before={"status": before},
+        after={"status": status},
+        message=message,
+    )
+
+
 # --- Aliases --------------------------------------------------------------------------------------------------------
 
 

@@ -35,3 +35,6 @@ LOG_BUFFER_DEPTH = Gauge(
 )
 LOG_WRITTEN = Counter("modelworks_prediction_log_written_total", "Predictions written to the log")
 LOG_DROPPED = Counter("modelworks_prediction_log_dropped_total", "Predictions dropped because the buffer was full")
+SHADOW = Counter(
+    "modelworks_shadow_predictions_total", "Mirrored requests scored by a shadow version", ["model", "outcome"]
+)

@@ -47,10 +47,10 @@ def masked_inputs(rows: list[list[Any]], signature: dict[str, Any]) -> list[dict
 
 
 _COLUMNS = ("request_id", "model_name", "version", "routing_key", "inputs", "outputs", "latency_ms", "cached",
-            "route_reason", "created_at")  # fmt: skip
+            "route_reason", "outcome", "created_at")  # fmt: skip
 _INSERT = (
     "INSERT INTO serving_predictionlog (request_id, model_name, version, routing_key, inputs, outputs, latency_ms,"
-    " cached, route_reason, created_at) VALUES %s ON CONFLICT (request_id) DO NOTHING"
+    " cached, route_reason, outcome, created_at) VALUES %s ON CONFLICT (request_id) DO NOTHING"
 )
 
 

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from registry.models import ModelAlias, ModelVersion, RegisteredModel, RegistryEvent
+from registry.models import ModelAlias, ModelVersion, RegisteredModel
+from registry.selectors import previous_production
 from registry.services import PRODUCTION_ALIAS
 from serving import traffic
+
+PRODUCTION_REASON = f"alias:{PRODUCTION_ALIAS}"
 
 
 class RouteError(Exception):
@@ -26,7 +29,7 @@ class RouteError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Route:
     version: ModelVersion
     reason: str  # why this version: "pinned", "alias:production", "rollout:7:candidate", ...
@@ -92,25 +95,52 @@ def _load_by_id(version_id: int) -> ModelVersion | RouteError:
     return found if found is not None else RouteError(404, f"version id {version_id} no longer exists")
 
 
+def version_by_id(version_id: int) -> ModelVersion:
+    found = _cached(("id", version_id), lambda: _load_by_id(version_id))
+    if isinstance(found, RouteError):
+        raise found
+    return found
+
+
+@dataclass(frozen=True)
+class _Default:
+    """A model's default route, cached as one entry: production, and the split with each arm's version resolved."""
+
+    production: ModelVersion | RouteError
+    split: traffic.Split | None = None
+    arms: dict[str, tuple[ModelVersion | RouteError, str]] | None = None  # arm name -> (version, route reason)
+
+
+def _load_default(model_name: str) -> _Default:
+    production = _load_alias(model_name, PRODUCTION_ALIAS)
+    if isinstance(production, RouteError):
+        return _Default(production)
+    split = traffic.active_split(production.model_id)
+    if split is None:
+        return _Default(production)
+    arms = {arm.name: (_load_by_id(arm.version_id), f"{split.owner}:{arm.name}") for arm in split.arms}
+    return _Default(production, split, arms)
+
+
 def resolve(model_name: str, *, version: int | None = None, alias: str | None = None, key: str | None = None) -> Route:
     """The version that serves this request, and why. `key` (user or entity id) keeps a caller on one arm of a split."""
     split = arm = None
     if version is not None:
         found = _cached(("version", model_name, version), lambda: _load_pinned(model_name, version))
         reason = "pinned"
+    elif alias is not None:
+        found = _cached(("alias", model_name, alias), lambda: _load_alias(model_name, alias))
+        reason = f"alias:{alias}"
     else:
-        target = alias or PRODUCTION_ALIAS
-        found = _cached(("alias", model_name, target), lambda: _load_alias(model_name, target))
-        reason = f"alias:{target}"
-        if alias is None and not isinstance(found, RouteError):
-            model_id = found.model_id
-            split = _cached(("split", model_id), lambda: traffic.active_split(model_id))
-            if split is not None:
-                arm = split.arm_for(key)
-                found = _cached(("id", arm.version_id), lambda: _load_by_id(arm.version_id))
-                reason = f"{split.owner}:{arm.name}"
-                if split.on_route is not None:
-                    split.on_route(arm, key)
+        default = _cached(("default", model_name), lambda: _load_default(model_name))
+        split = default.split
+        if split is None:
+            found, reason = default.production, PRODUCTION_REASON
+        else:
+            arm = split.arm_for(key)
+            found, reason = default.arms[arm.name]
+            if split.on_route is not None:
+                split.on_route(arm, key)
     if isinstance(found, RouteError):
         raise found
     if not found.servable:
@@ -119,18 +149,18 @@ def resolve(model_name: str, *, version: int | None = None, alias: str | None = 
     return Route(found, reason, split, arm)
 
 
-def fallback_for(version: ModelVersion) -> ModelVersion | None:
-    """The version production pointed at before this one, if it can still be served (the breaker's fallback)."""
+def fallback_for(route: Route) -> ModelVersion | None:
+    """Who answers when the routed version fails (the breaker's fallback): for a split's other arms its first arm
+    (a rollout's baseline, an experiment's control); otherwise the version production pointed at before this one,
+    if it can still be served."""
+    version = route.version
+    if route.split is not None and route.arm is not route.split.arms[0]:
+        control_id = route.split.arms[0].version_id
+        found = _cached(("id", control_id), lambda: _load_by_id(control_id))
+        return None if isinstance(found, RouteError) or not found.servable else found
 
     def load():
-        moves = RegistryEvent.objects.filter(
-            model_id=version.model_id, action="alias.moved", after__alias=PRODUCTION_ALIAS,
-            after__version=version.version,
-        ).order_by("-id")  # fmt: skip
-        for event in moves[:1]:
-            previous = versions_for_serving().filter(model_id=version.model_id, version=event.before["version"]).first()
-            if previous is not None and previous.servable:
-                return previous
-        return None
+        previous = previous_production(version)
+        return previous if previous is not None and previous.servable else None
 
     return _cached(("fallback", version.pk), load)

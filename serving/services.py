@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from registry.models import ModelVersion
-from serving import metrics, prediction_cache, routing
+from serving import metrics, prediction_cache, routing, shadow
 from serving.model_cache import LoadedModel, model_cache
 from serving.models import PredictionLog, ServingPolicy
 from serving.prediction_log import masked_inputs, prediction_log
@@ -107,6 +107,7 @@ def predict(
     loaded.batcher.announce()
     announced = True
     outcome = "error"
+    rows: list[list[Any]] | None = None
     try:
         try:
             rows = rows_from_payload(payload, loaded.signature, settings.MODELWORKS_MAX_BATCH)
@@ -149,28 +150,42 @@ def predict(
             cached=cached,
             route=reason,
         )
-        latency_ms = (time.perf_counter() - started) * 1000
-        prediction_log().append(
-            PredictionLog(
-                request_id=result.request_id,
-                model_name=model_name,
-                version=served.version,
-                routing_key=(routing_key or "")[:200],
-                inputs=masked_inputs(rows, served.signature),
-                outputs={"predictions": predictions, "probabilities": probabilities},
-                latency_ms=latency_ms,
-                cached=bool(cached) and all(cached),
-                route_reason=reason,
-                created_at=timezone.now(),
-            )
-        )
+        outputs = {"predictions": predictions, "probabilities": probabilities}
+        _log(result.request_id, model_name, served, route, routing_key, rows, outcome, started,
+             outputs=outputs, cached=bool(cached) and all(cached))  # fmt: skip
         metrics.PREDICTION_ROWS.labels(model_name, str(served.version)).inc(len(rows))
+        # The live split needs no counter of its own: modelworks_predictions_total counts requests per version.
+        if route.split is not None and route.split.shadow_version_id is not None:
+            shadow.maybe_mirror(route, rows, result)
         return result
+    except Unavailable:
+        # Nobody answered: logged too, so a rollout's analysis counts the routed version's failures.
+        _log(new_request_id(request_id), model_name, loaded, route, routing_key, rows or [], "error", started,
+             outputs={}, cached=False)  # fmt: skip
+        raise
     finally:
         if announced:
             loaded.batcher.withdraw()
         metrics.PREDICTIONS.labels(model_name, str(loaded.version), outcome).inc()
         metrics.LATENCY.labels(model_name).observe(time.perf_counter() - started)
+
+
+def _log(request_id, model_name, served, route, routing_key, rows, outcome, started, *, outputs, cached) -> None:
+    prediction_log().append(
+        PredictionLog(
+            request_id=request_id,
+            model_name=model_name,
+            version=served.version,
+            routing_key=(routing_key or "")[:200],
+            inputs=masked_inputs(rows, served.signature),
+            outputs=outputs,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            cached=cached,
+            route_reason=route.reason[:100],
+            outcome=outcome,
+            created_at=timezone.now(),
+        )
+    )
 
 
 def _merge(keys, cached, hits, fresh_predictions, fresh_probabilities):
@@ -212,7 +227,7 @@ def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: floa
         predictions, probabilities = _call(loaded, rows, budget_seconds, announced=True)
         return loaded, predictions, probabilities, route.reason
     except _InferenceFailed as failure:
-        fallback = routing.fallback_for(route.version)
+        fallback = routing.fallback_for(route)
         if fallback is None:
             raise Unavailable(
                 f"{route.version}: {failure}; no fallback version", loaded.breaker.retry_after()

@@ -1,9 +1,9 @@
 """Traffic splits: how rollouts and experiments plug into the router.
 
 A split divides a model's default (production) traffic between versions by bucket. A request's bucket comes from a
-stable hash of the split's salt and the request's routing key, so a key lands in the same bucket in every process,
-on every machine and after every restart (Python's `hash()` is salted per process and is never used). Keyless requests
-get a random bucket (the same proportions, no stickiness) or go to a named arm.
+stable cryptographic hash (keyed BLAKE2b) of the split's salt and the request's routing key, so a key lands in the
+same bucket in every process, on every machine and after every restart (Python's `hash()` is salted per process
+and is never used). Keyless requests get a random bucket (the same proportions, no stickiness) or go to a named arm.
 
 Apps that own splits register two functions when they start (in `AppConfig.ready`):
 - a split source: model id -> the active Split for that model, or None;
@@ -13,6 +13,7 @@ Apps that own splits register two functions when they start (in `AppConfig.ready
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import random
 from collections.abc import Callable
@@ -25,10 +26,19 @@ from registry.models import RegisteredModel
 BUCKETS = 10_000
 
 
+def _salt_bytes(salt: str) -> bytes:
+    # BLAKE2b's key is at most 64 bytes: a longer salt is itself hashed down to one.
+    raw = salt.encode()
+    return raw if len(raw) <= 64 else hashlib.blake2b(raw).digest()
+
+
 def bucket(salt: str, key: str) -> int:
-    """The key's bucket in 0..9999 for this salt: the first 8 bytes of sha256(salt:key), modulo 10,000."""
-    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % BUCKETS
+    """The key's bucket in 0..9999 for this salt: an 8-byte BLAKE2b digest of the key keyed by the salt, modulo 10,000.
+
+    BLAKE2b is a cryptographic hash like SHA-256 (in Python's standard library, identical on every platform and
+    version), with a native key parameter for the salt, and about twice as fast here on the request path."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8, key=_salt_bytes(salt)).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
 
 
 @dataclass(frozen=True)
@@ -53,12 +63,26 @@ class Split:
     shadow_version_id: int | None = None
     shadow_share: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Precomputed for the hot path: the salted hash state, and range starts in order for a binary search.
+        starts = sorted((low, high, arm) for arm in self.arms for low, high in arm.ranges if high > low)
+        object.__setattr__(self, "_salt_key", _salt_bytes(self.salt))
+        object.__setattr__(self, "_lows", [low for low, _, _ in starts])
+        object.__setattr__(self, "_ranges", starts)
+
+    def bucket_of(self, key: str) -> int:
+        """bucket(self.salt, key), with the salt prepared once."""
+        digest = hashlib.blake2b(key.encode(), digest_size=8, key=self._salt_key).digest()
+        return int.from_bytes(digest, "big") % BUCKETS
+
     def arm_for(self, key: str | None) -> Arm:
         if key is None and self.keyless_arm is not None:
             return next(arm for arm in self.arms if arm.name == self.keyless_arm)
-        position = bucket(self.salt, key) if key is not None else random.randrange(BUCKETS)
-        for arm in self.arms:
-            if arm.holds(position):
+        position = self.bucket_of(key) if key is not None else random.randrange(BUCKETS)
+        index = bisect.bisect_right(self._lows, position) - 1
+        if index >= 0:
+            _, high, arm = self._ranges[index]
+            if position < high:
                 return arm
         return self.arms[0]  # ranges that do not cover every bucket: the first arm is the control
 
