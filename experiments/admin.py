@@ -248,9 +248,13 @@ class ExperimentAdmin(admin.ModelAdmin):
             else:
                 messages.success(request, f"Created {experiment}{' and started it' if start else ''}.")
                 return HttpResponseRedirect(reverse("admin:experiments_experiment_change", args=[experiment.pk]))
-        context = {**self.admin_site.each_context(request), "title": "Create an experiment", "form": form,
-                   "opts": self.model._meta}  # fmt: skip
-        return TemplateResponse(request, "admin/experiments/experiment/create.html", context)
+        context = {
+            **self.admin_site.each_context(request), "title": "Create an experiment", "form": form,
+            "opts": self.model._meta, "submit_label": "Create",
+            "intro": "Arms split the model's production traffic by a stable hash of the salt and the request's routing "
+            "key. Only validated versions can take part; a model has one running experiment or rollout at a time.",
+        }  # fmt: skip
+        return TemplateResponse(request, "admin/form_page.html", context)
 
     def action_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
         experiment = get_object_or_404(Experiment, pk=pk)
@@ -269,7 +273,7 @@ class ExperimentAdmin(admin.ModelAdmin):
             elif action == "conclude":
                 services.experiment_conclude(
                     experiment=experiment, winner=request.POST.get("winner", ""), actor=request.user,
-                    message=request.POST.get("message", ""),
+                    message=request.POST.get("message", ""), promote=request.POST.get("promote", "direct"),
                 )  # fmt: skip
             else:
                 return HttpResponse(status=404)

@@ -12,14 +12,14 @@ import secrets
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from experiments import allocation
 from experiments.models import Experiment, ExperimentArm, ExperimentEvent, ExperimentStatus, MetricKind
 from registry import services as registry
 from registry.models import ModelVersion, RegisteredModel, VersionStatus
-from serving import traffic
+from serving import rollouts, traffic
 
 # Versions that passed their quality gates; "registered" ones have not been evaluated, the others cannot get traffic.
 MAX_WEIGHT = 1_000_000
@@ -226,16 +226,27 @@ def experiment_stop(*, experiment: Experiment, actor: Any = None) -> Experiment:
     return locked
 
 
-@transaction.atomic
-def experiment_conclude(*, experiment: Experiment, winner: str, actor: Any = None, message: str = "") -> Experiment:
-    """End the experiment with a winner and point the model's production alias at the winner's version.
+class Promotion(models.TextChoices):
+    DIRECT = "direct", "move the production alias now"
+    ROLLOUT = "rollout", "start a staged rollout of the winner"
 
-    The alias move is the registry's own service, so the registry records it as an `alias.moved` event; the
-    experiment's history records the conclusion. A control that wins leaves production where it is.
+
+@transaction.atomic
+def experiment_conclude(
+    *, experiment: Experiment, winner: str, promote: str = Promotion.DIRECT, actor: Any = None, message: str = ""
+) -> Experiment:
+    """End the experiment with a winner and promote the winner's version.
+
+    Directly: the production alias moves through the registry's own service, which records an `alias.moved` event.
+    Through a rollout: serving's staged rollout of the winner starts (it claims the model the experiment just let go
+    of, in the same transaction). The experiment's history records the conclusion either way. A control that wins
+    leaves production where it is.
     """
     locked = _locked(experiment)
     if locked.status not in (ExperimentStatus.RUNNING, ExperimentStatus.STOPPED):
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}: run it before concluding"]})
+    if promote not in Promotion.values:
+        raise ValidationError({"promote": [f"must be one of {', '.join(Promotion.values)}"]})
     arm = locked.arms.select_related("version").filter(name=winner).first()
     if arm is None:
         names = ", ".join(locked.arms.order_by("position").values_list("name", flat=True))
@@ -245,8 +256,14 @@ def experiment_conclude(*, experiment: Experiment, winner: str, actor: Any = Non
     locked.stopped_at = locked.stopped_at or now
     locked.status, locked.concluded_at, locked.winner = ExperimentStatus.CONCLUDED, now, arm
     locked.save(update_fields=["status", "stopped_at", "concluded_at", "winner"])
-    registry.alias_set(model=locked.model, name=registry.PRODUCTION_ALIAS, version=arm.version, actor=actor)
-    after = {"status": locked.status, "winner": arm.name, "version": arm.version.version}
+    after = {"status": locked.status, "winner": arm.name, "version": arm.version.version, "promote": promote}
+    production = locked.model.aliases.filter(name=registry.PRODUCTION_ALIAS).values_list("version_id", flat=True)
+    if production.first() == arm.version_id:
+        after["promote"] = "none: the winner already serves production"
+    elif promote == Promotion.ROLLOUT:
+        after["rollout"] = rollouts.rollout_start(model=locked.model, candidate=arm.version, actor=actor).pk
+    else:
+        registry.alias_set(model=locked.model, name=registry.PRODUCTION_ALIAS, version=arm.version, actor=actor)
     _event(locked, "experiment.concluded", actor, before=before, after=after, message=message)
     return locked
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from experiments.models import Experiment, ExperimentArm, ExperimentEvent
+from experiments.services import Promotion
 
 
 class ArmSerializer(serializers.ModelSerializer):
@@ -59,6 +60,7 @@ class WeightsSerializer(serializers.Serializer):
 
 class ConcludeSerializer(serializers.Serializer):
     winner = serializers.SlugField(max_length=50)
+    promote = serializers.ChoiceField(choices=Promotion.choices, default=Promotion.DIRECT)
     message = serializers.CharField(required=False, allow_blank=True, default="")
 
 

@@ -36,6 +36,9 @@ def test_create_start_change_weights_stop_and_conclude(api, challenger):
     assert "planned sample size" in results["peeking"]
 
     assert api.post(BASE + "api-test/stop/").json()["status"] == "stopped"
+    assert (
+        "promote" in api.post(BASE + "api-test/conclude/", {"winner": "forest", "promote": "x"}, format="json").json()
+    )
     concluded = api.post(BASE + "api-test/conclude/", {"winner": "forest"}, format="json")
     assert concluded.json()["status"] == "concluded" and concluded.json()["winner"] == "forest"
     assert ModelAlias.objects.get(name="production").version.version == 2

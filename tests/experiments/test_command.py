@@ -31,7 +31,7 @@ def test_the_whole_life_of_an_experiment_from_the_terminal(challenger, capsys):
     call_command("experiment", "list")
     assert "cli-test\tcancer\trunning\tcontrol=v1:50, forest=v2:50" in capsys.readouterr().out
     call_command("experiment", "conclude", "cli-test", "--winner", "forest")
-    assert "cancer@production -> v2" in capsys.readouterr().out
+    assert "cli-test: concluded, winner forest; cancer@production -> v2" in capsys.readouterr().out
     assert ModelAlias.objects.get(name="production").version.version == 2
 
 

@@ -8,7 +8,8 @@ from django.core.exceptions import ValidationError
 from experiments import services
 from experiments.models import ExperimentEvent, ExperimentStatus, Exposure
 from registry.models import ModelAlias, RegistryEvent
-from serving import routing, traffic
+from serving import rollouts, routing, traffic
+from serving.models import ACTIVE_ROLLOUT_STATUSES, Rollout
 from tests.serving.conftest import post, rows_of
 
 pytestmark = pytest.mark.django_db
@@ -71,19 +72,30 @@ def test_a_second_experiment_on_the_same_model_cannot_start(experiment, producti
     assert services.experiment_start(experiment=other).status == ExperimentStatus.RUNNING
 
 
-def test_experiments_and_rollouts_exclude_each_other(experiment, monkeypatch):
-    """Rollouts register the same kind of owner check (serving/traffic.py); one stands in for them here."""
-    rollouts = {experiment.model_id: "rollout 7"}
-    monkeypatch.setattr(traffic, "_owner_checks", [*traffic._owner_checks, rollouts.get])
+def test_experiments_and_rollouts_exclude_each_other(experiment, production, forest):
+    third = services.registry.model_version_register(
+        model=production.model, artifact=forest.artifact, metrics={"accuracy": 0.97, "f1": 0.99}
+    )
+    rollout = rollouts.rollout_start(model=production.model, candidate=third)
     with pytest.raises(ValidationError) as error:
         services.experiment_start(experiment=experiment)
-    assert "cannot start experiment 'forest-vs-logreg': cancer already has rollout 7 running" in str(error.value)
+    assert "cannot start experiment 'forest-vs-logreg': cancer already has rollout" in str(error.value)
     assert not ExperimentEvent.objects.filter(action="experiment.started").exists()
 
-    rollouts.clear()
+    rollouts.rollout_abort(rollout=rollout)
     services.experiment_start(experiment=experiment)
-    with pytest.raises(ValidationError, match="cannot start rollout: cancer already has experiment 'forest-vs-logreg'"):
-        traffic.claim_model(experiment.model, starting="rollout")
+    with pytest.raises(ValidationError, match="cancer already has experiment 'forest-vs-logreg' running"):
+        rollouts.rollout_start(model=production.model, candidate=third)
+
+
+def test_concluding_through_a_rollout_hands_the_model_to_a_staged_rollout_of_the_winner(experiment, staff):
+    services.experiment_start(experiment=experiment)
+    services.experiment_conclude(experiment=experiment, winner="forest", promote="rollout", actor=staff)
+    rollout = Rollout.objects.get(model=experiment.model)
+    assert rollout.candidate.version == 2 and rollout.status in ACTIVE_ROLLOUT_STATUSES
+    assert ModelAlias.objects.get(model=experiment.model, name="production").version.version == 1, "not yet"
+    history = ExperimentEvent.objects.get(experiment=experiment, action="experiment.concluded")
+    assert history.after["promote"] == "rollout" and history.after["rollout"] == rollout.pk
 
 
 def test_stopping_sends_traffic_back_to_production(caller, logreg, experiment):
@@ -106,7 +118,7 @@ def test_concluding_promotes_the_winner_in_the_registry_with_an_event(caller, lo
         "grace",
     )
     history = ExperimentEvent.objects.get(experiment=experiment, action="experiment.concluded")
-    assert history.after == {"status": "concluded", "winner": "forest", "version": 2}
+    assert history.after == {"status": "concluded", "winner": "forest", "version": 2, "promote": "direct"}
     assert history.message == "+3% conv"
     routing.clear_cache()
     assert {predict(caller, logreg, f"k{i}")["version"] for i in range(20)} == {2}
@@ -114,9 +126,9 @@ def test_concluding_promotes_the_winner_in_the_registry_with_an_event(caller, lo
 
 def test_concluding_for_the_control_keeps_production(experiment):
     services.experiment_start(experiment=experiment)
-    services.experiment_conclude(experiment=experiment, winner="control")
+    services.experiment_conclude(experiment=experiment, winner="control", promote="rollout")
     assert ModelAlias.objects.get(model=experiment.model, name="production").version.version == 1
-    assert not RegistryEvent.objects.filter(action="alias.moved").exists()
+    assert not RegistryEvent.objects.filter(action="alias.moved").exists() and not Rollout.objects.exists()
 
 
 def test_a_failed_conclusion_changes_nothing(experiment):

@@ -62,6 +62,10 @@ class Command(BaseCommand):
         conclude.add_argument("name")
         conclude.add_argument("--winner", required=True)
         conclude.add_argument("--message", default="")
+        conclude.add_argument(
+            "--via", choices=services.Promotion.values, default="direct",
+            help="direct: move the production alias now; rollout: start a staged rollout of the winner",
+        )  # fmt: skip
         results = sub.add_parser("results")
         results.add_argument("name")
         results.add_argument("--json", action="store_true")
@@ -110,11 +114,18 @@ class Command(BaseCommand):
 
     def do_conclude(self, opts: dict[str, Any]) -> None:
         experiment = services.experiment_conclude(
-            experiment=self._experiment(opts["name"]), winner=opts["winner"], message=opts["message"]
-        )
-        self.stdout.write(
-            f"{experiment}: concluded; {experiment.model.name}@production -> v{experiment.winner.version.version}"
-        )
+            experiment=self._experiment(opts["name"]), winner=opts["winner"], message=opts["message"],
+            promote=opts["via"],
+        )  # fmt: skip
+        after = experiment.events.get(action="experiment.concluded").after
+        version = f"v{experiment.winner.version.version}"
+        if after["promote"] == "direct":
+            outcome = f"{experiment.model.name}@production -> {version}"
+        elif after["promote"] == "rollout":
+            outcome = f"rollout {after['rollout']} of {version} started"
+        else:
+            outcome = after["promote"]
+        self.stdout.write(f"{experiment}: concluded, winner {experiment.winner.name}; {outcome}")
 
     def do_list(self, opts: dict[str, Any]) -> None:
         for experiment in selectors.experiment_list():
