@@ -18,6 +18,8 @@ class ArmSerializer(serializers.ModelSerializer):
 
 class ExperimentSerializer(serializers.ModelSerializer):
     model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    # A plain string in the schema: a second enum named "status" (rollouts, versions) makes drf-spectacular warn.
+    status = serializers.CharField(read_only=True, help_text="draft, running, stopped or concluded")
     arms = ArmSerializer(many=True, read_only=True)
     winner = serializers.SlugRelatedField(slug_field="name", read_only=True)
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
