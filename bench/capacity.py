@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "postgres_max_connections": max_connections,
         "pods_by_log_writes": max(rates.values()) / pod["rps"],
         "pods_by_connections": max_connections / per_pod_connections,
+        "db_conn_max_age": os.environ.get("DB_CONN_MAX_AGE", "60 (default)"),
         "load_average": os.getloadavg(),
     }
     print(f"one web pod (2 gunicorn workers x 32 threads), logistic regression, c=64, cache off: "
