@@ -62,15 +62,19 @@ def test_seed_demo_registers_real_models_through_the_services(capsys):
     models = {m.name: m for m in RegisteredModel.objects.all()}
     assert set(models) == {"breast-cancer-logreg", "breast-cancer-forest", "diabetes-ridge"}
     for model in models.values():
-        version = model.versions.get(version=1)  # the demo experiment adds a challenger v2 to the logreg model
+        version = model.versions.get(version=1)  # the rollout and experiment demos add a v2 to two of them
         assert version.status == "production"
         assert version.gate_report["metrics_source"] == "computed"
         assert version.gate_report["outcome"] == "validated"
         assert model.events.filter(action="version.registered").exists()
-    assert models["diabetes-ridge"].versions.get().gate_report["metrics"]["rmse"] < 65
+    assert models["diabetes-ridge"].versions.get(version=1).gate_report["metrics"]["rmse"] < 65
+    # The rollout demo: a retrained ridge model on its way to production.
+    rollout = models["diabetes-ridge"].rollouts.get()
+    assert (rollout.status, rollout.candidate.version, rollout.candidate.status) == ("pending", 2, "canary")
     call_command("seed_demo")
-    assert ModelVersion.objects.count() == 4
-    assert "already seeded" in capsys.readouterr().out
+    assert ModelVersion.objects.count() == 5
+    out = capsys.readouterr().out
+    assert "already seeded" in out and "already has a rollout" in out
 
 
 def test_ensure_admin_prints_a_generated_password_once(client, capsys, monkeypatch):

@@ -97,4 +97,7 @@ class Command(BaseCommand):
                 services.alias_set(model=model, name=services.PRODUCTION_ALIAS, version=version)
             metrics = ", ".join(f"{k}={v:.3f}" for k, v in version.gate_report["metrics"].items())
             self.stdout.write(f"{version}: {version.status} ({metrics})")
+        from serving.demo import seed_rollout
+
+        seed_rollout(self.stdout)
         seed_experiments(self.stdout)  # experiments: a running A/B test on the demo logistic regression
