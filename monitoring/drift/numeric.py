@@ -47,7 +47,8 @@ def wasserstein(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> np.ndarray:
     grid = np.union1d(np.arange(1, n1 + 1, dtype=np.int64) * n2, np.arange(1, n2 + 1, dtype=np.int64) * n1)
     weights = np.diff(grid, prepend=0) / (n1 * n2)
     ref_index, cur_index = (grid + n2 - 1) // n2 - 1, (grid + n1 - 1) // n1 - 1
-    return np.array([weights @ np.abs(r[ref_index] - c[cur_index]) for r, c in zip(ref_sorted, cur_sorted)])
+    pairs = zip(ref_sorted, cur_sorted, strict=True)
+    return np.array([weights @ np.abs(r[ref_index] - c[cur_index]) for r, c in pairs])
 
 
 def _quantile_edges(ref_sorted: np.ndarray, bins: int) -> np.ndarray:
@@ -63,10 +64,8 @@ def _quantile_edges(ref_sorted: np.ndarray, bins: int) -> np.ndarray:
 def _shares(sorted_block: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Share of each feature in the bins (-inf, e1], (e1, e2], ..., (e_last, inf): shape (bins, features)."""
     n = sorted_block.shape[1]
-    counts = np.array(
-        [np.diff(np.searchsorted(row, row_edges, "right"), prepend=0, append=n) for row, row_edges in
-         zip(sorted_block, edges)]
-    )  # fmt: skip
+    pairs = zip(sorted_block, edges, strict=True)
+    counts = np.array([np.diff(np.searchsorted(row, e, "right"), prepend=0, append=n) for row, e in pairs])
     return counts.T / n
 
 
