@@ -61,9 +61,7 @@ def _wait_for(condition, timeout: float = 90) -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_beat_tick_runs_a_due_monitor_on_a_real_worker_and_the_webhook_arrives(
-    worker, cancer_v1, logreg, receiver
-):
+def test_beat_tick_runs_a_due_monitor_on_a_real_worker_and_the_webhook_arrives(worker, cancer_v1, logreg, receiver):
     predict_each("cancer", rows(shifted(logreg.X_test)))
     flush()
     monitor = monitor_create(model=cancer_v1.model, name="hourly", window_hours=1, webhook_url=receiver.url)
