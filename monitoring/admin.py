@@ -4,6 +4,7 @@ open alerts; monitors can be run from here. Charts are inline SVG (monitoring/ch
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -52,6 +53,7 @@ class MonitorAdmin(admin.ModelAdmin):
     raw_id_fields = ["model"]
     search_fields = ["name", "model__name"]
     actions = ["run_now"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def get_urls(self):
         extra = [
