@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from monitoring.demo import seed_monitoring_demo
 from registry import services
 from registry.models import RegisteredModel, Task
 
@@ -96,3 +97,4 @@ class Command(BaseCommand):
                 services.alias_set(model=model, name=services.PRODUCTION_ALIAS, version=version)
             metrics = ", ".join(f"{k}={v:.3f}" for k, v in version.gate_report["metrics"].items())
             self.stdout.write(f"{version}: {version.status} ({metrics})")
+        seed_monitoring_demo(self.stdout.write)  # monitoring
