@@ -6,7 +6,8 @@ values are compared as text ("true"/"false" for booleans), the same whichever pa
 
 from __future__ import annotations
 
-import io
+import os
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -114,20 +115,59 @@ def _current_frame_postgres(version: ModelVersion, kinds: dict[str, str], window
     if window.last_rows:
         inner = f"SELECT * FROM ({inner} ORDER BY l.created_at DESC, e.n LIMIT %s) latest"  # noqa: S608
         params.append(window.last_rows)
-    query = f"SELECT * FROM ({inner}) w ORDER BY random() LIMIT %s"  # noqa: S608
-    params.append(window.cap)
-    buffer = io.StringIO()
-    with connection.cursor() as cursor:
-        sql = cursor.cursor.mogrify(query, params).decode()
-        cursor.cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", buffer)
-    buffer.seek(0)
+    elif _requests_in(version, window) > window.cap:
+        # Sampling in the database only when the window is surely larger than the cap: the random sort costs.
+        inner = f"SELECT * FROM ({inner}) w ORDER BY random() LIMIT %s"  # noqa: S608
+        params.append(window.cap)
     names = [*kinds, "_t"]
     dtypes = {name: (float if kind == NUMERIC else str) for name, kind in kinds.items()}
-    if buffer.getvalue() == "":
+    with connection.cursor() as cursor:
+        sql = cursor.cursor.mogrify(inner, params).decode()
+        frame = _copy_into_frame(cursor.cursor, f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", names, dtypes)
+    if frame is None:
         return pd.DataFrame({name: pd.Series(dtype=dtypes[name]) for name in kinds})
-    return pd.read_csv(buffer, names=names, header=None, dtype=dtypes, keep_default_na=False, na_values=[""])[
-        list(kinds)
-    ]
+    frame = frame[list(kinds)]
+    return frame.sample(n=window.cap, random_state=0) if len(frame) > window.cap else frame
+
+
+def _copy_into_frame(raw_cursor, copy_sql: str, names: list[str], dtypes: dict) -> pd.DataFrame | None:
+    """Stream COPY's CSV through a pipe into pandas: parsing overlaps the database's work instead of following it.
+
+    The producer thread only drives this connection's raw psycopg2 cursor; the caller's thread touches neither the
+    connection nor the cursor until the thread has finished.
+    """
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_fd, "w", encoding="utf-8") as sink:
+                raw_cursor.copy_expert(copy_sql, sink)
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+
+    producer = threading.Thread(target=produce, name="monitoring-copy", daemon=True)
+    producer.start()
+    with os.fdopen(read_fd, "r", encoding="utf-8") as source:
+        try:
+            frame = pd.read_csv(source, names=names, header=None, dtype=dtypes, keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:
+            frame = None
+        finally:
+            source.read()  # drain, so the producer can never block on a full pipe
+    producer.join()
+    if failure:
+        raise failure[0]
+    return frame
+
+
+def _requests_in(version: ModelVersion, window: Window) -> int:
+    logs = PredictionLog.objects.filter(model_name=version.model.name, version=version.version)
+    if window.since is not None:
+        logs = logs.filter(created_at__gte=window.since)
+    if window.until is not None:
+        logs = logs.filter(created_at__lt=window.until)
+    return logs.count()
 
 
 def _current_frame_python(version: ModelVersion, kinds: dict[str, str], window: Window) -> pd.DataFrame:

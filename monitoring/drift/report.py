@@ -35,11 +35,19 @@ def _rows(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
     return np.array([pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float) for name in names])
 
 
-def _numeric_features(reference: pd.DataFrame, current: pd.DataFrame, names: list[str]) -> dict[str, dict]:
+def sorted_rows(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """The numeric features as rows sorted ascending (NaN last): what the statistics start from."""
+    return np.sort(_rows(frame, names), axis=1)
+
+
+def _numeric_features(
+    reference: pd.DataFrame, current: pd.DataFrame, names: list[str], ref_sorted: np.ndarray | None
+) -> dict[str, dict]:
     """Columns sorted once each; columns with the same non-missing counts are computed together."""
     if not names:
         return {}
-    ref_sorted = np.sort(_rows(reference, names), axis=1)  # NaN sorts last
+    if ref_sorted is None:
+        ref_sorted = sorted_rows(reference, names)
     cur_sorted = np.sort(_rows(current, names), axis=1)
     ref_valid = (~np.isnan(ref_sorted)).sum(axis=1)
     cur_valid = (~np.isnan(cur_sorted)).sum(axis=1)
@@ -105,11 +113,16 @@ def drift_report(
     kinds: dict[str, str],
     options: DriftOptions | None = None,
     progress: Callable[[int], None] | None = None,
+    reference_sorted: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Per feature (in `kinds` order) test, statistic, p-value, effect sizes, verdict; then the dataset verdict."""
+    """Per feature (in `kinds` order) test, statistic, p-value, effect sizes, verdict; then the dataset verdict.
+
+    `reference_sorted`: `sorted_rows(reference, numeric names in kinds order)` when the caller keeps it (a stored
+    reference is sorted once per process, not once per run).
+    """
     options = options or DriftOptions()
     numeric = [name for name, kind in kinds.items() if kind == NUMERIC]
-    results = _numeric_features(reference, current, numeric)
+    results = _numeric_features(reference, current, numeric, reference_sorted)
     if progress:
         progress(len(numeric))
     for name, kind in kinds.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from monitoring.selectors import quality_metrics
 from monitoring.services.alerts import alerts_evaluate
 from monitoring.services.feedback import feedback_join_pending
-from monitoring.services.references import reference_frame
+from monitoring.services.references import read_reference, reference_dataset_for
 from monitoring.windows import Window, busiest_version, current_frame, feature_kinds
 from registry.models import ModelVersion, RegisteredModel
 
@@ -105,18 +106,22 @@ def monitor_run(*, monitor: Monitor, progress: Callable[[int], None] | None = No
 
 def _measure(monitor, version, window, report, progress) -> None:
     kinds, skipped = feature_kinds(version)
-    reference = reference_frame(version)
-    current = current_frame(version, window)
+    dataset = reference_dataset_for(version)
+    # The reference file is parsed while Postgres unpacks the window (psycopg2 releases the GIL while it waits).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read_reference, dataset, version) if dataset is not None else None
+        current = current_frame(version, window)
+        sample = pending.result() if pending is not None else None
     report.current_rows = len(current)
     report.quality = quality_metrics(version.model.name, version.version, since=window.since, until=window.until)
     notes = [f"pii features not monitored: {', '.join(skipped)}"] if skipped else []
-    if reference is None:
+    if sample is None:
         notes.append(f"{version} has no reference sample: register it with evaluation data or upload one")
     elif len(current) < monitor.min_rows:
-        report.reference_rows = len(reference)
+        report.reference_rows = len(sample.frame)
         notes.append(f"{len(current)} rows in the window, fewer than the {monitor.min_rows} a verdict needs")
     else:
-        report.reference_rows = len(reference)
+        report.reference_rows = len(sample.frame)
         options = DriftOptions(
             p_threshold=monitor.p_threshold,
             correction=monitor.correction,
@@ -124,7 +129,7 @@ def _measure(monitor, version, window, report, progress) -> None:
             min_wasserstein=monitor.min_wasserstein,
             min_psi=monitor.min_psi,
         )
-        result = drift_report(reference, current, kinds, options, progress)
+        result = drift_report(sample.frame, current, kinds, options, progress, sample.numeric_sorted)
         report.features = result["features"]
         report.tested_features = result["tested"]
         report.drifted_features = result["drifted"]

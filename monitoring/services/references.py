@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import io
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
+import numpy as np
 import pandas as pd
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.db import transaction
 
+from monitoring.drift.report import NUMERIC, sorted_rows
 from monitoring.models import ReferenceDataset, ReferenceSource
 from monitoring.windows import PREDICTION, Window, current_frame, feature_kinds, normalise
 from registry.models import ModelVersion
@@ -28,16 +32,47 @@ def _storage():
     return storages["artifacts"]
 
 
-def reference_frame(version: ModelVersion) -> pd.DataFrame | None:
-    """The stored reference sample (monitored columns, normalised), creating it from the evaluation sample once."""
+def reference_dataset_for(version: ModelVersion) -> ReferenceDataset | None:
+    """The version's reference sample, made from its evaluation sample the first time it is needed."""
     dataset = ReferenceDataset.objects.filter(version=version).first()
-    if dataset is None:
-        if not version.evaluation_data_path:
-            return None
+    if dataset is None and version.evaluation_data_path:
         dataset = reference_dataset_from_evaluation(version=version)
-    with _storage().open(dataset.path, "rb") as handle:
-        frame = pd.read_csv(handle, dtype=str, keep_default_na=False, na_values=[""])
-    return normalise(frame, feature_kinds(version)[0])
+    return dataset
+
+
+@dataclass(frozen=True)
+class ReferenceSample:
+    frame: pd.DataFrame  # treat as read-only: it is shared by the runs of this process
+    numeric_sorted: np.ndarray  # drift.report.sorted_rows of the numeric columns, in kinds order
+
+
+def read_reference(dataset: ReferenceDataset, version: ModelVersion) -> ReferenceSample:
+    """The sample's monitored columns, normalised, and its numeric columns sorted. Touches no database, so it can
+    run beside a query; parsed and sorted once per process (a stored sample never changes: a new one gets a new
+    path)."""
+    return _read_reference(dataset.path, tuple(feature_kinds(version)[0].items()))
+
+
+def reference_frame(version: ModelVersion) -> pd.DataFrame | None:
+    dataset = reference_dataset_for(version)
+    return read_reference(dataset, version).frame.copy() if dataset is not None else None
+
+
+@lru_cache(maxsize=4)
+def _read_reference(path: str, kinds: tuple[tuple[str, str], ...]) -> ReferenceSample:
+    dtypes = {name: (float if kind == NUMERIC else str) for name, kind in kinds}
+    with _storage().open(path, "rb") as handle:
+        header = pd.read_csv(handle, nrows=0).columns
+    usable = {name: dtype for name, dtype in dtypes.items() if name in header}
+    with _storage().open(path, "rb") as handle:
+        try:
+            frame = pd.read_csv(handle, usecols=list(usable), dtype=usable, keep_default_na=False, na_values=[""])
+        except ValueError:  # a numeric column holding text: parse everything as text, normalise() coerces
+            handle.seek(0)
+            frame = pd.read_csv(handle, usecols=list(usable), dtype=str, keep_default_na=False, na_values=[""])
+    frame = normalise(frame, dict(kinds))
+    numeric = [name for name, kind in kinds if kind == NUMERIC]
+    return ReferenceSample(frame, sorted_rows(frame, numeric))
 
 
 def _with_predictions(version: ModelVersion, frame: pd.DataFrame) -> pd.DataFrame:
