@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
+from kombu.exceptions import OperationalError
 from rest_framework import generics, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
@@ -80,7 +81,11 @@ class MonitorRun(APIView):
         if data.validated_data["wait"]:
             report = monitors.monitor_run(monitor=monitor)
             return Response(s.DriftReportSerializer(report).data, status=status.HTTP_201_CREATED)
-        result = run_monitor.delay(monitor.pk)
+        try:
+            result = run_monitor.delay(monitor.pk)
+        except OperationalError as exc:  # the broker is down: say so rather than fail with a 500
+            detail = f"the task queue is unavailable ({exc}); retry, or run with wait=true"
+            return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"queued": True, "task_id": result.id}, status=status.HTTP_202_ACCEPTED)
 
 
