@@ -3,21 +3,26 @@ open alerts; monitors can be run from here. Charts are inline SVG (monitoring/ch
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import admin
 from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from monitoring import charts
 from monitoring.models import Alert, BusinessEvent, DriftReport, Feedback, Monitor, ReferenceDataset
 from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from monitoring.selectors import business_impact
 from monitoring.services.monitors import monitor_run
 from registry.models import RegisteredModel, Task
 
 HISTORY = 60
+IMPACT_DAYS = 30
 
 
 def model_dashboard_context(model: RegisteredModel) -> dict:
@@ -41,6 +46,8 @@ def model_dashboard_context(model: RegisteredModel) -> dict:
         ),
         "quality_chart": charts.lines_svg({k: v for k, v in quality.items() if v}),
         "alerts": Alert.objects.filter(monitor__model=model, resolved_at__isnull=True).select_related("monitor"),
+        "impact": business_impact(model.name, since=timezone.now() - timedelta(days=IMPACT_DAYS)),
+        "impact_days": IMPACT_DAYS,
         "monitors": model.monitors.all(),
     }
 

@@ -21,9 +21,11 @@ def console(client, staff):
 
 
 def test_the_model_dashboard_shows_report_histograms_history_and_alerts(console, api, cancer_v1, logreg):
-    ids = predict_each("cancer", rows(shifted(logreg.X_test)))
+    keys = [f"user-{i}" for i in range(len(logreg.X_test))]
+    ids = predict_each("cancer", rows(shifted(logreg.X_test)), keys=keys)
     flush()
     api.post("/api/v1/feedback", [{"request_id": r, "actual": 1} for r in ids], format="json")
+    api.post("/api/v1/events", [{"key": "user-3", "name": "renewal_signed", "value": 120}], format="json")
     monitor = monitor_create(model=cancer_v1.model, name="hourly", window_hours=1)
     monitor_run(monitor=monitor)
     monitor_run(monitor=monitor)
@@ -34,6 +36,7 @@ def test_the_model_dashboard_shows_report_histograms_history_and_alerts(console,
     assert "dataset drift" in html and Alert.objects.get().message in html
     assert html.count("<svg") >= 31 + 2  # a histogram per feature, drift and quality over time
     assert "<polyline" in html and "accuracy" in html
+    assert "renewal_signed" in html  # the business-impact table
     assert not re.findall(r'(?:src|href)="(?:https?:)?//', html)  # nothing loaded from another host
 
 
