@@ -48,24 +48,31 @@ def test_a_run_compares_the_logged_window_with_the_registered_evaluation_sample(
 
 
 @pytest.mark.django_db
-def test_shifted_traffic_is_dataset_drift_and_alerts_once_then_resolves(cancer_v1, logreg, receiver, settings):
+def test_shifted_traffic_is_dataset_drift_and_alerts_once_then_resolves(
+    cancer_v1, logreg, receiver, django_capture_on_commit_callbacks
+):
     monitor = monitor_create(model=cancer_v1.model, name="hourly", window_hours=1, webhook_url=receiver.url)
     _log(shifted(logreg.X_test))
-    first = monitor_run(monitor=monitor)
+    with django_capture_on_commit_callbacks() as queued:
+        first = monitor_run(monitor=monitor)
     assert first.dataset_drift is True and first.drift_share >= 0.5
     assert Alert.objects.get().open
+    assert len(queued) == 1  # one webhook: "firing"
 
-    second = monitor_run(monitor=monitor)  # the condition still holds: no second alert
+    with django_capture_on_commit_callbacks() as queued:
+        second = monitor_run(monitor=monitor)  # the condition still holds: no second alert, no second webhook
     assert second.dataset_drift is True
-    assert Alert.objects.count() == 1
+    assert Alert.objects.count() == 1 and queued == []
 
     # The shifted traffic ages out of the window; normal traffic replaces it.
     backdate(list(PredictionLog.objects.values_list("request_id", flat=True)), timezone.now() - timedelta(hours=2))
     _log(logreg.X_test)
-    third = monitor_run(monitor=monitor)
+    with django_capture_on_commit_callbacks() as queued:
+        third = monitor_run(monitor=monitor)
     assert third.dataset_drift is False
     alert = Alert.objects.get()
     assert alert.resolved_at is not None and alert.last_report == third
+    assert len(queued) == 1  # one webhook: "resolved"
 
 
 @pytest.mark.django_db
