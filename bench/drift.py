@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -202,6 +203,13 @@ def main() -> int:
     args = parser.parse_args()
 
     artifacts = tempfile.mkdtemp(prefix="drift-bench-")
+    try:
+        return _run(args, artifacts)
+    finally:
+        shutil.rmtree(artifacts, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, artifacts: str) -> int:
     setup_django(args.database, artifacts)
     import pandas as pd
 
