@@ -13,7 +13,7 @@ from tests.platform.envnames import ROOT
 
 PROMETHEUS = ROOT / "platform" / "prometheus"
 PROMTOOL = shutil.which("promtool")
-# Metrics the platform exports today (serving/metrics.py) and the ones the monitoring issue will add.
+# Metrics serving exports (serving/metrics.py) and the ones monitoring exports (monitoring/metrics.py).
 EXPORTED = {
     "modelworks_predictions_total",
     "modelworks_prediction_latency_seconds_bucket",
@@ -67,6 +67,9 @@ def test_every_rule_has_a_runbook_and_uses_real_or_planned_metrics():
     metrics_source = (ROOT / "serving" / "metrics.py").read_text()
     for metric in EXPORTED - {"up"}:
         assert metric.removesuffix("_bucket").removesuffix("_total") in metrics_source
+    monitoring_source = (ROOT / "monitoring" / "metrics.py").read_text()
+    for metric in PLANNED:
+        assert f'"{metric}"' in monitoring_source
 
 
 def test_grafana_dashboard_queries_are_valid_promql(tmp_path):

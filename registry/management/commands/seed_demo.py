@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from monitoring.demo import seed_monitoring_demo
 from registry import services
 from registry.models import RegisteredModel, Task
 
@@ -99,3 +100,4 @@ class Command(BaseCommand):
         from serving.demo import seed_rollout
 
         seed_rollout(self.stdout)
+        seed_monitoring_demo(self.stdout.write)  # monitoring
