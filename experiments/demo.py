@@ -79,7 +79,7 @@ def _history(experiment: Experiment) -> None:
     type(experiment).objects.filter(pk=experiment.pk).update(started_at=start, allocation_changed_at=start)
     batch, purchases = {}, []
     for i in range(KEYS):
-        key = f"demo-user-{i}"
+        key = f"ab-user-{i}"  # apart from the monitoring demo's demo-user-N keys
         arm = split.arm_for(key).name
         seen = start + timedelta(seconds=float(rng.uniform(0, DAYS * 86400 - 7200)))
         batch[(experiment.pk, key)] = (arm, seen)

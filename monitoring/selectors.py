@@ -102,3 +102,23 @@ def business_event_totals(
 
 def latest_reports(model_name: str, limit: int = 50) -> QuerySet[DriftReport]:
     return DriftReport.objects.filter(model_name=model_name).select_related("monitor").order_by("-created_at")[:limit]
+
+
+def business_impact(model_name: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Business events attributable to a model: those whose routing key the model served predictions for.
+
+    Per event name: events, distinct keys, sum and mean value (since `since`, for both predictions and events).
+    """
+    logs = PredictionLog.objects.filter(model_name=model_name).exclude(routing_key="")
+    events = BusinessEvent.objects.all()
+    if since is not None:
+        logs = logs.filter(created_at__gte=since)
+        events = events.filter(occurred_at__gte=since)
+    rows = (
+        events.filter(key__in=logs.values("routing_key"))
+        .order_by()
+        .values("name")
+        .annotate(events=Count("id"), keys=Count("key", distinct=True), total=Sum("value"), mean=Avg("value"))
+        .order_by("name")
+    )
+    return list(rows)

@@ -13,6 +13,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from registry.models import ModelAlias, ModelVersion, RegisteredModel
+from tests.serving.conftest import fresh_serving_state  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db
@@ -57,6 +58,7 @@ def test_a_failing_command_exits_non_zero_with_one_readable_line(tmp_path):
     assert len(lines) == 1 and "cannot read" in lines[0] and "missing.skops" in lines[0]
 
 
+@pytest.mark.usefixtures("fresh_serving_state")  # the demo's traffic is logged inside this test's transaction
 def test_seed_demo_registers_real_models_through_the_services(capsys):
     call_command("seed_demo")
     models = {m.name: m for m in RegisteredModel.objects.all()}

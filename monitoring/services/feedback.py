@@ -107,7 +107,7 @@ def feedback_join_pending() -> int:
             try:
                 with transaction.atomic():
                     Feedback.objects.filter(pk=pending.pk).update(request_id=log.request_id)
-            except IntegrityError:  # that prediction already has feedback by request id: keep the newer value
+            except IntegrityError:  # that prediction already has feedback sent by its request id, which wins
                 Feedback.objects.filter(pk=pending.pk).delete()
     logged = PredictionLog.objects.filter(request_id=OuterRef("request_id"))
     return Feedback.objects.filter(

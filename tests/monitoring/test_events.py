@@ -8,7 +8,8 @@ import pytest
 from django.utils import timezone
 
 from monitoring.models import BusinessEvent
-from monitoring.selectors import business_event_totals, business_events
+from monitoring.selectors import business_event_totals, business_events, business_impact
+from tests.monitoring.conftest import flush, predict_each, rows
 
 
 def _post(api, body):
@@ -58,3 +59,19 @@ def test_bad_events_are_a_400_naming_the_field(api, item, field):
     assert response.status_code == 400
     assert field in str(response.json())
     assert BusinessEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_business_impact_counts_events_of_keys_the_model_served(api, cancer_v1, logreg):
+    predict_each("cancer", rows(logreg.X_test, 0, 2), keys=["u1", "u2"])
+    flush()
+    items = [
+        {"key": "u1", "name": "purchase", "value": 10},
+        {"key": "u1", "name": "purchase", "value": 30},
+        {"key": "u2", "name": "purchase", "value": 5},
+        {"key": "stranger", "name": "purchase", "value": 1000},  # never served by this model
+    ]
+    _post(api, items)
+    (row,) = business_impact("cancer")
+    assert row == {"name": "purchase", "events": 3, "keys": 2, "total": 45.0, "mean": 15.0}
+    assert business_impact("other-model") == []

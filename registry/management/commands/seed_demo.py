@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from experiments.demo import seed_experiments
+from monitoring.demo import seed_monitoring_demo
 from registry import services
 from registry.models import RegisteredModel, Task
 
@@ -100,4 +101,5 @@ class Command(BaseCommand):
         from serving.demo import seed_rollout
 
         seed_rollout(self.stdout)
+        seed_monitoring_demo(self.stdout.write)  # monitoring
         seed_experiments(self.stdout)  # experiments: a running A/B test on the demo logistic regression
