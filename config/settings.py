@@ -225,6 +225,34 @@ MODELWORKS_FEATURES_MATERIALIZE_LAG_S = env_int("MODELWORKS_FEATURES_MATERIALIZE
 MODELWORKS_FEATURE_MODULES = env_list("MODELWORKS_FEATURE_MODULES", ["features.demo"])
 MODELWORKS_FEATURES_MAX_ROWS = env_int("MODELWORKS_FEATURES_MAX_ROWS", 10_000)
 
+# --- Experiments (see README "Experiments") ----------------------------------------------------------------------
+# First exposures are buffered per process and written in bulk this often; past the cap new keys wait for a later
+# request (the database is away) rather than growing memory.
+MODELWORKS_EXPOSURE_FLUSH_MS = env_int("MODELWORKS_EXPOSURE_FLUSH_MS", 1000)
+MODELWORKS_EXPOSURE_BUFFER_MAX = env_int("MODELWORKS_EXPOSURE_BUFFER_MAX", 100_000)
+# --- end experiments ----------------------------------------------------------------------------------------------
+
+# --- Monitoring (see README "Monitoring") ---------------------------------------------------------------------
+# Feedback given by routing key + time joins the latest prediction for that key made this long before it.
+MODELWORKS_FEEDBACK_MATCH_WINDOW_S = env_int("MODELWORKS_FEEDBACK_MATCH_WINDOW_S", 7 * 24 * 3600)
+CELERY_BEAT_SCHEDULE.update(
+    {
+        # Each monitor has its own interval; this tick queues the ones that are due (claimed once each).
+        "monitoring-run-due-monitors": {
+            "task": "monitoring.run_due_monitors",
+            "schedule": env_int("MODELWORKS_MONITOR_TICK_S", 60),
+            "options": {"expires": 50},
+        },
+        # Feedback that arrived before its prediction was logged (or by routing key) gets its model and version.
+        "monitoring-join-feedback": {
+            "task": "monitoring.join_feedback",
+            "schedule": env_int("MODELWORKS_FEEDBACK_JOIN_EVERY_S", 300),
+            "options": {"expires": 240},
+        },
+    }
+)
+# --- end monitoring ---
+
 # --- Static files, auth, i18n -------------------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
@@ -244,7 +272,7 @@ USE_TZ = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^metrics/monitoring$"]
 # HSTS is a promise browsers remember for its whole lifetime: switch it on once TLS is known good (README).
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)

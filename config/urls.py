@@ -4,6 +4,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from monitoring.metrics import monitoring_metrics
+
 admin.site.site_header = "Modelworks"
 admin.site.site_title = "Modelworks"
 admin.site.index_title = "Models, versions and their history"
@@ -15,8 +17,11 @@ urlpatterns = [
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/v1/", include("registry.api.urls")),
     path("api/v1/", include("serving.api.urls")),
+    path("api/v1/", include("monitoring.api.urls")),  # monitoring
+    path("api/v1/", include("experiments.api.urls")),  # experiments
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The docs page is for people in a browser: send them to the admin login rather than a bare 403.
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),
+    path("metrics/monitoring", monitoring_metrics, name="monitoring-metrics"),  # monitoring
     path("", include("django_prometheus.urls")),
 ]

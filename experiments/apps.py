@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class ExperimentsConfig(AppConfig):
     name = "experiments"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from experiments.services import running_experiment_owner
+        from experiments.split import experiment_split
+        from serving import traffic
+
+        traffic.register_split_source(experiment_split)
+        traffic.register_owner_check(running_experiment_owner)

@@ -1,1 +1,177 @@
-"""Models arrive with this part's issue; the app is registered so migrations and settings stay stable."""
+"""Monitoring's data: ground truth, business events, reference samples, drift monitors, their reports and alerts."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from registry.models import ModelVersion, RegisteredModel
+
+
+class FeedbackMatch(models.TextChoices):
+    REQUEST_ID = "request_id"
+    ROUTING_KEY = "routing_key"
+
+
+class Feedback(models.Model):
+    """The actual outcome for a logged prediction, joined to serving's PredictionLog by request id.
+
+    Feedback may arrive before its prediction is flushed to the log, or name only a routing key and a time: then
+    `request_id` (or `model_name`/`version`) stays empty until `feedback_join_pending` finds the prediction.
+    `actual` is one value (class label or number), or a list with one value per row of a batched request.
+    """
+
+    request_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    match = models.CharField(max_length=20, choices=FeedbackMatch.choices, default=FeedbackMatch.REQUEST_ID)
+    model_name = models.CharField(max_length=100, blank=True, db_index=True)
+    version = models.PositiveIntegerField(null=True, blank=True)
+    routing_key = models.CharField(max_length=200, blank=True)
+    actual = models.JSONField()
+    observed_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    joined_at = models.DateTimeField(null=True, blank=True, help_text="when the logged prediction was found")
+    # Feedback given by routing key + time is idempotent on what the client sent: "key|model|time".
+    match_key = models.CharField(max_length=400, unique=True, null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "feedback"
+        indexes = [models.Index(fields=["joined_at"], name="feedback_joined")]
+
+    def __str__(self) -> str:
+        return f"feedback {self.request_id or self.routing_key}"
+
+
+class BusinessEvent(models.Model):
+    """A business KPI event (a purchase, a churn, a click) attributable to predictions through the routing key."""
+
+    key = models.CharField(max_length=200, help_text="the routing key the predictions were made for")
+    name = models.CharField(max_length=100)
+    value = models.FloatField(default=1.0)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    event_id = models.CharField(max_length=100, unique=True, null=True, blank=True, help_text="the client's id")
+
+    class Meta:
+        indexes = [models.Index(fields=["name", "occurred_at"], name="event_name_time")]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value} for {self.key}"
+
+
+class ReferenceSource(models.TextChoices):
+    EVALUATION = "evaluation", "evaluation sample given at registration"
+    UPLOAD = "upload", "uploaded dataset"
+    TRAFFIC = "traffic", "window of production traffic"
+
+
+class ReferenceDataset(models.Model):
+    """The reference sample drift is measured against, per model version, as a CSV in the artifacts storage."""
+
+    version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="reference_dataset")
+    source = models.CharField(max_length=20, choices=ReferenceSource.choices)
+    path = models.CharField(max_length=500, help_text="relative to the artifacts storage")
+    rows = models.PositiveIntegerField()
+    columns = models.JSONField(default=list)
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"reference of {self.version} ({self.source}, {self.rows} rows)"
+
+
+class Correction(models.TextChoices):
+    NONE = "none"
+    BONFERRONI = "bonferroni"
+    BENJAMINI_HOCHBERG = "bh", "Benjamini-Hochberg"
+
+
+class Monitor(models.Model):
+    """A drift and quality check of one model's traffic, run on a schedule (Celery beat) or on demand."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="monitors")
+    version = models.PositiveIntegerField(null=True, blank=True, help_text="empty: the version serving most traffic")
+    name = models.CharField(max_length=100)
+    enabled = models.BooleanField(default=True)
+    window_hours = models.PositiveIntegerField(default=24, help_text="current window: the last N hours of the log")
+    window_rows = models.PositiveIntegerField(null=True, blank=True, help_text="or the last N logged rows")
+    max_rows = models.PositiveIntegerField(default=100_000, help_text="larger windows are sampled to this cap")
+    min_rows = models.PositiveIntegerField(default=30, help_text="fewer current rows: no verdict")
+    every_minutes = models.PositiveIntegerField(default=60)
+    p_threshold = models.FloatField(default=0.05)
+    correction = models.CharField(max_length=10, choices=Correction.choices, default=Correction.NONE)
+    dataset_drift_share = models.FloatField(default=0.5, help_text="dataset drift when this share of features drift")
+    min_wasserstein = models.FloatField(null=True, blank=True, help_text="effect size also required (normalised)")
+    min_psi = models.FloatField(null=True, blank=True, help_text="effect size also required for categoricals")
+    quality_thresholds = models.JSONField(default=dict, blank=True, help_text='e.g. {"accuracy": 0.9, "rmse": 60}')
+    webhook_url = models.URLField(blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model", "name"], name="unique_monitor_name_per_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}: {self.name}"
+
+
+class DriftReport(models.Model):
+    """One monitor run: per feature test, statistic, p-value, effect sizes, verdict and binned histograms."""
+
+    monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="reports")
+    model_name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    reference_rows = models.PositiveIntegerField()
+    current_rows = models.PositiveIntegerField()
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField()
+    drifted_features = models.PositiveIntegerField(default=0)
+    tested_features = models.PositiveIntegerField(default=0)
+    drift_share = models.FloatField(default=0.0)
+    dataset_drift = models.BooleanField(default=False)
+    features = models.JSONField(default=list)
+    quality = models.JSONField(default=dict, blank=True)
+    note = models.TextField(blank=True)
+    duration_ms = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} v{self.version} drift {self.drift_share:.0%} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class AlertKind(models.TextChoices):
+    DATASET_DRIFT = "dataset_drift"
+    QUALITY = "quality"
+
+
+class Alert(models.Model):
+    """An alert condition while it holds: opened once, resolved once; webhooks are sent for both."""
+
+    monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=20, choices=AlertKind.choices)
+    subject = models.CharField(max_length=100, help_text="the metric for quality alerts; empty for dataset drift")
+    message = models.TextField()
+    details = models.JSONField(default=dict)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    last_report = models.ForeignKey(DriftReport, null=True, blank=True, on_delete=models.SET_NULL)
+    webhook_status = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            # Deduplication: at most one open alert per monitor and condition.
+            models.UniqueConstraint(
+                fields=["monitor", "kind", "subject"], condition=Q(resolved_at__isnull=True), name="one_open_alert"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject} on {self.monitor}".strip()
+
+    @property
+    def open(self) -> bool:
+        return self.resolved_at is None

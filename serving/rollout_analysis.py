@@ -164,4 +164,30 @@ def analyse(rollout: Rollout, since: datetime, until: datetime, *, classifier: b
             worst = max(drifted, key=lambda t: t["psi"])
             reasons.append(f"output drift: {worst['test']} PSI {worst['psi']:.3f} (limit {limits['drift_psi']:g}), "
                            f"p-value {worst['p_value']:.2g}")  # fmt: skip
+    quality = quality_comparison(rollout, until, classifier=classifier, limits=limits)
+    if quality is not None:
+        figures["quality"] = quality
+        if quality["worse"]:
+            reasons.append(f"quality: {quality['metric']} {quality['candidate']:.3f} below the baseline's "
+                           f"{quality['baseline']:.3f} by more than {limits['quality_margin']:g}")  # fmt: skip
     return Verdict("unhealthy" if reasons else "healthy", reasons, figures)
+
+
+def quality_comparison(rollout: Rollout, until: datetime, *, classifier: bool, limits: dict[str, float]):
+    """Accuracy (classifiers) or R2 (regressors) from ground truth for both arms' predictions since the rollout
+    began — feedback arrives late, so the whole rollout rather than the stage — once each arm has `min_feedback`
+    labelled predictions; None before that."""
+    from monitoring.selectors import quality_metrics  # monitoring reads serving's log; imported late, no cycle
+
+    metric = "accuracy" if classifier else "r2"
+    name = rollout.model.name
+    candidate = quality_metrics(name, rollout.candidate.version, since=rollout.created_at, until=until)
+    baseline = quality_metrics(name, rollout.baseline.version, since=rollout.created_at, until=until)
+    enough = min(candidate["n"], baseline["n"]) >= limits["min_feedback"]
+    if not enough or candidate[metric] is None or baseline[metric] is None:
+        return None
+    return {
+        "metric": metric, "candidate": candidate[metric], "baseline": baseline[metric],
+        "candidate_n": candidate["n"], "baseline_n": baseline["n"],
+        "worse": candidate[metric] < baseline[metric] - limits["quality_margin"],
+    }  # fmt: skip

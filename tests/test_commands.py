@@ -13,6 +13,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from registry.models import ModelAlias, ModelVersion, RegisteredModel
+from tests.serving.conftest import fresh_serving_state  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db
@@ -57,12 +58,13 @@ def test_a_failing_command_exits_non_zero_with_one_readable_line(tmp_path):
     assert len(lines) == 1 and "cannot read" in lines[0] and "missing.skops" in lines[0]
 
 
+@pytest.mark.usefixtures("fresh_serving_state")  # the demo's traffic is logged inside this test's transaction
 def test_seed_demo_registers_real_models_through_the_services(capsys):
     call_command("seed_demo")
     models = {m.name: m for m in RegisteredModel.objects.all()}
     assert set(models) == {"breast-cancer-logreg", "breast-cancer-forest", "diabetes-ridge", "breast-cancer-by-patient"}
     for model in models.values():
-        version = model.versions.get(version=1)
+        version = model.versions.get(version=1)  # the rollout and experiment demos add a v2 to two of them
         assert version.status == "production"
         assert version.gate_report["metrics_source"] == "computed"
         assert version.gate_report["outcome"] == "validated"
@@ -72,7 +74,7 @@ def test_seed_demo_registers_real_models_through_the_services(capsys):
     rollout = models["diabetes-ridge"].rollouts.get()
     assert (rollout.status, rollout.candidate.version, rollout.candidate.status) == ("pending", 2, "canary")
     call_command("seed_demo")
-    assert ModelVersion.objects.count() == 5
+    assert ModelVersion.objects.count() == 6
     out = capsys.readouterr().out
     assert "already seeded" in out and "already has a rollout" in out
 

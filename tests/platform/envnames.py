@@ -1,4 +1,4 @@
-"""The environment variables the platform reads: settings (config/settings.py) and the gunicorn config."""
+"""The environment variables the platform reads: settings, the gunicorn config, commands and the worker exporter."""
 
 from __future__ import annotations
 
@@ -31,5 +31,11 @@ def command_env() -> set[str]:
     return names
 
 
+def worker_env() -> set[str]:
+    """Variables the Celery worker's metrics exporter reads (config/celery_metrics.py)."""
+    text = (ROOT / "config" / "celery_metrics.py").read_text(encoding="utf-8")
+    return set(re.findall(r"os\.environ\.get\(\s*\"([A-Z0-9_]+)\"", text))
+
+
 def known_env() -> set[str]:
-    return settings_env() | gunicorn_env() | command_env() | LIBRARY_ENV
+    return settings_env() | gunicorn_env() | command_env() | worker_env() | LIBRARY_ENV

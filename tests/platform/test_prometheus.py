@@ -13,13 +13,15 @@ from tests.platform.envnames import ROOT
 
 PROMETHEUS = ROOT / "platform" / "prometheus"
 PROMTOOL = shutil.which("promtool")
-# Metrics the platform exports today (serving/metrics.py) and the ones the monitoring issue will add.
+# Metrics serving exports (serving/metrics.py) and the ones monitoring exports (monitoring/metrics.py).
 EXPORTED = {
     "modelworks_predictions_total",
     "modelworks_prediction_latency_seconds_bucket",
     "modelworks_circuit_breaker_state",
     "modelworks_prediction_log_buffer_depth",
     "modelworks_prediction_log_dropped_total",
+    "modelworks_celery_queue_length",
+    "modelworks_celery_tasks_total",
     "up",
 }
 PLANNED = {"modelworks_drift_dataset_share", "modelworks_drift_detected", "modelworks_model_quality"}
@@ -42,7 +44,7 @@ def test_promtool_checks_the_rules():
     _promtool("check", "rules", "alerts.yml")
 
 
-def test_breaker_and_drift_alerts_fire_on_synthetic_series():
+def test_breaker_drift_and_celery_alerts_fire_on_synthetic_series():
     assert "SUCCESS" in _promtool("test", "rules", "alerts_test.yml").stdout
 
 
@@ -59,14 +61,19 @@ def test_every_rule_has_a_runbook_and_uses_real_or_planned_metrics():
         "ModelworksPredictionLogBacklog",
         "ModelworksPredictionLogDropping",
         "ModelworksModelQualityLow",
+        "ModelworksCeleryQueueBacklog",
+        "ModelworksCeleryWorkerDown",
     } <= names
     for rule in rules:
         assert rule["annotations"]["runbook"].strip(), rule["alert"]
         assert "\n" not in rule["annotations"]["runbook"].strip(), rule["alert"]
         assert any(metric in rule["expr"] for metric in EXPORTED | PLANNED), rule["alert"]
-    metrics_source = (ROOT / "serving" / "metrics.py").read_text()
+    metrics_source = (ROOT / "serving" / "metrics.py").read_text() + (ROOT / "config" / "celery_metrics.py").read_text()
     for metric in EXPORTED - {"up"}:
         assert metric.removesuffix("_bucket").removesuffix("_total") in metrics_source
+    monitoring_source = (ROOT / "monitoring" / "metrics.py").read_text()
+    for metric in PLANNED:
+        assert f'"{metric}"' in monitoring_source
 
 
 def test_grafana_dashboard_queries_are_valid_promql(tmp_path):

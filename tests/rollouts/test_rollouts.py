@@ -319,3 +319,27 @@ def test_the_decision_log_is_append_only_even_in_raw_sql(canary_model, baseline,
     with pytest.raises(Exception, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("UPDATE serving_rolloutevent SET message = 'rewritten' WHERE id = %s", [event.pk])
     assert RolloutEvent.objects.get(pk=event.pk).message == ""
+
+
+def test_ground_truth_that_says_the_candidate_is_worse_rolls_it_back(api, canary_model, baseline, candidate, logreg):
+    """Same model, so errors, latency and outputs agree; only the feedback tells them apart."""
+    rollout = rollouts.rollout_start(model=canary_model, candidate=candidate, stages=[50, 100], stage_seconds=60,
+                                     analysis={"min_feedback": 50})  # fmt: skip
+    rollouts.tick()
+    from serving import services
+
+    feedback = []
+    for i, row in enumerate(sample_rows(logreg) * 3):
+        answer = services.predict(model_name="cancer", payload={"instances": [row]}, routing_key=f"user-{i}")
+        right = answer.predictions[0]
+        feedback.append({"request_id": answer.request_id,
+                         "actual": right if answer.route.endswith(":baseline") else 1 - right})  # fmt: skip
+    prediction_log().flush()
+    assert api.post("/api/v1/feedback", {"items": feedback}, format="json").status_code == 202
+    let_the_stage_run_out(rollout)
+
+    assert rollouts.tick()[0]["step"] == "rolled_back"
+    rollout.refresh_from_db()
+    assert rollout.reason.startswith("quality: accuracy 0.000 below the baseline's 1.000")
+    quality = RolloutEvent.objects.get(rollout=rollout, action="rolled_back").figures["quality"]
+    assert quality["candidate_n"] >= 50 and quality["baseline_n"] >= 50

@@ -84,9 +84,10 @@ def test_a_healthy_candidate_is_promoted_stage_by_stage_with_the_planned_split(
         assert len(during) >= 2000, f"only {len(during)} requests in the {percent}% stage"
         assert abs(share - percent) <= 3, f"{share:.1f}% to the candidate in the {percent}% stage"
     # Sticky: a key that reached the candidate never went back to the baseline while the share grew.
+    # (By version: after promotion the candidate serves everyone as production, which is no move back.)
     on_candidate: set[str] = set()
-    for _, key, reason, _ in traffic.seen:
-        if reason.endswith(":candidate"):
+    for _, key, reason, version in traffic.seen:
+        if version == candidate.version:
             on_candidate.add(key)
         else:
             assert key not in on_candidate, f"{key} went back from the candidate to {reason}"

@@ -18,7 +18,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from experiments.demo import seed_experiments
 from features.demo import seed_features_demo
+from monitoring.demo import seed_monitoring_demo
 from registry import services
 from registry.models import RegisteredModel, Task
 
@@ -100,4 +102,6 @@ class Command(BaseCommand):
         from serving.demo import seed_rollout
 
         seed_rollout(self.stdout)
+        seed_monitoring_demo(self.stdout.write)  # monitoring
+        seed_experiments(self.stdout)  # experiments: a running A/B test on the demo logistic regression
         seed_features_demo(self.stdout.write)  # feature store (issue 5): a view, its rows, a model served by id

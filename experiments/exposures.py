@@ -1,0 +1,146 @@
+"""First exposures: which arm a routing key got the first time an experiment served it, logged off the request path.
+
+The router calls `record` after routing each request of a running experiment. It only touches memory: a key this
+process has already seen for the experiment is skipped, a new one goes into a buffer that a background thread
+inserts every MODELWORKS_EXPOSURE_FLUSH_MS with ON CONFLICT (experiment, key) DO NOTHING, so the first exposure
+across all processes wins and a retried flush never duplicates (the same pattern as serving/prediction_log.py).
+A failed flush keeps its rows for the next try; a clean exit flushes what is left. A crash loses at most the
+exposures of the last interval, and those keys are recorded again on their next request.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections import OrderedDict
+from datetime import datetime
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+from prometheus_client import Counter
+
+from experiments.models import Experiment, Exposure
+from serving.per_process import PerProcess
+from serving.traffic import Arm
+
+logger = logging.getLogger(__name__)
+
+KEY_LENGTH = 200  # as serving's prediction log stores routing keys
+WRITTEN = Counter("modelworks_experiment_exposures_written_total", "First exposures sent to the database")
+DROPPED = Counter("modelworks_experiment_exposures_dropped_total", "First exposures not buffered: buffer full")
+
+
+class ExposureBuffer:
+    def __init__(self, *, flush_seconds: float, max_rows: int, seen_max: int = 200_000) -> None:
+        self.flush_seconds = flush_seconds
+        self.max_rows = max_rows
+        self.seen_max = seen_max
+        self.dropped = 0
+        self._pending: dict[tuple[int, str], tuple[str, datetime]] = {}
+        # Keys already buffered or written by this process, oldest first: a bounded memory of who was seen.
+        self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def record(self, experiment_id: int, arm: Arm, key: str | None) -> None:
+        """Called on the request path: cheap, never raises. Keyless requests expose no key and are not recorded."""
+        if key is None:
+            return
+        try:
+            entry, name = (experiment_id, key[:KEY_LENGTH]), arm.name
+            with self._lock:
+                if entry in self._seen:
+                    return
+                if len(self._pending) >= self.max_rows:
+                    self.dropped += 1  # the database has been away for long; the key is recorded on a later request
+                    DROPPED.inc()
+                    return
+                self._seen[entry] = None
+                if len(self._seen) > self.seen_max:
+                    self._seen.popitem(last=False)
+                self._pending[entry] = (name, timezone.now())
+            self._ensure_thread()
+        except Exception:  # the request must be served whatever happens to its bookkeeping
+            logger.exception("exposure not recorded")
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="experiment-exposures", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            close_old_connections()  # this thread owns its connection: drop it when it broke or aged out
+            self.flush()
+        connection.close()
+
+    def flush(self) -> int:
+        """Insert what is buffered; on failure the rows stay for the next try."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, {}
+            if not batch:
+                return 0
+            try:
+                insert(batch)
+            except Exception:
+                logger.exception("exposure flush failed; %d rows kept for the next try", len(batch))
+                with self._lock:
+                    self._pending = {**batch, **self._pending}
+                return 0
+            WRITTEN.inc(len(batch))
+            return len(batch)
+
+    def forget(self) -> None:
+        """Drop the memory of seen keys (tests; an experiment that restarts with a fresh table)."""
+        with self._lock:
+            self._seen.clear()
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self.flush()
+
+
+def insert(batch: dict[tuple[int, str], tuple[str, datetime]]) -> None:
+    rows = [
+        Exposure(experiment_id=experiment_id, key=key, arm=arm, first_seen_at=seen)
+        for (experiment_id, key), (arm, seen) in batch.items()
+    ]
+    # ignore_conflicts is INSERT ... ON CONFLICT DO NOTHING on Postgres (INSERT OR IGNORE on SQLite): the unique
+    # (experiment, key) keeps the earliest exposure that reached the database. An experiment deleted meanwhile
+    # would fail the whole batch on its foreign key, so rows of vanished experiments are dropped first.
+    live = set(Experiment.objects.filter(pk__in={r.experiment_id for r in rows}).values_list("pk", flat=True))
+    with transaction.atomic():
+        kept = [r for r in rows if r.experiment_id in live]
+        Exposure.objects.bulk_create(kept, ignore_conflicts=True, batch_size=2000)
+
+
+def _new_buffer() -> ExposureBuffer:
+    buffer = ExposureBuffer(
+        flush_seconds=settings.MODELWORKS_EXPOSURE_FLUSH_MS / 1000, max_rows=settings.MODELWORKS_EXPOSURE_BUFFER_MAX
+    )
+    atexit.register(buffer.close)
+    return buffer
+
+
+# This process's buffer: `exposure_buffer()`.
+exposure_buffer = PerProcess(_new_buffer)
+
+
+def record(experiment_id: int, arm: Arm, key: str | None) -> None:
+    exposure_buffer().record(experiment_id, arm, key)

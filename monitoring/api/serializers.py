@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+MAX_ITEMS = 10_000
+
+
+class ActualField(serializers.JSONField):
+    """A class label or number, or a list of them (one per row of a batched request)."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
+            raise serializers.ValidationError("must be a class label or number, or a non-empty list of them")
+        return value
+
+
+class FeedbackItemSerializer(serializers.Serializer):
+    request_id = serializers.CharField(max_length=64, required=False)
+    routing_key = serializers.CharField(max_length=200, required=False)
+    model = serializers.SlugField(max_length=100, required=False, default="")
+    time = serializers.DateTimeField(required=False, help_text="when the outcome was observed (default: now)")
+    actual = ActualField()
+
+    def validate(self, attrs):
+        if not attrs.get("request_id") and not attrs.get("routing_key"):
+            raise serializers.ValidationError({"request_id": ["give a request_id, or a routing_key (and time)"]})
+        return attrs
+
+
+class FeedbackBatchSerializer(serializers.Serializer):
+    items = FeedbackItemSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
+
+
+class EventItemSerializer(serializers.Serializer):
+    key = serializers.CharField(max_length=200, help_text="the routing key the predictions were made for")
+    name = serializers.CharField(max_length=100)
+    value = serializers.FloatField(default=1.0)
+    time = serializers.DateTimeField(required=False, help_text="when it happened (default: now)")
+    event_id = serializers.CharField(max_length=100, required=False, help_text="your id, for idempotency")
+
+    def validate_value(self, value: float) -> float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise serializers.ValidationError("must be a finite number")
+        return value
+
+
+class EventBatchSerializer(serializers.Serializer):
+    items = EventItemSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
+
+
+class RecordedSerializer(serializers.Serializer):
+    received = serializers.IntegerField()
+    joined = serializers.IntegerField(required=False)
+    stored = serializers.IntegerField(required=False)
+    duplicates = serializers.IntegerField(required=False)
+
+
+class MonitorSerializer(serializers.ModelSerializer):
+    model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        from monitoring.models import Monitor
+
+        model = Monitor
+        fields = [
+            "id", "model", "name", "version", "enabled", "window_hours", "window_rows", "max_rows", "min_rows",
+            "every_minutes", "p_threshold", "correction", "dataset_drift_share", "min_wasserstein", "min_psi",
+            "quality_thresholds", "webhook_url", "last_run_at", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class MonitorCreateSerializer(serializers.Serializer):
+    model = serializers.SlugField(max_length=100)
+    name = serializers.CharField(max_length=100)
+    version = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    enabled = serializers.BooleanField(required=False)
+    window_hours = serializers.IntegerField(min_value=1, required=False)
+    window_rows = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    max_rows = serializers.IntegerField(min_value=100, max_value=5_000_000, required=False)
+    min_rows = serializers.IntegerField(min_value=1, required=False)
+    every_minutes = serializers.IntegerField(min_value=1, required=False)
+    p_threshold = serializers.FloatField(min_value=0, max_value=1, required=False)
+    correction = serializers.ChoiceField(choices=["none", "bonferroni", "bh"], required=False)
+    dataset_drift_share = serializers.FloatField(min_value=0, max_value=1, required=False)
+    min_wasserstein = serializers.FloatField(min_value=0, required=False, allow_null=True)
+    min_psi = serializers.FloatField(min_value=0, required=False, allow_null=True)
+    quality_thresholds = serializers.DictField(child=serializers.FloatField(), required=False)
+    webhook_url = serializers.URLField(required=False, allow_blank=True)
+
+
+class DriftReportSerializer(serializers.ModelSerializer):
+    class Meta:
+        from monitoring.models import DriftReport
+
+        model = DriftReport
+        fields = [
+            "id", "monitor", "model_name", "version", "reference_rows", "current_rows", "window_start", "window_end",
+            "tested_features", "drifted_features", "drift_share", "dataset_drift", "features", "quality", "note",
+            "duration_ms", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class MonitorRunSerializer(serializers.Serializer):
+    wait = serializers.BooleanField(default=False, help_text="run in this request and answer the report")
+
+
+class ReferenceSerializer(serializers.Serializer):
+    data = serializers.FileField(required=False, help_text="CSV with the signature's features")
+    since = serializers.DateTimeField(required=False, help_text="or: a window of production traffic")
+    until = serializers.DateTimeField(required=False)
+
+    def validate(self, attrs):
+        if "data" not in attrs and not ("since" in attrs and "until" in attrs):
+            raise serializers.ValidationError({"data": ["upload a CSV, or give since and until for a traffic window"]})
+        return attrs
+
+
+class ReferenceDatasetSerializer(serializers.Serializer):
+    source = serializers.CharField()
+    rows = serializers.IntegerField()
+    columns = serializers.ListField(child=serializers.CharField())
+    window_start = serializers.DateTimeField(allow_null=True)
+    window_end = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class QualityQuerySerializer(serializers.Serializer):
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from monitoring.api import views
+
+urlpatterns = [
+    path("feedback", views.FeedbackCreate.as_view(), name="feedback"),
+    path("events", views.EventCreate.as_view(), name="events"),
+    path("monitors", views.MonitorListCreate.as_view(), name="monitor-list"),
+    path("monitors/<int:pk>", views.MonitorDetail.as_view(), name="monitor-detail"),
+    path("monitors/<int:pk>/run", views.MonitorRun.as_view(), name="monitor-run"),
+    path("monitors/<int:pk>/reports", views.MonitorReports.as_view(), name="monitor-reports"),
+    path("models/<slug:name>/versions/<int:version>/reference", views.VersionReference.as_view(), name="reference"),
+    path("models/<slug:name>/versions/<int:version>/quality", views.VersionQuality.as_view(), name="quality"),
+]

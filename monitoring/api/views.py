@@ -1,0 +1,124 @@
+"""Monitoring REST API: validate input, call one service or selector, serialize the answer."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from kombu.exceptions import OperationalError
+from rest_framework import generics, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from monitoring.api import serializers as s
+from monitoring.models import Monitor
+from monitoring.selectors import quality_metrics
+from monitoring.services import monitors, references
+from monitoring.services.events import EventItem, business_events_record
+from monitoring.services.feedback import FeedbackItem, feedback_record
+from monitoring.tasks import run_monitor
+from registry.models import ModelVersion, RegisteredModel
+
+
+def _items(request: Request) -> dict:
+    """A batch is {"items": [...]}; a bare list or a single item object are accepted too."""
+    data = request.data
+    if isinstance(data, list):
+        return {"items": data}
+    if isinstance(data, dict) and "items" not in data:
+        return {"items": [data]}
+    return data
+
+
+class FeedbackCreate(APIView):
+    @extend_schema(request=s.FeedbackBatchSerializer, responses={202: s.RecordedSerializer})
+    def post(self, request: Request) -> Response:
+        data = s.FeedbackBatchSerializer(data=_items(request))
+        data.is_valid(raise_exception=True)
+        items = [FeedbackItem(**item) for item in data.validated_data["items"]]
+        return Response(feedback_record(items=items), status=status.HTTP_202_ACCEPTED)
+
+
+class EventCreate(APIView):
+    @extend_schema(request=s.EventBatchSerializer, responses={202: s.RecordedSerializer})
+    def post(self, request: Request) -> Response:
+        data = s.EventBatchSerializer(data=_items(request))
+        data.is_valid(raise_exception=True)
+        items = [EventItem(**item) for item in data.validated_data["items"]]
+        return Response(business_events_record(items=items), status=status.HTTP_202_ACCEPTED)
+
+
+def _version(name: str, number: int) -> ModelVersion:
+    return get_object_or_404(ModelVersion.objects.select_related("model"), model__name=name, version=number)
+
+
+class MonitorListCreate(generics.ListAPIView):
+    serializer_class = s.MonitorSerializer
+    queryset = Monitor.objects.select_related("model").order_by("id")
+
+    @extend_schema(request=s.MonitorCreateSerializer, responses={201: s.MonitorSerializer})
+    def post(self, request: Request) -> Response:
+        data = s.MonitorCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        model = get_object_or_404(RegisteredModel, name=fields.pop("model"))
+        monitor = monitors.monitor_create(model=model, **fields)
+        return Response(s.MonitorSerializer(monitor).data, status=status.HTTP_201_CREATED)
+
+
+class MonitorDetail(generics.RetrieveAPIView):
+    serializer_class = s.MonitorSerializer
+    queryset = Monitor.objects.select_related("model")
+
+
+class MonitorRun(APIView):
+    @extend_schema(request=s.MonitorRunSerializer, responses={201: s.DriftReportSerializer, 202: None})
+    def post(self, request: Request, pk: int) -> Response:
+        monitor = get_object_or_404(Monitor.objects.select_related("model"), pk=pk)
+        data = s.MonitorRunSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if data.validated_data["wait"]:
+            report = monitors.monitor_run(monitor=monitor)
+            return Response(s.DriftReportSerializer(report).data, status=status.HTTP_201_CREATED)
+        try:
+            result = run_monitor.delay(monitor.pk)
+        except OperationalError as exc:  # the broker is down: say so rather than fail with a 500
+            detail = f"the task queue is unavailable ({exc}); retry, or run with wait=true"
+            return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"queued": True, "task_id": result.id}, status=status.HTTP_202_ACCEPTED)
+
+
+class MonitorReports(generics.ListAPIView):
+    serializer_class = s.DriftReportSerializer
+
+    def get_queryset(self):
+        monitor = get_object_or_404(Monitor, pk=self.kwargs["pk"])
+        return monitor.reports.order_by("-created_at", "-id")
+
+
+class VersionReference(APIView):
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(request=s.ReferenceSerializer, responses={201: s.ReferenceDatasetSerializer})
+    def post(self, request: Request, name: str, version: int) -> Response:
+        target = _version(name, version)
+        data = s.ReferenceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        if "data" in fields:
+            dataset = references.reference_dataset_upload(version=target, data=fields["data"].read())
+        else:
+            dataset = references.reference_dataset_from_traffic(
+                version=target, since=fields["since"], until=fields["until"]
+            )
+        return Response(s.ReferenceDatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class VersionQuality(APIView):
+    @extend_schema(parameters=[s.QualityQuerySerializer], responses={200: dict})
+    def get(self, request: Request, name: str, version: int) -> Response:
+        target = _version(name, version)
+        query = s.QualityQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(quality_metrics(target.model.name, target.version, **query.validated_data))

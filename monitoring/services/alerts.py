@@ -1,0 +1,77 @@
+"""Alerts: opened once while a condition holds (deduplicated), resolved once when it clears; webhooks queued."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from monitoring.models import Alert, AlertKind, DriftReport, Monitor
+from monitoring.quality import LOWER_IS_BETTER
+
+logger = logging.getLogger(__name__)
+
+
+def _conditions(monitor: Monitor, report: DriftReport) -> dict[tuple[str, str], tuple[bool, str, dict]]:
+    """(kind, subject) -> (holds, message, details), for the conditions this report can decide."""
+    conditions: dict[tuple[str, str], tuple[bool, str, dict]] = {}
+    if report.tested_features:
+        drifted = [f["name"] for f in report.features if f.get("drifted")]
+        message = (
+            f"{report.model_name} v{report.version}: {report.drifted_features} of {report.tested_features} features"
+            f" drifted ({report.drift_share:.0%}; dataset drift at {monitor.dataset_drift_share:.0%})"
+        )
+        details = {"drift_share": report.drift_share, "drifted_features": drifted}
+        conditions[(AlertKind.DATASET_DRIFT, "")] = (report.dataset_drift, message, details)
+    for metric, threshold in (monitor.quality_thresholds or {}).items():
+        value = report.quality.get(metric)
+        if value is None:
+            continue  # no ground truth yet: the condition is unknown, leave any open alert as it is
+        ceiling = metric in LOWER_IS_BETTER
+        holds = value > threshold if ceiling else value < threshold
+        bound = "above the ceiling" if ceiling else "below the floor"
+        message = f"{report.model_name} v{report.version}: {metric} {value:.4g} {bound} {threshold:g}"
+        details = {"metric": metric, "value": value, "threshold": threshold, "n": report.quality.get("n")}
+        conditions[(AlertKind.QUALITY, metric)] = (holds, message, details)
+    return conditions
+
+
+def alerts_evaluate(*, monitor: Monitor, report: DriftReport) -> list[tuple[Alert, str]]:
+    """Open, keep or resolve this monitor's alerts from a stored report; answers the (alert, status) notified."""
+    from monitoring.tasks import deliver_webhook  # tasks import services: import here, not at module level
+
+    open_alerts = {(a.kind, a.subject): a for a in monitor.alerts.filter(resolved_at__isnull=True)}
+    notified: list[tuple[Alert, str]] = []
+    for (kind, subject), (holds, message, details) in _conditions(monitor, report).items():
+        alert = open_alerts.get((kind, subject))
+        if holds and alert is None:
+            try:
+                with transaction.atomic():
+                    alert = Alert.objects.create(
+                        monitor=monitor, kind=kind, subject=subject, message=message, details=details,
+                        last_report=report,
+                    )  # fmt: skip
+            except IntegrityError:  # another run of this monitor opened it first: one alert, one notification
+                continue
+            notified.append((alert, "firing"))
+        elif holds:
+            Alert.objects.filter(pk=alert.pk).update(last_report=report, message=message, details=details)
+        elif alert is not None:
+            alert.resolved_at = timezone.now()
+            alert.last_report = report
+            alert.save(update_fields=["resolved_at", "last_report"])
+            notified.append((alert, "resolved"))
+    if monitor.webhook_url:
+        for alert, status in notified:
+            transaction.on_commit(lambda a=alert.pk, s=status: _enqueue(deliver_webhook, a, s))
+    return notified
+
+
+def _enqueue(task, alert_id: int, status: str) -> None:
+    """Queue the webhook; a broker that is down must not fail the monitor run that already committed."""
+    try:
+        task.delay(alert_id, status)
+    except Exception as exc:
+        logger.exception("could not queue the webhook for alert %s", alert_id)
+        Alert.objects.filter(pk=alert_id).update(webhook_status=f"{status}: not queued ({exc.__class__.__name__})")

@@ -1,0 +1,120 @@
+"""Ground truth: store feedback idempotently and join it to the logged predictions, now or when they arrive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from monitoring.models import Feedback, FeedbackMatch
+from serving.models import PredictionLog
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """One actual outcome: by `request_id`, or by `routing_key` + `time` (optionally narrowed to `model`)."""
+
+    actual: Any
+    request_id: str | None = None
+    routing_key: str = ""
+    model: str = ""
+    time: datetime | None = None
+
+
+def _match_window() -> timedelta:
+    return timedelta(seconds=settings.MODELWORKS_FEEDBACK_MATCH_WINDOW_S)
+
+
+def prediction_for_key(*, routing_key: str, at: datetime, model: str = "") -> PredictionLog | None:
+    """The latest logged prediction for this routing key made at or before `at` (within the match window)."""
+    logs = PredictionLog.objects.filter(
+        routing_key=routing_key, created_at__lte=at, created_at__gte=at - _match_window()
+    )
+    if model:
+        logs = logs.filter(model_name=model)
+    return logs.only("request_id").order_by("-created_at", "-id").first()
+
+
+@transaction.atomic
+def feedback_record(*, items: list[FeedbackItem]) -> dict[str, int]:
+    """Store ground truth; a repeat of the same request id (or key + model + time) replaces its actual value.
+
+    Feedback whose prediction is not in the log yet is kept and joined later (`feedback_join_pending`).
+    """
+    now = timezone.now()
+    by_request: dict[str, Feedback] = {}
+    for item in items:
+        if item.request_id:
+            by_request[item.request_id] = Feedback(
+                request_id=item.request_id, actual=item.actual, observed_at=item.time or now
+            )
+    if by_request:
+        Feedback.objects.bulk_create(
+            list(by_request.values()),
+            update_conflicts=True,
+            unique_fields=["request_id"],
+            update_fields=["actual", "observed_at"],
+        )
+    for item in items:
+        if not item.request_id:
+            _record_by_key(item, now)
+    joined = feedback_join_pending()
+    return {"received": len(items), "joined": joined}
+
+
+def _record_by_key(item: FeedbackItem, now: datetime) -> None:
+    at = item.time or now
+    match_key = f"{item.routing_key}|{item.model}|{at.isoformat()}"
+    existing = Feedback.objects.filter(match_key=match_key).first()
+    if existing is not None:
+        existing.actual = item.actual
+        existing.save(update_fields=["actual"])
+        return
+    log = prediction_for_key(routing_key=item.routing_key, at=at, model=item.model)
+    if log is not None:
+        # A row for that prediction may already exist (sent by request id): the latest value wins.
+        updated = Feedback.objects.filter(request_id=log.request_id).update(actual=item.actual, match_key=match_key)
+        if updated:
+            return
+    try:
+        with transaction.atomic():
+            Feedback.objects.create(
+                request_id=log.request_id if log is not None else None,
+                match=FeedbackMatch.ROUTING_KEY,
+                match_key=match_key,
+                model_name=item.model,
+                routing_key=item.routing_key,
+                actual=item.actual,
+                observed_at=at,
+            )
+    except IntegrityError:  # the same feedback raced in from another request: it is stored, update its value
+        Feedback.objects.filter(match_key=match_key).update(actual=item.actual)
+
+
+def feedback_join_pending() -> int:
+    """Fill model, version and routing key from the prediction log for feedback not joined yet; answer how many."""
+    now = timezone.now()
+    for pending in Feedback.objects.filter(request_id__isnull=True, joined_at__isnull=True).only(
+        "id", "routing_key", "model_name", "observed_at"
+    ):
+        log = prediction_for_key(routing_key=pending.routing_key, at=pending.observed_at, model=pending.model_name)
+        if log is not None:
+            try:
+                with transaction.atomic():
+                    Feedback.objects.filter(pk=pending.pk).update(request_id=log.request_id)
+            except IntegrityError:  # that prediction already has feedback sent by its request id, which wins
+                Feedback.objects.filter(pk=pending.pk).delete()
+    logged = PredictionLog.objects.filter(request_id=OuterRef("request_id"))
+    return Feedback.objects.filter(
+        joined_at__isnull=True, request_id__isnull=False, request_id__in=PredictionLog.objects.values("request_id")
+    ).update(
+        model_name=Subquery(logged.values("model_name")[:1]),
+        version=Subquery(logged.values("version")[:1]),
+        routing_key=Subquery(logged.values("routing_key")[:1]),
+        joined_at=now,
+    )

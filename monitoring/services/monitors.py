@@ -1,0 +1,151 @@
+"""Monitors: create them, and run one now (drift of the current window against the reference, plus quality)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from monitoring.drift.report import DriftOptions, drift_report
+from monitoring.models import Correction, DriftReport, Monitor
+from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from monitoring.selectors import quality_metrics
+from monitoring.services.alerts import alerts_evaluate
+from monitoring.services.feedback import feedback_join_pending
+from monitoring.services.references import read_reference, reference_dataset_for
+from monitoring.windows import Window, busiest_version, current_frame, feature_kinds
+from registry.models import ModelVersion, RegisteredModel
+
+MONITOR_FIELDS = (
+    "version", "enabled", "window_hours", "window_rows", "max_rows", "min_rows", "every_minutes", "p_threshold",
+    "correction", "dataset_drift_share", "min_wasserstein", "min_psi", "quality_thresholds", "webhook_url",
+)  # fmt: skip
+
+
+def _check(monitor: Monitor) -> None:
+    problems: dict[str, list[str]] = {}
+    if not 0 < monitor.p_threshold < 1:
+        problems["p_threshold"] = ["must be between 0 and 1"]
+    if not 0 < monitor.dataset_drift_share <= 1:
+        problems["dataset_drift_share"] = ["must be in (0, 1]"]
+    if monitor.correction not in Correction.values:
+        problems["correction"] = [f"must be one of {', '.join(Correction.values)}"]
+    known = set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS)
+    thresholds = monitor.quality_thresholds
+    if not isinstance(thresholds, dict) or not all(
+        k in known and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in thresholds.items()
+    ):
+        problems["quality_thresholds"] = [f"must map metrics ({', '.join(sorted(known))}) to numbers"]
+    if (
+        monitor.version is not None
+        and not ModelVersion.objects.filter(model=monitor.model, version=monitor.version).exists()
+    ):
+        problems["version"] = [f"{monitor.model.name} has no version {monitor.version}"]
+    if problems:
+        raise ValidationError(problems)
+
+
+@transaction.atomic
+def monitor_create(*, model: RegisteredModel, name: str, **fields: Any) -> Monitor:
+    unknown = set(fields) - set(MONITOR_FIELDS)
+    if unknown:
+        raise ValidationError({field: ["unknown setting"] for field in sorted(unknown)})
+    if Monitor.objects.filter(model=model, name=name).exists():
+        raise ValidationError({"name": [f"{model.name} already has a monitor named {name!r}"]})
+    monitor = Monitor(model=model, name=name, **fields)
+    _check(monitor)
+    monitor.full_clean(validate_unique=False)
+    monitor.save()
+    return monitor
+
+
+def _watched_version(monitor: Monitor, window: Window) -> ModelVersion | None:
+    number = monitor.version or busiest_version(monitor.model.name, window.since)
+    if number is None:
+        production = monitor.model.aliases.filter(name="production").select_related("version").first()
+        number = production.version.version if production else None
+    if number is None:
+        return None
+    return ModelVersion.objects.select_related("model").filter(model=monitor.model, version=number).first()
+
+
+def monitor_run(*, monitor: Monitor, progress: Callable[[int], None] | None = None) -> DriftReport:
+    """Run one monitor now and store its report; alerts are opened or resolved and their webhooks queued."""
+    started = time.perf_counter()
+    feedback_join_pending()
+    now = timezone.now()
+    since = None if monitor.window_rows else now - timedelta(hours=monitor.window_hours)
+    window = Window(since=since, until=now, last_rows=monitor.window_rows, cap=monitor.max_rows)
+    version = _watched_version(monitor, window)
+    report = DriftReport(
+        monitor=monitor,
+        model_name=monitor.model.name,
+        version=version.version if version else 0,
+        reference_rows=0,
+        current_rows=0,
+        window_start=since,
+        window_end=now,
+    )
+    if version is None:
+        report.note = "the model has no version to watch"
+    else:
+        _measure(monitor, version, window, report, progress)
+    report.duration_ms = (time.perf_counter() - started) * 1000
+    with transaction.atomic():
+        report.save()
+        Monitor.objects.filter(pk=monitor.pk).update(last_run_at=now)
+        alerts_evaluate(monitor=monitor, report=report)
+    return report
+
+
+def _measure(monitor, version, window, report, progress) -> None:
+    kinds, skipped = feature_kinds(version)
+    dataset = reference_dataset_for(version)
+    # The reference file is parsed while Postgres unpacks the window (psycopg2 releases the GIL while it waits).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read_reference, dataset, version) if dataset is not None else None
+        current = current_frame(version, window)
+        sample = pending.result() if pending is not None else None
+    report.current_rows = len(current)
+    report.quality = quality_metrics(version.model.name, version.version, since=window.since, until=window.until)
+    notes = [f"pii features not monitored: {', '.join(skipped)}"] if skipped else []
+    if sample is None:
+        notes.append(f"{version} has no reference sample: register it with evaluation data or upload one")
+    elif len(current) < monitor.min_rows:
+        report.reference_rows = len(sample.frame)
+        notes.append(f"{len(current)} rows in the window, fewer than the {monitor.min_rows} a verdict needs")
+    else:
+        report.reference_rows = len(sample.frame)
+        options = DriftOptions(
+            p_threshold=monitor.p_threshold,
+            correction=monitor.correction,
+            dataset_drift_share=monitor.dataset_drift_share,
+            min_wasserstein=monitor.min_wasserstein,
+            min_psi=monitor.min_psi,
+        )
+        result = drift_report(sample.frame, current, kinds, options, progress, sample.numeric_sorted)
+        report.features = result["features"]
+        report.tested_features = result["tested"]
+        report.drifted_features = result["drifted"]
+        report.drift_share = result["share"]
+        report.dataset_drift = result["dataset_drift"]
+    report.note = "; ".join(notes)
+
+
+def monitors_claim_due(now=None) -> list[Monitor]:
+    """Enabled monitors whose interval has passed, each claimed with a conditional UPDATE so that two beat ticks
+    (or two schedulers) never queue the same run twice."""
+    now = now or timezone.now()
+    claimed = []
+    for monitor in Monitor.objects.filter(enabled=True).select_related("model"):
+        if monitor.last_run_at is not None and monitor.last_run_at + timedelta(minutes=monitor.every_minutes) > now:
+            continue
+        if Monitor.objects.filter(pk=monitor.pk, last_run_at=monitor.last_run_at).update(last_run_at=now) == 1:
+            claimed.append(monitor)
+    return claimed

@@ -1,0 +1,37 @@
+"""Celery entry points for monitoring: thin wrappers that load rows by id and call one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from monitoring import webhooks
+from monitoring.models import Alert, Monitor
+from monitoring.services import feedback, monitors
+
+
+@shared_task(name="monitoring.run_monitor", acks_late=True, reject_on_worker_lost=True, expires=3600)
+def run_monitor(monitor_id: int) -> int:
+    """Run one monitor; answers the stored report's id."""
+    monitor = Monitor.objects.select_related("model").get(pk=monitor_id)
+    return monitors.monitor_run(monitor=monitor).pk
+
+
+@shared_task(name="monitoring.run_due_monitors", acks_late=True, reject_on_worker_lost=True)
+def run_due_monitors() -> list[int]:
+    """The beat tick: queue every enabled monitor whose interval has passed."""
+    due = monitors.monitors_claim_due()
+    for monitor in due:
+        run_monitor.delay(monitor.pk)
+    return [monitor.pk for monitor in due]
+
+
+@shared_task(name="monitoring.deliver_webhook", acks_late=True, reject_on_worker_lost=True)
+def deliver_webhook(alert_id: int, status: str) -> bool:
+    alert = Alert.objects.select_related("monitor__model", "last_report").get(pk=alert_id)
+    return webhooks.webhook_send(alert=alert, status=status)
+
+
+@shared_task(name="monitoring.join_feedback", acks_late=True, reject_on_worker_lost=True)
+def join_feedback() -> int:
+    """Feedback that arrived before its prediction was logged, or named only a routing key, joins here."""
+    return feedback.feedback_join_pending()

@@ -1,0 +1,140 @@
+"""The results page's numbers, from exposures and monitoring's events and feedback, against statsmodels/scipy."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.utils import timezone
+from scipy import stats as sps
+from statsmodels.stats import proportion as smprop
+
+from experiments import exposures, selectors, services
+from experiments.models import Exposure
+from monitoring.services.events import EventItem, business_events_record
+from monitoring.services.feedback import FeedbackItem, feedback_record
+from serving import prediction_log, traffic
+from tests.serving.conftest import post, rows_of
+
+pytestmark = pytest.mark.django_db
+
+
+def expose(experiment, keys, *, drop_from: str | None = None, drop_every: int = 0):
+    """Serve each key once through the experiment's split and flush the first exposures, as the router does."""
+    split = traffic.active_split(experiment.model_id)
+    arms = {}
+    for i, key in enumerate(keys):
+        arm = split.arm_for(key)
+        if drop_from == arm.name and drop_every and i % drop_every == 0:
+            continue  # planted: this arm's exposures get lost
+        split.on_route(arm, key)
+        arms[key] = arm.name
+    exposures.exposure_buffer().flush()
+    return arms
+
+
+def test_conversion_results_equal_statsmodels_on_the_raw_data(experiment, staff):
+    services.experiment_start(experiment=experiment)
+    arms = expose(experiment, [f"user-{i}" for i in range(3000)])
+    rng = np.random.default_rng(3)
+    rate = {"control": 0.10, "forest": 0.13}
+    later = timezone.now() + timedelta(seconds=1)
+    converted = {key for key, arm in arms.items() if rng.random() < rate[arm]}
+    business_events_record(items=[EventItem(key=k, name="purchase", value=1.0, time=later) for k in converted])
+    # Noise that must not count: another event name, and a purchase before the key was first exposed.
+    early = timezone.now() - timedelta(days=1)
+    noise = [EventItem(key="user-1", name="signup", time=later), EventItem(key="user-2", name="purchase", time=early)]
+    business_events_record(items=noise)
+
+    results = selectors.experiment_results(experiment)
+    primary = {row["arm"]: row for row in results["primary"]["arms"]}
+    outcome = {name: np.array([k in converted for k, a in arms.items() if a == name], float) for name in rate}
+    for name, values in outcome.items():
+        assert primary[name]["n"] == len(values)
+        assert primary[name]["mean"] == pytest.approx(values.mean())
+        assert primary[name]["ci"] == pytest.approx(list(smprop.proportion_confint(values.sum(), len(values),
+                                                                                   method="wilson")))  # fmt: skip
+    c, t = outcome["control"], outcome["forest"]
+    _, p_value = smprop.proportions_ztest([t.sum(), c.sum()], [len(t), len(c)])
+    versus = primary["forest"]["vs_control"]
+    assert versus["p_value"] == pytest.approx(p_value)
+    assert versus["absolute_lift"] == pytest.approx(t.mean() - c.mean())
+    assert versus["relative_lift"] == pytest.approx(t.mean() / c.mean() - 1)
+    assert versus["test"] == "two-proportion z"
+    assert results["trustworthy"] and results["allocation"]["srm"]["mismatch"] is False
+    assert results["primary"]["series"]["arms"]["forest"][-1] == pytest.approx(t.mean())
+    assert "planned sample size" in results["peeking"]
+    sample = results["sample_size"]
+    assert sample["planned"] >= sample["required_for_mde"] > 1000  # 5% relative lift on ~10%: tens of thousands
+    assert sample["progress"] == pytest.approx(min(len(c), len(t)) / sample["planned"])
+
+
+def test_mean_value_results_are_welch_tests_on_per_key_sums(production, challenger):
+    experiment = services.experiment_create(
+        model=production.model, name="order-value", primary_metric={"kind": "mean_value", "event": "order"},
+        arms=[{"name": "control", "version": 1, "weight": 1}, {"name": "forest", "version": 2, "weight": 1}],
+    )  # fmt: skip
+    services.experiment_start(experiment=experiment)
+    arms = expose(experiment, [f"shopper-{i}" for i in range(400)])
+    rng = np.random.default_rng(5)
+    later = timezone.now() + timedelta(seconds=1)
+    events, per_key = [], dict.fromkeys(arms, 0.0)
+    for key in arms:
+        for _ in range(rng.poisson(0.7)):
+            value = float(np.round(rng.lognormal(3, 1), 2))
+            events.append(EventItem(key=key, name="order", value=value, time=later))
+            per_key[key] += value
+    business_events_record(items=events)
+    primary = {row["arm"]: row for row in selectors.experiment_results(experiment)["primary"]["arms"]}
+    c = np.array([v for k, v in per_key.items() if arms[k] == "control"])
+    t = np.array([v for k, v in per_key.items() if arms[k] == "forest"])
+    assert primary["control"]["mean"] == pytest.approx(c.mean())
+    assert primary["forest"]["vs_control"]["p_value"] == pytest.approx(sps.ttest_ind(t, c, equal_var=False).pvalue)
+    assert primary["forest"]["vs_control"]["test"] == "welch t"
+
+
+def test_a_planted_52_48_split_on_50_50_weights_is_flagged_untrustworthy(experiment):
+    services.experiment_start(experiment=experiment)
+    arms = expose(experiment, [f"visitor-{i}" for i in range(20_000)], drop_from="forest", drop_every=13)
+    counts = [list(arms.values()).count("control"), list(arms.values()).count("forest")]
+    assert 0.515 < counts[0] / sum(counts) < 0.525  # about 52/48
+    results = selectors.experiment_results(experiment)
+    assert results["allocation"]["srm"]["mismatch"] is True and results["trustworthy"] is False
+    assert results["allocation"]["srm"]["p_value"] == pytest.approx(sps.chisquare(counts).pvalue)
+
+
+def test_an_unbroken_allocation_passes_the_sample_ratio_check(experiment):
+    services.experiment_start(experiment=experiment)
+    expose(experiment, [f"visitor-{i}" for i in range(20_000)])
+    assert selectors.experiment_results(experiment)["trustworthy"] is True
+
+
+def test_after_a_weight_change_only_later_exposures_are_checked_against_the_new_weights(experiment):
+    services.experiment_start(experiment=experiment)
+    expose(experiment, [f"early-{i}" for i in range(4000)])
+    services.experiment_set_weights(experiment=experiment, weights={"control": 90, "forest": 10})
+    experiment.refresh_from_db()
+    Exposure.objects.filter(experiment=experiment).update(first_seen_at=experiment.allocation_changed_at
+                                                          - timedelta(seconds=1))  # fmt: skip
+    expose(experiment, [f"late-{i}" for i in range(4000)])
+    allocation = selectors.experiment_results(experiment)["allocation"]
+    assert sum(arm["exposed"] for arm in allocation["arms"]) == 8000
+    assert sum(arm["exposed_since_allocation_change"] for arm in allocation["arms"]) == 4000
+    assert allocation["srm"]["mismatch"] is False
+
+
+def test_quality_from_feedback_on_each_arms_own_predictions(caller, logreg, experiment):
+    services.experiment_start(experiment=experiment)
+    answers = []
+    for i in range(40):
+        row = rows_of(logreg.X_test.iloc[[i]], 1)
+        answer = post(caller, "/api/v1/models/cancer/predict", {"instances": row, "key": f"patient-{i}"}).json()
+        answers.append((answer, int(logreg.y_test.iloc[i])))
+    prediction_log.prediction_log().flush()
+    feedback_record(items=[FeedbackItem(actual=truth, request_id=a["request_id"]) for a, truth in answers])
+    guardrail = selectors.experiment_results(experiment)["guardrails"][0]
+    assert guardrail["label"] == "accuracy (feedback)"
+    for row in guardrail["arms"]:
+        mine = [a["predictions"][0] == truth for a, truth in answers if a["route"].endswith(":" + row["arm"])]
+        assert row["n"] == len(mine) and row["mean"] == pytest.approx(np.mean(mine))

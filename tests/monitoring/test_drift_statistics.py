@@ -1,0 +1,152 @@
+"""Drift statistics against independent oracles: scipy's ks_2samp, wasserstein_distance, chi2_contingency, BH."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from monitoring.drift.categorical import categorical_drift, chi2_contingency_2xk
+from monitoring.drift.corrections import benjamini_hochberg, bonferroni
+from monitoring.drift.numeric import numeric_drift, psi_from_shares
+from monitoring.drift.report import DriftOptions, drift_report
+
+samples = st.lists(st.integers(-6, 6), min_size=1, max_size=120)  # small integer ranges: many ties
+
+
+def _numeric(ref, cur):
+    r = np.sort(np.asarray(ref, dtype=float))[None, :]
+    c = np.sort(np.asarray(cur, dtype=float))[None, :]
+    return numeric_drift(r, c)
+
+
+@pytest.mark.filterwarnings("ignore:ks_2samp. Exact calculation unsuccessful")  # scipy's own, from the oracle
+@settings(max_examples=300, deadline=None)
+@given(samples, samples)
+def test_ks_equals_scipy_exact_mode_with_ties(ref, cur):
+    ours = _numeric(ref, cur)
+    theirs = stats.ks_2samp(ref, cur)
+    assert abs(ours.ks_statistic[0] - theirs.statistic) <= 1e-9
+    assert abs(ours.p_value[0] - theirs.pvalue) <= 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(samples, samples)
+def test_wasserstein_equals_scipy(ref, cur):
+    assert _numeric(ref, cur).wasserstein[0] == pytest.approx(stats.wasserstein_distance(ref, cur), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ks_equals_scipy_asymptotic_mode_on_large_samples_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    ref = np.round(rng.normal(size=(12_000, 4)), 2)
+    # the last column's p-value is far below 1e-12: given as Massart's bound, still within 1e-9 of scipy's
+    cur = np.round(rng.normal(loc=[0.0, 0.02, 0.1, 0.5], size=(10_001 + seed * 977, 4)), 2)
+    ours = numeric_drift(np.sort(ref.T, axis=1), np.sort(cur.T, axis=1))
+    assert ours.p_value[3] < 1e-12
+    for j in range(4):
+        theirs = stats.ks_2samp(ref[:, j], cur[:, j])
+        assert abs(ours.ks_statistic[j] - theirs.statistic) <= 1e-9
+        assert abs(ours.p_value[j] - theirs.pvalue) <= 1e-9
+        assert ours.wasserstein[j] == pytest.approx(stats.wasserstein_distance(ref[:, j], cur[:, j]), rel=1e-9)
+
+
+def test_ks_equals_scipy_in_the_exact_mode_near_its_limit():
+    rng = np.random.default_rng(7)
+    ref, cur = rng.normal(size=9_000), rng.normal(0.03, size=10_000)
+    ours, theirs = _numeric(ref, cur), stats.ks_2samp(ref, cur)
+    assert abs(ours.ks_statistic[0] - theirs.statistic) <= 1e-9
+    assert abs(ours.p_value[0] - theirs.pvalue) <= 1e-9
+
+
+def test_psi_worked_by_hand():
+    # shares 0.5/0.5 -> 0.25/0.75: (0.25-0.5)ln(0.5) + (0.75-0.5)ln(1.5)
+    expected = -0.25 * math.log(0.5) + 0.25 * math.log(1.5)
+    assert psi_from_shares(np.array([[0.5], [0.5]]), np.array([[0.25], [0.75]]))[0] == pytest.approx(expected)
+    # An empty bin counts as a share of 1e-4 instead of making PSI infinite.
+    floored = (0.5 - 1e-4) * math.log(0.5 / 1e-4) + (0.5 - 1.0) * math.log(0.5 / 1.0)
+    assert psi_from_shares(np.array([[0.0], [1.0]]), np.array([[0.5], [0.5]]))[0] == pytest.approx(floored)
+    assert categorical_drift(list("aabb"), list("abbb")).psi == pytest.approx(expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(0, 40), min_size=2, max_size=8),
+    st.lists(st.integers(0, 40), min_size=2, max_size=8),
+)
+def test_chi_square_equals_scipy_chi2_contingency(a, b):
+    k = min(len(a), len(b))
+    table = np.array([a[:k], b[:k]], dtype=float)
+    table = table[:, table.sum(axis=0) > 0]  # categories seen in neither sample are not part of the table
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return
+    statistic, p, dof = chi2_contingency_2xk(table[0], table[1])
+    theirs = stats.chi2_contingency(table)
+    assert statistic == pytest.approx(theirs.statistic, abs=1e-9)
+    assert p == pytest.approx(theirs.pvalue, abs=1e-12)
+    assert dof == theirs.dof
+
+
+def test_unseen_categories_are_explicit_and_count_as_drift():
+    result = categorical_drift(["a"] * 50 + ["b"] * 50, ["a"] * 40 + ["b"] * 40 + ["z"] * 20)
+    assert result.unseen == ["z"]
+    assert result.unseen_share == pytest.approx(0.2)
+    theirs = stats.chi2_contingency(np.array([[50, 50, 0], [40, 40, 20]]))
+    assert result.chi2 == pytest.approx(theirs.statistic) and result.p_value < 1e-4
+
+
+def test_corrections_worked_by_hand_and_against_scipy():
+    p = np.array([0.01, 0.04, 0.03, 0.20])
+    assert bonferroni(p).tolist() == pytest.approx([0.04, 0.16, 0.12, 0.80])
+    # BH: sorted 0.01,0.03,0.04,0.20 -> 0.04, 0.06, 0.0533, 0.20 -> step-up minima 0.04, 0.0533, 0.0533, 0.20
+    assert benjamini_hochberg(p).tolist() == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.20])
+    rng = np.random.default_rng(1)
+    many = rng.uniform(size=40) ** 3
+    assert benjamini_hochberg(many) == pytest.approx(stats.false_discovery_control(many), abs=1e-12)
+
+
+def _frames(seed=1, n=400):
+    rng = np.random.default_rng(seed)
+    reference = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.choice(list("xyz"), n)})
+    current = pd.DataFrame(
+        {"a": rng.normal(0.5, size=n), "b": rng.normal(0.0, size=n), "c": rng.choice(list("xyz"), n)}
+    )
+    return reference, current
+
+
+def test_report_flags_the_shifted_feature_and_dataset_drift_by_share():
+    reference, current = _frames()
+    kinds = {"a": "numeric", "b": "numeric", "c": "categorical"}
+    report = drift_report(reference, current, kinds)
+    verdict = {f["name"]: f["drifted"] for f in report["features"]}
+    assert verdict == {"a": True, "b": False, "c": False}
+    assert (report["tested"], report["drifted"], report["dataset_drift"]) == (3, 1, False)
+    assert drift_report(reference, current, kinds, DriftOptions(dataset_drift_share=1 / 3))["dataset_drift"]
+    feature = report["features"][0]
+    assert len(feature["histogram"]["reference"]) == len(feature["histogram"]["edges"]) - 1 == 20
+    assert sum(feature["histogram"]["current"]) == pytest.approx(1.0)
+
+
+def test_an_effect_size_requirement_ignores_significant_but_tiny_shifts():
+    rng = np.random.default_rng(3)
+    reference = pd.DataFrame({"a": rng.normal(size=50_000)})
+    current = pd.DataFrame({"a": rng.normal(0.04, size=50_000)})  # significant at this size, but tiny
+    plain = drift_report(reference, current, {"a": "numeric"})
+    strict = drift_report(reference, current, {"a": "numeric"}, DriftOptions(min_wasserstein=0.1))
+    assert plain["features"][0]["drifted"] is True
+    assert strict["features"][0]["significant"] is True and strict["features"][0]["drifted"] is False
+
+
+def test_missing_values_are_dropped_per_feature_and_empty_features_skipped():
+    reference = pd.DataFrame({"a": [1.0, 2.0, np.nan, 4.0], "b": [np.nan] * 4})
+    current = pd.DataFrame({"a": [1.0, np.nan, 3.0, 5.0], "b": [1.0, 2.0, 3.0, 4.0]})
+    report = drift_report(reference, current, {"a": "numeric", "b": "numeric"})
+    a, b = report["features"]
+    theirs = stats.ks_2samp([1.0, 2.0, 4.0], [1.0, 3.0, 5.0])
+    assert a["p_value"] == pytest.approx(theirs.pvalue, abs=1e-12) and a["missing_share_current"] == 0.25
+    assert "skipped" in b and report["tested"] == 1
