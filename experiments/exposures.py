@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import atexit
 import logging
-import threading
 from collections import OrderedDict
 from datetime import datetime
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from prometheus_client import Counter
 
 from experiments.models import Experiment, Exposure
+from serving.background import BackgroundFlusher
 from serving.per_process import PerProcess
 from serving.traffic import Arm
 
@@ -32,20 +32,17 @@ WRITTEN = Counter("modelworks_experiment_exposures_written_total", "First exposu
 DROPPED = Counter("modelworks_experiment_exposures_dropped_total", "First exposures not buffered: buffer full")
 
 
-class ExposureBuffer:
+class ExposureBuffer(BackgroundFlusher):
+    thread_name = "experiment-exposures"
+
     def __init__(self, *, flush_seconds: float, max_rows: int, seen_max: int = 200_000) -> None:
-        self.flush_seconds = flush_seconds
+        super().__init__(flush_seconds=flush_seconds)
         self.max_rows = max_rows
         self.seen_max = seen_max
         self.dropped = 0
         self._pending: dict[tuple[int, str], tuple[str, datetime]] = {}
         # Keys already buffered or written by this process, oldest first: a bounded memory of who was seen.
         self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -71,21 +68,6 @@ class ExposureBuffer:
         except Exception:  # the request must be served whatever happens to its bookkeeping
             logger.exception("exposure not recorded")
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="experiment-exposures", daemon=True)
-                    self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            close_old_connections()  # this thread owns its connection: drop it when it broke or aged out
-            self.flush()
-        connection.close()
-
     def flush(self) -> int:
         """Insert what is buffered; on failure the rows stay for the next try."""
         with self._flush_lock:
@@ -107,13 +89,6 @@ class ExposureBuffer:
         """Drop the memory of seen keys (tests; an experiment that restarts with a fresh table)."""
         with self._lock:
             self._seen.clear()
-
-    def close(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        self.flush()
 
 
 def insert(batch: dict[tuple[int, str], tuple[str, datetime]]) -> None:

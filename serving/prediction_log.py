@@ -14,14 +14,14 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 from collections import deque
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 
 from serving import metrics
+from serving.background import BackgroundFlusher
 from serving.models import PredictionLog
 from serving.per_process import PerProcess
 
@@ -76,17 +76,14 @@ def insert(entries: list[PredictionLog]) -> None:
         )
 
 
-class PredictionLogBuffer:
+class PredictionLogBuffer(BackgroundFlusher):
+    thread_name = "prediction-log"
+
     def __init__(self, *, flush_seconds: float, max_rows: int, batch_rows: int = 1000) -> None:
-        self.flush_seconds = flush_seconds
+        super().__init__(flush_seconds=flush_seconds)
         self.max_rows = max_rows
         self.batch_rows = batch_rows
         self._rows: deque[PredictionLog] = deque()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._flush_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -101,24 +98,7 @@ class PredictionLogBuffer:
         metrics.LOG_BUFFER_DEPTH.set(depth)
         self._ensure_thread()
         if depth >= self.batch_rows:
-            self._wake.set()
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-                    self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            # This thread owns its own database connection: drop it when it broke or aged out, as requests do.
-            close_old_connections()
-            if not self.flush():
-                connection.close_if_unusable_or_obsolete()
-        connection.close()
+            self.wake()
 
     def flush(self) -> int:
         """Write everything buffered now; rows whose insert fails go back to the front for the next try."""
@@ -140,14 +120,6 @@ class PredictionLogBuffer:
                 metrics.LOG_WRITTEN.inc(len(batch))
         metrics.LOG_BUFFER_DEPTH.set(len(self._rows))
         return written
-
-    def close(self) -> None:
-        """Flush what is left (clean shutdown)."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        self.flush()
 
 
 def _new_buffer() -> PredictionLogBuffer:
