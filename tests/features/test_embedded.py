@@ -1,9 +1,12 @@
-"""The feature store in the embedded default (`make run` with nothing set): SQLite, no Redis, the online store in a
-database table. Run as an operator would, in subprocesses with a bare environment."""
+"""The feature store with no Redis (as `make run` starts it when REDIS_URL is unset): the online store is a database
+table. Run as an operator would, in subprocesses with no REDIS_URL, against the real Postgres test database."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
+from django.db import connection
 
 from tests.test_settings import bare_env, run
 
@@ -20,8 +23,11 @@ feature_views:
 """
 
 
-def test_define_ingest_materialize_and_read_without_postgres_or_redis(tmp_path):
-    env = bare_env(tmp_path, DEBUG="1")
+@pytest.mark.django_db(transaction=True)  # the subprocesses commit; the test database is emptied afterwards
+def test_define_ingest_materialize_and_read_without_redis(tmp_path):
+    db = connection.settings_dict
+    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = bare_env(tmp_path, DEBUG="1", DATABASE_URL=database_url)
     (tmp_path / "features.yaml").write_text(YAML)
     (tmp_path / "sales.csv").write_text(
         "store_id,event_timestamp,revenue,open\n"
