@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 from django.db.models import Count
-from scipy import stats
 
+from monitoring.drift.categorical import categorical_drift
+from monitoring.drift.numeric import numeric_drift
 from serving.models import PredictionLog, Rollout
 
 DEFAULTS: dict[str, float] = {
@@ -30,8 +31,6 @@ DEFAULTS: dict[str, float] = {
     "min_feedback": 30,  # labelled predictions per arm before quality counts
 }
 SAMPLE_LIMIT = 5000  # predictions per arm for the output-drift test: enough for KS, cheap for a tick
-PSI_BINS = 10
-PSI_FLOOR = 1e-4  # empty bins would make PSI infinite
 
 
 @dataclass
@@ -78,20 +77,11 @@ def _outcome_counts(rows) -> dict[str, int]:
     return {row["outcome"]: row["n"] for row in rows.values("outcome").annotate(n=Count("id"))}
 
 
-def psi(expected: np.ndarray, actual: np.ndarray) -> float:
-    """Population stability index between two share vectors over the same bins."""
-    e = np.clip(expected, PSI_FLOOR, None)
-    a = np.clip(actual, PSI_FLOOR, None)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
 def value_drift(baseline: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Two-sample KS on the values, and PSI over the baseline's deciles."""
-    ks = stats.ks_2samp(baseline, candidate)
-    edges = np.unique(np.quantile(baseline, np.linspace(0, 1, PSI_BINS + 1)[1:-1]))
-    b_share = np.bincount(np.searchsorted(edges, baseline, side="right"), minlength=edges.size + 1) / baseline.size
-    c_share = np.bincount(np.searchsorted(edges, candidate, side="right"), minlength=edges.size + 1) / candidate.size
-    return {"statistic": float(ks.statistic), "p_value": float(ks.pvalue), "psi": psi(b_share, c_share)}
+    """Two-sample KS on the values and PSI over the baseline's deciles: monitoring's numeric drift statistics."""
+    result = numeric_drift(np.sort(baseline)[None, :], np.sort(candidate)[None, :])
+    return {"statistic": float(result.ks_statistic[0]), "p_value": float(result.p_value[0]),
+            "psi": float(result.psi[0])}  # fmt: skip
 
 
 def output_drift(baseline: dict[str, list], candidate: dict[str, list], *, classifier: bool) -> dict[str, Any]:
@@ -101,14 +91,8 @@ def output_drift(baseline: dict[str, list], candidate: dict[str, list], *, class
     if not classifier:
         drift = value_drift(np.asarray(baseline["predictions"], float), np.asarray(candidate["predictions"], float))
         return {"worst": {"test": "ks on predictions", **drift}}
-    labels = sorted({str(v) for v in baseline["predictions"]} | {str(v) for v in candidate["predictions"]})
-    counts = np.array(
-        [[sum(1 for v in arm["predictions"] if str(v) == label) for label in labels] for arm in (baseline, candidate)],
-        dtype=float,
-    )
-    p_value = 1.0 if len(labels) < 2 else float(stats.chi2_contingency(counts)[1])
-    shares = counts / counts.sum(axis=1, keepdims=True)
-    tests = {"classes": {"test": "chi-square on classes", "p_value": p_value, "psi": psi(shares[0], shares[1])}}
+    classes = categorical_drift(baseline["predictions"], candidate["predictions"])
+    tests = {"classes": {"test": "chi-square on classes", "p_value": classes.p_value, "psi": classes.psi}}
     b_probs, c_probs = np.asarray(baseline["probabilities"], float), np.asarray(candidate["probabilities"], float)
     if b_probs.ndim == 2 and c_probs.ndim == 2 and b_probs.shape[1] == c_probs.shape[1]:
         for column in range(b_probs.shape[1]):
@@ -117,7 +101,7 @@ def output_drift(baseline: dict[str, list], candidate: dict[str, list], *, class
                 **value_drift(b_probs[:, column], c_probs[:, column]),
             }
     worst = min(tests.values(), key=lambda t: (t["p_value"], -t["psi"]))
-    return {"worst": worst, "tests": tests, "classes": labels}
+    return {"worst": worst, "tests": tests, "classes": classes.histogram["categories"]}
 
 
 def _summary(arm: dict[str, Any]) -> dict[str, Any]:
