@@ -4,15 +4,5 @@
 # makes sure the local Postgres and Redis answer, then runs bench/serving.py (see its docstring and --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if ! command -v wrk >/dev/null 2>&1; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "error: wrk is not installed (as root: apt-get install -y wrk)" >&2
-        exit 1
-    fi
-    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
-make --no-print-directory install
-DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/14 \
-    .venv/bin/python bin/ensure_services.py
+NEEDS_WRK=1 . bench/prepare.sh
 exec .venv/bin/python bench/serving.py "$@"
