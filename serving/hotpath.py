@@ -1,42 +1,72 @@
-"""The prediction hot path: plain Django views, deliberately without DRF's generic machinery.
+"""The prediction hot path, deliberately without DRF's generic machinery (and, when served by the ASGI front,
+without Django's request handling).
 
 Why: these endpoints are measured (bench/serving.py) against MLflow's scoring server, and DRF's request wrapping,
 content negotiation, renderer and throttle classes cost more per request than the whole micro-batched model call
-of a small model. So the views here authenticate, parse JSON and answer JsonResponse directly; the logic they call
-lives in serving/services.py. The OpenAPI description of these endpoints is written out in serving/openapi.py.
+of a small model. So a request here is plain data in, a `Reply` out: `predict_steps` authenticates nothing, parses
+the JSON body and calls serving/services.py, and is run by either of two drivers:
+- the Django view `predict` below (the browsable/session path, tests, `runserver`), one request per thread;
+- the ASGI front (serving/asgi.py), which takes requests carrying an API key or token before Django sees them and
+  runs many of them together on one thread, one model call per version for all (config/asgi.py says why).
+The OpenAPI description of these endpoints is written out in serving/openapi.py.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authtoken.models import Token
 
 from serving import routing, services
-from serving.auth import raw_key_from
 from serving.keys import api_key_lookup, throttle_retry_after
 from serving.validation import InputError
 
 
-def error(status: int, detail: str, errors: list[dict[str, Any]] | None = None, **headers: str) -> JsonResponse:
-    body: dict[str, Any] = {"detail": detail}
+@dataclass(slots=True)
+class Reply:
+    """An HTTP answer as plain data, so that both drivers can send it."""
+
+    status: int
+    payload: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def body(self) -> bytes:
+        # json.dumps directly: DjangoJSONEncoder's extra type checks cost time and answers are plain JSON values.
+        return json.dumps(self.payload).encode()
+
+
+def error(status: int, detail: str, errors: list[dict[str, Any]] | None = None, **headers: str) -> Reply:
+    payload: dict[str, Any] = {"detail": detail}
     if errors is not None:
-        body["errors"] = errors
-    response = JsonResponse(body, status=status)
-    for name, value in headers.items():
-        response[name.replace("_", "-")] = value
+        payload["errors"] = errors
+    return Reply(status, payload, {name.replace("_", "-"): value for name, value in headers.items()})
+
+
+def to_response(reply: Reply) -> HttpResponse:
+    response = HttpResponse(reply.body, status=reply.status, content_type="application/json")
+    for name, value in reply.headers.items():
+        response[name] = value
     return response
 
 
-def authenticate(request: HttpRequest, scope: str) -> JsonResponse | None:
-    """None when the caller may use `scope`; otherwise the 401/403/429 answer to send."""
-    raw = raw_key_from(request)
+def presents_credential(authorization: str, api_key_header: str | None) -> bool:
+    """The request carries an API key or a DRF token (rather than, say, the admin session's cookie)."""
+    scheme = authorization[:8].lower()
+    return scheme == "api-key " or scheme[:6] == "token " or bool(api_key_header)
+
+
+def check_credential(authorization: str, api_key_header: str | None, scope: str) -> Reply | None:
+    """None when the API key (`Authorization: Api-Key ...` or `X-Api-Key`) or token may use `scope`;
+    otherwise the 401/403/429 answer to send."""
+    raw = authorization[8:].strip() if authorization[:8].lower() == "api-key " else (api_key_header or None)
     if raw is not None:
         key = api_key_lookup(raw)
         if key is None:
@@ -47,38 +77,54 @@ def authenticate(request: HttpRequest, scope: str) -> JsonResponse | None:
         if retry is not None:
             return error(429, "rate limit exceeded for this API key", Retry_After=str(retry))
         return None
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    if header[:6].lower() == "token ":
-        if Token.objects.filter(key=header[6:].strip(), user__is_active=True).exists():
+    if authorization[:6].lower() == "token ":
+        if Token.objects.filter(key=authorization[6:].strip(), user__is_active=True).exists():
             return None
         return error(401, "invalid token", WWW_Authenticate="Api-Key")
-    if request.user.is_authenticated:  # the admin session, as in the browsable API: CSRF applies
-        rejected = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
-        return None if rejected is None else error(403, "CSRF check failed for a session-authenticated request")
     return error(401, "authentication required: send 'Authorization: Api-Key <key>'", WWW_Authenticate="Api-Key")
 
 
-def read_json(request: HttpRequest) -> Any:
-    """The parsed body, or an error answer (413 over the size limit, 400 when not JSON)."""
+def authenticate(request: HttpRequest, scope: str) -> Reply | None:
+    """check_credential for a Django request, which may also come from the admin session (as in the browsable API)."""
+    authorization = request.META.get("HTTP_AUTHORIZATION", "")
+    api_key_header = request.META.get("HTTP_X_API_KEY")
+    if not presents_credential(authorization, api_key_header) and request.user.is_authenticated:
+        rejected = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})  # the session: CSRF applies
+        return None if rejected is None else error(403, "CSRF check failed for a session-authenticated request")
+    return check_credential(authorization, api_key_header, scope)
+
+
+def read_body(request: HttpRequest) -> bytes | Reply:
+    """The raw body, or the 413 answer when it is over DATA_UPLOAD_MAX_MEMORY_SIZE."""
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
     if length > limit:
-        return error(413, f"the body is {length} bytes; the limit is {limit}")
+        return too_large(length)
     try:
-        body = request.body
+        return request.body
     except RequestDataTooBig:
+        return too_large(None)
+
+
+def too_large(length: int | None) -> Reply:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if length is None:
         return error(413, f"the body is over the limit of {limit} bytes")
+    return error(413, f"the body is {length} bytes; the limit is {limit}")
+
+
+def parse_json(body: bytes) -> Any:
+    """The parsed body, or the 400 answer when it is not JSON."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         return error(400, f"the body is not valid JSON: {exc}")
 
 
-def _query_version(request: HttpRequest) -> tuple[int | None, str | None] | JsonResponse:
-    version, alias = request.GET.get("version"), request.GET.get("alias")
+def _target(version: str | None, alias: str | None) -> tuple[int | None, str | None] | Reply:
     if version is not None and alias is not None:
         return error(400, "give either ?version= or ?alias=, not both")
     if version is not None:
@@ -88,30 +134,27 @@ def _query_version(request: HttpRequest) -> tuple[int | None, str | None] | Json
     return None, alias
 
 
-@csrf_exempt
-def predict(request: HttpRequest, name: str) -> HttpResponse:
-    if request.method != "POST":
-        return error(405, "use POST", Allow="POST")
-    denied = authenticate(request, f"predict:{name}")
-    if denied is not None:
-        return denied
-    payload = read_json(request)
-    if isinstance(payload, JsonResponse):
+def predict_steps(
+    name: str, body: bytes, *, version: str | None, alias: str | None, request_id: str | None
+) -> services.Steps[Reply]:
+    """One authenticated `POST /api/v1/models/{name}/predict`, from its body and query to its answer."""
+    payload = parse_json(body)
+    if isinstance(payload, Reply):
         return payload
-    target = _query_version(request)
-    if isinstance(target, JsonResponse):
+    target = _target(version, alias)
+    if isinstance(target, Reply):
         return target
     key = payload.get("key") if isinstance(payload, dict) else None
     if key is not None and not isinstance(key, str | int):
         return error(400, "'key' must be a string", [{"row": None, "field": "key", "message": "must be a string"}])
     try:
-        result = services.predict(
+        result = yield from services.predict_steps(
             model_name=name,
             payload=payload,
             version=target[0],
             alias=target[1],
             routing_key=None if key is None else str(key),
-            request_id=request.META.get("HTTP_X_REQUEST_ID"),
+            request_id=request_id,
         )
     except InputError as exc:
         return error(exc.status, "the input does not match the model's signature", exc.errors)
@@ -119,7 +162,24 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
         return error(exc.status, exc.message)
     except services.Unavailable as exc:
         return error(503, exc.message, Retry_After=str(exc.retry_after))
-    # json.dumps directly: DjangoJSONEncoder's extra type checks cost time and answers are plain JSON values.
-    response = HttpResponse(json.dumps(result.as_json()), content_type="application/json")
-    response["X-Request-ID"] = result.request_id
-    return response
+    return Reply(200, result.as_json(), {"X-Request-ID": result.request_id})
+
+
+@csrf_exempt
+def predict(request: HttpRequest, name: str) -> HttpResponse:
+    if request.method != "POST":
+        return to_response(error(405, "use POST", Allow="POST"))
+    denied = authenticate(request, f"predict:{name}")
+    if denied is not None:
+        return to_response(denied)
+    body = read_body(request)
+    if isinstance(body, Reply):
+        return to_response(body)
+    steps = predict_steps(
+        name,
+        body,
+        version=request.GET.get("version"),
+        alias=request.GET.get("alias"),
+        request_id=request.META.get("HTTP_X_REQUEST_ID"),
+    )
+    return to_response(services.run_steps(steps))

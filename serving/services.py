@@ -10,9 +10,10 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Generator
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -40,6 +41,32 @@ class Unavailable(Exception):
 
 class _InferenceFailed(Exception):
     pass
+
+
+class InferenceTimeout(Exception):
+    """A model call did not answer within the model's inference budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """A step of a request asking its driver for one model call: the answer, (predictions, probabilities) for
+    exactly these rows, is sent back into the steps, or the call's failure is thrown into them.
+
+    A request is written once, as a generator of steps, and run by either of two drivers: `run_steps` here (one
+    request on the calling thread, the model call through the version's micro-batcher thread) or the ASGI front's
+    request processor (serving/asgi.py), which advances many requests together and makes one model call per version
+    for all of them.
+    """
+
+    loaded: LoadedModel
+    rows: list[list[Any]]
+    budget_seconds: float
+    announced: bool  # this request announced itself to the version's micro-batcher (see MicroBatcher.announce)
+
+
+Answer = tuple[list[Any], list[list[float]] | None]
+T = TypeVar("T")
+Steps = Generator[ModelCall, Answer, T]
 
 
 @dataclass(frozen=True)
@@ -95,7 +122,36 @@ def policy_of(version: ModelVersion) -> ServingPolicy:
     return getattr(version.model, "serving_policy", None) or DEFAULT_POLICY
 
 
-def predict(
+def run_steps(steps: Steps[T]) -> T:
+    """Run one request's steps on this thread; each model call goes through the version's micro-batcher."""
+    try:
+        call = next(steps)
+        while True:
+            try:
+                answer = batched_call(call)
+            except Exception as exc:  # the steps decide what a failed call means (breaker, fallback)
+                call = steps.throw(exc)
+            else:
+                call = steps.send(answer)
+    except StopIteration as finished:
+        return finished.value
+
+
+def batched_call(call: ModelCall) -> Answer:
+    future = call.loaded.batcher.submit(call.rows, announced=call.announced)
+    try:
+        return future.result(timeout=call.budget_seconds)
+    except FutureTimeout:
+        future.cancel()
+        raise InferenceTimeout from None
+
+
+def predict(**request: Any) -> Prediction:
+    """One prediction request answered on this thread (see predict_steps for the arguments)."""
+    return run_steps(predict_steps(**request))
+
+
+def predict_steps(
     *,
     model_name: str,
     payload: Any,
@@ -103,7 +159,7 @@ def predict(
     alias: str | None = None,
     routing_key: str | None = None,
     request_id: str | None = None,
-) -> Prediction:
+) -> Steps[Prediction]:
     """Route, validate, answer from cache or the (micro-batched, breaker-guarded) model, log, count."""
     started = time.perf_counter()
     route = routing.resolve(model_name, version=version, alias=alias, key=routing_key)
@@ -130,7 +186,7 @@ def predict(
         fresh_probabilities: list[list[float]] | None = None
         if missing:
             announced = False
-            served, fresh_predictions, fresh_probabilities, reason = _infer(
+            served, fresh_predictions, fresh_probabilities, reason = yield from _infer(
                 loaded, route, missing, policy.inference_budget_ms / 1000
             )
             if use_cache and served is loaded:
@@ -204,17 +260,15 @@ def _merge(keys, cached, hits, fresh_predictions, fresh_probabilities):
     return [prediction for prediction, _ in merged], (probabilities if probabilities[0] is not None else None)
 
 
-def _call(loaded: LoadedModel, rows: list[list[Any]], budget_seconds: float, *, announced: bool):
+def _call(loaded: LoadedModel, rows: list[list[Any]], budget_seconds: float, *, announced: bool) -> Steps[Answer]:
     if not loaded.breaker.allow():
         if announced:
             loaded.batcher.withdraw()
         loaded.breaker_state()
         raise _InferenceFailed("circuit breaker open")
-    future = loaded.batcher.submit(rows, announced=announced)
     try:
-        predictions, probabilities = future.result(timeout=budget_seconds)
-    except FutureTimeout:
-        future.cancel()
+        predictions, probabilities = yield ModelCall(loaded, rows, budget_seconds, announced)
+    except InferenceTimeout:
         loaded.breaker.record(False)
         loaded.breaker_state()
         raise _InferenceFailed(f"inference took longer than its {budget_seconds * 1000:.0f} ms budget") from None
@@ -230,7 +284,7 @@ def _call(loaded: LoadedModel, rows: list[list[Any]], budget_seconds: float, *, 
 def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: float):
     """The routed version's answer, or the fallback's when it fails or its breaker is open."""
     try:
-        predictions, probabilities = _call(loaded, rows, budget_seconds, announced=True)
+        predictions, probabilities = yield from _call(loaded, rows, budget_seconds, announced=True)
         return loaded, predictions, probabilities, route.reason
     except _InferenceFailed as failure:
         fallback = routing.fallback_for(route)
@@ -241,7 +295,7 @@ def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: floa
         backup = model_cache().get(fallback)
         try:
             rows = rows_from_payload({"inputs": rows}, backup.signature, settings.MODELWORKS_MAX_BATCH)
-            predictions, probabilities = _call(backup, rows, policy_of(fallback).inference_budget_ms / 1000,
+            predictions, probabilities = yield from _call(backup, rows, policy_of(fallback).inference_budget_ms / 1000,
                                                announced=False)  # fmt: skip
         except (_InferenceFailed, InputError) as second:
             raise Unavailable(f"{route.version}: {failure}; fallback {fallback}: {second}",

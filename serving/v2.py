@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from serving import routing, services
-from serving.hotpath import authenticate, read_json
+from serving.hotpath import Reply, authenticate, read_body, to_response
 from serving.model_cache import model_cache
 from serving.validation import InputError
 
@@ -30,6 +30,15 @@ NUMPY_TYPES = {
 
 def v2_error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
+
+
+def v2_reply(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, {"error": message}, headers or {})
+
+
+def as_v2(reply: Reply) -> Reply:
+    """A platform error answer ({"detail": ...}) in the protocol's error shape ({"error": ...})."""
+    return v2_reply(reply.status, reply.payload["detail"], reply.headers)
 
 
 def server_live(request: HttpRequest) -> JsonResponse:
@@ -48,10 +57,10 @@ def server_metadata(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"name": "modelworks", "version": "1", "extensions": ["binary_tensor_data"]})
 
 
-def _route(request: HttpRequest, name: str, version: str | None) -> routing.Route | JsonResponse:
+def _route(request: HttpRequest, name: str, version: str | None) -> routing.Route | HttpResponse:
     denied = authenticate(request, f"predict:{name}")
     if denied is not None:
-        return v2_error(denied.status_code, json.loads(denied.content)["detail"])
+        return to_response(as_v2(denied))
     if version is not None and not version.isdigit():
         return v2_error(400, "the model version must be a positive integer")
     try:
@@ -62,7 +71,7 @@ def _route(request: HttpRequest, name: str, version: str | None) -> routing.Rout
 
 def model_metadata(request: HttpRequest, name: str, version: str | None = None) -> JsonResponse:
     route = _route(request, name, version)
-    if isinstance(route, JsonResponse):
+    if isinstance(route, HttpResponse):
         return route
     signature = route.version.signature
     inputs = [{"name": f["name"], "datatype": DATATYPES[f["dtype"]], "shape": [-1]} for f in signature["inputs"]]
@@ -84,7 +93,7 @@ def model_metadata(request: HttpRequest, name: str, version: str | None = None) 
 
 def model_ready(request: HttpRequest, name: str, version: str | None = None) -> JsonResponse:
     route = _route(request, name, version)
-    if isinstance(route, JsonResponse):
+    if isinstance(route, HttpResponse):
         return route
     try:
         model_cache().get(route.version)
@@ -97,19 +106,20 @@ def _label_type(classes: list[Any]) -> str:
     return "BYTES" if any(isinstance(c, str) for c in classes) else "INT64"
 
 
-def _body(request: HttpRequest) -> tuple[dict[str, Any], bytes] | JsonResponse:
-    header_length = request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
+def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes] | Reply:
+    """The JSON inference header and the binary tensor data after it (Triton's binary extension), if any."""
     if header_length is None:
-        parsed = read_json(request)
-        if isinstance(parsed, JsonResponse):
-            return v2_error(parsed.status_code, json.loads(parsed.content)["detail"])
-        return (parsed, b"") if isinstance(parsed, dict) else v2_error(400, "the body must be a JSON object")
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return v2_reply(400, f"the body is not valid JSON: {exc}")
+        return (parsed, b"") if isinstance(parsed, dict) else v2_reply(400, "the body must be a JSON object")
     try:
         length = int(header_length)
-        header = json.loads(request.body[:length])
+        header = json.loads(body[:length])
     except (ValueError, UnicodeDecodeError):
-        return v2_error(400, "Inference-Header-Content-Length does not frame a JSON header")
-    return (header, request.body[length:]) if isinstance(header, dict) else v2_error(400, "bad inference header")
+        return v2_reply(400, "Inference-Header-Content-Length does not frame a JSON header")
+    return (header, body[length:]) if isinstance(header, dict) else v2_reply(400, "bad inference header")
 
 
 def _tensor(spec: dict[str, Any], binary: bytes, offset: int) -> tuple[np.ndarray, int]:
@@ -161,32 +171,53 @@ def _plain(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def infer_steps(
+    name: str, version: str | None, body: bytes, *, header_length: str | None, request_id: str | None
+) -> services.Steps[Reply]:
+    """One authenticated `POST /v2/models/{name}[/versions/{version}]/infer`, from its body to its answer."""
+    if version is not None and not version.isdigit():
+        return v2_reply(400, "the model version must be a positive integer")
+    try:
+        route = routing.resolve(name, version=int(version) if version else None)
+    except routing.RouteError as exc:
+        return v2_reply(exc.status, exc.message)
+    split = _split_body(body, header_length)
+    if isinstance(split, Reply):
+        return split
+    header, binary = split
+    try:
+        rows = _rows(header, binary, route.version.signature)
+        result = yield from services.predict_steps(
+            model_name=name, payload={"inputs": rows}, version=route.version.version,
+            request_id=str(header.get("id") or "") or request_id,
+        )  # fmt: skip
+    except InputError as exc:
+        return v2_reply(400, "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors))
+    except routing.RouteError as exc:
+        return v2_reply(exc.status, exc.message)
+    except services.Unavailable as exc:
+        return v2_reply(503, exc.message, {"Retry-After": str(exc.retry_after)})
+    return Reply(200, _outputs(result, header.get("id")))
+
+
 @csrf_exempt
 def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
     if request.method != "POST":
         return v2_error(405, "use POST")
-    route = _route(request, name, version)
-    if isinstance(route, JsonResponse):
-        return route
-    body = _body(request)
-    if isinstance(body, JsonResponse):
-        return body
-    header, binary = body
-    try:
-        rows = _rows(header, binary, route.version.signature)
-        result = services.predict(
-            model_name=name, payload={"inputs": rows}, version=route.version.version,
-            request_id=str(header.get("id") or "") or request.META.get("HTTP_X_REQUEST_ID"),
-        )  # fmt: skip
-    except InputError as exc:
-        return v2_error(400, "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors))
-    except routing.RouteError as exc:
-        return v2_error(exc.status, exc.message)
-    except services.Unavailable as exc:
-        response = v2_error(503, exc.message)
-        response["Retry-After"] = str(exc.retry_after)
-        return response
-    return JsonResponse(_outputs(result, header.get("id")))
+    denied = authenticate(request, f"predict:{name}")
+    if denied is not None:
+        return to_response(as_v2(denied))
+    body = read_body(request)
+    if isinstance(body, Reply):
+        return to_response(as_v2(body))
+    steps = infer_steps(
+        name,
+        version,
+        body,
+        header_length=request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"),
+        request_id=request.META.get("HTTP_X_REQUEST_ID"),
+    )
+    return to_response(services.run_steps(steps))
 
 
 def _outputs(result: services.Prediction, request_id: Any) -> dict[str, Any]:
