@@ -54,7 +54,7 @@ LUA_SCRIPT = BENCH / "wrk_post.lua"
 PROJECT_PY = REPO / ".venv" / "bin" / "python"
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
 GUNICORN_CONF = REPO / "platform" / "gunicorn.conf.py"
-GUNICORN_FALLBACK = ["--workers", "2", "--worker-class", "gthread", "--threads", "32"]
+GUNICORN_FALLBACK = ["--workers", "2", "--worker-class", "uvicorn_worker.UvicornWorker"]
 
 HOST = "127.0.0.1"  # the only address this benchmark ever sends traffic to
 DB_NAME = "modelworks_bench"
@@ -422,7 +422,7 @@ def indent(text: str) -> str:
 
 def gunicorn_cmd(port: int) -> tuple[list[str], str]:
     """The deployed command line, and which configuration it uses."""
-    base = [str(GUNICORN), "config.wsgi", "--bind", f"{HOST}:{port}"]
+    base = [str(GUNICORN), "config.asgi:application", "--bind", f"{HOST}:{port}"]
     if GUNICORN_CONF.exists():
         return [*base, "-c", str(GUNICORN_CONF)], str(GUNICORN_CONF.relative_to(REPO))
     return [*base, *GUNICORN_FALLBACK], "fallback: " + " ".join(GUNICORN_FALLBACK)

@@ -1,13 +1,15 @@
-# Gunicorn settings for the web process (used by `make run`, the benchmark and the container image).
-# Threads matter: the micro-batcher groups concurrent requests *within* a process, so each worker takes many
-# requests at once (gthread) while the model call releases the GIL inside numpy/scikit-learn.
+# Gunicorn settings for the web process (used by `make run`, the benchmark and the container image), which serves
+# config.asgi:application. Each worker runs uvicorn's event loop (uvloop + httptools): prediction requests are
+# answered in rounds by one request-processor thread per worker, one model call per version for all the requests of a
+# round (serving/front.py says why); every other request runs Django's WSGI handler on a pool of GUNICORN_THREADS
+# threads (config/asgi.py).
 import os
 import shutil
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+wsgi_app = "config.asgi:application"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+worker_class = "config.web_worker.BalancedUvicornWorker"  # uvicorn's, keeping connections spread evenly
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
@@ -39,8 +40,8 @@ class Reply:
 
     @property
     def body(self) -> bytes:
-        # json.dumps directly: DjangoJSONEncoder's extra type checks cost time and answers are plain JSON values.
-        return json.dumps(self.payload).encode()
+        # orjson: answers are plain JSON values, and encoding them was the largest single cost left per request.
+        return orjson.dumps(self.payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def error(status: int, detail: str, errors: list[dict[str, Any]] | None = None, **headers: str) -> Reply:

@@ -87,16 +87,15 @@ def api_key_lookup(raw: str) -> ApiKey | None:
         return None
     key_hash = hash_key(raw)
     memory = key_cache()
-    entry = memory.get(key_hash) if memory is not None else None
-    if entry is None:
+    key = memory.get(key_hash) if memory is not None else None
+    if key is None:
         generation = memory.generation() if memory is not None else 0
         row = ApiKey.objects.filter(key_hash=key_hash).values(*_ENTRY_FIELDS).first()
         if row is None:
             return None
-        entry = row
+        key = ApiKey(key_hash=key_hash, **row)  # kept whole: building a model instance per request costs time
         if memory is not None:
-            memory.put(key_hash, entry, generation)
-    key = ApiKey(key_hash=key_hash, **entry)
+            memory.put(key_hash, key, generation)
     return key if key.active else None
 
 

@@ -23,7 +23,7 @@ from registry.models import ModelVersion
 from serving import metrics, prediction_cache, routing, shadow
 from serving.model_cache import LoadedModel, model_cache
 from serving.models import PredictionLog, ServingPolicy
-from serving.prediction_log import masked_inputs, prediction_log
+from serving.prediction_log import LogEntry, masked_inputs, prediction_log
 from serving.validation import InputError, rows_from_payload
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -234,7 +234,7 @@ def predict_steps(
 
 def _log(request_id, model_name, served, route, routing_key, rows, outcome, started, *, outputs, cached) -> None:
     prediction_log().append(
-        PredictionLog(
+        LogEntry(
             request_id=request_id,
             model_name=model_name,
             version=served.version,

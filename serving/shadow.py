@@ -77,8 +77,7 @@ def maybe_mirror(route: Any, rows: list[list[Any]], primary: Any) -> None:
 def _score(split: Any, primary: Any, rows: list[list[Any]], primary_reason: str) -> None:
     from serving import routing
     from serving.model_cache import model_cache
-    from serving.models import PredictionLog
-    from serving.prediction_log import masked_inputs, prediction_log
+    from serving.prediction_log import LogEntry, masked_inputs, prediction_log
     from serving.validation import rows_from_payload
 
     version = routing.version_by_id(split.shadow_version_id)
@@ -92,7 +91,7 @@ def _score(split: Any, primary: Any, rows: list[list[Any]], primary_reason: str)
     except Exception as exc:
         checked, outputs, outcome = [], {"error": type(exc).__name__}, "shadow-err"
     prediction_log().append(
-        PredictionLog(
+        LogEntry(
             request_id=shadow_request_id(primary.request_id),
             model_name=primary.model,
             version=version.version,

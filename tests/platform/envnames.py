@@ -1,4 +1,4 @@
-"""The environment variables the platform reads: settings, the gunicorn config, commands and the worker exporter."""
+"""The environment variables the platform reads: settings, gunicorn config and ASGI app, commands, worker exporter."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def settings_env() -> set[str]:
 
 
 def gunicorn_env() -> set[str]:
+    """The gunicorn config and the ASGI entry point it serves (config/asgi.py sizes Django's thread pool)."""
     text = (ROOT / "platform" / "gunicorn.conf.py").read_text(encoding="utf-8")
+    text += (ROOT / "config" / "asgi.py").read_text(encoding="utf-8")
     return set(re.findall(r"os\.environ\.(?:get|setdefault)\(\s*\"([A-Z0-9_]+)\"", text))
 
 

@@ -90,6 +90,6 @@ def start_gunicorn(port: int, var: Path, artifact_root: Path, logs: list, worker
     }
     log = (var / "gunicorn.log").open("w")
     logs.append(log)
-    command = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "-c", "platform/gunicorn.conf.py"]
+    command = [sys.executable, "-m", "gunicorn", "config.asgi:application", "-c", "platform/gunicorn.conf.py"]
     command += ["--access-logformat", "rid=%({x-request-id}i)s %(m)s %(U)s %(s)s"]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

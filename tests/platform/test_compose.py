@@ -57,7 +57,7 @@ def test_the_whole_stack_is_there_with_health_checks():
 def test_every_app_command_exists_in_the_project():
     for name in APP_SERVICES:
         _check_command(SERVICES[name]["command"])
-    assert SERVICES["web"]["command"] == ["gunicorn", "config.wsgi:application", "-c", "platform/gunicorn.conf.py"]
+    assert SERVICES["web"]["command"] == ["gunicorn", "config.asgi:application", "-c", "platform/gunicorn.conf.py"]
 
 
 def test_every_app_env_var_is_one_the_platform_reads():
@@ -114,7 +114,7 @@ def test_dockerfile_is_non_root_slim_and_starts_gunicorn():
     # The dependency layer comes from pyproject.toml alone, before the source is copied.
     assert dockerfile.index("COPY pyproject.toml") < dockerfile.index("pip install") < dockerfile.index("COPY . .")
     assert "manage.py collectstatic" in dockerfile
-    assert 'CMD ["gunicorn", "config.wsgi:application", "-c", "platform/gunicorn.conf.py"]' in dockerfile
+    assert 'CMD ["gunicorn", "config.asgi:application", "-c", "platform/gunicorn.conf.py"]' in dockerfile
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     for needed in ("platform/gunicorn.conf.py", "manage.py", "config", "pyproject.toml"):
         assert needed not in ignored

@@ -76,7 +76,7 @@ def test_web_probes_resources_and_graceful_shutdown(rendered):
     web = docs[("Deployment", "modelworks-web")]
     pod = web["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["command"] == ["gunicorn", "config.wsgi:application", "-c", "platform/gunicorn.conf.py"]
+    assert container["command"] == ["gunicorn", "config.asgi:application", "-c", "platform/gunicorn.conf.py"]
     assert (ROOT / "platform" / "gunicorn.conf.py").is_file()
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"

@@ -1,0 +1,312 @@
+"""The web process's ASGI front: prediction requests are answered here, everything else by Django.
+
+Why: under gunicorn's threaded worker each prediction took a thread of its own through gunicorn's HTTP parser and
+Django's request handling, and the threads spent their time handing the GIL to one another. On two cores that was
+about half the CPU, and at 64 connections the p99 latency was 140-210 ms (bench/serving.py). Here uvicorn's event
+loop (uvloop, httptools: C) reads the requests, and one request-processor thread per process answers the prediction
+requests that have arrived, all of them together: each request's steps (serving/hotpath.py, serving/services.py)
+run to their model call, the calls are grouped by model version into one model call each, then every request is
+finished. Micro-batching thus needs no waiting: what arrived while one round ran is the next round's batch, and a
+lone request is answered at once.
+
+Which requests: POST to `/api/v1/models/{name}/predict` and `/v2/models/{name}[/versions/{v}]/infer` that carry an
+API key or a token. Everything else (the admin, the management API, the session-authenticated browsable predict,
+health, metrics) goes to Django's WSGI application on a thread pool, as under gunicorn's threads before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from django.conf import settings
+from django.db import connections
+
+from serving import v2
+from serving.hotpath import Reply, check_credential, error, predict_steps, presents_credential, too_large
+from serving.per_process import PerProcess
+from serving.services import InferenceTimeout, ModelCall, Steps
+
+logger = logging.getLogger(__name__)
+
+PREDICT_PATH = re.compile(r"^/api/v1/models/(?P<name>[-a-zA-Z0-9_]+)/predict$")
+INFER_PATH = re.compile(r"^/v2/models/(?P<name>[-a-zA-Z0-9_]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+COMMON_HEADERS = [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff")]
+
+Scope = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+
+# ------------------------------------------------------------------------------------------ the request processor
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """A request handed to the processor: its steps, and where its answer goes (a future of an event loop)."""
+
+    steps: Steps[Reply]
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future | None = None
+    reply: Reply | None = None
+
+
+class RequestProcessor:
+    """One thread that answers queued requests in rounds: every request's steps up to its model call, one model
+    call per version (at most `max_rows` rows each) for all of them, then the rest of every request."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._max_rows = max_rows
+        self._queue: queue.SimpleQueue[Pending] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="request-processor", daemon=True)
+        self._thread.start()
+
+    def submit(self, pending: Pending) -> None:
+        self._queue.put(pending)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                answer_round(batch, self._max_rows)
+            except BaseException:  # noqa: BLE001 - this thread must outlive any one round
+                logger.exception("a request-processor round failed")
+            _deliver(batch)
+            _mend_connections()
+            # Let the event loop have the GIL now to send these answers and read new requests, rather than after
+            # the interpreter's switch interval (5 ms) into the next round.
+            time.sleep(0)
+
+
+def answer_round(requests: list[Pending], max_rows: int) -> None:
+    """Answer these requests together (the processor's round; callable directly, on any thread)."""
+    calls = [(pending, call) for pending in requests if (call := _advance(pending, True, None)) is not None]
+    while calls:  # a request can make a second call (its fallback version's) in a later pass
+        resumed = []
+        for chunk in _chunks(calls, max_rows):
+            for pending, ok, value in _call_model(chunk):
+                call = _advance(pending, ok, value)
+                if call is not None:
+                    resumed.append((pending, call))
+        calls = resumed
+
+
+def encode(reply: Reply) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, ASGI headers and body of an answer."""
+    body = reply.body
+    headers = [*COMMON_HEADERS, (b"content-length", str(len(body)).encode())]
+    headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
+    return reply.status, headers, body
+
+
+def _deliver(requests: list[Pending]) -> None:
+    """Hand the answers to their event loops: one wake-up per loop for the whole round, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
+    for pending in requests:
+        reply = pending.reply or error(500, "internal error while answering this request")
+        by_loop.setdefault(pending.loop, []).append((pending.future, encode(reply)))
+    for loop, answers in by_loop.items():
+        loop.call_soon_threadsafe(_resolve_all, answers)
+
+
+def _resolve_all(answers: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, answer in answers:
+        if not future.done():  # not cancelled by a client that went away
+            future.set_result(answer)
+
+
+def _advance(pending: Pending, ok: bool, value: Any) -> ModelCall | None:
+    """Run the request's steps to its next model call (None when it has its answer)."""
+    try:
+        return pending.steps.send(value) if ok else pending.steps.throw(value)
+    except StopIteration as finished:
+        pending.reply = finished.value
+    except Exception:
+        logger.exception("prediction request failed")
+        pending.reply = error(500, "internal error while answering this request")
+    return None
+
+
+def _chunks(calls: list[tuple[Pending, ModelCall]], max_rows: int) -> Iterator[list[tuple[Pending, ModelCall]]]:
+    """The calls grouped by model version, each group cut into chunks of at most max_rows rows (a request with
+    more rows than that is a chunk of its own)."""
+    by_version: dict[int, list[tuple[Pending, ModelCall]]] = {}
+    for pending, call in calls:
+        by_version.setdefault(id(call.loaded), []).append((pending, call))
+    for group in by_version.values():
+        chunk: list[tuple[Pending, ModelCall]] = []
+        rows = 0
+        for pending, call in group:
+            if chunk and rows + len(call.rows) > max_rows:
+                yield chunk
+                chunk, rows = [], 0
+            chunk.append((pending, call))
+            rows += len(call.rows)
+        yield chunk
+
+
+def _call_model(chunk: list[tuple[Pending, ModelCall]]) -> list[tuple[Pending, bool, Any]]:
+    """One model call for the chunk's rows; each request gets exactly its rows' answers, or the failure."""
+    loaded = chunk[0][1].loaded
+    for _, call in chunk:
+        if call.announced:  # announced to the version's batcher thread, which these requests do not use
+            loaded.batcher.withdraw()
+    rows = [row for _, call in chunk for row in call.rows]
+    started = time.perf_counter()
+    try:
+        predictions, probabilities = loaded.predict(rows)
+    except Exception as exc:
+        return [(pending, False, exc) for pending, _ in chunk]
+    elapsed = time.perf_counter() - started
+    if loaded.batcher.on_batch is not None:
+        loaded.batcher.on_batch(len(rows))
+    answers, start = [], 0
+    for pending, call in chunk:
+        end = start + len(call.rows)
+        if elapsed > call.budget_seconds:
+            answers.append((pending, False, InferenceTimeout()))
+        else:
+            answers.append(
+                (pending, True, (predictions[start:end], None if probabilities is None else probabilities[start:end]))
+            )
+        start = end
+    return answers
+
+
+def _mend_connections() -> None:
+    """Drop a database connection that broke during the round, so the next round reconnects (the processor's
+    thread keeps its connection between rounds; no request cycle closes it)."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred:
+            if conn.is_usable():
+                conn.errors_occurred = False
+            else:
+                conn.close()
+
+
+request_processor = PerProcess(lambda: RequestProcessor(settings.MODELWORKS_BATCH_MAX_ROWS))
+
+
+# ------------------------------------------------------------------------------------------------ the ASGI front
+
+
+def _authenticated(scope_name: str, authorization: str, api_key: str | None, steps: Steps[Reply], *, v2_shape: bool):
+    denied = check_credential(authorization, api_key, scope_name)
+    if denied is not None:
+        return v2.as_v2(denied) if v2_shape else denied
+    return (yield from steps)
+
+
+class Front:
+    """The ASGI application: prediction requests with a credential to the processor, the rest to `django`."""
+
+    def __init__(self, django: ASGIApp) -> None:
+        self._django = django
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            steps = self._steps(scope)
+            if steps is not None:
+                await self._answer(scope, receive, send, steps)
+                return
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        await self._django(scope, receive, send)
+
+    def _steps(self, scope: Scope) -> Callable[[bytes], Steps[Reply]] | None:
+        """How to answer this request once its body is read, or None when Django is to answer it."""
+        path = scope["path"]
+        predict, infer = PREDICT_PATH.match(path), None
+        if predict is None:
+            infer = INFER_PATH.match(path)
+            if infer is None:
+                return None
+        headers = {name: value for name, value in scope["headers"] if name in _WANTED}
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        api_key = headers[b"x-api-key"].decode("latin-1") if b"x-api-key" in headers else None
+        if not presents_credential(authorization, api_key):
+            return None  # the admin session (CSRF applies) or a 401: Django's view answers both
+        request_id = headers[b"x-request-id"].decode("latin-1") if b"x-request-id" in headers else None
+        if predict is not None:
+            name = predict["name"]
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            return lambda body: _authenticated(
+                f"predict:{name}", authorization, api_key,
+                predict_steps(name, body, version=_last(query, "version"), alias=_last(query, "alias"),
+                              request_id=request_id),
+                v2_shape=False,
+            )  # fmt: skip
+        name, version = infer["name"], infer["version"]
+        header_length = headers.get(b"inference-header-content-length")
+        return lambda body: _authenticated(
+            f"predict:{name}", authorization, api_key,
+            v2.infer_steps(name, version, body, request_id=request_id,
+                           header_length=None if header_length is None else header_length.decode("latin-1")),
+            v2_shape=True,
+        )  # fmt: skip
+
+    async def _answer(self, scope: Scope, receive, send, make_steps: Callable[[bytes], Steps[Reply]]) -> None:
+        body = await _read_body(scope, receive)
+        if body is None:
+            return  # the client went away
+        if isinstance(body, Reply):
+            answer = encode(body)
+        else:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future = loop.create_future()
+            request_processor().submit(Pending(make_steps(body), loop, future))
+            answer = await future
+        status, headers, content = answer
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+_WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"inference-header-content-length"})
+
+
+def _last(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[-1] if values else None  # as Django's QueryDict.get
+
+
+async def _read_body(scope: Scope, receive) -> bytes | Reply | None:
+    """The body, a 413 answer when it is over DATA_UPLOAD_MAX_MEMORY_SIZE, or None when the client disconnected."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            return too_large(int(value))
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return too_large(None)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
