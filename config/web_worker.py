@@ -140,6 +140,8 @@ class BalancedUvicornWorker(UvicornWorker):
                 if shed <= 0:
                     break
                 cycle = getattr(protocol, "cycle", None)
-                if cycle is not None and not cycle.response_complete and cycle.keep_alive:
+                # Only before the response has started: its headers must say "Connection: close", or the client
+                # would send its next request into a connection about to close.
+                if cycle is not None and not cycle.response_started and cycle.keep_alive:
                     cycle.keep_alive = False  # uvicorn then answers with "Connection: close" and closes
                     shed -= 1

@@ -45,7 +45,9 @@ def worker_exit(server, worker):
     # A clean stop writes the rest of the prediction log and retires this worker's metric files.
     from prometheus_client import multiprocess
 
+    from serving.front import request_processor
     from serving.prediction_log import prediction_log
 
     prediction_log().close()
+    request_processor().close_connections()
     multiprocess.mark_process_dead(worker.pid)

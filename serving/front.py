@@ -71,6 +71,19 @@ class RequestProcessor:
     def submit(self, pending: Pending) -> None:
         self._queue.put(pending)
 
+    def close_connections(self, timeout: float = 5.0) -> None:
+        """Close the processor thread's database connections, on that thread (worker exit, tests' teardown)."""
+        closed = threading.Event()
+
+        def steps() -> Steps[Reply]:
+            connections.close_all()
+            closed.set()
+            return Reply(200, None)
+            yield  # noqa: B901 - a generator of no model calls, like any request's steps
+
+        self.submit(Pending(steps()))
+        closed.wait(timeout)
+
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
@@ -115,6 +128,8 @@ def _deliver(requests: list[Pending]) -> None:
     """Hand the answers to their event loops: one wake-up per loop for the whole round, not one per request."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
     for pending in requests:
+        if pending.loop is None:
+            continue  # no one waits for this answer (the processor's own errands)
         reply = pending.reply or error(500, "internal error while answering this request")
         by_loop.setdefault(pending.loop, []).append((pending.future, encode(reply)))
     for loop, answers in by_loop.items():

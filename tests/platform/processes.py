@@ -71,7 +71,14 @@ def stop(process: subprocess.Popen, group: bool) -> None:
         process.wait(timeout=5)
 
 
-def start_gunicorn(port: int, var: Path, artifact_root: Path, logs: list, workers: int = 1) -> subprocess.Popen:
+def start_gunicorn(
+    port: int,
+    var: Path,
+    artifact_root: Path,
+    logs: list,
+    workers: int = 1,
+    access_format: str = "rid=%({x-request-id}i)s %(m)s %(U)s %(s)s",
+) -> subprocess.Popen:
     """gunicorn with platform/gunicorn.conf.py in its own process group (so the test can kill master and workers)."""
     db = connection.settings_dict
     var.mkdir()
@@ -91,5 +98,5 @@ def start_gunicorn(port: int, var: Path, artifact_root: Path, logs: list, worker
     log = (var / "gunicorn.log").open("w")
     logs.append(log)
     command = [sys.executable, "-m", "gunicorn", "config.asgi:application", "-c", "platform/gunicorn.conf.py"]
-    command += ["--access-logformat", "rid=%({x-request-id}i)s %(m)s %(U)s %(s)s"]
+    command += ["--access-logformat", access_format]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
