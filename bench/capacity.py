@@ -82,12 +82,12 @@ def one_pod(seconds: int, procs) -> dict:
 def log_rows(count: int) -> list:
     from django.utils import timezone
 
-    from serving.models import PredictionLog
+    from serving.prediction_log import LogEntry
 
     features = {f"feature {i}": 12.345 + i for i in range(30)}
     now = timezone.now()
     return [
-        PredictionLog(request_id=uuid.uuid4().hex, model_name="breast-cancer-logreg", version=1, routing_key="user-42",
+        LogEntry(request_id=uuid.uuid4().hex, model_name="breast-cancer-logreg", version=1, routing_key="user-42",
                       inputs=[features], outputs={"predictions": [1], "probabilities": [[0.1, 0.9]]}, latency_ms=1.5,
                       cached=False, route_reason="alias:production", outcome="ok", created_at=now)
         for _ in range(count)
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "db_conn_max_age": os.environ.get("DB_CONN_MAX_AGE", "60 (default)"),
         "load_average": os.getloadavg(),
     }
-    print(f"one web pod (2 gunicorn workers x 32 threads), logistic regression, c=64, cache off: "
+    print(f"one web pod (2 gunicorn workers), logistic regression, c=64, cache off: "
           f"{pod['rps']:,.0f} req/s, p99 {pod['p99_ms']:.0f} ms, {pod['errors']} errors")  # fmt: skip
     print(f"  Postgres connections to the database: peak {per_pod_connections}, median "
           f"{pod['postgres_connections_median']:.0f}; Redis clients peak {pod['redis_clients_peak']}")  # fmt: skip
