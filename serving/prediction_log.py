@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import hmac
+import io
 import logging
 from collections import deque
 from datetime import datetime
@@ -79,25 +80,57 @@ def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
+_COPY = f"COPY serving_predictionlog ({', '.join(_COLUMNS)}) FROM STDIN"
+
+
 def insert(entries: list[LogEntry | PredictionLog]) -> None:
     """Insert log rows, skipping request ids already stored (so a retried flush never duplicates)."""
     if connection.vendor != "postgresql":
         PredictionLog.objects.bulk_create([_as_model(e) for e in entries], ignore_conflicts=True)
         return
-    # On Postgres one multi-row INSERT built by psycopg2: the ORM's bulk_create compiled the same statement at
-    # several times the CPU cost, on a thread that shares the GIL with request handling.
+    # On Postgres, COPY: measured at about a third of a multi-row INSERT's client CPU per row and half its time
+    # overall, and this runs on a thread that shares the GIL (and the cores) with request handling. COPY cannot skip
+    # duplicates, so a batch holding a request id already stored (a client retrying with its X-Request-ID) is written
+    # again by the INSERT that can.
+    import psycopg2.errors
+
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.cursor.copy_expert(_COPY, io.StringIO(copy_text(entries)))  # the raw psycopg2 cursor
+    except psycopg2.errors.UniqueViolation:
+        _insert_skipping_duplicates(entries)
+
+
+def copy_text(entries: list[LogEntry | PredictionLog]) -> str:
+    """The rows in COPY's text format: tab-separated, one line each, backslash escapes."""
+    lines = []
+    for e in entries:
+        fields = (
+            _text(e.request_id), _text(e.model_name), str(e.version), _text(e.routing_key),
+            _json(e.inputs).replace("\\", "\\\\"), _json(e.outputs).replace("\\", "\\\\"), repr(float(e.latency_ms)),
+            "t" if e.cached else "f", _text(e.route_reason), _text(e.outcome), e.created_at.isoformat(),
+        )  # fmt: skip
+        lines.append("\t".join(fields))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _text(value: str) -> str:
+    # Postgres text cannot hold NUL; JSON text never has raw control characters (the encoder escapes them).
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value or "\x00" in value:
+        value = value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        value = value.replace("\x00", "")
+    return value
+
+
+def _insert_skipping_duplicates(entries: list[LogEntry | PredictionLog]) -> None:
     from psycopg2.extras import execute_values
 
     rows = [
         tuple(_json(getattr(e, c)) if c in ("inputs", "outputs") else getattr(e, c) for c in _COLUMNS) for e in entries
     ]
     with transaction.atomic(), connection.cursor() as cursor:
-        execute_values(
-            cursor.cursor,  # the raw psycopg2 cursor behind Django's wrapper
-            _INSERT,
-            rows,
-            page_size=len(rows),
-        )
+        execute_values(cursor.cursor, _INSERT, rows, page_size=len(rows))
 
 
 class PredictionLogBuffer(BackgroundFlusher):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -10,10 +11,13 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from serving import prediction_log
 from serving.models import PredictionLog
-from serving.prediction_log import PredictionLogBuffer
+from serving.prediction_log import LogEntry, PredictionLogBuffer
 from tests.serving.conftest import post, rows_of
 
 URL = "/api/v1/models/cancer/predict"
@@ -98,3 +102,34 @@ def test_prune_deletes_only_old_predictions(caller, production, logreg, capsys):
     call_command("prune_predictions", "--older-than", "30d")
     assert "deleted 1 predictions" in capsys.readouterr().out
     assert PredictionLog.objects.count() == 1 and not PredictionLog.objects.filter(request_id="ancient").exists()
+
+
+@pytest.mark.django_db
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    routing_key=st.text(max_size=40),
+    category=st.text(st.characters(exclude_characters="\x00"), max_size=20),
+    number=st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_any_text_round_trips_through_the_log_write(routing_key, category, number):
+    """COPY's text format escapes tabs, newlines and backslashes: whatever a client sends is stored as sent (NUL,
+    which Postgres text cannot hold, is dropped from the routing key)."""
+    request_id = f"prop-{uuid.uuid4().hex}"
+    entry = LogEntry(request_id, "cancer", 1, routing_key, [{"colour": category, "size": number}],
+                     {"predictions": [category]}, 1.25, False, "alias:production", "ok", timezone.now())  # fmt: skip
+    prediction_log.insert([entry])
+    stored = PredictionLog.objects.get(request_id=request_id)
+    assert stored.routing_key == routing_key.replace("\x00", "")
+    (inputs,) = stored.inputs
+    assert inputs["colour"] == category and stored.outputs == {"predictions": [category]}
+    assert float(inputs["size"]) == number  # jsonb keeps numbers as decimals: 4.6e16 comes back as an int
+
+
+@pytest.mark.django_db
+def test_a_batch_holding_an_id_already_stored_still_writes_the_others():
+    def entry(request_id: str) -> LogEntry:
+        return LogEntry(request_id, "cancer", 1, "", [], {}, 1.0, False, "alias:production", "ok", timezone.now())
+
+    prediction_log.insert([entry("a"), entry("b")])
+    prediction_log.insert([entry("b"), entry("c")])  # "b" again: a client's retry landing in a later flush
+    assert sorted(PredictionLog.objects.values_list("request_id", flat=True)) == ["a", "b", "c"]
