@@ -6,7 +6,7 @@ How it measures (all on this machine, loopback only)
    at 64 connections (prediction cache off, so every request runs the model). Every 0.5 s the script samples the
    Postgres connections open to the database (pg_stat_activity) and Redis's connected clients; it reports the
    request rate and the peaks.
-2. The prediction log's write path alone: `serving.prediction_log.insert` (the flusher's one multi-row INSERT per
+2. The prediction log's write path alone: `serving.prediction_log.insert` (the flusher's one COPY per
    batch of 1,000) writing realistic rows (30 features, outputs, ids) into the same database, from 1 and from 4
    threads (each its own connection, as 4 web processes would), for a fixed number of rows: rows/s.
 3. Postgres's `max_connections`.
