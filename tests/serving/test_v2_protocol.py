@@ -7,16 +7,33 @@ import pytest
 import tritonclient.http as triton
 from django.test import Client
 
+from tests.platform.processes import free_port, start_gunicorn, stop, wait_for
+from tests.platform.processes import request as request_
 from tests.serving.conftest import post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def v2(live_server, production, key):
-    client = triton.InferenceServerClient(url=live_server.url.removeprefix("http://"))
+@pytest.fixture(params=["django-views", "deployed-asgi-front"])
+def v2(request, production, key, artifact_root, tmp_path):
+    """Triton's client against Django's views (live server), and against gunicorn as deployed, where requests with
+    an API key are answered by the ASGI front (serving/front.py)."""
+    logs: list = []
+    web = None
+    if request.param == "django-views":
+        address = request.getfixturevalue("live_server").url.removeprefix("http://")
+    else:
+        port = free_port()
+        web = start_gunicorn(port, tmp_path / "web", artifact_root, logs)
+        wait_for(lambda: request_(port, "GET", "/healthz")[0] == 200, 60, "gunicorn")
+        address = f"127.0.0.1:{port}"
+    client = triton.InferenceServerClient(url=address)
     yield client, {"Authorization": f"Api-Key {key}"}
     client.close()
+    if web is not None:
+        stop(web, True)
+    for log in logs:
+        log.close()
 
 
 @pytest.mark.parametrize("binary", [True, False])
