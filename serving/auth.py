@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 from rest_framework import authentication, exceptions, permissions
 
-from serving.keys import api_key_lookup
+from serving.keys import api_key_lookup, raw_api_key
 from serving.models import ApiKey
 
 
@@ -29,10 +29,7 @@ class ApiKeyUser:
 
 
 def raw_key_from(request: HttpRequest) -> str | None:
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    if header[:8].lower() == "api-key ":
-        return header[8:].strip()
-    return request.META.get("HTTP_X_API_KEY") or None
+    return raw_api_key(request.META.get("HTTP_AUTHORIZATION", ""), request.META.get("HTTP_X_API_KEY"))
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

@@ -26,7 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authtoken.models import Token
 
 from serving import routing, services
-from serving.keys import api_key_lookup, throttle_retry_after
+from serving.keys import api_key_lookup, raw_api_key, throttle_retry_after
 from serving.validation import InputError
 
 
@@ -65,9 +65,8 @@ def presents_credential(authorization: str, api_key_header: str | None) -> bool:
 
 
 def check_credential(authorization: str, api_key_header: str | None, scope: str) -> Reply | None:
-    """None when the API key (`Authorization: Api-Key ...` or `X-Api-Key`) or token may use `scope`;
-    otherwise the 401/403/429 answer to send."""
-    raw = authorization[8:].strip() if authorization[:8].lower() == "api-key " else (api_key_header or None)
+    """None when the API key or token may use `scope`; otherwise the 401/403/429 answer to send."""
+    raw = raw_api_key(authorization, api_key_header)
     if raw is not None:
         key = api_key_lookup(raw)
         if key is None:

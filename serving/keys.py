@@ -78,6 +78,13 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
     return key
 
 
+def raw_api_key(authorization: str, api_key_header: str | None) -> str | None:
+    """The API key a request presents (`Authorization: Api-Key ...` or `X-Api-Key`), if any."""
+    if authorization[:8].lower() == "api-key ":
+        return authorization[8:].strip()
+    return api_key_header or None
+
+
 def api_key_lookup(raw: str) -> ApiKey | None:
     """The active key with this raw value, or None (unknown, expired or revoked).
 
