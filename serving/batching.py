@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,17 @@ PredictFn = Callable[[list[list[Any]]], tuple[list[Any], list[list[float]] | Non
 class _Job:
     rows: list[list[Any]]
     future: Future = field(default_factory=Future)
+
+
+def split_answers(
+    predictions: list[Any], probabilities: list[list[float]] | None, sizes: list[int]
+) -> Iterator[tuple[list[Any], list[list[float]] | None]]:
+    """One batched call's answers cut back into each request's own, in order (`sizes`: rows per request)."""
+    start = 0
+    for size in sizes:
+        end = start + size
+        yield predictions[start:end], None if probabilities is None else probabilities[start:end]
+        start = end
 
 
 class MicroBatcher:
@@ -101,10 +112,7 @@ class MicroBatcher:
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(rows))
-            start = 0
-            for job in jobs:
-                end = start + len(job.rows)
-                result = (predictions[start:end], probabilities[start:end] if probabilities is not None else None)
+            answers = split_answers(predictions, probabilities, [len(job.rows) for job in jobs])
+            for job, result in zip(jobs, answers, strict=True):
                 if job.future.set_running_or_notify_cancel():
                     job.future.set_result(result)
-                start = end

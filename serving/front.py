@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import connections
 
 from serving import v2
+from serving.batching import split_answers
 from serving.hotpath import Reply, check_credential, error, predict_steps, presents_credential, too_large
 from serving.per_process import PerProcess
 from serving.services import InferenceTimeout, ModelCall, Steps
@@ -187,22 +188,17 @@ def _call_model(chunk: list[tuple[Pending, ModelCall]]) -> list[tuple[Pending, b
     elapsed = time.perf_counter() - started
     if loaded.batcher.on_batch is not None:
         loaded.batcher.on_batch(len(rows))
-    answers, start = [], 0
-    for pending, call in chunk:
-        end = start + len(call.rows)
-        if elapsed > call.budget_seconds:
-            answers.append((pending, False, InferenceTimeout()))
-        else:
-            answers.append(
-                (pending, True, (predictions[start:end], None if probabilities is None else probabilities[start:end]))
-            )
-        start = end
-    return answers
+    own = split_answers(predictions, probabilities, [len(call.rows) for _, call in chunk])
+    return [
+        (pending, False, InferenceTimeout()) if elapsed > call.budget_seconds else (pending, True, answer)
+        for (pending, call), answer in zip(chunk, own, strict=True)
+    ]
 
 
 def _mend_connections() -> None:
     """Drop a database connection that broke during the round, so the next round reconnects (the processor's
-    thread keeps its connection between rounds; no request cycle closes it)."""
+    thread keeps its connection between rounds; no request cycle closes it). Not Django's
+    close_if_unusable_or_obsolete: with DB_CONN_MAX_AGE=0, as web pods run, that would reconnect every round."""
     for conn in connections.all(initialized_only=True):
         if conn.connection is not None and conn.errors_occurred:
             if conn.is_usable():
