@@ -8,6 +8,11 @@ up before it forks, and a worker holding more than its share answers that many i
 `Connection: close`. Clients reconnect (keep-alive clients do so without an error: the response was complete and said
 so), a new connection goes to whichever worker accepts it, and since only workers over their share shed, the counts
 converge within a few rounds.
+
+The worker also bounds what a client may hold without sending (GuardedHttpToolsProtocol): uvicorn alone keeps a
+connection that never sends a request, or sends its headers or body a byte at a time, open for as long as the client
+likes (measured: 90 s and counting, with nothing in front of gunicorn in the Kubernetes manifests). And a connection
+cap, gunicorn's `worker_connections`, beyond which requests are answered 503.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import math
 import multiprocessing
 import os
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
@@ -97,8 +104,143 @@ def _environ(scope: dict) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class ClientLimits:
+    """How long a client may take to send what it must (seconds; the body's rate in bytes per second)."""
+
+    header_seconds: float = 10.0  # from a request's first byte to the end of its headers
+    body_seconds: float = 30.0  # for the whole body, or longer for a body arriving at least at...
+    body_min_rate: float = 100_000.0  # ...this rate on average (so the 10 MB limit may take 100 s)
+
+    @classmethod
+    def from_env(cls) -> ClientLimits:
+        return cls(
+            header_seconds=float(os.environ.get("GUNICORN_HEADER_TIMEOUT", cls.header_seconds)),
+            body_seconds=float(os.environ.get("GUNICORN_BODY_TIMEOUT", cls.body_seconds)),
+            body_min_rate=float(os.environ.get("GUNICORN_BODY_MIN_RATE", cls.body_min_rate)),
+        )
+
+
+LIMITS = ClientLimits.from_env()
+TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with one deadline per connection at a time, for what the client owes us:
+    - idle (a new connection, or one between requests): its next request within the keep-alive timeout, else closed
+      quietly. uvicorn's own keep-alive timer starts only after a first response, and any byte (a CRLF) resets it;
+    - the request's headers within `header_seconds` of its first byte, else 408 and closed;
+    - its body within `body_seconds`, or at `body_min_rate` on average, else 408 (or only closed, when the
+      application has started answering) and closed. The application then sees a disconnect: a Django thread
+      reading the body is let go, the front drops the request. Time the worker itself is not reading (the
+      application has not asked for more body, or not yet sent 100 Continue) does not count against the client.
+    While the application answers, the client owes nothing: no deadline runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._phase = ""
+        self._body_started = 0.0
+        self._body_received = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm("idle", self.timeout_keep_alive)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()  # the connection is the WebSocket protocol's from here
+        super().handle_websocket_upgrade()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm("header", LIMITS.header_seconds)
+
+    def on_headers_complete(self) -> None:
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
+        ):
+            _count_refusal("connection_limit")  # uvicorn answers it 503 (the same test, in super())
+        super().on_headers_complete()
+        self._restart_body()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._body_received += len(body)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+        if self.cycle.response_complete:  # answered before its body was all in (a 413, a 401)
+            self._arm("idle", self.timeout_keep_alive)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self._phase == "" and self.cycle.response_complete:
+            self._arm("idle", self.timeout_keep_alive)
+
+    def _arm(self, phase: str, seconds: float) -> None:
+        self._disarm()
+        self._phase = phase
+        self._deadline = self.loop.call_later(seconds, self._on_deadline)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline, self._phase = None, ""
+
+    def _restart_body(self) -> None:
+        self._body_started, self._body_received = self.loop.time(), 0
+        self._arm("body", LIMITS.body_seconds)
+
+    def _on_deadline(self) -> None:
+        phase, self._deadline, self._phase = self._phase, None, ""
+        if self.transport.is_closing():
+            return
+        if phase == "idle":
+            self.transport.close()
+        elif phase == "header":
+            self._time_out("header_timeout", "request headers not received in time")
+        elif self.flow.read_paused or self.cycle.waiting_for_100_continue:
+            self._restart_body()  # we are not reading: not the client's delay
+        else:
+            allowed = max(LIMITS.body_seconds, self._body_received / LIMITS.body_min_rate)
+            left = self._body_started + allowed - self.loop.time()
+            if left > 0.001:
+                self._phase, self._deadline = "body", self.loop.call_later(left, self._on_deadline)
+            else:
+                self._time_out("body_timeout", "request body not received in time")
+
+    def _time_out(self, reason: str, detail: str) -> None:
+        _count_refusal(reason)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:
+                self.transport.close()  # a response under way cannot be replaced by a 408
+                return
+            cycle.disconnected = True  # the application's reads now end and what it sends is dropped
+            cycle.message_event.set()
+        body = b'{"detail": "%s"}' % detail.encode()
+        self.transport.write(TIMED_OUT + b"content-length: %d\r\n\r\n" % len(body) + body)
+        self.transport.close()
+
+
+def _count_refusal(reason: str) -> None:
+    from serving.metrics import CLIENT_REFUSALS  # the application's metrics, loaded by then
+
+    CLIENT_REFUSALS.labels(reason).inc()
+
+
 class BalancedUvicornWorker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "access_log": False}  # AccessLog writes it instead
+    CONFIG_KWARGS = {"loop": "uvloop", "http": GuardedHttpToolsProtocol, "access_log": False}  # AccessLog logs
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn answers 503 once this connection would be one more than the cap (or as many requests are in flight)
+        self.config.limit_concurrency = self.cfg.worker_connections + 1
 
     async def _serve(self) -> None:
         self.config.app = AccessLog(self.wsgi, self.log)

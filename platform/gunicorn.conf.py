@@ -10,7 +10,13 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 wsgi_app = "config.asgi:application"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "config.web_worker.BalancedUvicornWorker"  # uvicorn's, keeping connections spread evenly
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
+# Slow and idle clients (config/web_worker.py): an idle connection is closed after `keepalive` seconds (a new one
+# too), a request's headers must arrive within GUNICORN_HEADER_TIMEOUT (10 s) and its body within
+# GUNICORN_BODY_TIMEOUT (30 s) or at GUNICORN_BODY_MIN_RATE bytes/s (100 kB/s) on average, else 408. Beyond
+# `worker_connections` connections per worker, requests are answered 503. A proxy keeping idle connections to
+# gunicorn must close them sooner than `keepalive` (platform/nginx/modelworks.conf: 4 s).
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None

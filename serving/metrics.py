@@ -38,3 +38,12 @@ LOG_DROPPED = Counter("modelworks_prediction_log_dropped_total", "Predictions dr
 SHADOW = Counter(
     "modelworks_shadow_predictions_total", "Mirrored requests scored by a shadow version", ["model", "outcome"]
 )
+HTTP_RESPONSES = Counter(
+    "modelworks_http_responses_total", "Answers of the ASGI front (serving/front.py) by handler and status code",
+    ["handler", "code"],
+)  # fmt: skip
+CLIENT_REFUSALS = Counter(
+    "modelworks_http_client_refusals_total",
+    "Requests the web worker answered itself: 408 for slow headers or body, 503 over the connection cap",
+    ["reason"],
+)

@@ -19,8 +19,10 @@ def settings_env() -> set[str]:
 
 
 def gunicorn_env() -> set[str]:
-    """The gunicorn config and the ASGI entry point it serves (config/asgi.py sizes Django's thread pool)."""
+    """The gunicorn config, its worker (config/web_worker.py: client timeouts) and the ASGI entry point it serves
+    (config/asgi.py sizes Django's thread pool)."""
     text = (ROOT / "platform" / "gunicorn.conf.py").read_text(encoding="utf-8")
+    text += (ROOT / "config" / "web_worker.py").read_text(encoding="utf-8")
     text += (ROOT / "config" / "asgi.py").read_text(encoding="utf-8")
     return set(re.findall(r"os\.environ\.(?:get|setdefault)\(\s*\"([A-Z0-9_]+)\"", text))
 

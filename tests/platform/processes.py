@@ -78,6 +78,7 @@ def start_gunicorn(
     logs: list,
     workers: int = 1,
     access_format: str = "rid=%({x-request-id}i)s %(m)s %(U)s %(s)s",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """gunicorn with platform/gunicorn.conf.py in its own process group (so the test can kill master and workers)."""
     db = connection.settings_dict
@@ -94,6 +95,7 @@ def start_gunicorn(
         "WEB_CONCURRENCY": str(workers),
         "GUNICORN_THREADS": "4",
         "GUNICORN_ACCESSLOG": str(var / "access.log"),
+        **(env or {}),
     }
     log = (var / "gunicorn.log").open("w")
     logs.append(log)
