@@ -33,6 +33,7 @@ from django.db import connections
 from serving import v2
 from serving.batching import split_answers
 from serving.hotpath import Reply, check_credential, error, predict_steps, presents_credential, too_large
+from serving.metrics import HTTP_RESPONSES
 from serving.per_process import PerProcess
 from serving.services import InferenceTimeout, ModelCall, Steps
 
@@ -228,17 +229,18 @@ class Front:
 
     async def __call__(self, scope: Scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            steps = self._steps(scope)
-            if steps is not None:
-                await self._answer(scope, receive, send, steps)
+            handler = self._steps(scope)
+            if handler is not None:
+                await self._answer(scope, receive, send, *handler)
                 return
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
         await self._django(scope, receive, send)
 
-    def _steps(self, scope: Scope) -> Callable[[bytes], Steps[Reply]] | None:
-        """How to answer this request once its body is read, or None when Django is to answer it."""
+    def _steps(self, scope: Scope) -> tuple[str, Callable[[bytes], Steps[Reply]]] | None:
+        """Which handler ("predict" or "infer") answers this request and how, once its body is read; or None when
+        Django is to answer it."""
         path = scope["path"]
         predict, infer = PREDICT_PATH.match(path), None
         if predict is None:
@@ -254,7 +256,7 @@ class Front:
         if predict is not None:
             name = predict["name"]
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            return lambda body: _authenticated(
+            return "predict", lambda body: _authenticated(
                 f"predict:{name}", authorization, api_key,
                 predict_steps(name, body, version=_last(query, "version"), alias=_last(query, "alias"),
                               request_id=request_id),
@@ -262,25 +264,32 @@ class Front:
             )  # fmt: skip
         name, version = infer["name"], infer["version"]
         header_length = headers.get(b"inference-header-content-length")
-        return lambda body: _authenticated(
+        return "infer", lambda body: _authenticated(
             f"predict:{name}", authorization, api_key,
             v2.infer_steps(name, version, body, request_id=request_id,
                            header_length=None if header_length is None else header_length.decode("latin-1")),
             v2_shape=True,
         )  # fmt: skip
 
-    async def _answer(self, scope: Scope, receive, send, make_steps: Callable[[bytes], Steps[Reply]]) -> None:
-        body = await _read_body(scope, receive)
-        if body is None:
-            return  # the client went away
-        if isinstance(body, Reply):
-            answer = encode(body)
-        else:
-            loop = asyncio.get_running_loop()
-            future: asyncio.Future = loop.create_future()
-            request_processor().submit(Pending(make_steps(body), loop, future))
-            answer = await future
+    async def _answer(
+        self, scope: Scope, receive, send, handler: str, make_steps: Callable[[bytes], Steps[Reply]]
+    ) -> None:
+        try:
+            body = await _read_body(scope, receive)
+            if body is None:
+                return  # the client went away
+            if isinstance(body, Reply):
+                answer = encode(body)
+            else:
+                loop = asyncio.get_running_loop()
+                future: asyncio.Future = loop.create_future()
+                request_processor().submit(Pending(make_steps(body), loop, future))
+                answer = await future
+        except Exception:
+            HTTP_RESPONSES.labels(handler, "500").inc()  # uvicorn answers it
+            raise
         status, headers, content = answer
+        HTTP_RESPONSES.labels(handler, str(status)).inc()
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 

@@ -16,6 +16,7 @@ PROMTOOL = shutil.which("promtool")
 # Metrics serving exports (serving/metrics.py) and the ones monitoring exports (monitoring/metrics.py).
 EXPORTED = {
     "modelworks_predictions_total",
+    "modelworks_http_responses_total",
     "modelworks_prediction_latency_seconds_bucket",
     "modelworks_circuit_breaker_state",
     "modelworks_prediction_log_buffer_depth",
@@ -55,6 +56,7 @@ def test_every_rule_has_a_runbook_and_uses_real_or_planned_metrics():
     names = {rule["alert"] for rule in rules}
     assert {
         "ModelworksHighErrorRate",
+        "ModelworksHighHttpErrorRate",
         "ModelworksHighP99Latency",
         "ModelworksCircuitBreakerOpen",
         "ModelworksDatasetDrift",
