@@ -17,6 +17,8 @@ health, metrics) goes to Django's WSGI application on a thread pool, as under gu
 from __future__ import annotations
 
 import asyncio
+import functools
+import io
 import logging
 import queue
 import re
@@ -24,11 +26,17 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
+from a2wsgi.wsgi import build_environ
 from django.conf import settings
+from django.core.handlers.wsgi import WSGIRequest
+from django.core.signals import setting_changed
 from django.db import connections
+from django.http import HttpResponse
+from django.middleware.security import SecurityMiddleware
 
 from serving import v2
 from serving.batching import split_answers
@@ -41,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 PREDICT_PATH = re.compile(r"^/api/v1/models/(?P<name>[-a-zA-Z0-9_]+)/predict$")
 INFER_PATH = re.compile(r"^/v2/models/(?P<name>[-a-zA-Z0-9_]+)(?:/versions/(?P<version>[^/]+))?/infer$")
-COMMON_HEADERS = [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff")]
+COMMON_HEADERS = [(b"content-type", b"application/json")]  # and the security policy's (Front adds them)
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -231,8 +239,14 @@ class Front:
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self._steps(scope)
             if handler is not None:
-                await self._answer(scope, receive, send, *handler)
-                return
+                policy = security_policy(scope)
+                if policy is not None:  # else Django is to answer it (a Host it refuses)
+                    policy_headers, redirect = policy
+                    if redirect is not None:
+                        await _send(send, handler[0], redirect, [])
+                    else:
+                        await self._answer(scope, receive, send, *handler, policy_headers)
+                    return
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
@@ -272,8 +286,9 @@ class Front:
         )  # fmt: skip
 
     async def _answer(
-        self, scope: Scope, receive, send, handler: str, make_steps: Callable[[bytes], Steps[Reply]]
-    ) -> None:
+        self, scope: Scope, receive, send, handler: str, make_steps: Callable[[bytes], Steps[Reply]],
+        policy: list[tuple[bytes, bytes]],
+    ) -> None:  # fmt: skip
         try:
             body = await _read_body(scope, receive)
             if body is None:
@@ -288,10 +303,18 @@ class Front:
         except Exception:
             HTTP_RESPONSES.labels(handler, "500").inc()  # uvicorn answers it
             raise
-        status, headers, content = answer
-        HTTP_RESPONSES.labels(handler, str(status)).inc()
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+        await _send(send, handler, answer, policy)
+
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+async def _send(send, handler: str, answer: Answer, policy: list[tuple[bytes, bytes]]) -> None:
+    """Send an answer of the front, with the security policy's headers, and count it."""
+    status, headers, content = answer
+    HTTP_RESPONSES.labels(handler, str(status)).inc()
+    await send({"type": "http.response.start", "status": status, "headers": headers + policy})
+    await send({"type": "http.response.body", "body": content})
 
 
 _WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"inference-header-content-length"})
@@ -320,6 +343,94 @@ async def _read_body(scope: Scope, receive) -> bytes | Reply | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def security_policy(scope: Scope) -> tuple[list[tuple[bytes, bytes]], Answer | None] | None:
+    """What Django's SecurityMiddleware does to this request: the headers it adds to the answer (HSTS, nosniff,
+    Referrer-Policy, Cross-Origin-Opener-Policy) and the redirect to https it answers instead (or None); None when
+    the request's Host is refused (Django is to answer that). Django's own code decides, on the request as Django
+    would see it (a2wsgi's environ)."""
+    policy = _security_policy()
+    if policy is None:
+        return [], None
+    if not policy.by_scheme:
+        return policy.headers[False], None
+    secure = _SchemeProbe(_scheme_environ(scope, policy.proxy_header)).is_secure()
+    if not secure and policy.middleware.redirect:
+        environ = build_environ(scope, None)
+        environ["wsgi.input"] = io.BytesIO()
+        request = WSGIRequest(environ)
+        try:
+            redirect = policy.middleware.process_request(request)
+        except Exception:  # noqa: BLE001 - DisallowedHost: Django answers its 400
+            return None
+        if redirect is not None:
+            redirect = policy.middleware.process_response(request, redirect)
+            headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in redirect.items()]
+            return [], (redirect.status_code, [*headers, (b"content-length", b"0")], b"")
+    return policy.headers[secure], None
+
+
+def _scheme_environ(scope: Scope, proxy_header: tuple[str, str] | None) -> dict[str, str]:
+    """The part of a2wsgi's environ (build_environ) that HttpRequest.scheme reads: the WSGI scheme and the
+    SECURE_PROXY_SSL_HEADER header, named and joined as build_environ does. A fifth of build_environ's time."""
+    if proxy_header is None:
+        return build_environ(scope, None)  # no header, or one build_environ does not name HTTP_*
+    key, upper = proxy_header
+    environ = {"wsgi.url_scheme": scope.get("scheme", "http")}
+    if not key:
+        return environ  # no SECURE_PROXY_SSL_HEADER: the scheme alone decides
+    size = len(upper)  # header names are tokens (ASCII: the HTTP parser refuses others), so lengths must match
+    values = [
+        value.decode("latin-1")
+        for name, value in scope["headers"]
+        if len(name) == size and name.decode("latin-1").upper().replace("-", "_") == upper
+    ]
+    if values:
+        environ[key] = ",".join(values)
+    return environ
+
+
+class _SchemeProbe(WSGIRequest):
+    """What HttpRequest.is_secure reads (META, the WSGI scheme) and nothing else: cheap enough for every request."""
+
+    def __init__(self, environ: dict) -> None:  # not WSGIRequest's, which would parse the rest
+        self.environ = self.META = environ
+
+
+@functools.cache
+def _security_policy() -> SimpleNamespace | None:
+    """Django's SecurityMiddleware as configured, and the headers it adds to an http and an https answer; None when
+    the middleware is not installed (Django's pages then get none of them either)."""
+    if "django.middleware.security.SecurityMiddleware" not in settings.MIDDLEWARE:
+        return None
+    middleware = SecurityMiddleware(lambda request: HttpResponse())
+    headers = {}
+    for secure in (False, True):
+        response = HttpResponse()
+        before = set(response.headers)
+        middleware.process_response(SimpleNamespace(is_secure=lambda secure=secure: secure), response)
+        headers[secure] = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in response.headers.items()
+            if name not in before
+        ]
+    by_scheme = bool(middleware.redirect) or headers[False] != headers[True]
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    proxy_header = None  # (its environ key, the header's name upper-cased with "_" for "-"), when that is simple
+    if not proxy:
+        proxy_header = ("", "")
+    elif isinstance(proxy, tuple | list) and len(proxy) == 2 and isinstance(proxy[0], str) and proxy[0][:5] == "HTTP_":
+        proxy_header = (proxy[0], proxy[0].removeprefix("HTTP_"))
+    return SimpleNamespace(middleware=middleware, headers=headers, by_scheme=by_scheme, proxy_header=proxy_header)
+
+
+def _forget_security_policy(setting: str, **kwargs: Any) -> None:
+    if setting.startswith("SECURE_") or setting == "MIDDLEWARE":
+        _security_policy.cache_clear()
+
+
+setting_changed.connect(_forget_security_policy)
 
 
 async def _lifespan(receive, send) -> None:
