@@ -120,6 +120,14 @@ def _until_closed(sock: socket.socket, send: bytes = b"", every: float = 0.25) -
     return received, None
 
 
+def _metric(port: int, name: str, **labels: str) -> float:
+    """A sample of the web process's /metrics (all workers merged), 0 when absent."""
+    text = request(port, "GET", "/metrics")[2].decode()
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    found = re.search(rf"^{name}\{{{re.escape(wanted)}\}} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def _status(answer: bytes) -> int:
     return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
 
@@ -154,6 +162,7 @@ def test_idle_connections_and_slow_headers_are_closed_in_time(limited_web):
         slow.sendall(b"POST /api/v1/models/cancer/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: ")
         answer, closed = _until_closed(slow, send=b"k")
         assert closed is not None and _status(answer) == 408, answer
+    assert _metric(port, "modelworks_http_client_refusals_total", reason="header_timeout") == 1
 
 
 @pytest.mark.timeout(120)
@@ -180,6 +189,7 @@ def test_a_slow_body_is_answered_408_and_lets_go_of_the_thread_reading_it(limite
         for sock in stalled:
             sock.close()
     assert request(port, "GET", "/healthz")[0] == 200  # Django's threads are free again
+    assert _metric(port, "modelworks_http_client_refusals_total", reason="body_timeout") == 5
 
     # A large body arriving slower than the body timeout allows, but above the minimum rate, is answered.
     body = json.dumps({"instances": [row]}).encode() + b" " * 11_000
@@ -206,6 +216,7 @@ def test_a_slow_body_is_answered_408_and_lets_go_of_the_thread_reading_it(limite
         assert response.status == 200, response.read()
         assert time.monotonic() - started > 2  # it did take longer than the body timeout
         assert json.loads(response.read())["predictions"]
+        assert _metric(port, "modelworks_http_responses_total", handler="predict", code="200") == 1
     finally:
         conn.close()
 
@@ -229,6 +240,7 @@ def test_beyond_the_connection_cap_requests_are_answered_503(production_and_key,
         assert request(port, "GET", "/healthz")[0] == 503
         held.pop().close()
         wait_for(lambda: request(port, "GET", "/healthz")[0] == 200, 5, "a free connection")
+        assert _metric(port, "modelworks_http_client_refusals_total", reason="connection_limit") >= 1
         for conn in held:  # the connections within the cap keep being served
             conn.request("GET", "/healthz")
             assert conn.getresponse().status == 200
