@@ -18,6 +18,7 @@ cap, gunicorn's `worker_connections`, beyond which requests are answered 503.
 from __future__ import annotations
 
 import asyncio
+import http
 import math
 import multiprocessing
 import os
@@ -111,6 +112,7 @@ class ClientLimits:
     header_seconds: float = 10.0  # from a request's first byte to the end of its headers
     body_seconds: float = 30.0  # for the whole body, or longer for a body arriving at least at...
     body_min_rate: float = 100_000.0  # ...this rate on average (so the 10 MB limit may take 100 s)
+    header_bytes: int = 65_536  # a request line and headers larger than this are refused (431)
 
     @classmethod
     def from_env(cls) -> ClientLimits:
@@ -118,18 +120,20 @@ class ClientLimits:
             header_seconds=float(os.environ.get("GUNICORN_HEADER_TIMEOUT", cls.header_seconds)),
             body_seconds=float(os.environ.get("GUNICORN_BODY_TIMEOUT", cls.body_seconds)),
             body_min_rate=float(os.environ.get("GUNICORN_BODY_MIN_RATE", cls.body_min_rate)),
+            header_bytes=int(os.environ.get("GUNICORN_MAX_HEADER_BYTES", cls.header_bytes)),
         )
 
 
 LIMITS = ClientLimits.from_env()
-TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+REFUSAL = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n"
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with one deadline per connection at a time, for what the client owes us:
     - idle (a new connection, or one between requests): its next request within the keep-alive timeout, else closed
       quietly. uvicorn's own keep-alive timer starts only after a first response, and any byte (a CRLF) resets it;
-    - the request's headers within `header_seconds` of its first byte, else 408 and closed;
+    - the request's headers within `header_seconds` of its first byte, else 408 and closed; and in at most
+      `header_bytes` (httptools sets no limit and buffers a header until its end), else 431 and closed;
     - its body within `body_seconds`, or at `body_min_rate` on average, else 408 (or only closed, when the
       application has started answering) and closed. The application then sees a disconnect: a Django thread
       reading the body is let go, the front drops the request. Time the worker itself is not reading (the
@@ -142,6 +146,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = ""
         self._body_started = 0.0
         self._body_received = 0
+        self._header_received = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -155,8 +160,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()  # the connection is the WebSocket protocol's from here
         super().handle_websocket_upgrade()
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._phase == "header" and not self.transport.is_closing():  # still in the headers after all of it
+            self._header_received += len(data)
+            if self._header_received > LIMITS.header_bytes:
+                self._disarm()
+                self._refuse("header_too_large", 431, f"request headers over {LIMITS.header_bytes} bytes")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._header_received = 0
         self._arm("header", LIMITS.header_seconds)
 
     def on_headers_complete(self) -> None:
@@ -203,7 +217,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if phase == "idle":
             self.transport.close()
         elif phase == "header":
-            self._time_out("header_timeout", "request headers not received in time")
+            self._refuse("header_timeout", 408, "request headers not received in time")
         elif self.flow.read_paused or self.cycle.waiting_for_100_continue:
             self._restart_body()  # we are not reading: not the client's delay
         else:
@@ -212,19 +226,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if left > 0.001:
                 self._phase, self._deadline = "body", self.loop.call_later(left, self._on_deadline)
             else:
-                self._time_out("body_timeout", "request body not received in time")
+                self._refuse("body_timeout", 408, "request body not received in time")
 
-    def _time_out(self, reason: str, detail: str) -> None:
+    def _refuse(self, reason: str, status: int, detail: str) -> None:
         _count_refusal(reason)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if cycle.response_started:
-                self.transport.close()  # a response under way cannot be replaced by a 408
+                self.transport.close()  # a response under way cannot be replaced by this one
                 return
             cycle.disconnected = True  # the application's reads now end and what it sends is dropped
             cycle.message_event.set()
         body = b'{"detail": "%s"}' % detail.encode()
-        self.transport.write(TIMED_OUT + b"content-length: %d\r\n\r\n" % len(body) + body)
+        phrase = http.HTTPStatus(status).phrase.encode()
+        self.transport.write(REFUSAL % (status, phrase, len(body)) + body)
         self.transport.close()
 
 

@@ -12,9 +12,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "config.web_worker.BalancedUvicornWorker"  # uvicorn's, keeping connections spread evenly
 # Slow and idle clients (config/web_worker.py): an idle connection is closed after `keepalive` seconds (a new one
 # too), a request's headers must arrive within GUNICORN_HEADER_TIMEOUT (10 s) and its body within
-# GUNICORN_BODY_TIMEOUT (30 s) or at GUNICORN_BODY_MIN_RATE bytes/s (100 kB/s) on average, else 408. Beyond
-# `worker_connections` connections per worker, requests are answered 503. A proxy keeping idle connections to
-# gunicorn must close them sooner than `keepalive` (platform/nginx/modelworks.conf: 4 s).
+# GUNICORN_BODY_TIMEOUT (30 s) or at GUNICORN_BODY_MIN_RATE bytes/s (100 kB/s) on average, else 408; headers over
+# GUNICORN_MAX_HEADER_BYTES (64 KiB) get 431. Beyond `worker_connections` connections per worker, requests are
+# answered 503. A proxy keeping idle connections to gunicorn must close them sooner than `keepalive`
+# (platform/nginx/modelworks.conf: 4 s).
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))

@@ -89,6 +89,7 @@ SHORT_LIMITS = {
     "GUNICORN_HEADER_TIMEOUT": "1",
     "GUNICORN_BODY_TIMEOUT": "2",
     "GUNICORN_BODY_MIN_RATE": "2000",
+    "GUNICORN_MAX_HEADER_BYTES": "100000",
 }
 GIVE_UP = 8.0  # seconds: without the limits, every slow client below would still be connected by then
 
@@ -163,6 +164,10 @@ def test_idle_connections_and_slow_headers_are_closed_in_time(limited_web):
         answer, closed = _until_closed(slow, send=b"k")
         assert closed is not None and _status(answer) == 408, answer
     assert _metric(port, "modelworks_http_client_refusals_total", reason="header_timeout") == 1
+    with _connect(port) as large:  # headers without end, sent as fast as the worker reads them
+        large.sendall(b"POST /api/v1/models/cancer/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: ")
+        answer, closed = _until_closed(large, send=b"k" * 16_384, every=0.01)
+        assert closed is not None and _status(answer) == 431, answer
 
 
 @pytest.mark.timeout(120)
