@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import logging
 import math
 import multiprocessing
 import os
@@ -125,6 +126,7 @@ class ClientLimits:
 
 
 LIMITS = ClientLimits.from_env()
+SWEEP_SECONDS = 0.25  # how often a worker looks for connections past their deadline: the deadlines' resolution
 REFUSAL = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n"
 
 
@@ -138,11 +140,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
       application has started answering) and closed. The application then sees a disconnect: a Django thread
       reading the body is let go, the front drops the request. Time the worker itself is not reading (the
       application has not asked for more body, or not yet sent 100 Continue) does not count against the client.
-    While the application answers, the client owes nothing: no deadline runs."""
+    While the application answers, the client owes nothing: no deadline runs.
+
+    A deadline is a time stamp, checked by one sweep of the worker's connections every SWEEP_SECONDS, not a timer:
+    uvloop's call_later and cancel cost 5 us (measured here), three times per request."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # loop time
         self._phase = ""
         self._body_started = 0.0
         self._body_received = 0
@@ -151,6 +156,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm("idle", self.timeout_keep_alive)
+        if getattr(self.server_state, "deadline_sweep", None) is None:  # the first connection of this server
+            self.server_state.deadline_sweep = self.loop.call_later(SWEEP_SECONDS, _sweep, self.loop, self.server_state)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -197,21 +204,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm("idle", self.timeout_keep_alive)
 
     def _arm(self, phase: str, seconds: float) -> None:
-        self._disarm()
-        self._phase = phase
-        self._deadline = self.loop.call_later(seconds, self._on_deadline)
+        self._phase, self._deadline = phase, self.loop.time() + seconds
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self._deadline, self._phase = None, ""
+        self._phase = ""
+
+    def check_deadline(self, now: float) -> None:
+        if self._phase and now >= self._deadline:
+            self._on_deadline(now)
 
     def _restart_body(self) -> None:
         self._body_started, self._body_received = self.loop.time(), 0
         self._arm("body", LIMITS.body_seconds)
 
-    def _on_deadline(self) -> None:
-        phase, self._deadline, self._phase = self._phase, None, ""
+    def _on_deadline(self, now: float) -> None:
+        phase, self._phase = self._phase, ""
         if self.transport.is_closing():
             return
         if phase == "idle":
@@ -222,9 +229,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._restart_body()  # we are not reading: not the client's delay
         else:
             allowed = max(LIMITS.body_seconds, self._body_received / LIMITS.body_min_rate)
-            left = self._body_started + allowed - self.loop.time()
-            if left > 0.001:
-                self._phase, self._deadline = "body", self.loop.call_later(left, self._on_deadline)
+            left = self._body_started + allowed - now
+            if left > 0:
+                self._arm("body", left)
             else:
                 self._refuse("body_timeout", 408, "request body not received in time")
 
@@ -241,6 +248,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         phrase = http.HTTPStatus(status).phrase.encode()
         self.transport.write(REFUSAL % (status, phrase, len(body)) + body)
         self.transport.close()
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, state: Any) -> None:
+    """Act on every connection past its deadline, then come back in SWEEP_SECONDS (for as long as the loop runs)."""
+    now = loop.time()
+    for protocol in list(state.connections):
+        check = getattr(protocol, "check_deadline", None)  # not a WebSocket connection's
+        if check is not None:
+            try:
+                check(now)
+            except Exception:  # noqa: BLE001 - one connection's trouble must not stop the sweeps
+                logging.getLogger("uvicorn.error").exception("checking a connection's deadline failed")
+    state.deadline_sweep = loop.call_later(SWEEP_SECONDS, _sweep, loop, state)
 
 
 def _count_refusal(reason: str) -> None:
