@@ -11,8 +11,9 @@ converge within a few rounds.
 
 The worker also bounds what a client may hold without sending (GuardedHttpToolsProtocol): uvicorn alone keeps a
 connection that never sends a request, or sends its headers or body a byte at a time, open for as long as the client
-likes (measured: 90 s and counting, with nothing in front of gunicorn in the Kubernetes manifests). And a connection
-cap, gunicorn's `worker_connections`, beyond which requests are answered 503.
+likes (measured: 90 s and counting, with nothing in front of gunicorn in the Kubernetes manifests; with the defaults
+below, 5 s, 10 s and 30 s). And a connection cap, gunicorn's `worker_connections`, beyond which requests are answered
+503.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     While the application answers, the client owes nothing: no deadline runs.
 
     A deadline is a time stamp, checked by one sweep of the worker's connections every SWEEP_SECONDS, not a timer:
-    uvloop's call_later and cancel cost 5 us (measured here), three times per request."""
+    uvloop's call_later and cancel cost 5 us (measured here), three times per request (bench/web_protocol.py)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -274,7 +275,8 @@ class BalancedUvicornWorker(UvicornWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # uvicorn answers 503 once this connection would be one more than the cap (or as many requests are in flight)
+        # uvicorn answers a request 503 when the connections, its own included, reach limit_concurrency (or the
+        # requests in flight do): one more than the cap, so that `worker_connections` connections are served.
         self.config.limit_concurrency = self.cfg.worker_connections + 1
 
     async def _serve(self) -> None:
