@@ -15,4 +15,37 @@ django_application = get_wsgi_application()
 
 from serving.front import Front  # noqa: E402 - needs the settings configured above
 
-application = Front(WSGIMiddleware(django_application, workers=int(os.environ.get("GUNICORN_THREADS", "32"))))
+
+class BodyCutShort(OSError):
+    """The client went away (or timed out, config/web_worker.py) before the whole body was read."""
+
+
+class WholeBodies:
+    """Django reads a body that ends early as a broken one, not as a short one.
+
+    a2wsgi hands Django the end of the body when the client disconnects (or the web worker gives up on a slow body):
+    Django then parsed what had arrived as if it were all of it, and a form cut short was saved (measured: a model
+    created from `name=...&task=...` out of a 1,000-byte body). Raised as OSError, it is Django's UnreadablePostError:
+    CSRF refuses the request, DRF fails it; nothing is written from it.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def receiving() -> dict:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BodyCutShort("the client went away before the whole request body was read")
+            return message
+
+        await self.app(scope, receiving, send)
+
+
+application = Front(
+    WholeBodies(WSGIMiddleware(django_application, workers=int(os.environ.get("GUNICORN_THREADS", "32"))))
+)

@@ -11,8 +11,10 @@ import time
 from collections import Counter
 
 import pytest
+from rest_framework.authtoken.models import Token
 
 from config.web_worker import excess
+from registry.models import RegisteredModel
 from tests.platform.processes import free_port, request, start_gunicorn, stop, wait_for
 
 
@@ -172,7 +174,7 @@ def test_idle_connections_and_slow_headers_are_closed_in_time(limited_web):
 
 @pytest.mark.timeout(120)
 @pytest.mark.django_db(transaction=True)
-def test_a_slow_body_is_answered_408_and_lets_go_of_the_thread_reading_it(limited_web):
+def test_a_slow_body_is_answered_408_and_lets_go_of_the_thread_reading_it(limited_web, staff):
     port, (key, row) = limited_web
     head = "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {type}\r\nContent-Length: 1000\r\n{auth}\r\n"
     with _connect(port) as slow:  # to the front: a body a byte every quarter second (4 B/s, under 2,000 B/s)
@@ -195,6 +197,17 @@ def test_a_slow_body_is_answered_408_and_lets_go_of_the_thread_reading_it(limite
             sock.close()
     assert request(port, "GET", "/healthz")[0] == 200  # Django's threads are free again
     assert _metric(port, "modelworks_http_client_refusals_total", reason="body_timeout") == 5
+
+    # What Django read of a body that timed out is not taken for the whole body: nothing is written from it.
+    token = Token.objects.create(user=staff).key
+    with _connect(port) as cut:
+        api = head.format(path="/api/v1/models/", type="application/x-www-form-urlencoded",
+                          auth=f"Authorization: Token {token}\r\n")  # fmt: skip
+        cut.sendall(api.encode() + b"name=cut-short&task=classification")
+        answer, closed = _until_closed(cut)
+        assert closed is not None and _status(answer) == 408, answer
+    time.sleep(1)  # Django's thread has had the (truncated) body for a while
+    assert not RegisteredModel.objects.filter(name="cut-short").exists()
 
     # A large body arriving slower than the body timeout allows, but above the minimum rate, is answered.
     body = json.dumps({"instances": [row]}).encode() + b" " * 11_000
