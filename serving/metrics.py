@@ -30,6 +30,15 @@ MODEL_LOAD_SECONDS = Histogram(
     "modelworks_model_load_seconds", "Time to fetch, verify and load a model version", ["model"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
+MODEL_LOAD_FAILURES = Counter(
+    "modelworks_model_load_failures_total", "Attempts to load a model version that failed", ["model", "version"]
+)
+MODEL_LOAD_FAILED = Gauge(
+    "modelworks_model_load_failed",
+    "1 while a version cannot be loaded in a process (its requests answer 503, or 409 when pinned), 0 once it loads",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
 LOG_BUFFER_DEPTH = Gauge(
     "modelworks_prediction_log_buffer_depth", "Predictions waiting to be logged", multiprocess_mode="livesum"
 )
