@@ -20,6 +20,7 @@ EXPORTED = {
     "modelworks_circuit_breaker_state",
     "modelworks_prediction_log_buffer_depth",
     "modelworks_prediction_log_dropped_total",
+    "modelworks_model_load_failed",
     "modelworks_celery_queue_length",
     "modelworks_celery_tasks_total",
     "up",
@@ -63,6 +64,7 @@ def test_every_rule_has_a_runbook_and_uses_real_or_planned_metrics():
         "ModelworksModelQualityLow",
         "ModelworksCeleryQueueBacklog",
         "ModelworksCeleryWorkerDown",
+        "ModelworksModelCannotLoad",
     } <= names
     for rule in rules:
         assert rule["annotations"]["runbook"].strip(), rule["alert"]
