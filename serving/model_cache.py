@@ -215,7 +215,8 @@ class ModelCache:
         try:
             loaded = self._load(version)
         except Exception as exc:
-            attempts = failure.attempts + 1 if failure is not None else 1
+            same = failure is not None and failure.fingerprint == _fingerprint(version)
+            attempts = failure.attempts + 1 if same else 1
             failure = LoadFailure(version.model.name, version.version, _fingerprint(version), _reason(exc), attempts,
                                   time.monotonic() + retry_delay(attempts))  # fmt: skip
             self._failures[version.pk] = failure
