@@ -44,6 +44,12 @@ LOG_BUFFER_DEPTH = Gauge(
 )
 LOG_WRITTEN = Counter("modelworks_prediction_log_written_total", "Predictions written to the log")
 LOG_DROPPED = Counter("modelworks_prediction_log_dropped_total", "Predictions dropped because the buffer was full")
+LOG_BUFFER_BYTES = Gauge(
+    "modelworks_prediction_log_buffer_bytes", "Estimated memory of predictions waiting", multiprocess_mode="livesum"
+)
+LOG_DEAD_LETTERS = Counter(
+    "modelworks_log_dead_letters_total", "Buffered rows the database refused for their content", ["source"]
+)
 SHADOW = Counter(
     "modelworks_shadow_predictions_total", "Mirrored requests scored by a shadow version", ["model", "outcome"]
 )
