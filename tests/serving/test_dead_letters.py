@@ -108,6 +108,33 @@ def test_rows_are_kept_while_the_database_is_away_and_written_once_it_is_back(mo
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_background_flusher_survives_its_connection_being_killed():
+    buffer = PredictionLogBuffer(flush_seconds=0.02, max_rows=10_000, batch_rows=50)
+
+    def wait_for(count: int) -> int:
+        deadline = time.monotonic() + 20  # a bound on waiting for the thread, not a performance assertion
+        while len(logged_ids("row-")) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(logged_ids("row-"))
+
+    try:
+        for i in range(100):
+            buffer.append(entry(f"row-{i}"))
+        assert wait_for(100) == 100
+        with connection.cursor() as cursor:  # what a Postgres restart or a failover does to the flusher's session
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        for i in range(100, 200):
+            buffer.append(entry(f"row-{i}"))
+        assert wait_for(200) == 200
+    finally:
+        buffer.close()
+    assert not DeadLetter.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_dead_letter_goes_to_a_file_while_the_database_is_away(monkeypatch, settings, tmp_path):
     settings.MODELWORKS_DEAD_LETTER_DIR = str(tmp_path)
     buffer = flushed_by_hand()

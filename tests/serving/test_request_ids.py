@@ -118,3 +118,28 @@ def test_feedback_joins_the_version_of_the_latest_prediction_whatever_order_the_
     feedback_record(items=[FeedbackItem(request_id=r, actual=1) for r in ids])
     assert list(Feedback.objects.values_list("version", flat=True).distinct()) == [2]
     assert joined_feedback("cancer", 2).actual == [1] * 8 and joined_feedback("cancer", 1).actual == []
+
+
+@pytest.mark.django_db
+def test_a_shadow_pairs_with_the_primary_of_its_own_request_under_a_reused_id(production, logreg):
+    from registry import services as registry
+    from serving import rollouts
+    from serving.rollout_selectors import shadow_comparison
+
+    candidate = registry.model_version_register(
+        model=production.model, artifact=logreg.artifact, evaluation_data=logreg.eval_csv
+    )
+    rollout = rollouts.rollout_start(model=production.model, candidate=candidate, mode="shadow", shadow_percent=100)
+    start = timezone.now() - timedelta(minutes=1)
+    rows = []
+    for i, answer in enumerate([0, 1, 1, 0]):  # four requests under one id, each answered alike by both versions
+        at = start + timedelta(seconds=10 * i)
+        inputs, outputs = [{"x": float(i)}], {"predictions": [answer]}
+        rows += [
+            LogEntry("shared", "cancer", 1, "", inputs, outputs, 2.0, False, "alias:production", "ok", at),
+            LogEntry("shared~shadow", "cancer", 2, "", inputs, outputs, 1.0, False, f"rollout:{rollout.pk}:shadow",
+                     "shadow", at + timedelta(milliseconds=5)),
+        ]  # fmt: skip
+    prediction_log.insert(rows[::-1])  # logged in any order
+    comparison = shadow_comparison(rollout)
+    assert comparison["pairs"] == 4 and comparison["agreement"] == 1.0
