@@ -6,11 +6,18 @@ import json
 
 import pytest
 from django.db import connection
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from experiments import exposures
 from experiments.models import Exposure
 from serving import traffic
 from serving.models import DeadLetter
+
+# Any character, NUL and lone surrogates often.
+KEY_CHARACTERS = st.one_of(st.sampled_from("\x00\ud800\udfffk"), st.characters(exclude_categories=[]))
 
 
 def arm(name: str) -> traffic.Arm:
@@ -51,3 +58,18 @@ def test_exposures_are_kept_while_the_database_is_away_and_written_once_it_is_ba
     monkeypatch.setitem(connection.settings_dict, "PORT", port)
     assert fresh_exposures.flush() == 20
     assert Exposure.objects.filter(experiment=experiment).count() == 20 and not DeadLetter.objects.exists()
+
+
+@pytest.mark.django_db
+@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.text(KEY_CHARACTERS, min_size=1, max_size=12), min_size=1, max_size=40, unique=True))
+def test_any_mix_of_keys_writes_exactly_the_storable_ones(experiment, keys):
+    buffer = exposures.ExposureBuffer(flush_seconds=3600, max_rows=10_000)
+    Exposure.objects.all().delete()
+    letters = DeadLetter.objects.count()
+    for key in keys:
+        buffer.record(experiment.pk, arm("control"), key)
+    storable = {k for k in keys if "\x00" not in k and not any("\ud800" <= c <= "\udfff" for c in k)}
+    assert buffer.flush() == len(storable) and len(buffer) == 0
+    assert set(Exposure.objects.values_list("key", flat=True)) == storable
+    assert DeadLetter.objects.count() - letters == len(keys) - len(storable)
