@@ -190,3 +190,18 @@ def test_any_mix_of_poison_and_good_rows_writes_exactly_the_good_ones(kinds, bat
     assert buffer.flush() == len(good)
     assert logged_ids(run) == good and len(buffer) == 0
     assert DeadLetter.objects.count() - letters == len(kinds) - len(good)
+
+
+@pytest.mark.django_db
+def test_dead_letters_are_read_only_in_the_admin(client, staff):
+    buffer = flushed_by_hand()
+    buffer.append(entry("poison", routing_key="\ud800"))
+    buffer.flush()
+    letter = DeadLetter.objects.get()
+    client.force_login(staff)
+    listing = client.get("/admin/serving/deadletter/")
+    assert listing.status_code == 200 and "UnicodeEncodeError" in listing.content.decode()
+    assert client.get(f"/admin/serving/deadletter/{letter.pk}/change/").status_code == 200  # viewable
+    assert client.get("/admin/serving/deadletter/add/").status_code == 403
+    client.post(f"/admin/serving/deadletter/{letter.pk}/change/", {"error": "rewritten", "source": "x"})
+    assert DeadLetter.objects.get().error == letter.error
