@@ -18,6 +18,7 @@ from django.utils import timezone
 from experiments import allocation
 from experiments.models import Experiment, ExperimentArm, ExperimentEvent, ExperimentStatus, MetricKind
 from registry import services as registry
+from registry.locking import lock_model, retry_on_conflict
 from registry.models import ModelVersion, RegisteredModel, VersionStatus
 from serving import rollouts, traffic
 
@@ -103,6 +104,7 @@ def _arm_versions(model: RegisteredModel, arms: Any, errors: dict[str, list[str]
     return versions
 
 
+@retry_on_conflict
 @transaction.atomic
 def experiment_create(
     *,
@@ -157,13 +159,18 @@ def _allocation(experiment: Experiment) -> dict[str, Any]:
 
 
 def _locked(experiment: Experiment) -> Experiment:
-    return Experiment.objects.select_for_update().select_related("model").get(pk=experiment.pk)
+    """The experiment's row locked after its model's (registry.locking's order), the model row attached."""
+    model = lock_model(experiment.model_id)
+    locked = Experiment.objects.select_for_update(of=("self",)).get(pk=experiment.pk)
+    locked.model = model
+    return locked
 
 
+@retry_on_conflict
 @transaction.atomic
 def experiment_start(*, experiment: Experiment, actor: Any = None) -> Experiment:
     """Give the experiment its model's production traffic, unless a rollout or another experiment holds it."""
-    # The model row first, as every owner of traffic does, then the experiment: one lock order, no deadlock.
+    # The model row first (claim_model locks it), then the experiment: registry.locking's one lock order.
     try:
         traffic.claim_model(experiment.model, starting=f"experiment '{experiment.name}'")
     except ValidationError as exc:
@@ -185,6 +192,7 @@ def experiment_start(*, experiment: Experiment, actor: Any = None) -> Experiment
     return locked
 
 
+@retry_on_conflict
 @transaction.atomic
 def experiment_set_weights(*, experiment: Experiment, weights: dict[str, int], actor: Any = None) -> Experiment:
     """New weights per arm name. Keys only move out of arms that shrink, and no more of them than needed."""
@@ -214,6 +222,7 @@ def experiment_set_weights(*, experiment: Experiment, weights: dict[str, int], a
     return locked
 
 
+@retry_on_conflict
 @transaction.atomic
 def experiment_stop(*, experiment: Experiment, actor: Any = None) -> Experiment:
     """Send the model's traffic back to its production alias; the results stay for analysis and conclusion."""
@@ -231,6 +240,7 @@ class Promotion(models.TextChoices):
     ROLLOUT = "rollout", "start a staged rollout of the winner"
 
 
+@retry_on_conflict
 @transaction.atomic
 def experiment_conclude(
     *, experiment: Experiment, winner: str, promote: str = Promotion.DIRECT, actor: Any = None, message: str = ""

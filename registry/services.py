@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from registry import artifacts, evaluation, gates
+from registry.locking import lock_model, retry_on_conflict
 from registry.models import (
     ALIAS_NAME,
     ArtifactFormat,
@@ -81,6 +82,7 @@ def _json_object(value: Any, field: str) -> dict[str, Any]:
 # --- Registered models ----------------------------------------------------------------------------------------------
 
 
+@retry_on_conflict
 @transaction.atomic
 def registered_model_create(
     *,
@@ -120,6 +122,7 @@ def registered_model_create(
     return model
 
 
+@retry_on_conflict
 @transaction.atomic
 def registered_model_update(
     *,
@@ -129,7 +132,7 @@ def registered_model_update(
     tags: dict[str, Any] | None = None,
     gate_rules: list[str] | None = None,
 ) -> RegisteredModel:
-    model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    model = lock_model(model.pk)
     before = _model_snapshot(model)
     if gate_rules is not None:
         problems = gates.rule_problems(gate_rules)
@@ -215,7 +218,7 @@ def model_version_register(
     try:
         with transaction.atomic():
             # The row lock on the model serialises concurrent registrations, so version numbers never collide.
-            locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+            locked = lock_model(model.pk)
             last = locked.versions.order_by("-version").values_list("version", flat=True).first() or 0
             production_metrics = _production_metrics(locked)
             report = _gate_report(locked, submitted, computed, production_metrics)
@@ -384,6 +387,7 @@ def model_version_verify_integrity(*, version: ModelVersion) -> bool:
 
 def _mark_tampered(*, version: ModelVersion, actual: str) -> None:
     with transaction.atomic():
+        lock_model(version.model_id)
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
         if locked.integrity_failed_at is None:
             locked.integrity_failed_at = timezone.now()
@@ -400,8 +404,10 @@ def _mark_tampered(*, version: ModelVersion, actual: str) -> None:
     logger.error("artifact integrity check failed for %s (sha256 now %s)", version, actual)
 
 
+@retry_on_conflict
 @transaction.atomic
 def model_version_archive(*, version: ModelVersion, actor: Any = None) -> ModelVersion:
+    lock_model(version.model_id)
     locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
     aliases = list(locked.aliases.values_list("name", flat=True))
     if aliases:
@@ -424,9 +430,11 @@ def model_version_archive(*, version: ModelVersion, actor: Any = None) -> ModelV
     return locked
 
 
+@retry_on_conflict
 @transaction.atomic
 def model_version_set_status(*, version: ModelVersion, status: str, actor: Any = None, message: str = "") -> None:
     """A status change made by a rollout or a rollback (canary, rolled_back), recorded as an event with its reason."""
+    lock_model(version.model_id)
     locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if locked.status == status:
         return
@@ -464,10 +472,11 @@ def _check_alias_target(model: RegisteredModel, name: str, version: ModelVersion
         raise ValidationError(errors)
 
 
+@retry_on_conflict
 @transaction.atomic
 def alias_create(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
     _check_alias_target(model, name, version)
-    RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    lock_model(model.pk)
     if ModelAlias.objects.filter(model=model, name=name).exists():
         raise ValidationError({"alias": [f"the alias '{name}' already exists on {model.name}; move it instead"]})
     alias = ModelAlias.objects.create(model=model, name=name, version=version)
@@ -482,10 +491,17 @@ def alias_create(*, model: RegisteredModel, name: str, version: ModelVersion, ac
     return alias
 
 
+@retry_on_conflict
 @transaction.atomic
 def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
     _check_alias_target(model, name, version)
-    alias = ModelAlias.objects.select_for_update().select_related("version").filter(model=model, name=name).first()
+    lock_model(model.pk)
+    alias = (
+        ModelAlias.objects.select_for_update(of=("self",))
+        .select_related("version")
+        .filter(model=model, name=name)
+        .first()
+    )
     if alias is None:
         raise ValidationError({"alias": [f"{model.name} has no alias '{name}'"]})
     previous = alias.version
@@ -505,9 +521,16 @@ def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, acto
     return alias
 
 
+@retry_on_conflict
 @transaction.atomic
 def alias_delete(*, model: RegisteredModel, name: str, actor: Any = None) -> None:
-    alias = ModelAlias.objects.select_for_update().select_related("version").filter(model=model, name=name).first()
+    lock_model(model.pk)
+    alias = (
+        ModelAlias.objects.select_for_update(of=("self",))
+        .select_related("version")
+        .filter(model=model, name=name)
+        .first()
+    )
     if alias is None:
         raise ValidationError({"alias": [f"{model.name} has no alias '{name}'"]})
     if name == PRODUCTION_ALIAS:
