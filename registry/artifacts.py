@@ -112,14 +112,76 @@ def _load_pickle(data: bytes) -> Any:
 
 def _load_onnx(data: bytes) -> Any:
     try:
+        import onnx
         import onnxruntime
     except ImportError:
-        raise ArtifactError("ONNX artifacts need onnxruntime: pip install 'modelworks[onnx]'") from None
+        raise ArtifactError("ONNX artifacts need onnx and onnxruntime: pip install 'modelworks[onnx]'") from None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf's DecodeError, or a RuntimeWarning-turned-error on odd bytes
+        raise ArtifactError(f"not an ONNX model: {exc}") from None
+    external = external_data_tensors(model)
+    if external:
+        # onnxruntime would read these from the file system (relative to the working directory for a model given as
+        # bytes): a model could return any file the web process can read as its predictions.
+        raise ArtifactError(
+            "ONNX models with external data are refused (tensors stored in files: "
+            + ", ".join(external[:5])
+            + "); save the model with all tensors inside the .onnx file"
+        )
     try:
         session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ArtifactError(f"the ONNX model could not be loaded: {exc}") from None
     return OnnxModel(session)
+
+
+def external_data_tensors(model: Any) -> list[str]:
+    """The names of tensors anywhere in an onnx.ModelProto (initializers, Constant and other node attributes,
+    subgraphs, functions, training graphs) whose data lives outside the model, in a file."""
+    from onnx import TensorProto
+
+    found: list[str] = []
+
+    def tensor(t: Any) -> None:
+        if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+            found.append(t.name or "(unnamed)")
+
+    def sparse(st: Any) -> None:
+        tensor(st.values)
+        tensor(st.indices)
+
+    def nodes(node_list: Any) -> None:
+        for node in node_list:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    tensor(attr.t)
+                if attr.HasField("sparse_tensor"):
+                    sparse(attr.sparse_tensor)
+                if attr.HasField("g"):
+                    graph(attr.g)
+                for t in attr.tensors:
+                    tensor(t)
+                for st in attr.sparse_tensors:
+                    sparse(st)
+                for g in attr.graphs:
+                    graph(g)
+
+    def graph(g: Any) -> None:
+        for t in g.initializer:
+            tensor(t)
+        for st in g.sparse_initializer:
+            sparse(st)
+        nodes(g.node)
+
+    graph(model.graph)
+    for function in model.functions:
+        nodes(function.node)
+    for training in model.training_info:
+        graph(training.initialization)
+        graph(training.algorithm)
+    return found
 
 
 class OnnxModel:
