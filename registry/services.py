@@ -285,6 +285,7 @@ def _checked_artifact(
         raise ValidationError({"format": [f"unknown format '{fmt}': use {', '.join(ArtifactFormat.values)}"]})
     try:
         fmt = fmt or artifacts.detect_format(artifact, filename)
+        artifacts.vet_untrusted(artifact, fmt)  # first in a worker process with memory and time limits
         loaded = artifacts.load_model(artifact, fmt)
     except artifacts.ArtifactError as exc:
         raise ValidationError({"artifact": [str(exc)]}) from None
