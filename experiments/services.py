@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from config.storable import check_storable
 from experiments import allocation
 from experiments.models import Experiment, ExperimentArm, ExperimentEvent, ExperimentStatus, MetricKind
 from registry import services as registry
@@ -123,6 +124,10 @@ def experiment_create(
     actor: Any = None,
 ) -> Experiment:
     """A draft experiment: arms [{"name": "control", "version": 1, "weight": 50}, ...], the first being the control."""
+    check_storable(
+        name=name, description=description, salt=salt, primary_metric=primary_metric,
+        guardrail_metrics=guardrail_metrics, arms=arms,
+    )  # fmt: skip
     errors: dict[str, list[str]] = {}
     guardrail_metrics = [] if guardrail_metrics is None else guardrail_metrics
     _check_metrics(primary_metric, guardrail_metrics, errors)

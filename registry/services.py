@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from config.storable import check_storable
 from registry import artifacts, evaluation, gates
 from registry.locking import lock_model, retry_on_conflict
 from registry.models import (
@@ -94,6 +95,7 @@ def registered_model_create(
     owner: Any = None,
     actor: Any = None,
 ) -> RegisteredModel:
+    check_storable(name=name, description=description, tags=tags, gate_rules=gate_rules)
     errors: dict[str, list[str]] = {}
     if not name or slugify(name) != name:
         errors["name"] = ["must be a slug: lowercase letters, digits, '-' or '_'"]
@@ -132,6 +134,7 @@ def registered_model_update(
     tags: dict[str, Any] | None = None,
     gate_rules: list[str] | None = None,
 ) -> RegisteredModel:
+    check_storable(description=description, tags=tags, gate_rules=gate_rules)
     model = lock_model(model.pk)
     before = _model_snapshot(model)
     if gate_rules is not None:
@@ -183,6 +186,10 @@ def model_version_register(
     Everything that can fail is checked before anything is written; the database rows are written in one
     transaction, and the stored files are removed again if that transaction fails.
     """
+    check_storable(
+        signature=signature, metrics=metrics, params=params, tags=tags, lineage=lineage,
+        library_versions=library_versions, target_column=target_column,
+    )  # fmt: skip
     loaded, fmt, signature, eval_frame = _checked_artifact(
         model=model,
         artifact=artifact,
