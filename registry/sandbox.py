@@ -95,10 +95,14 @@ def _check_in_worker(conn: Connection, fmt: str, limits: Limits) -> None:
     try:
         from registry import artifacts
 
-        artifacts.load_untrusted(
+        loaded = artifacts.load_untrusted(
             data, fmt, allowed_types=limits.skops_allowed_types, unpacked_bytes=limits.unpacked_bytes
         )
-        outcome = ("ok", "")
+        if hasattr(loaded, "predict"):
+            outcome = ("ok", "")
+        else:  # refused here, so the web process never loads what it would refuse anyway
+            outcome = ("refused", f"the artifact holds a {type(loaded).__name__}, which cannot predict")
+        del loaded
     except MemoryError:
         outcome = ("memory", "")
     except artifacts.ArtifactError as exc:

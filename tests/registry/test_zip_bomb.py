@@ -116,3 +116,12 @@ def test_a_legitimate_model_still_registers_and_predicts(classifier_model, fores
 def test_a_stored_bomb_is_refused_at_load_time_too(bomb):
     with pytest.raises(artifacts.ArtifactError, match="unpacks to"):
         artifacts.load_model(bomb, "skops")
+
+
+def test_an_archive_within_the_limits_that_holds_no_model_never_loads_in_the_web_process(api, classifier_model):
+    array = skops_bomb(ZEROS // 8)  # 128 MiB of zeros: within both limits, and not a model
+    with PeakRss() as rss:
+        response = api.post("/api/v1/models/cancer/versions/", {"artifact": upload(array)}, format="multipart")
+    assert response.status_code == 400, response.content
+    assert "ndarray, which cannot predict" in " ".join(response.json()["artifact"])
+    assert rss.growth_mb < 50, f"the test process grew by {rss.growth_mb:.0f} MB"
