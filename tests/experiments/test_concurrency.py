@@ -10,9 +10,10 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
 from rest_framework.test import APIClient
 
+from config.api import exception_handler
 from experiments import services
 from experiments.models import Experiment, ExperimentStatus
-from registry.locking import lock_model, retry_on_conflict
+from registry.locking import CONFLICT_MESSAGE, ConcurrentChangeError, lock_model, retry_on_conflict
 from registry.models import RegisteredModel
 from serving import rollouts
 
@@ -181,3 +182,27 @@ def test_a_transaction_chosen_as_deadlock_victim_runs_once_more(production, regr
         first, lambda: lock_in_order(first, second), lambda: lock_in_order(second, first)
     )
     assert outcomes == ["ok", "ok"]
+
+
+def test_a_deadlock_the_retry_cannot_absorb_answers_409_not_500(production, regressor_model):
+    """Inside a caller's transaction (the API's create-and-start, say) a service cannot run again: the deadlock
+    reaches the API, which answers 409 with Retry-After, nothing stored."""
+    first, second = production.model_id, regressor_model.pk
+    raised: list[BaseException] = []
+
+    @transaction.atomic
+    def lock_in_order(*ids: int) -> None:
+        try:
+            for model_id in ids:
+                lock_model(model_id)
+        except DatabaseError as exc:
+            raised.append(exc)
+            raise
+
+    run_queued_behind_model_lock(first, lambda: lock_in_order(first, second), lambda: lock_in_order(second, first))
+    assert len(raised) == 1, raised
+    response = exception_handler(raised[0], {})
+    assert response.status_code == 409 and response["Retry-After"] == "1"
+    assert "try again" in response.data["detail"]
+    response = exception_handler(ConcurrentChangeError(CONFLICT_MESSAGE), {})
+    assert response.status_code == 409
