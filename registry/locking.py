@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 # deadlock_detected, serialization_failure: the transaction was rolled back and may simply be run again.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+# lock_not_available: a lock_timeout ran out waiting behind another change; not retried (that would double the
+# wait), but answered like a lost race.
+CONFLICT_SQLSTATES = RETRYABLE_SQLSTATES | {"55P03"}
 CONFLICT_MESSAGE = "another change to the same model was made at the same moment; nothing was stored, try again"
 
 P = ParamSpec("P")
@@ -36,12 +39,20 @@ def lock_model(model_id: int) -> RegisteredModel:
     return RegisteredModel.objects.select_for_update().get(pk=model_id)
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """A deadlock or serialisation failure, as Django wraps psycopg's error."""
+def _sqlstate(exc: BaseException) -> str | None:
     cause = exc.__cause__ if isinstance(exc, OperationalError) else None
     # psycopg2 calls the SQLSTATE pgcode, psycopg 3 sqlstate.
-    code = getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
-    return code in RETRYABLE_SQLSTATES
+    return getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A deadlock or serialisation failure, as Django wraps psycopg's error."""
+    return _sqlstate(exc) in RETRYABLE_SQLSTATES
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A change that lost to a concurrent one (is_retryable) or gave up waiting for its lock (lock_timeout)."""
+    return _sqlstate(exc) in CONFLICT_SQLSTATES
 
 
 def retry_on_conflict(func: Callable[P, R]) -> Callable[P, R]:

@@ -206,3 +206,40 @@ def test_a_deadlock_the_retry_cannot_absorb_answers_409_not_500(production, regr
     assert "try again" in response.data["detail"]
     response = exception_handler(ConcurrentChangeError(CONFLICT_MESSAGE), {})
     assert response.status_code == 409
+
+
+def test_a_lock_timeout_behind_another_change_answers_409_not_500(production):
+    raised: list[BaseException] = []
+
+    @transaction.atomic
+    def impatient() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '50ms'")
+        try:
+            lock_model(production.model_id)
+        except DatabaseError as exc:
+            raised.append(exc)
+            raise
+
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                lock_model(production.model_id)
+                holding.set()
+                done.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    try:
+        with pytest.raises(DatabaseError, match="lock timeout"):
+            impatient()
+    finally:
+        done.set()
+        holder.join(10)
+    response = exception_handler(raised[0], {})
+    assert response.status_code == 409 and response["Retry-After"] == "1"
