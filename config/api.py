@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import OperationalError
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from registry.locking import CONFLICT_MESSAGE, ConcurrentChangeError, is_conflict
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -18,4 +21,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         else:
             detail = {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(detail=detail)
+    elif isinstance(exc, ConcurrentChangeError) or (isinstance(exc, OperationalError) and is_conflict(exc)):
+        # A race lost to another change of the same model (registry.locking): nothing stored, the client retries.
+        return Response({"detail": CONFLICT_MESSAGE}, status=409, headers={"Retry-After": "1"})
     return drf_exception_handler(exc, context)

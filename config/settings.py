@@ -195,6 +195,11 @@ MODELWORKS_MAX_ARTIFACT_MB = env_int("MODELWORKS_MAX_ARTIFACT_MB", 200)
 MODELWORKS_MAX_EVAL_ROWS = env_int("MODELWORKS_MAX_EVAL_ROWS", 1_000_000)
 # Types beyond skops' own defaults and our allow-list (registry/artifacts.py) that this deployment trusts.
 MODELWORKS_SKOPS_TRUSTED_TYPES = env_list("MODELWORKS_SKOPS_TRUSTED_TYPES", [])
+# An uploaded skops/ONNX file is first loaded in a worker process (registry/sandbox.py) with these limits; a skops
+# archive whose members declare more than the unpacked limit is refused before anything inflates it.
+MODELWORKS_MAX_ARTIFACT_UNPACKED_MB = env_int("MODELWORKS_MAX_ARTIFACT_UNPACKED_MB", 4 * MODELWORKS_MAX_ARTIFACT_MB)
+MODELWORKS_ARTIFACT_CHECK_MEMORY_MB = env_int("MODELWORKS_ARTIFACT_CHECK_MEMORY_MB", 2048)
+MODELWORKS_ARTIFACT_CHECK_SECONDS = env_int("MODELWORKS_ARTIFACT_CHECK_SECONDS", 60)
 
 # --- Serving (see README "Serving") ------------------------------------------------------------------------------
 MODELWORKS_MAX_BATCH = env_int("MODELWORKS_MAX_BATCH", 1000)
@@ -301,7 +306,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["serving.auth.IsAuthenticatedWithScope"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": [  # DRF's defaults, with JSON refusing what Postgres cannot store (config/parsers.py)
+        "config.parsers.StorableJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api.exception_handler",
 }

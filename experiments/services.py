@@ -15,9 +15,11 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from config.storable import check_storable
 from experiments import allocation
 from experiments.models import Experiment, ExperimentArm, ExperimentEvent, ExperimentStatus, MetricKind
 from registry import services as registry
+from registry.locking import lock_model, retry_on_conflict
 from registry.models import ModelVersion, RegisteredModel, VersionStatus
 from serving import rollouts, traffic
 
@@ -103,6 +105,7 @@ def _arm_versions(model: RegisteredModel, arms: Any, errors: dict[str, list[str]
     return versions
 
 
+@retry_on_conflict
 @transaction.atomic
 def experiment_create(
     *,
@@ -121,6 +124,10 @@ def experiment_create(
     actor: Any = None,
 ) -> Experiment:
     """A draft experiment: arms [{"name": "control", "version": 1, "weight": 50}, ...], the first being the control."""
+    check_storable(
+        name=name, description=description, salt=salt, primary_metric=primary_metric,
+        guardrail_metrics=guardrail_metrics, arms=arms,
+    )  # fmt: skip
     errors: dict[str, list[str]] = {}
     guardrail_metrics = [] if guardrail_metrics is None else guardrail_metrics
     _check_metrics(primary_metric, guardrail_metrics, errors)
@@ -157,13 +164,18 @@ def _allocation(experiment: Experiment) -> dict[str, Any]:
 
 
 def _locked(experiment: Experiment) -> Experiment:
-    return Experiment.objects.select_for_update().select_related("model").get(pk=experiment.pk)
+    """The experiment's row locked after its model's (registry.locking's order), the model row attached."""
+    model = lock_model(experiment.model_id)
+    locked = Experiment.objects.select_for_update(of=("self",)).get(pk=experiment.pk)
+    locked.model = model
+    return locked
 
 
+@retry_on_conflict
 @transaction.atomic
 def experiment_start(*, experiment: Experiment, actor: Any = None) -> Experiment:
     """Give the experiment its model's production traffic, unless a rollout or another experiment holds it."""
-    # The model row first, as every owner of traffic does, then the experiment: one lock order, no deadlock.
+    # The model row first (claim_model locks it), then the experiment: registry.locking's one lock order.
     try:
         traffic.claim_model(experiment.model, starting=f"experiment '{experiment.name}'")
     except ValidationError as exc:
@@ -185,6 +197,7 @@ def experiment_start(*, experiment: Experiment, actor: Any = None) -> Experiment
     return locked
 
 
+@retry_on_conflict
 @transaction.atomic
 def experiment_set_weights(*, experiment: Experiment, weights: dict[str, int], actor: Any = None) -> Experiment:
     """New weights per arm name. Keys only move out of arms that shrink, and no more of them than needed."""
@@ -214,6 +227,7 @@ def experiment_set_weights(*, experiment: Experiment, weights: dict[str, int], a
     return locked
 
 
+@retry_on_conflict
 @transaction.atomic
 def experiment_stop(*, experiment: Experiment, actor: Any = None) -> Experiment:
     """Send the model's traffic back to its production alias; the results stay for analysis and conclusion."""
@@ -231,6 +245,7 @@ class Promotion(models.TextChoices):
     ROLLOUT = "rollout", "start a staged rollout of the winner"
 
 
+@retry_on_conflict
 @transaction.atomic
 def experiment_conclude(
     *, experiment: Experiment, winner: str, promote: str = Promotion.DIRECT, actor: Any = None, message: str = ""

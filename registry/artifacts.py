@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from django.conf import settings
 from registry.models import ArtifactFormat
 
 ZIP_MAGIC = b"PK\x03\x04"
+MAX_ARCHIVE_MEMBERS = 100_000  # skops writes one file per array: even a large forest has a few hundred
 PICKLE_PROTOCOL_MARK = 0x80
 
 # Types skops does not trust by default but that are plain scikit-learn internals holding arrays, no code.
@@ -71,18 +73,81 @@ def load_model(data: bytes, fmt: str) -> Any:
     raise ArtifactError(f"unknown artifact format {fmt!r}: use skops, onnx or joblib")
 
 
+def vet_untrusted(data: bytes, fmt: str) -> None:
+    """Load an uploaded artifact once in a worker process with memory and time limits (registry.sandbox), so that a
+    hostile file costs that process and not the web worker; raise ArtifactError with the reason it was refused.
+    Pickles are not vetted: they run code anyway and are loaded only when the deployment trusts every uploader."""
+    if fmt not in (ArtifactFormat.SKOPS, ArtifactFormat.ONNX):
+        return
+    if fmt == ArtifactFormat.SKOPS and data.startswith(ZIP_MAGIC):
+        _check_unpacked_size(data, _unpacked_limit_bytes())  # cheap and certain: no worker needed to refuse a bomb
+    from registry import sandbox
+
+    limits = sandbox.Limits(
+        memory_mb=int(settings.MODELWORKS_ARTIFACT_CHECK_MEMORY_MB),
+        seconds=float(settings.MODELWORKS_ARTIFACT_CHECK_SECONDS),
+        skops_allowed_types=_skops_allowed_types(),
+        unpacked_bytes=_unpacked_limit_bytes(),
+    )
+    try:
+        sandbox.check(data, fmt, limits)
+    except sandbox.SandboxRefusal as exc:
+        raise ArtifactError(str(exc)) from None
+
+
+def load_untrusted(data: bytes, fmt: str, *, allowed_types: frozenset[str], unpacked_bytes: int) -> Any:
+    """load_model with the limits given rather than read from settings: what registry.sandbox's worker runs."""
+    if fmt == ArtifactFormat.SKOPS:
+        return _load_skops_with(data, allowed_types, unpacked_bytes)
+    return load_model(data, fmt)
+
+
+def _skops_allowed_types() -> frozenset[str]:
+    return SKOPS_ALLOWED_TYPES | frozenset(settings.MODELWORKS_SKOPS_TRUSTED_TYPES)
+
+
+def _unpacked_limit_bytes() -> int:
+    return int(settings.MODELWORKS_MAX_ARTIFACT_UNPACKED_MB) * 2**20
+
+
+def _check_unpacked_size(data: bytes, limit: int) -> None:
+    """Refuse an archive whose members declare more bytes than `limit` in all (zipfile never inflates a member past
+    its declared size, so this bounds what loading can unpack)."""
+    # Each member has a central-directory entry starting with this signature: an upper bound on the member count,
+    # found without building a ZipInfo per entry (a file of millions of empty entries would cost gigabytes).
+    if data.count(b"PK\x01\x02") > MAX_ARCHIVE_MEMBERS:
+        raise ArtifactError(f"the skops archive holds more than {MAX_ARCHIVE_MEMBERS:,} files")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ArtifactError(f"the skops archive is damaged or truncated: {exc}") from None
+    total = sum(member.file_size for member in members)
+    if total > limit:
+        raise ArtifactError(
+            f"the skops archive unpacks to {total:,} bytes from {len(data):,} ({len(members)} files); the limit is "
+            f"{limit // 2**20} MB unpacked (MODELWORKS_MAX_ARTIFACT_UNPACKED_MB)"
+        )
+
+
 def _load_skops(data: bytes) -> Any:
+    return _load_skops_with(data, _skops_allowed_types(), _unpacked_limit_bytes())
+
+
+def _load_skops_with(data: bytes, allowed: frozenset[str], unpacked_bytes: int) -> Any:
     import skops.io as sio
 
     if looks_like_pickle(data):
         raise ArtifactError("this file is a pickle, not a skops archive")
     if not data.startswith(ZIP_MAGIC):
         raise ArtifactError("not a skops archive (expected a zip file)")
+    _check_unpacked_size(data, unpacked_bytes)
     try:
         untrusted = set(sio.get_untrusted_types(data=data))
+    except MemoryError:
+        raise
     except Exception as exc:  # skops raises zipfile/json/key errors on damaged files
         raise ArtifactError(f"the skops archive is damaged or truncated: {exc}") from None
-    allowed = SKOPS_ALLOWED_TYPES | set(settings.MODELWORKS_SKOPS_TRUSTED_TYPES)
     refused = sorted(untrusted - allowed)
     if refused:
         raise ArtifactError(
@@ -92,6 +157,8 @@ def _load_skops(data: bytes) -> Any:
         )
     try:
         return sio.loads(data, trusted=sorted(untrusted))
+    except MemoryError:
+        raise
     except Exception as exc:
         raise ArtifactError(f"the skops archive could not be loaded: {exc}") from None
 
@@ -112,14 +179,76 @@ def _load_pickle(data: bytes) -> Any:
 
 def _load_onnx(data: bytes) -> Any:
     try:
+        import onnx
         import onnxruntime
     except ImportError:
-        raise ArtifactError("ONNX artifacts need onnxruntime: pip install 'modelworks[onnx]'") from None
+        raise ArtifactError("ONNX artifacts need onnx and onnxruntime: pip install 'modelworks[onnx]'") from None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf's DecodeError, or a RuntimeWarning-turned-error on odd bytes
+        raise ArtifactError(f"not an ONNX model: {exc}") from None
+    external = external_data_tensors(model)
+    if external:
+        # onnxruntime would read these from the file system (relative to the working directory for a model given as
+        # bytes): a model could return any file the web process can read as its predictions.
+        raise ArtifactError(
+            "ONNX models with external data are refused (tensors stored in files: "
+            + ", ".join(external[:5])
+            + "); save the model with all tensors inside the .onnx file"
+        )
     try:
         session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ArtifactError(f"the ONNX model could not be loaded: {exc}") from None
     return OnnxModel(session)
+
+
+def external_data_tensors(model: Any) -> list[str]:
+    """The names of tensors anywhere in an onnx.ModelProto (initializers, Constant and other node attributes,
+    subgraphs, functions, training graphs) whose data lives outside the model, in a file."""
+    from onnx import TensorProto
+
+    found: list[str] = []
+
+    def tensor(t: Any) -> None:
+        if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+            found.append(t.name or "(unnamed)")
+
+    def sparse(st: Any) -> None:
+        tensor(st.values)
+        tensor(st.indices)
+
+    def nodes(node_list: Any) -> None:
+        for node in node_list:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    tensor(attr.t)
+                if attr.HasField("sparse_tensor"):
+                    sparse(attr.sparse_tensor)
+                if attr.HasField("g"):
+                    graph(attr.g)
+                for t in attr.tensors:
+                    tensor(t)
+                for st in attr.sparse_tensors:
+                    sparse(st)
+                for g in attr.graphs:
+                    graph(g)
+
+    def graph(g: Any) -> None:
+        for t in g.initializer:
+            tensor(t)
+        for st in g.sparse_initializer:
+            sparse(st)
+        nodes(g.node)
+
+    graph(model.graph)
+    for function in model.functions:
+        nodes(function.node)
+    for training in model.training_info:
+        graph(training.initialization)
+        graph(training.algorithm)
+    return found
 
 
 class OnnxModel:
@@ -169,7 +298,6 @@ def recorded_library_versions(data: bytes, fmt: str) -> dict[str, str]:
     if fmt != ArtifactFormat.SKOPS:
         return {}
     import json
-    import zipfile
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:

@@ -18,7 +18,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from config.storable import check_storable
 from registry import artifacts, evaluation, gates
+from registry.locking import lock_model, retry_on_conflict
 from registry.models import (
     ALIAS_NAME,
     ArtifactFormat,
@@ -81,6 +83,7 @@ def _json_object(value: Any, field: str) -> dict[str, Any]:
 # --- Registered models ----------------------------------------------------------------------------------------------
 
 
+@retry_on_conflict
 @transaction.atomic
 def registered_model_create(
     *,
@@ -92,6 +95,7 @@ def registered_model_create(
     owner: Any = None,
     actor: Any = None,
 ) -> RegisteredModel:
+    check_storable(name=name, description=description, tags=tags, gate_rules=gate_rules)
     errors: dict[str, list[str]] = {}
     if not name or slugify(name) != name:
         errors["name"] = ["must be a slug: lowercase letters, digits, '-' or '_'"]
@@ -120,6 +124,7 @@ def registered_model_create(
     return model
 
 
+@retry_on_conflict
 @transaction.atomic
 def registered_model_update(
     *,
@@ -129,7 +134,8 @@ def registered_model_update(
     tags: dict[str, Any] | None = None,
     gate_rules: list[str] | None = None,
 ) -> RegisteredModel:
-    model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    check_storable(description=description, tags=tags, gate_rules=gate_rules)
+    model = lock_model(model.pk)
     before = _model_snapshot(model)
     if gate_rules is not None:
         problems = gates.rule_problems(gate_rules)
@@ -180,6 +186,10 @@ def model_version_register(
     Everything that can fail is checked before anything is written; the database rows are written in one
     transaction, and the stored files are removed again if that transaction fails.
     """
+    check_storable(
+        signature=signature, metrics=metrics, params=params, tags=tags, lineage=lineage,
+        library_versions=library_versions, target_column=target_column,
+    )  # fmt: skip
     loaded, fmt, signature, eval_frame = _checked_artifact(
         model=model,
         artifact=artifact,
@@ -215,7 +225,7 @@ def model_version_register(
     try:
         with transaction.atomic():
             # The row lock on the model serialises concurrent registrations, so version numbers never collide.
-            locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+            locked = lock_model(model.pk)
             last = locked.versions.order_by("-version").values_list("version", flat=True).first() or 0
             production_metrics = _production_metrics(locked)
             report = _gate_report(locked, submitted, computed, production_metrics)
@@ -282,6 +292,7 @@ def _checked_artifact(
         raise ValidationError({"format": [f"unknown format '{fmt}': use {', '.join(ArtifactFormat.values)}"]})
     try:
         fmt = fmt or artifacts.detect_format(artifact, filename)
+        artifacts.vet_untrusted(artifact, fmt)  # first in a worker process with memory and time limits
         loaded = artifacts.load_model(artifact, fmt)
     except artifacts.ArtifactError as exc:
         raise ValidationError({"artifact": [str(exc)]}) from None
@@ -384,6 +395,7 @@ def model_version_verify_integrity(*, version: ModelVersion) -> bool:
 
 def _mark_tampered(*, version: ModelVersion, actual: str) -> None:
     with transaction.atomic():
+        lock_model(version.model_id)
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
         if locked.integrity_failed_at is None:
             locked.integrity_failed_at = timezone.now()
@@ -400,8 +412,10 @@ def _mark_tampered(*, version: ModelVersion, actual: str) -> None:
     logger.error("artifact integrity check failed for %s (sha256 now %s)", version, actual)
 
 
+@retry_on_conflict
 @transaction.atomic
 def model_version_archive(*, version: ModelVersion, actor: Any = None) -> ModelVersion:
+    lock_model(version.model_id)
     locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
     aliases = list(locked.aliases.values_list("name", flat=True))
     if aliases:
@@ -424,9 +438,11 @@ def model_version_archive(*, version: ModelVersion, actor: Any = None) -> ModelV
     return locked
 
 
+@retry_on_conflict
 @transaction.atomic
 def model_version_set_status(*, version: ModelVersion, status: str, actor: Any = None, message: str = "") -> None:
     """A status change made by a rollout or a rollback (canary, rolled_back), recorded as an event with its reason."""
+    lock_model(version.model_id)
     locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if locked.status == status:
         return
@@ -464,10 +480,11 @@ def _check_alias_target(model: RegisteredModel, name: str, version: ModelVersion
         raise ValidationError(errors)
 
 
+@retry_on_conflict
 @transaction.atomic
 def alias_create(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
     _check_alias_target(model, name, version)
-    RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    lock_model(model.pk)
     if ModelAlias.objects.filter(model=model, name=name).exists():
         raise ValidationError({"alias": [f"the alias '{name}' already exists on {model.name}; move it instead"]})
     alias = ModelAlias.objects.create(model=model, name=name, version=version)
@@ -482,10 +499,17 @@ def alias_create(*, model: RegisteredModel, name: str, version: ModelVersion, ac
     return alias
 
 
+@retry_on_conflict
 @transaction.atomic
 def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
     _check_alias_target(model, name, version)
-    alias = ModelAlias.objects.select_for_update().select_related("version").filter(model=model, name=name).first()
+    lock_model(model.pk)
+    alias = (
+        ModelAlias.objects.select_for_update(of=("self",))
+        .select_related("version")
+        .filter(model=model, name=name)
+        .first()
+    )
     if alias is None:
         raise ValidationError({"alias": [f"{model.name} has no alias '{name}'"]})
     previous = alias.version
@@ -505,9 +529,16 @@ def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, acto
     return alias
 
 
+@retry_on_conflict
 @transaction.atomic
 def alias_delete(*, model: RegisteredModel, name: str, actor: Any = None) -> None:
-    alias = ModelAlias.objects.select_for_update().select_related("version").filter(model=model, name=name).first()
+    lock_model(model.pk)
+    alias = (
+        ModelAlias.objects.select_for_update(of=("self",))
+        .select_related("version")
+        .filter(model=model, name=name)
+        .first()
+    )
     if alias is None:
         raise ValidationError({"alias": [f"{model.name} has no alias '{name}'"]})
     if name == PRODUCTION_ALIAS:

@@ -98,7 +98,13 @@ def validate_signature(raw: Any) -> tuple[dict[str, Any], list[str]]:
 
 
 def model_is_classifier(model: Any) -> bool:
-    return bool(getattr(model, "is_classifier", False)) or is_classifier(model)
+    own = getattr(model, "is_classifier", None)  # artifacts.OnnxModel knows; it has no scikit-learn tags to ask
+    if isinstance(own, bool):
+        return own
+    try:
+        return is_classifier(model)
+    except AttributeError:  # not a scikit-learn estimator (a trusted pickle of something else)
+        return hasattr(model, "classes_")
 
 
 def model_classes(model: Any) -> list[Any] | None:

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from registry import services as registry
+from registry.locking import lock_model
 from registry.models import ModelVersion, RegisteredModel, Task, VersionStatus
 from registry.selectors import previous_production
 from registry.services import PRODUCTION_ALIAS
@@ -269,6 +270,7 @@ def _roll_back(rollout: Rollout, status: str, reason: str, *, figures=None, now:
 
 
 def _locked(rollout: Rollout, allowed: tuple[str, ...], action: str) -> Rollout:
+    lock_model(rollout.model_id)  # the model row first: registry.locking's one lock order (model_rollback holds it)
     locked = Rollout.objects.select_for_update().select_related("model", "candidate").get(pk=rollout.pk)
     if locked.status not in allowed:
         raise ValidationError({"status": [f"cannot {action} a rollout that is {locked.status}"]})
