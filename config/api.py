@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import OperationalError
+from django.http import UnreadablePostError
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -24,4 +25,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, ConcurrentChangeError) or (isinstance(exc, OperationalError) and is_conflict(exc)):
         # A race lost to another change of the same model (registry.locking): nothing stored, the client retries.
         return Response({"detail": CONFLICT_MESSAGE}, status=409, headers={"Retry-After": "1"})
+    elif isinstance(exc, UnreadablePostError):
+        # The client went away or the web worker timed its body out (config/asgi.py): nothing was parsed or stored.
+        exc = exceptions.ParseError("the request body could not be read in full")
     return drf_exception_handler(exc, context)

@@ -133,3 +133,21 @@ def test_json_nested_past_the_parsers_depth_answers_400(staff_client, classifier
     body = '{"tags": ' + "[" * 100_000 + "]" * 100_000 + "}"
     response = staff_client.patch("/api/v1/models/cancer/", body, content_type="application/json")
     assert response.status_code == 400, response.content[:300]
+
+
+class _CutShort:
+    """A body whose client went away (or the web worker timed it out): reading it fails, as config/asgi.py makes it."""
+
+    def read(self, *args) -> bytes:
+        raise OSError("the client sent 12 of 1,000 bytes")
+
+    readline = read
+
+
+def test_a_body_that_cannot_be_read_in_full_answers_400_and_stores_nothing(staff_client):
+    response = staff_client.post(
+        "/api/v1/models/", b"", content_type="application/json", CONTENT_LENGTH="1000", **{"wsgi.input": _CutShort()}
+    )
+    assert response.status_code == 400, response.content[:300]
+    assert "could not be read" in response.json()["detail"]
+    assert not RegisteredModel.objects.exists()
