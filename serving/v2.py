@@ -179,7 +179,7 @@ def _tensor(spec: dict[str, Any], binary: bytes, offset: int) -> tuple[np.ndarra
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):  # fmt: skip
         raise _bad(name, "shape must be a list of sizes")
-    if datatype != "BYTES" and datatype not in NUMPY_TYPES:
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in NUMPY_TYPES):
         raise _bad(name, f"datatype must be one of BYTES, {', '.join(NUMPY_TYPES)}")
     parameters = spec.get("parameters", {})
     if not isinstance(parameters, dict):

@@ -103,6 +103,7 @@ CASES = [
      "Inference-Header-Content-Length"),
     ("V2 BYTES with numeric data", INFER, _v2(_matrix(datatype="BYTES")), None, 400, "BYTES"),
     ("V2 FP64 with string data", INFER, _v2(_matrix(data=["1.0"] * 30)), None, 400, "FP64"),
+    ("V2 datatype a list", INFER, _v2(_matrix(datatype=["FP64"])), None, 400, "datatype"),
     ("V2 unknown datatype", INFER, _v2(_matrix(datatype="FP128")), None, 400, "datatype"),
     ("V2 INT64 beyond 64 bits", INFER, _v2(_matrix(datatype="INT64", data=[2**70] * 30)), None, 400, "INT64"),
     ("V2 FP32 beyond float32", INFER, _v2(_matrix(datatype="FP32", data=[1e39] * 30)), None, 400, "FP32"),

@@ -16,7 +16,7 @@ from config.asgi import application
 from serving.front import request_processor
 
 pytestmark = pytest.mark.django_db(transaction=True)
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(autouse=True)
@@ -69,8 +69,12 @@ value = st.recursive(leaf, lambda inner: st.lists(inner, max_size=4) | st.dictio
                      max_leaves=12)  # fmt: skip
 row = st.lists(st.floats(allow_nan=False) | leaf, min_size=29, max_size=31)
 native = st.fixed_dictionaries(
-    {}, optional={"inputs": st.lists(row | value, max_size=3), "instances": st.lists(value, max_size=3),
-                  "key": value}  # fmt: skip
+    {},
+    optional={
+        "inputs": st.lists(row | value, max_size=3),
+        "instances": st.lists(value, max_size=3),
+        "key": value,
+    },  # fmt: skip
 )
 tensor = st.fixed_dictionaries(
     {},
