@@ -145,15 +145,11 @@ def _row_from_array(
         return [], [_problem(index, None, "each input must be an array of values in signature order")]
     if len(row) != len(features):
         return [], [_problem(index, None, f"has {len(row)} values; the model takes {len(features)}")]
-    errors, converted = [], row
-    for position, (feature, value) in enumerate(zip(features, row, strict=True)):
-        if problem := check_value(feature, value, float_limit):
-            errors.append(_problem(index, feature["name"], problem))
-        elif type(value) is int and feature["dtype"] == "float":
-            if converted is row:
-                converted = list(row)  # the caller's list stays as it was
-            converted[position] = float(value)
-    return converted, errors
+    errors = [_problem(index, f["name"], p) for f, v in zip(features, row, strict=True)
+              if (p := check_value(f, v, float_limit))]  # fmt: skip
+    if not errors and int in map(type, row):  # a new list: the caller's stays as it was
+        row = [float(v) if type(v) is int and f["dtype"] == "float" else v for f, v in zip(features, row, strict=True)]
+    return row, errors
 
 
 def _printable(name: str) -> str:
