@@ -268,3 +268,36 @@ def test_input_errors_answer_400_and_count_nowhere_through_the_django_view(calle
     served = post(caller, URL, {"instances": rows_of(logreg.X_test.iloc[10:], 1)}).json()
     assert served["version"] == 2 and served["route"] == "alias:production"
     assert _breaker_states(v2, v1) == ["closed", "closed"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flood_through_the_django_view_fails_only_the_guilty_requests(
+    classifier_model, logreg, forest, key, settings
+):
+    """The same flood through the Django view, whose model calls the version's micro-batcher thread shares."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+    from django.test import Client
+
+    settings.MODELWORKS_PREDICTION_CACHE = False
+    v1, v2 = _two_versions(classifier_model, forest, logreg, breaker_consecutive_failures=3)
+    good_rows = rows_of(logreg.X_test, 40)
+    bad_rows = [row | {"mean smoothness": 1e308} for row in rows_of(logreg.X_test.iloc[40:], 40)]
+
+    def one(row):
+        try:
+            return post(Client(HTTP_AUTHORIZATION=f"Api-Key {key}"), URL, {"instances": [row]})
+        finally:
+            connection.close()
+
+    mixed = [item for good_row, bad_row in zip(good_rows, bad_rows, strict=True)
+             for item in ((True, good_row), (False, bad_row))]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(one, [row for _, row in mixed]))
+    good = [r for (ok, _), r in zip(mixed, answers, strict=True) if ok]
+    bad = [r for (ok, _), r in zip(mixed, answers, strict=True) if not ok]
+    assert [r.status_code for r in good] == [200] * 40
+    assert {(r.json()["version"], r.json()["route"]) for r in good} == {(2, "alias:production")}
+    assert [r.status_code for r in bad] == [400] * 40
+    assert _breaker_states(v2, v1) == ["closed", "closed"]
