@@ -44,7 +44,7 @@ def string_problem(value: str, max_length: int) -> str | None:
 
 
 def check_value(feature: dict[str, Any], value: Any, float_limit: float = FLOAT64_MAX) -> str | None:
-    """Why the value does not fit the feature, or None when it does (see as_float for float features)."""
+    """Why the value does not fit the feature, or None when it does."""
     dtype = feature["dtype"]
     if value is None:
         return None if feature.get("nullable") else "is required (not nullable)"
@@ -59,12 +59,12 @@ def check_value(feature: dict[str, Any], value: Any, float_limit: float = FLOAT6
         if isinstance(value, bool) or not (
             isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
         ):
-            return f"must be an integer, got {value!r}"
+            return f"must be an integer, got {_shown(value)}"
         if not INT64_MIN <= value <= INT64_MAX:
             return "is outside the 64-bit integer range"
     elif dtype == "bool":
         if not isinstance(value, bool):
-            return f"must be true or false, got {value!r}"
+            return f"must be true or false, got {_shown(value)}"
     elif dtype == "category":
         if isinstance(value, str):
             if problem := string_problem(value, MAX_CATEGORY_LENGTH):
@@ -75,12 +75,18 @@ def check_value(feature: dict[str, Any], value: Any, float_limit: float = FLOAT6
             return "is outside the 64-bit integer range"
     allowed = feature.get("allowed")
     if allowed is not None and value not in allowed:
-        return f"{value!r} is not one of the allowed values"
+        return f"{_shown(value)} is not one of the allowed values"
     if "min" in feature and value < feature["min"]:
         return f"{value} is below the minimum {feature['min']}"
     if "max" in feature and value > feature["max"]:
         return f"{value} is above the maximum {feature['max']}"
     return None
+
+
+def _shown(value: Any) -> str:
+    """The value as an error message quotes it: escaped (repr), and short, however long the value sent."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else f"{shown[:57]}..."
 
 
 def rows_from_payload(

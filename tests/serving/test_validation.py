@@ -197,3 +197,9 @@ def test_more_rows_than_max_batch_is_400(caller, production, logreg, settings):
     settings.MODELWORKS_MAX_BATCH = 5
     response = post(caller, URL, {"instances": rows_of(logreg.X_test, 6)})
     assert response.status_code == 400 and "at most 5" in response.json()["errors"][0]["message"]
+
+
+def test_an_error_quotes_a_long_value_shortly():
+    with pytest.raises(InputError) as caught:
+        rows_from_payload({"instances": [{"n": "x" * 100_000}]}, FREE, 10)
+    assert len(caught.value.errors[0]["message"]) < 100
