@@ -204,9 +204,20 @@ MODELWORKS_BATCH_WAIT_MS = env_int("MODELWORKS_BATCH_WAIT_MS", 2)
 MODELWORKS_BATCH_MAX_ROWS = env_int("MODELWORKS_BATCH_MAX_ROWS", 64)
 MODELWORKS_MODEL_CACHE_MB = env_int("MODELWORKS_MODEL_CACHE_MB", 1024)
 MODELWORKS_ROUTE_TTL_MS = env_int("MODELWORKS_ROUTE_TTL_MS", 500)
+# A version that fails to load is tried again after this back-off, doubling per failure up to the maximum.
+MODELWORKS_MODEL_RETRY_S = env_int("MODELWORKS_MODEL_RETRY_S", 30)
+MODELWORKS_MODEL_RETRY_MAX_S = env_int("MODELWORKS_MODEL_RETRY_MAX_S", 300)
+# /readyz answers within this budget even when Redis or Postgres hangs (the probe's timeout is 3 s).
+MODELWORKS_READYZ_BUDGET_MS = env_int("MODELWORKS_READYZ_BUDGET_MS", 800)
 MODELWORKS_PREDICTION_CACHE = env_bool("MODELWORKS_PREDICTION_CACHE", True)
 MODELWORKS_LOG_FLUSH_MS = env_int("MODELWORKS_LOG_FLUSH_MS", 50)
 MODELWORKS_LOG_BUFFER_MAX = env_int("MODELWORKS_LOG_BUFFER_MAX", 200_000)
+# The same buffer capped by an estimate of its memory (a few wide batch requests must not take the worker's RAM).
+MODELWORKS_LOG_BUFFER_MAX_BYTES = env_int("MODELWORKS_LOG_BUFFER_MAX_BYTES", 256 * 1024 * 1024)
+# A request with the same id, model, outcome and inputs within this window is a retry and is logged once.
+MODELWORKS_LOG_RETRY_WINDOW_S = env_int("MODELWORKS_LOG_RETRY_WINDOW_S", 300)
+# Rows the database refuses for their content go to serving_deadletter, or here as JSON lines when it is away.
+MODELWORKS_DEAD_LETTER_DIR = env_str("MODELWORKS_DEAD_LETTER_DIR", str(VAR_DIR / "dead-letters"))
 # Keyed hash for features tagged pii in a signature before they reach the prediction log.
 MODELWORKS_PII_HASH_KEY = env_secret("MODELWORKS_PII_HASH_KEY") or f"pii:{SECRET_KEY}"
 
