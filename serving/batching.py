@@ -105,10 +105,12 @@ class MicroBatcher:
             rows = [row for job in jobs for row in job.rows]
             try:
                 predictions, probabilities = self._predict(rows)
-            except BaseException as exc:  # every waiting request gets the failure, the thread lives on
-                for job in jobs:
-                    if not job.future.cancelled():
-                        job.future.set_exception(exc)
+            except BaseException as exc:  # the thread lives on
+                if len(jobs) == 1:
+                    _fail(jobs[0], exc)
+                else:  # each request alone, so that only the one whose rows fail gets the failure
+                    for job in jobs:
+                        self._answer_alone(job)
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(rows))
@@ -116,3 +118,21 @@ class MicroBatcher:
             for job, result in zip(jobs, answers, strict=True):
                 if job.future.set_running_or_notify_cancel():
                     job.future.set_result(result)
+
+    def _answer_alone(self, job: _Job) -> None:
+        if job.future.cancelled():  # its caller's time budget ran out meanwhile
+            return
+        try:
+            result = self._predict(job.rows)
+        except BaseException as exc:
+            _fail(job, exc)
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(job.rows))
+        if job.future.set_running_or_notify_cancel():
+            job.future.set_result(result)
+
+
+def _fail(job: _Job, exc: BaseException) -> None:
+    if job.future.set_running_or_notify_cancel():  # from here on its caller can no longer cancel it
+        job.future.set_exception(exc)

@@ -63,6 +63,13 @@ class CircuitBreaker:
                 return True
             return False
 
+    def release(self) -> None:
+        """A call that was let through ended in the caller's fault (bad input): neither a success nor a failure,
+        but a half-open breaker may let its next probe through."""
+        with self._lock:
+            if self._state == HALF_OPEN:
+                self._probe_in_flight = False
+
     def record(self, ok: bool) -> None:
         with self._lock:
             now = self._clock()

@@ -183,7 +183,8 @@ def _chunks(calls: list[tuple[Pending, ModelCall]], max_rows: int) -> Iterator[l
 
 
 def _call_model(chunk: list[tuple[Pending, ModelCall]]) -> list[tuple[Pending, bool, Any]]:
-    """One model call for the chunk's rows; each request gets exactly its rows' answers, or the failure."""
+    """One model call for the chunk's rows; each request gets exactly its rows' answers, or the failure. When the
+    shared call fails, each request is called alone, so that only the request whose rows fail gets the failure."""
     loaded = chunk[0][1].loaded
     for _, call in chunk:
         if call.announced:  # announced to the version's batcher thread, which these requests do not use
@@ -193,7 +194,9 @@ def _call_model(chunk: list[tuple[Pending, ModelCall]]) -> list[tuple[Pending, b
     try:
         predictions, probabilities = loaded.predict(rows)
     except Exception as exc:
-        return [(pending, False, exc) for pending, _ in chunk]
+        if len(chunk) == 1:
+            return [(chunk[0][0], False, exc)]
+        return [_call_alone(pending, call) for pending, call in chunk]
     elapsed = time.perf_counter() - started
     if loaded.batcher.on_batch is not None:
         loaded.batcher.on_batch(len(rows))
@@ -202,6 +205,21 @@ def _call_model(chunk: list[tuple[Pending, ModelCall]]) -> list[tuple[Pending, b
         (pending, False, InferenceTimeout()) if elapsed > call.budget_seconds else (pending, True, answer)
         for (pending, call), answer in zip(chunk, own, strict=True)
     ]
+
+
+def _call_alone(pending: Pending, call: ModelCall) -> tuple[Pending, bool, Any]:
+    """One request's rows in a model call of their own (its time budget counts this call only: the failed shared
+    call was a neighbour's doing)."""
+    started = time.perf_counter()
+    try:
+        answer = call.loaded.predict(call.rows)
+    except Exception as exc:
+        return pending, False, exc
+    if call.loaded.batcher.on_batch is not None:
+        call.loaded.batcher.on_batch(len(call.rows))
+    if time.perf_counter() - started > call.budget_seconds:
+        return pending, False, InferenceTimeout()
+    return pending, True, answer
 
 
 def _mend_connections() -> None:

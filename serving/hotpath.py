@@ -27,7 +27,9 @@ from rest_framework.authtoken.models import Token
 
 from serving import routing, services
 from serving.keys import api_key_lookup, raw_api_key, throttle_retry_after
-from serving.validation import InputError
+from serving.validation import MAX_KEY_LENGTH, InputError, string_problem
+
+MAX_VERSION = 2**31 - 1  # the registry's version column is a Postgres integer
 
 
 @dataclass(slots=True)
@@ -41,7 +43,16 @@ class Reply:
     @property
     def body(self) -> bytes:
         # orjson: answers are plain JSON values, and encoding them was the largest single cost left per request.
-        return orjson.dumps(self.payload, option=orjson.OPT_SERIALIZE_NUMPY)
+        try:
+            return orjson.dumps(self.payload, option=orjson.OPT_SERIALIZE_NUMPY)
+        except orjson.JSONEncodeError:
+            # What orjson refuses and json escapes: a lone surrogate echoed from the request (a V2 "id", a name
+            # in an error). Never an exception here: the processor thread sends the answers of a whole round.
+            return json.dumps(self.payload, default=_plain_json).encode()
+
+
+def _plain_json(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def error(status: int, detail: str, errors: list[dict[str, Any]] | None = None, **headers: str) -> Reply:
@@ -122,16 +133,45 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         return error(400, f"the body is not valid JSON: {exc}")
+    except RecursionError:
+        return error(400, "the body is not valid JSON: nested too deeply")
+
+
+def version_number(version: str) -> int | None:
+    """The version a path or query names ("1", "42"), or None when it is not a positive integer the registry can
+    hold (str.isdigit alone accepts "²", which int() refuses)."""
+    if not (version.isascii() and version.isdigit()) or len(version) > 10:
+        return None
+    number = int(version)
+    return number if 1 <= number <= MAX_VERSION else None
+
+
+def _field_error(field: str, message: str) -> Reply:
+    return error(400, f"'{field}' {message}", [{"row": None, "field": field, "message": message}])
 
 
 def _target(version: str | None, alias: str | None) -> tuple[int | None, str | None] | Reply:
     if version is not None and alias is not None:
         return error(400, "give either ?version= or ?alias=, not both")
     if version is not None:
-        if not version.isdigit() or int(version) < 1:
-            return error(400, "?version= must be a positive integer")
-        return int(version), None
+        number = version_number(version)
+        if number is None:
+            return _field_error("version", "must be a positive integer")
+        return number, None
+    if alias is not None and (problem := string_problem(alias, MAX_KEY_LENGTH)):
+        return _field_error("alias", problem)
     return None, alias
+
+
+def _routing_key(payload: Any) -> str | None | Reply:
+    key = payload.get("key") if isinstance(payload, dict) else None
+    if key is None:
+        return None
+    if isinstance(key, bool) or not isinstance(key, str | int):
+        return _field_error("key", "must be a string")
+    key = key if isinstance(key, str) else str(key)
+    problem = string_problem(key, MAX_KEY_LENGTH)
+    return key if problem is None else _field_error("key", problem)
 
 
 def predict_steps(
@@ -144,16 +184,16 @@ def predict_steps(
     target = _target(version, alias)
     if isinstance(target, Reply):
         return target
-    key = payload.get("key") if isinstance(payload, dict) else None
-    if key is not None and not isinstance(key, str | int):
-        return error(400, "'key' must be a string", [{"row": None, "field": "key", "message": "must be a string"}])
+    key = _routing_key(payload)
+    if isinstance(key, Reply):
+        return key
     try:
         result = yield from services.predict_steps(
             model_name=name,
             payload=payload,
             version=target[0],
             alias=target[1],
-            routing_key=None if key is None else str(key),
+            routing_key=key,
             request_id=request_id,
         )
     except InputError as exc:

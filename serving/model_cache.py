@@ -17,14 +17,16 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from sklearn.compose import ColumnTransformer
+from sklearn.tree import BaseDecisionTree
 
 from registry import services as registry
-from registry.artifacts import ArtifactError
+from registry.artifacts import ArtifactError, OnnxModel
 from registry.models import ModelVersion
 from serving import fast_paths, metrics
 from serving.batching import MicroBatcher
 from serving.breaker import STATE_VALUE, BreakerPolicy, CircuitBreaker
 from serving.per_process import PerProcess
+from serving.validation import FLOAT32_MAX, FLOAT64_MAX
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class LoadedModel:
     cache_key: str  # version id + artifact hash: what prediction-cache entries are filed under
     needs_frame: bool  # columns picked by name or non-numeric features: the model must get a DataFrame
     breaker: CircuitBreaker
+    float_limit: float = FLOAT64_MAX  # the largest input magnitude the model computes with (see input_float_limit)
     batcher: MicroBatcher | None = field(default=None, repr=False)
     _exported_state: str | None = field(default=None, repr=False)
 
@@ -88,6 +91,18 @@ def needs_frame(estimator: Any, signature: dict[str, Any]) -> bool:
         return True
     parts = [estimator, *(estimator.get_params(deep=True).values() if hasattr(estimator, "get_params") else [])]
     return any(isinstance(part, ColumnTransformer) for part in parts)
+
+
+def input_float_limit(estimator: Any) -> float:
+    """FLOAT32_MAX when the model casts its inputs to float32 (decision trees and the ensembles built of them,
+    ONNX float tensors), where a larger finite float64 makes it raise: validation refuses such values instead."""
+    parts = [estimator, *(estimator.get_params(deep=True).values() if hasattr(estimator, "get_params") else [])]
+    for part in parts:
+        members = getattr(part, "estimators_", None)  # a forest's list, gradient boosting's array of trees
+        first = np.ravel(np.asarray(members, dtype=object))[0] if members is not None and len(members) else None
+        if isinstance(part, BaseDecisionTree | OnnxModel) or isinstance(first, BaseDecisionTree):
+            return FLOAT32_MAX
+    return FLOAT64_MAX
 
 
 ARGMAX_CLASSIFIERS = frozenset(
@@ -243,6 +258,7 @@ class ModelCache:
             cache_key=f"{version.pk}:{version.sha256[:16]}",
             needs_frame=needs_frame(estimator, version.signature),
             breaker=CircuitBreaker(breaker_policy_for(version)),
+            float_limit=input_float_limit(estimator),
         )
         loaded.batcher = MicroBatcher(
             loaded.predict,

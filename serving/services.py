@@ -179,7 +179,9 @@ def predict_steps(
     try:
         try:
             payload, feature_report = resolve_feature_inputs(payload, loaded.signature)  # entity ids -> features
-            rows = rows_from_payload(payload, loaded.signature, settings.MODELWORKS_MAX_BATCH)
+            rows = rows_from_payload(
+                payload, loaded.signature, settings.MODELWORKS_MAX_BATCH, float_limit=loaded.float_limit
+            )
         except InputError:
             outcome = "invalid"
             raise
@@ -228,6 +230,9 @@ def predict_steps(
         if route.split is not None and route.split.shadow_version_id is not None:
             shadow.maybe_mirror(route, rows, result)
         return result
+    except InputError:  # the model refused the caller's values (see _call): a 400, as at validation
+        outcome = "invalid"
+        raise
     except Unavailable:
         # Nobody answered: logged too, so a rollout's analysis counts the routed version's failures.
         _log(new_request_id(request_id), model_name, loaded, route, routing_key, rows or [], "error", started,
@@ -281,6 +286,8 @@ def _merge(keys, cached, hits, fresh_predictions, fresh_probabilities):
 
 
 def _call(loaded: LoadedModel, rows: list[list[Any]], budget_seconds: float, *, announced: bool) -> Steps[Answer]:
+    """The model's answer for these rows. Its failures and time-outs count against its breaker; the caller's bad
+    input (InputError, or a value too large for the model's arithmetic) does not: it is answered with a 400."""
     if not loaded.breaker.allow():
         if announced:
             loaded.batcher.withdraw()
@@ -293,12 +300,25 @@ def _call(loaded: LoadedModel, rows: list[list[Any]], budget_seconds: float, *, 
         loaded.breaker_state()
         raise _InferenceFailed(f"inference took longer than its {budget_seconds * 1000:.0f} ms budget") from None
     except Exception as exc:
+        refused = exc if isinstance(exc, InputError) else _input_fault(exc)
+        if refused is not None:
+            loaded.breaker.release()
+            raise refused from None
         loaded.breaker.record(False)
         loaded.breaker_state()
         raise _InferenceFailed(f"inference failed: {type(exc).__name__}") from exc
     loaded.breaker.record(True)
     loaded.breaker_state()
     return predictions, probabilities
+
+
+def _input_fault(exc: Exception) -> InputError | None:
+    """The model refusing the caller's values as too large for its arithmetic: scikit-learn's input check after a
+    step (a scaler) took a finite value past float64, or any value past a float32 model's range."""
+    if isinstance(exc, ValueError) and "infinity or a value too large" in str(exc):
+        message = "a value is too large for this model's arithmetic (it overflows to infinity inside the model)"
+        return InputError([{"row": None, "field": None, "message": message}])
+    return None
 
 
 def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: float):
@@ -314,7 +334,9 @@ def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: floa
             ) from None
         try:
             backup = model_cache().get(fallback)
-            rows = rows_from_payload({"inputs": rows}, backup.signature, settings.MODELWORKS_MAX_BATCH)
+            rows = rows_from_payload(
+                {"inputs": rows}, backup.signature, settings.MODELWORKS_MAX_BATCH, float_limit=backup.float_limit
+            )
             predictions, probabilities = yield from _call(backup, rows, policy_of(fallback).inference_budget_ms / 1000,
                                                announced=False)  # fmt: skip
         except (_InferenceFailed, InputError, ModelLoadFailed) as second:

@@ -8,6 +8,7 @@ Inputs are one tensor per feature (named as in the signature, shape [n] or [n, 1
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from serving import routing, services
-from serving.hotpath import Reply, authenticate, read_body, to_response
+from serving.hotpath import Reply, authenticate, read_body, to_response, version_number
 from serving.model_cache import model_cache
-from serving.validation import InputError
+from serving.validation import MAX_KEY_LENGTH, InputError, string_problem
 
 DATATYPES = {"float": "FP64", "int": "INT64", "bool": "BOOL", "category": "BYTES"}
 NUMPY_TYPES = {
@@ -61,10 +62,11 @@ def _route(request: HttpRequest, name: str, version: str | None) -> routing.Rout
     denied = authenticate(request, f"predict:{name}")
     if denied is not None:
         return to_response(as_v2(denied))
-    if version is not None and not version.isdigit():
+    number = None if version is None else version_number(version)
+    if version is not None and number is None:
         return v2_error(400, "the model version must be a positive integer")
     try:
-        return routing.resolve(name, version=int(version) if version else None)
+        return routing.resolve(name, version=number)
     except routing.RouteError as exc:
         return v2_error(exc.status, exc.message)
 
@@ -109,36 +111,100 @@ def _label_type(classes: list[Any]) -> str:
 def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes] | Reply:
     """The JSON inference header and the binary tensor data after it (Triton's binary extension), if any."""
     if header_length is None:
-        try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return v2_reply(400, f"the body is not valid JSON: {exc}")
-        return (parsed, b"") if isinstance(parsed, dict) else v2_reply(400, "the body must be a JSON object")
+        header, binary = _json(body), b""
+    else:
+        text = header_length.strip()
+        length = int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else None
+        if length is None or length > len(body):
+            return v2_reply(400, "Inference-Header-Content-Length must be a size within the body")
+        header, binary = _json(body[:length]), body[length:]
+    if isinstance(header, Reply):
+        return header
+    if not isinstance(header, dict):
+        return v2_reply(400, "the inference request must be a JSON object")
+    if not isinstance(header.get("parameters", {}), dict):
+        return v2_reply(400, "parameters: must be an object")
+    return header, binary
+
+
+def _json(text: bytes) -> Any:
     try:
-        length = int(header_length)
-        header = json.loads(body[:length])
-    except (ValueError, UnicodeDecodeError):
-        return v2_reply(400, "Inference-Header-Content-Length does not frame a JSON header")
-    return (header, body[length:]) if isinstance(header, dict) else v2_reply(400, "bad inference header")
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return v2_reply(400, f"the body is not valid JSON: {exc}")
+    except RecursionError:
+        return v2_reply(400, "the body is not valid JSON: nested too deeply")
+
+
+def _bad(name: Any, message: str) -> InputError:
+    return InputError([{"row": None, "field": name, "message": message}])
+
+
+def _elements_fit(datatype: str, values: list[Any]) -> bool:
+    """JSON tensor data of the declared datatype: strings for BYTES, true/false for BOOL, integers within the type's
+    range for INT and UINT types, numbers within the type's range for FP types (finiteness is the signature's)."""
+    if datatype == "BYTES":
+        return all(isinstance(v, str) for v in values)
+    if datatype == "BOOL":
+        return all(isinstance(v, bool) for v in values)
+    if datatype.startswith(("INT", "UINT")):
+        low, high = int(np.iinfo(NUMPY_TYPES[datatype]).min), int(np.iinfo(NUMPY_TYPES[datatype]).max)
+        return all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in values)
+    largest = float(np.finfo(NUMPY_TYPES[datatype]).max)
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and not abs(v) > largest for v in values)
+
+
+def _flat(data: Any) -> list[Any] | None:
+    """The elements of JSON tensor data, flat (Triton sends nested or flat lists), or None when it is not a list."""
+    if not isinstance(data, list):
+        return None
+    flat, stack = [], [iter(data)]
+    while stack:  # not recursive: the nesting depth is the client's to choose
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
 
 
 def _tensor(spec: dict[str, Any], binary: bytes, offset: int) -> tuple[np.ndarray, int]:
+    name = spec.get("name")
+    if not isinstance(name, str) or (problem := string_problem(name, MAX_KEY_LENGTH)):
+        raise _bad(None, "each tensor's name must be a string" if not isinstance(name, str) else f"name {problem}")
     shape = spec.get("shape")
     datatype = spec.get("datatype")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InputError([{"row": None, "field": spec.get("name"), "message": "shape must be a list of sizes"}])
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):  # fmt: skip
+        raise _bad(name, "shape must be a list of sizes")
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in NUMPY_TYPES):
+        raise _bad(name, f"datatype must be one of BYTES, {', '.join(NUMPY_TYPES)}")
+    parameters = spec.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise _bad(name, "parameters must be an object")
+    size = parameters.get("binary_data_size")
     if size is not None:
         if datatype not in NUMPY_TYPES:
-            raise InputError([{"row": None, "field": spec.get("name"), "message": f"binary {datatype} unsupported"}])
+            raise _bad(name, f"binary {datatype} unsupported")
+        itemsize = np.dtype(NUMPY_TYPES[datatype]).itemsize
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0 or size % itemsize:
+            raise _bad(name, f"binary_data_size must be a whole number of {datatype} values ({itemsize} bytes each)")
+        if offset + size > len(binary):
+            raise _bad(name, f"binary_data_size {size} is more than the {len(binary) - offset} bytes left")
         array = np.frombuffer(binary[offset : offset + size], dtype=NUMPY_TYPES[datatype])
         offset += size
     else:
-        array = np.asarray(spec.get("data"), dtype=object).ravel()
-    if array.size != int(np.prod(shape)):
-        raise InputError(
-            [{"row": None, "field": spec.get("name"), "message": f"{array.size} values for shape {shape}"}]
-        )
+        values = _flat(spec.get("data"))
+        if values is None:
+            raise _bad(name, "data must be a list of values (or binary_data_size given)")
+        if not _elements_fit(datatype, values):
+            raise _bad(name, f"data must hold {datatype} values")
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+    if array.size != math.prod(shape):
+        raise _bad(name, f"{array.size} values for shape {shape}")
     return array.reshape(shape), offset
 
 
@@ -175,10 +241,11 @@ def infer_steps(
     name: str, version: str | None, body: bytes, *, header_length: str | None, request_id: str | None
 ) -> services.Steps[Reply]:
     """One authenticated `POST /v2/models/{name}[/versions/{version}]/infer`, from its body to its answer."""
-    if version is not None and not version.isdigit():
+    number = None if version is None else version_number(version)
+    if version is not None and number is None:
         return v2_reply(400, "the model version must be a positive integer")
     try:
-        route = routing.resolve(name, version=int(version) if version else None)
+        route = routing.resolve(name, version=number)
     except routing.RouteError as exc:
         return v2_reply(exc.status, exc.message)
     split = _split_body(body, header_length)

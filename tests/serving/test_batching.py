@@ -52,6 +52,30 @@ def test_a_failing_batch_fails_only_its_own_requests():
     assert batcher.submit([[2]]).result(timeout=2) == ([[2]], None)
 
 
+def test_when_a_shared_call_fails_each_request_is_retried_alone():
+    """Only the request whose rows fail gets the failure; its batched neighbours get their answers."""
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def predict(rows):
+        release.wait(5)  # hold the first call so the others queue up behind it and share the next one
+        sizes.append(len(rows))
+        if any(r[0] < 0 for r in rows):
+            raise ValueError("negative")
+        return [r[0] * 10 for r in rows], None
+
+    batcher = MicroBatcher(predict, max_rows=64, wait_seconds=0.001, name="alone")
+    futures = [batcher.submit([[value]]) for value in (0, 1, -2, 3, -4, 5)]
+    release.set()
+    for value, future in zip((0, 1, -2, 3, -4, 5), futures, strict=True):
+        if value < 0:
+            with pytest.raises(ValueError):
+                future.result(timeout=5)
+        else:
+            assert future.result(timeout=5) == ([value * 10], None)
+    assert max(sizes) > 1  # the requests did share a call, which failed, before each was called alone
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("trained", ["forest", "logreg"])
 def test_served_answers_under_concurrency_equal_unbatched_calls(request, trained, classifier_model, key, settings):

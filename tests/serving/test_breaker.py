@@ -138,3 +138,166 @@ def test_going_over_the_inference_budget_counts_as_a_failure(caller, production,
     assert [r.status_code for r in responses] == [503, 503, 503]
     assert "budget" in responses[0].json()["detail"]
     assert "circuit breaker open" in responses[2].json()["detail"]
+
+
+def test_a_call_ended_by_bad_input_frees_the_half_open_probe_without_counting():
+    clock = Clock()
+    breaker = CircuitBreaker(BreakerPolicy(consecutive_failures=1, cooldown_seconds=5), clock=clock)
+    breaker.record(False)
+    clock.now = 5
+    assert breaker.allow()  # the probe
+    breaker.release()  # its input was refused: no verdict on the model
+    assert breaker.state == HALF_OPEN and breaker.allow()  # the next request may probe
+    breaker.record(True)
+    assert breaker.state == CLOSED
+
+
+# ------------------------------------------------------------------ breaker abuse through the ASGI front (issue 13)
+
+
+@pytest.fixture
+def processor():
+    from serving.front import request_processor
+
+    yield
+    request_processor().close_connections()  # or the test database cannot be dropped at the end
+
+
+def _two_versions(classifier_model, first, second, **policy):
+    """`first` was production, `second` is now (so `first` is its fallback); the prediction cache is off, so every
+    request reaches a model."""
+    v1 = registry.model_version_register(model=classifier_model, artifact=first.artifact,
+                                         evaluation_data=first.eval_csv)  # fmt: skip
+    registry.alias_create(model=classifier_model, name="production", version=v1)
+    signature = policy.pop("signature", None)
+    v2 = registry.model_version_register(model=classifier_model, artifact=second.artifact, signature=signature,
+                                         evaluation_data=second.eval_csv)  # fmt: skip
+    registry.alias_move(model=classifier_model, name="production", version=v2)
+    ServingPolicy.objects.create(model=classifier_model, breaker_cooldown_seconds=30, **policy)
+    return v1, v2
+
+
+def _breaker_states(*versions) -> list[str]:
+    from serving.model_cache import model_cache
+
+    return [model_cache().get(version).breaker.state for version in versions]
+
+
+def _flood(key, good_rows, bad_rows):
+    """Good and bad requests interleaved, all sent at once through the front (so they share model calls)."""
+    import json
+
+    from tests.serving.test_front import URL as FRONT_URL
+    from tests.serving.test_front import call_all
+
+    headers = {"Authorization": f"Api-Key {key}"}
+    bodies = [(True, row) for row in good_rows] + [(False, row) for row in bad_rows]
+    bodies = [bodies[i] for i in sorted(range(len(bodies)), key=lambda i: (i % len(good_rows), i))]  # interleaved
+    answers = call_all([("POST", FRONT_URL, json.dumps({"instances": [row]}).encode(), headers) for _, row in bodies])
+    good = [(status, json.loads(content)) for (ok, _), (status, _, content) in zip(bodies, answers, strict=True) if ok]
+    bad = [
+        (status, json.loads(content)) for (ok, _), (status, _, content) in zip(bodies, answers, strict=True) if not ok
+    ]
+    return good, bad
+
+
+FINITE_BUT_TOO_LARGE_FOR_FLOAT32 = [1e308, -1e308, 3.5e38, -1e39, 10**39, 1.7976931348623157e308]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finite_values_a_float32_model_cannot_hold_are_refused_and_open_no_breaker(
+    processor, classifier_model, logreg, forest, key, settings
+):
+    """Issue 13 item 3: 1e308 passed validation, the forest (float32) raised, the failure counted against it and its
+    fallback, and the batched neighbours failed too. Now such values are refused with a 400 at validation."""
+    settings.MODELWORKS_PREDICTION_CACHE = False
+    v1, v2 = _two_versions(classifier_model, logreg, forest, breaker_consecutive_failures=3)
+    good_rows = rows_of(logreg.X_test, 30)
+    bad_rows = [row | {"mean radius": value} for row, value in
+                zip(rows_of(logreg.X_test, 30), FINITE_BUT_TOO_LARGE_FOR_FLOAT32 * 5, strict=True)]  # fmt: skip
+    for _ in range(2):  # a second flood would find the breakers open, had the first counted
+        good, bad = _flood(key, good_rows, bad_rows)
+        assert [status for status, _ in good] == [200] * 30
+        assert {(answer["version"], answer["route"]) for _, answer in good} == {(2, "alias:production")}
+        assert [status for status, _ in bad] == [400] * 30
+        assert {answer["errors"][0]["field"] for _, answer in bad} == {"mean radius"}
+    assert _breaker_states(v2, v1) == ["closed", "closed"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_value_that_overflows_inside_the_model_is_a_400_for_its_request_alone(
+    processor, classifier_model, logreg, forest, key, settings
+):
+    """A finite float64 that a scaler takes past float64 (1e308 / the small spread of 'mean smoothness') makes the
+    logistic regression raise: the request that sent it gets a 400 without trying the fallback, its batched
+    neighbours their answers, and neither breaker hears of it."""
+    settings.MODELWORKS_PREDICTION_CACHE = False
+    v1, v2 = _two_versions(classifier_model, forest, logreg, breaker_consecutive_failures=3)
+    good_rows = rows_of(logreg.X_test, 30)
+    bad_rows = [row | {"mean smoothness": 1e308} for row in rows_of(logreg.X_test.iloc[30:], 20)]
+    for _ in range(2):
+        good, bad = _flood(key, good_rows, bad_rows)
+        assert [status for status, _ in good] == [200] * 30
+        assert {(answer["version"], answer["route"]) for _, answer in good} == {(2, "alias:production")}
+        assert [status for status, _ in bad] == [400] * 20
+        assert all("too large" in answer["errors"][0]["message"] for _, answer in bad)
+    assert _breaker_states(v2, v1) == ["closed", "closed"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_model_failure_fails_only_the_request_that_caused_it(processor, classifier_model, logreg, forest, key):
+    """A null reaches the logistic regression (its signature says nullable) and makes it raise: a model failure,
+    counted, but only for the requests with a null; the others in the same model call are answered by v2."""
+    signature = {"inputs": [{"name": c, "dtype": "float", "nullable": True} for c in logreg.X_test.columns]}
+    _two_versions(classifier_model, forest, logreg, breaker_consecutive_failures=100, signature=signature)
+    good_rows = rows_of(logreg.X_test, 24)
+    bad_rows = [row | {"mean radius": None} for row in rows_of(logreg.X_test.iloc[30:], 8)]
+    good, bad = _flood(key, good_rows, bad_rows)
+    assert [status for status, _ in good] == [200] * 24
+    assert {answer["version"] for _, answer in good} == {2}
+    assert [status for status, _ in bad] == [503] * 8  # the forest fallback refuses a null: nobody can answer
+
+
+@pytest.mark.django_db
+def test_input_errors_answer_400_and_count_nowhere_through_the_django_view(caller, classifier_model, logreg, forest):
+    v1, v2 = _two_versions(classifier_model, forest, logreg, breaker_consecutive_failures=2)
+    bad = [row | {"mean smoothness": 1e308} for row in rows_of(logreg.X_test, 4)]
+    for row in bad:
+        response = post(caller, URL, {"instances": [row]})
+        assert response.status_code == 400, response.content
+    served = post(caller, URL, {"instances": rows_of(logreg.X_test.iloc[10:], 1)}).json()
+    assert served["version"] == 2 and served["route"] == "alias:production"
+    assert _breaker_states(v2, v1) == ["closed", "closed"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flood_through_the_django_view_fails_only_the_guilty_requests(
+    classifier_model, logreg, forest, key, settings
+):
+    """The same flood through the Django view, whose model calls the version's micro-batcher thread shares."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+    from django.test import Client
+
+    settings.MODELWORKS_PREDICTION_CACHE = False
+    v1, v2 = _two_versions(classifier_model, forest, logreg, breaker_consecutive_failures=3)
+    good_rows = rows_of(logreg.X_test, 40)
+    bad_rows = [row | {"mean smoothness": 1e308} for row in rows_of(logreg.X_test.iloc[40:], 40)]
+
+    def one(row):
+        try:
+            return post(Client(HTTP_AUTHORIZATION=f"Api-Key {key}"), URL, {"instances": [row]})
+        finally:
+            connection.close()
+
+    mixed = [item for good_row, bad_row in zip(good_rows, bad_rows, strict=True)
+             for item in ((True, good_row), (False, bad_row))]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(one, [row for _, row in mixed]))
+    good = [r for (ok, _), r in zip(mixed, answers, strict=True) if ok]
+    bad = [r for (ok, _), r in zip(mixed, answers, strict=True) if not ok]
+    assert [r.status_code for r in good] == [200] * 40
+    assert {(r.json()["version"], r.json()["route"]) for r in good} == {(2, "alias:production")}
+    assert [r.status_code for r in bad] == [400] * 40
+    assert _breaker_states(v2, v1) == ["closed", "closed"]
