@@ -94,8 +94,6 @@ class RedisOnlineStore:
     def __init__(self, url: str) -> None:
         import redis
 
-        from django.conf import settings
-
         self.client = redis.Redis.from_url(url, **settings.REDIS_CLIENT_OPTIONS)  # on the request path: bounded
         self._write_script = self.client.register_script(_WRITE_IF_NEWER)
 
