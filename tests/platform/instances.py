@@ -1,9 +1,9 @@
 """A test's own Redis and PostgreSQL servers, to hang (SIGSTOP), stop and restart without touching the shared ones.
 
 Fault tests must never signal the suite's Redis (6379) or Postgres (5432): those belong to every test session on the
-machine. Each server here runs on a spare port in a temporary directory, in its own process group (Postgres forks a
-backend per connection: SIGSTOP of the postmaster alone would leave open connections answering), and is always
-killed on exit, stopped or not.
+machine. Each server here runs on a spare port in a temporary directory; a hang stops the server and each of its
+children (Postgres forks a backend per connection, each in a session of its own: SIGSTOP of the postmaster alone
+would leave open connections answering), and every server is killed on exit, stopped or not.
 """
 
 from __future__ import annotations
@@ -37,11 +37,16 @@ class _Server:
     process: subprocess.Popen | None = None
 
     def pause(self) -> None:
-        """SIGSTOP: the server keeps its sockets (the kernel still accepts connections) but answers nothing."""
-        os.killpg(self.process.pid, signal.SIGSTOP)
+        """SIGSTOP: the server keeps its sockets (the kernel still accepts connections) but answers nothing.
+        Its children too, each of them (Postgres puts every backend in a session of its own)."""
+        os.kill(self.process.pid, signal.SIGSTOP)  # first, so that it forks no one new meanwhile
+        for pid in _children(self.process.pid):
+            os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        os.killpg(self.process.pid, signal.SIGCONT)
+        for pid in _children(self.process.pid):
+            os.kill(pid, signal.SIGCONT)
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def hang_for(self, seconds: float) -> None:
         """Hung for `seconds`, then answering again (resumed whatever happens)."""
@@ -53,10 +58,21 @@ class _Server:
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGCONT)  # a stopped process would not die of SIGTERM
-                os.killpg(self.process.pid, signal.SIGKILL)
+            for pid in [*_children(self.process.pid), self.process.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(Path(stat).parent.name))
+    return found
 
 
 class RedisServer(_Server):

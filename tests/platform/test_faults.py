@@ -73,8 +73,9 @@ def test_predictions_keep_answering_while_redis_hangs(production_and_key, artifa
                 redis_server.hang_for(HANG_SECONDS)
                 hung_to = time.monotonic()
                 time.sleep(1)
-            assert _metric(port, "modelworks_cache_skipped_total") > 0  # the back-off spared the processor
+            skipped = _metric(port, "modelworks_cache_skipped_total")
     _assert_kept_answering(load, hung_from, hung_to)
+    assert skipped > 0  # the back-off spared the processor thread most of the timeouts
 
 
 def test_predictions_keep_answering_from_the_last_good_routes_while_postgres_hangs(
