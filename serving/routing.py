@@ -94,9 +94,11 @@ def _cached(key: tuple, load):
     if threading.current_thread().name == PROCESSOR_THREAD:
         return _read_in_background(key, load, entry, now)
     with _lock:
-        if entry is not None and key in _refreshing:
-            return entry.value
-        _refreshing.add(key)
+        refreshing = entry is not None and key in _refreshing
+        if not refreshing:
+            _refreshing.add(key)
+    if refreshing:
+        return _stale(entry, now)
     try:
         return _read(key, load)
     except DatabaseError:
@@ -147,17 +149,24 @@ def _read_in_background(key: tuple, load, entry: _Entry | None, now: float):
 
 
 def _background_read(key: tuple, load):
+    failed = True
     try:
-        return _read(key, load)
+        value = _read(key, load)
+        failed = False
+        return value
     finally:
         with _lock:
             _reading.pop(key, None)
-        # No request cycle closes this thread's connection: close it, so a broken or hung one is never reused (and
-        # the next read's connect is bounded by connect_timeout).
-        connections.close_all()
+            idle = not _reading
+        # No request cycle closes this thread's connection: it is closed after a failure, so a broken or hung one is
+        # never reused (the next read's connect is bounded by connect_timeout), and when no read is queued behind
+        # this one, so an idle process holds no connection for its routes.
+        if failed or idle:
+            connections.close_all()
 
 
-_refresher = PerProcess(lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="route-refresh"))
+# One thread: every read goes to the same database, and reads queued behind a hung one are served stale meanwhile.
+_refresher = PerProcess(lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="route-refresh"))
 
 
 def _stale(entry: _Entry, now: float):
@@ -291,11 +300,17 @@ def fallback_for(route: Route) -> ModelVersion | None:
     version = route.version
     if route.split is not None and route.arm is not route.split.arms[0]:
         control_id = route.split.arms[0].version_id
-        found = _cached(("id", control_id), lambda: _load_by_id(control_id))
+        try:
+            found = _cached(("id", control_id), lambda: _load_by_id(control_id))
+        except RouteUnavailable:
+            return None
         return None if isinstance(found, RouteError) or not found.servable else found
 
     def load():
         previous = previous_production(version)
         return previous if previous is not None and previous.servable else None
 
-    return _cached(("fallback", version.pk), load)
+    try:
+        return _cached(("fallback", version.pk), load)
+    except RouteUnavailable:
+        return None  # the database is away and this fallback was never read: none to offer now
