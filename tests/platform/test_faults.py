@@ -124,6 +124,8 @@ def test_a_postgres_outage_serves_the_last_good_routes_then_503s_that_are_counte
                 time.sleep(1)  # routes read again: staleness back to 0
             errors = _metric(port, "modelworks_predictions_total", model="cancer", outcome="error")
             staleness_after = _metric(port, "modelworks_route_staleness_seconds")
+        # gunicorn stopped cleanly: every prediction answered during the outage reached the log once it was back
+        logged = int(pg.psql("faults", "SELECT count(*) FROM serving_predictionlog WHERE outcome = 'ok'").stdout)
 
     statuses = Counter(answer.status for answer in load.answers)
     assert set(statuses) <= {200, 503}, statuses  # never a 500
@@ -136,6 +138,7 @@ def test_a_postgres_outage_serves_the_last_good_routes_then_503s_that_are_counte
     assert 1 <= staleness <= max_stale
     assert errors >= statuses[503] > 0  # each 503 is a counted prediction error (the error-rate alert sees them)
     assert staleness_after == 0
+    assert logged == statuses[200] + 1  # and the warm-up's
 
 
 def test_rate_limited_keys_answer_200_or_429_while_redis_is_down(production_and_key, artifact_root, tmp_path):
