@@ -236,9 +236,20 @@ MODELWORKS_ROUTE_MAX_STALE_SECONDS = env_int("MODELWORKS_ROUTE_MAX_STALE_SECONDS
 # How long the request processor waits for a route read it started before serving the last good route (or, with
 # none, a 503): a hung database costs it this once, not the whole hang.
 MODELWORKS_ROUTE_WAIT_MS = env_int("MODELWORKS_ROUTE_WAIT_MS", 250)
+# A version that fails to load is tried again after this back-off, doubling per failure up to the maximum.
+MODELWORKS_MODEL_RETRY_S = env_int("MODELWORKS_MODEL_RETRY_S", 30)
+MODELWORKS_MODEL_RETRY_MAX_S = env_int("MODELWORKS_MODEL_RETRY_MAX_S", 300)
+# /readyz answers within this budget even when Redis or Postgres hangs (the probe's timeout is 3 s).
+MODELWORKS_READYZ_BUDGET_MS = env_int("MODELWORKS_READYZ_BUDGET_MS", 800)
 MODELWORKS_PREDICTION_CACHE = env_bool("MODELWORKS_PREDICTION_CACHE", True)
 MODELWORKS_LOG_FLUSH_MS = env_int("MODELWORKS_LOG_FLUSH_MS", 50)
 MODELWORKS_LOG_BUFFER_MAX = env_int("MODELWORKS_LOG_BUFFER_MAX", 200_000)
+# The same buffer capped by an estimate of its memory (a few wide batch requests must not take the worker's RAM).
+MODELWORKS_LOG_BUFFER_MAX_BYTES = env_int("MODELWORKS_LOG_BUFFER_MAX_BYTES", 256 * 1024 * 1024)
+# A request with the same id, model, outcome and inputs within this window is a retry and is logged once.
+MODELWORKS_LOG_RETRY_WINDOW_S = env_int("MODELWORKS_LOG_RETRY_WINDOW_S", 300)
+# Rows the database refuses for their content go to serving_deadletter, or here as JSON lines when it is away.
+MODELWORKS_DEAD_LETTER_DIR = env_str("MODELWORKS_DEAD_LETTER_DIR", str(VAR_DIR / "dead-letters"))
 # Keyed hash for features tagged pii in a signature before they reach the prediction log.
 MODELWORKS_PII_HASH_KEY = env_secret("MODELWORKS_PII_HASH_KEY") or f"pii:{SECRET_KEY}"
 

@@ -4,7 +4,9 @@ The router calls `record` after routing each request of a running experiment. It
 process has already seen for the experiment is skipped, a new one goes into a buffer that a background thread
 inserts every MODELWORKS_EXPOSURE_FLUSH_MS with ON CONFLICT (experiment, key) DO NOTHING, so the first exposure
 across all processes wins and a retried flush never duplicates (the same pattern as serving/prediction_log.py).
-A failed flush keeps its rows for the next try; a clean exit flushes what is left. A crash loses at most the
+A flush failing on the database keeps its rows for the next try; a batch refused for its content (a key holding NUL
+or a lone surrogate) is split until the guilty rows stand alone, and they go to the dead letters while the others are
+written (serving/background.py). A clean exit flushes what is left. A crash loses at most the
 exposures of the last interval, and those keys are recorded again on their next request.
 """
 
@@ -21,7 +23,7 @@ from django.utils import timezone
 from prometheus_client import Counter
 
 from experiments.models import Experiment, Exposure
-from serving.background import BackgroundFlusher
+from serving.background import BackgroundFlusher, store_dead_letters, write_isolating
 from serving.per_process import PerProcess
 from serving.traffic import Arm
 
@@ -69,26 +71,32 @@ class ExposureBuffer(BackgroundFlusher):
             logger.exception("exposure not recorded")
 
     def flush(self) -> int:
-        """Insert what is buffered; on failure the rows stay for the next try."""
+        """Insert what is buffered: rows refused for their content become dead letters; when the database fails, the
+        rows not written stay for the next try."""
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
             if not batch:
                 return 0
-            try:
-                insert(batch)
-            except Exception:
-                logger.exception("exposure flush failed; %d rows kept for the next try", len(batch))
+            outcome = write_isolating(list(batch.items()), lambda rows: insert(dict(rows)))
+            store_dead_letters("exposures", [(_as_dict(row), error) for row, error in outcome.refused])
+            if outcome.kept:
+                logger.error("exposure flush failed; %d rows kept for the next try", len(outcome.kept),
+                             exc_info=outcome.error)  # fmt: skip
                 with self._lock:
-                    self._pending = {**batch, **self._pending}
-                return 0
-            WRITTEN.inc(len(batch))
-            return len(batch)
+                    self._pending = {**dict(outcome.kept), **self._pending}
+            WRITTEN.inc(outcome.written)
+            return outcome.written
 
     def forget(self) -> None:
         """Drop the memory of seen keys (tests; an experiment that restarts with a fresh table)."""
         with self._lock:
             self._seen.clear()
+
+
+def _as_dict(row: tuple[tuple[int, str], tuple[str, datetime]]) -> dict[str, object]:
+    (experiment_id, key), (arm, seen) = row
+    return {"experiment_id": experiment_id, "key": key, "arm": arm, "first_seen_at": seen}
 
 
 def insert(batch: dict[tuple[int, str], tuple[str, datetime]]) -> None:

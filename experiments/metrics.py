@@ -16,16 +16,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from django.db.models import Case, Count, Exists, F, FloatField, OuterRef, Q, Subquery, Sum, Value, When
+from django.db.models import Case, Count, Exists, F, FloatField, OuterRef, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from experiments.models import Experiment, Exposure, MetricKind
 from experiments.stats import Moments
 from monitoring.models import BusinessEvent, Feedback
-from monitoring.selectors import Joined
+from monitoring.selectors import Joined, predictions_with_feedback
 from registry.models import Task
-from serving.models import PredictionLog
 
 
 @dataclass
@@ -91,11 +90,11 @@ def _event_rows(experiment: Experiment, spec: dict[str, Any]) -> list[tuple]:
 def _quality_rows(experiment: Experiment, arm_names: list[str], *, classification: bool) -> list[tuple]:
     """Predictions the experiment routed to each arm, paired with their feedback, one value per predicted row."""
     prefix = f"experiment:{experiment.pk}:"
-    logs = PredictionLog.objects.filter(
-        model_name=experiment.model.name,
-        route_reason__in=[prefix + name for name in arm_names],
-        request_id__in=Feedback.objects.filter(~Q(request_id=None)).values("request_id"),
-    ).values_list("request_id", "route_reason", "outputs", "created_at")
+    logs = (
+        predictions_with_feedback(experiment.model.name)
+        .filter(route_reason__in=[prefix + name for name in arm_names])
+        .values_list("request_id", "route_reason", "outputs", "created_at")
+    )
     logged = {request_id: (reason, outputs, at) for request_id, reason, outputs, at in logs.iterator(chunk_size=5000)}
     buckets: dict[tuple[str, date], list[float]] = defaultdict(list)
     actuals = Feedback.objects.filter(request_id__in=list(logged)).values_list("request_id", "actual")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Avg, Count, QuerySet, Sum
+from django.db.models import Avg, Count, OuterRef, Q, QuerySet, Subquery, Sum
 
 from monitoring import quality
 from monitoring.models import BusinessEvent, DriftReport, Feedback
@@ -35,16 +35,28 @@ class Joined:
         self.probabilities.extend(probabilities if probabilities is not None else [None] * len(predictions))
 
 
+def predictions_with_feedback(model_name: str) -> QuerySet[PredictionLog]:
+    """The prediction each feedback given by request id is about: the latest one of this model logged under that id
+    (a client reusing request ids has its feedback paired with its most recent request, as feedback_join_pending
+    joins it), so every feedback counts once."""
+    latest = (
+        PredictionLog.objects.filter(model_name=model_name, request_id=OuterRef("request_id"))
+        .order_by("-created_at", "-id")
+        .values("pk")[:1]
+    )
+    about = Feedback.objects.filter(Q(model_name=model_name) | Q(model_name=""), request_id__isnull=False)
+    return PredictionLog.objects.filter(pk__in=about.annotate(prediction=Subquery(latest)).values("prediction"))
+
+
 def joined_feedback(
     model_name: str, version: int, since: datetime | None = None, until: datetime | None = None
 ) -> Joined:
     """Predictions of one version made in [since, until) that have feedback, paired with it."""
-    logs = PredictionLog.objects.filter(model_name=model_name, version=version)
+    logs = predictions_with_feedback(model_name).filter(version=version)
     if since is not None:
         logs = logs.filter(created_at__gte=since)
     if until is not None:
         logs = logs.filter(created_at__lt=until)
-    logs = logs.filter(request_id__in=Feedback.objects.filter(request_id__isnull=False).values("request_id"))
     outputs = dict(logs.values_list("request_id", "outputs").iterator(chunk_size=5000))
     joined = Joined()
     for request_id, actual in Feedback.objects.filter(request_id__in=list(outputs)).values_list("request_id", "actual"):

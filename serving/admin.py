@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from registry.models import ModelVersion, RegisteredModel
 from serving import rollout_selectors, rollouts
 from serving.keys import api_key_create, api_key_revoke, scope_problems
-from serving.models import ApiKey, PredictionLog, Rollout, RolloutStatus, ServingPolicy
+from serving.models import ApiKey, DeadLetter, PredictionLog, Rollout, RolloutStatus, ServingPolicy
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -87,6 +87,23 @@ class PredictionLogAdmin(admin.ModelAdmin):
     search_fields = ["request_id", "routing_key"]
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in PredictionLog._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    """Rows the database refused, as they were buffered: read them, fix the cause, delete them when done."""
+
+    list_display = ["created_at", "source", "error"]
+    list_filter = ["source"]
+    search_fields = ["error", "payload"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in DeadLetter._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -1,17 +1,28 @@
 """A buffer written to the database by its own background thread: the prediction log and experiment exposures.
 
 Subclasses keep their rows however suits them and implement `flush()` (write what is buffered, keep what failed,
-answer how many rows were written). This class owns the thread: started on first use, woken every
-`flush_seconds` (or at once by `wake()`), holding its own database connection, and stopped by `close()`, which
-flushes what is left (a clean shutdown loses nothing).
+answer how many rows were written); `write_isolating` splits a batch the database refuses for its data, so the
+guilty rows alone go to the dead letters (`store_dead_letters`) and the others are written. This class owns the
+thread: started on first use, woken every `flush_seconds` (or at once by `wake()`), holding its own database
+connection, and stopped by `close()`, which flushes what is left (a clean shutdown loses nothing).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from django.db import close_old_connections, connection
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class BackgroundFlusher(ABC):
@@ -56,3 +67,106 @@ class BackgroundFlusher(ABC):
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
         self.flush()
+
+
+# --- Writing a batch that may hold rows the database can never take ----------------------------------------------
+# A row whose own content cannot be written (an integer orjson cannot encode, a lone surrogate, a NUL in text or
+# jsonb, a value out of a column's range) fails every retry; one such row must not hold back the rows around it.
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True when a write failed because of what the rows hold (retrying cannot help), not because the database is
+    away or misconfigured (OperationalError, InterfaceError, ProgrammingError and anything unknown are kept)."""
+    import psycopg2
+    from django.db import DataError, IntegrityError
+
+    return isinstance(
+        exc, (TypeError, ValueError, DataError, IntegrityError, psycopg2.DataError, psycopg2.IntegrityError)
+    )
+
+
+@dataclass
+class Written(Generic[T]):
+    """What `write_isolating` did: how many rows it wrote, the rows refused for their content (with the error),
+    and the rows left unwritten because the database failed (to keep for the next try)."""
+
+    written: int = 0
+    refused: list[tuple[T, str]] = field(default_factory=list)
+    kept: list[T] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+def write_isolating(rows: list[T], write: Callable[[list[T]], None]) -> Written[T]:
+    """Write `rows` with `write` (all or nothing per call); a call failing on its data is split in halves until the
+    guilty rows stand alone, so every other row is written. About 2·log2(n) extra calls per bad row."""
+    outcome: Written[T] = Written()
+    chunks: deque[list[T]] = deque([rows] if rows else [])
+    while chunks:
+        chunk = chunks.popleft()
+        try:
+            write(chunk)
+        except Exception as exc:
+            if not is_data_error(exc):
+                outcome.kept = [row for part in (chunk, *chunks) for row in part]
+                outcome.error = exc
+                return outcome
+            if len(chunk) == 1:
+                outcome.refused.append((chunk[0], describe_error(exc)))
+            else:
+                middle = len(chunk) // 2
+                chunks.extendleft((chunk[middle:], chunk[:middle]))
+            continue
+        outcome.written += len(chunk)
+    return outcome
+
+
+def describe_error(exc: BaseException) -> str:
+    return safe_text(f"{type(exc).__name__}: {exc}")[:2000]
+
+
+def safe_text(text: str) -> str:
+    """Text any Postgres text column and any UTF-8 file can hold: lone surrogates and NUL written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def dead_letter_payload(row: dict[str, Any]) -> str:
+    """A row as escaped JSON (ASCII only: NUL and surrogates become \\u escapes; huge integers stay exact)."""
+    return json.dumps(row, ensure_ascii=True, default=str, sort_keys=True)[:DEAD_LETTER_MAX_CHARS]
+
+
+DEAD_LETTER_MAX_CHARS = 1_000_000
+
+
+def store_dead_letters(source: str, refused: list[tuple[dict[str, Any], str]]) -> None:
+    """Keep refused rows for inspection: in serving_deadletter, or as JSON lines under MODELWORKS_DEAD_LETTER_DIR
+    when the database cannot take them either. Counted in modelworks_log_dead_letters_total{source}."""
+    if not refused:
+        return
+    from django.conf import settings
+    from django.db import transaction
+    from django.utils import timezone
+
+    from serving import metrics
+    from serving.models import DeadLetter
+
+    now = timezone.now()
+    letters = [DeadLetter(source=source, payload=dead_letter_payload(row), error=error, created_at=now)
+               for row, error in refused]  # fmt: skip
+    metrics.LOG_DEAD_LETTERS.labels(source).inc(len(letters))
+    logger.error("%d %s rows refused by the database, kept as dead letters: %s", len(letters), source, refused[0][1])
+    try:
+        with transaction.atomic():
+            DeadLetter.objects.bulk_create(letters)
+        return
+    except Exception:
+        logger.exception("dead letters not stored in the database; writing them to a file")
+    directory = Path(settings.MODELWORKS_DEAD_LETTER_DIR)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / f"{source}.jsonl", "a", encoding="utf-8") as out:
+            for letter in letters:
+                line = {"source": source, "payload": letter.payload, "error": letter.error,
+                        "created_at": now.isoformat()}  # fmt: skip
+                out.write(json.dumps(line, ensure_ascii=True) + "\n")
+    except OSError:
+        logger.exception("dead letters lost: %d %s rows", len(letters), source)

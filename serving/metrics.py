@@ -30,11 +30,26 @@ MODEL_LOAD_SECONDS = Histogram(
     "modelworks_model_load_seconds", "Time to fetch, verify and load a model version", ["model"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
+MODEL_LOAD_FAILURES = Counter(
+    "modelworks_model_load_failures_total", "Attempts to load a model version that failed", ["model", "version"]
+)
+MODEL_LOAD_FAILED = Gauge(
+    "modelworks_model_load_failed",
+    "1 while a version cannot be loaded in a process (its requests answer 503, or 409 when pinned), 0 once it loads",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
 LOG_BUFFER_DEPTH = Gauge(
     "modelworks_prediction_log_buffer_depth", "Predictions waiting to be logged", multiprocess_mode="livesum"
 )
 LOG_WRITTEN = Counter("modelworks_prediction_log_written_total", "Predictions written to the log")
 LOG_DROPPED = Counter("modelworks_prediction_log_dropped_total", "Predictions dropped because the buffer was full")
+LOG_BUFFER_BYTES = Gauge(
+    "modelworks_prediction_log_buffer_bytes", "Estimated memory of predictions waiting", multiprocess_mode="livesum"
+)
+LOG_DEAD_LETTERS = Counter(
+    "modelworks_log_dead_letters_total", "Buffered rows the database refused for their content", ["source"]
+)
 SHADOW = Counter(
     "modelworks_shadow_predictions_total", "Mirrored requests scored by a shadow version", ["model", "outcome"]
 )

@@ -6,6 +6,7 @@ Each loaded model owns its micro-batcher and circuit breaker, so they live and d
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from django.conf import settings
 from sklearn.compose import ColumnTransformer
 
 from registry import services as registry
+from registry.artifacts import ArtifactError
 from registry.models import ModelVersion
 from serving import fast_paths, metrics
 from serving.batching import MicroBatcher
@@ -118,12 +120,66 @@ def breaker_policy_for(version: ModelVersion) -> BreakerPolicy:
     )
 
 
+@dataclass
+class LoadFailure:
+    """A version whose artifact could not be loaded in this process, and when loading it is tried again."""
+
+    model_name: str
+    version: int
+    fingerprint: tuple[str, str, str]  # what was loaded: a version whose artifact record changed is tried at once
+    reason: str
+    attempts: int
+    retry_at: float  # time.monotonic()
+
+    @property
+    def message(self) -> str:
+        return f"{self.model_name} v{self.version} cannot be loaded: {self.reason}"
+
+    def retry_after(self) -> int:
+        """Whole seconds until the next load attempt (at least 1), for a Retry-After header."""
+        return max(1, math.ceil(self.retry_at - time.monotonic()))
+
+
+class ModelLoadFailed(Exception):
+    """The version cannot be loaded now; raised at once, without a new attempt, until its back-off has passed."""
+
+    def __init__(self, failure: LoadFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.message = failure.message
+
+    @property
+    def retry_after(self) -> int:
+        return self.failure.retry_after()
+
+
+def _fingerprint(version: ModelVersion) -> tuple[str, str, str]:
+    return (version.sha256, version.artifact_path, version.format)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a load failed, in words for the caller: no paths, hashes or tracebacks (those go to the log)."""
+    if isinstance(exc, registry.ArtifactIntegrityError):
+        return "its artifact does not match the registered sha256 (tampered or corrupted); it will not be loaded"
+    if isinstance(exc, FileNotFoundError):
+        return "its artifact is missing from the artifact storage"
+    if isinstance(exc, ArtifactError):
+        return f"its artifact cannot be loaded: {exc}"
+    return f"loading it failed ({type(exc).__name__})"
+
+
+def retry_delay(attempts: int) -> float:
+    """Back-off after the n-th failed load in a row: MODELWORKS_MODEL_RETRY_S, doubling up to ..._RETRY_MAX_S."""
+    return min(settings.MODELWORKS_MODEL_RETRY_S * 2 ** (attempts - 1), settings.MODELWORKS_MODEL_RETRY_MAX_S)
+
+
 class ModelCache:
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self._models: OrderedDict[int, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
+        self._failures: dict[int, LoadFailure] = {}
 
     def __contains__(self, version_id: int) -> bool:
         return version_id in self._models
@@ -140,10 +196,38 @@ class ModelCache:
         with gate:  # one load per version even when many requests ask at once
             loaded = self._models.get(version.pk)
             if loaded is None:
-                loaded = self._load(version)
+                loaded = self._load_or_fail(version)
                 with self._lock:
                     self._models[version.pk] = loaded
                     self._evict()
+        return loaded
+
+    def failures(self) -> list[LoadFailure]:
+        """The versions that could not be loaded here (and have not loaded since)."""
+        return list(self._failures.values())
+
+    def _load_or_fail(self, version: ModelVersion) -> LoadedModel:
+        """Load the version, unless it failed lately: a broken artifact is not fetched and parsed again for every
+        request and every readiness probe, only once its back-off has passed (or its artifact record changed)."""
+        failure = self._failures.get(version.pk)
+        if failure is not None and failure.fingerprint == _fingerprint(version) and time.monotonic() < failure.retry_at:
+            raise ModelLoadFailed(failure)
+        try:
+            loaded = self._load(version)
+        except Exception as exc:
+            same = failure is not None and failure.fingerprint == _fingerprint(version)
+            attempts = failure.attempts + 1 if same else 1
+            failure = LoadFailure(version.model.name, version.version, _fingerprint(version), _reason(exc), attempts,
+                                  time.monotonic() + retry_delay(attempts))  # fmt: skip
+            self._failures[version.pk] = failure
+            labels = (failure.model_name, str(failure.version))
+            metrics.MODEL_LOAD_FAILURES.labels(*labels).inc()
+            metrics.MODEL_LOAD_FAILED.labels(*labels).set(1)
+            logger.error("could not load %s (attempt %d, next in %.0fs)", version, attempts,
+                         failure.retry_at - time.monotonic(), exc_info=exc)  # fmt: skip
+            raise ModelLoadFailed(failure) from exc
+        if self._failures.pop(version.pk, None) is not None:
+            metrics.MODEL_LOAD_FAILED.labels(loaded.model_name, str(loaded.version)).set(0)
         return loaded
 
     def _load(self, version: ModelVersion) -> LoadedModel:

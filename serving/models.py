@@ -64,9 +64,15 @@ class ServingPolicy(models.Model):
 
 
 class PredictionLog(models.Model):
-    """Every prediction, written off the request path in batches; idempotent by request id."""
+    """Every prediction, written off the request path in batches.
 
-    request_id = models.CharField(max_length=64, unique=True)
+    Idempotent per request, not per request id: a retry of the same request (same id, model, outcome and logged
+    inputs within MODELWORKS_LOG_RETRY_WINDOW_S) logs once, while a client reusing an id for other bodies gets a row
+    for each. `retry_key` is that scope's digest (serving/prediction_log.py).
+    """
+
+    request_id = models.CharField(max_length=64)
+    retry_key = models.CharField(max_length=32, default="", blank=True)
     model_name = models.CharField(max_length=100)
     version = models.PositiveIntegerField()
     routing_key = models.CharField(max_length=200, blank=True)
@@ -85,9 +91,27 @@ class PredictionLog(models.Model):
             models.Index(fields=["model_name", "version", "created_at"], name="predlog_model_version_time"),
             models.Index(fields=["route_reason", "created_at"], name="predlog_route_time"),
         ]
+        constraints = [
+            # Also the index for every lookup by request id (feedback, shadow pairs).
+            models.UniqueConstraint(fields=["request_id", "model_name", "retry_key"], name="predlog_one_per_request"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.model_name} v{self.version}"
+
+
+class DeadLetter(models.Model):
+    """A buffered row the database refused for its content (it can never be written), kept for inspection.
+
+    `payload` is the row as ASCII-escaped JSON, so NUL, lone surrogates and huge integers survive as written."""
+
+    source = models.CharField(max_length=40, db_index=True, help_text="prediction_log or exposures")
+    payload = models.TextField()
+    error = models.TextField()
+    created_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"dead letter {self.pk} from {self.source}"
 
 
 class RolloutStatus(models.TextChoices):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import numpy as np
@@ -34,24 +35,32 @@ def shadow_comparison(rollout: Rollout) -> dict[str, Any]:
 
     Latency: production's is the whole request inside the web process; the shadow's is its validation and model
     call alone (it skips routing, caching and batching), so read the ratio as an upper bound on the shadow's cost."""
-    shadows = {
-        request_id: (outputs, latency)
-        for request_id, outputs, latency in PredictionLog.objects.filter(route_reason=f"rollout:{rollout.pk}:shadow")
+    shadows = list(
+        PredictionLog.objects.filter(route_reason=f"rollout:{rollout.pk}:shadow")
         .order_by("-id")
-        .values_list("request_id", "outputs", "latency_ms")[:SHADOW_PAIRS]
-    }
-    primary_ids = {request_id[: -len(SUFFIX)]: request_id for request_id in shadows}
-    primaries = PredictionLog.objects.filter(request_id__in=list(primary_ids)).values_list(
-        "request_id", "outputs", "latency_ms"
+        .values_list("request_id", "outputs", "latency_ms", "created_at")[:SHADOW_PAIRS]
     )
+    # A client may reuse a request id: a shadow pairs with the latest primary of its id logged no later than itself.
+    times: dict[str, list[Any]] = {}
+    primaries: dict[str, list[tuple[Any, float]]] = {}
+    for request_id, at, outputs, latency in (
+        PredictionLog.objects.filter(
+            model_name=rollout.model.name, request_id__in={r[: -len(SUFFIX)] for r, *_ in shadows}
+        )
+        .order_by("created_at", "id")
+        .values_list("request_id", "created_at", "outputs", "latency_ms")
+    ):
+        times.setdefault(request_id, []).append(at)
+        primaries.setdefault(request_id, []).append((outputs, latency))
     agree = pairs = 0
     base_latency, cand_latency = [], []
-    for request_id, outputs, latency in primaries:
-        shadow_id = primary_ids[request_id]
-        shadow_outputs, shadow_latency = shadows[shadow_id]
+    for shadow_id, shadow_outputs, shadow_latency, shadow_at in shadows:
+        primary_id = shadow_id[: -len(SUFFIX)]
         theirs = (shadow_outputs or {}).get("predictions")
-        if theirs is None:
+        if theirs is None or primary_id not in primaries:
             continue
+        earlier = bisect.bisect_right(times[primary_id], shadow_at)
+        outputs, latency = primaries[primary_id][max(earlier - 1, 0)]
         pairs += 1
         agree += theirs == (outputs or {}).get("predictions")
         base_latency.append(latency)

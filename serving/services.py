@@ -21,7 +21,7 @@ from django.utils import timezone
 from features.serving import resolve_feature_inputs
 from registry.models import ModelVersion
 from serving import metrics, prediction_cache, routing, shadow
-from serving.model_cache import LoadedModel, model_cache
+from serving.model_cache import LoadedModel, ModelLoadFailed, model_cache
 from serving.models import PredictionLog, ServingPolicy
 from serving.prediction_log import LogEntry, masked_inputs, prediction_log
 from serving.validation import InputError, rows_from_payload
@@ -163,13 +163,21 @@ def predict_steps(
     """Route, validate, answer from cache or the (micro-batched, breaker-guarded) model, log, count."""
     started = time.perf_counter()
     try:
-        route = routing.resolve(model_name, version=version, alias=alias, key=routing_key)
-        loaded = model_cache().get(route.version)
+        route = _resolve(model_name, version=version, alias=alias, key=routing_key)
     except Exception as exc:  # answered without reaching a model: still a prediction request, counted
         _count_unserved(model_name, exc, started)
         if isinstance(exc, routing.RouteUnavailable):
             raise Unavailable(exc.message, exc.retry_after) from None
         raise
+    try:
+        loaded = model_cache().get(route.version)
+    except ModelLoadFailed as exc:
+        _log(new_request_id(request_id), model_name, route.version, route, routing_key, [], "error", started,
+             outputs={}, cached=False)  # fmt: skip
+        metrics.PREDICTIONS.labels(model_name, str(route.version.version), "error").inc()
+        if route.reason == "pinned":
+            raise routing.RouteError(409, exc.message) from None
+        raise Unavailable(exc.message, exc.retry_after) from None
     loaded.batcher.announce()
     announced = True
     outcome = "error"
@@ -248,6 +256,18 @@ def _count_unserved(model_name: str, exc: Exception, started: float) -> None:
     metrics.LATENCY.labels(label).observe(time.perf_counter() - started)
 
 
+def _resolve(model_name: str, **request: Any) -> routing.Route:
+    """routing.resolve, with one answer for a version that cannot be served, from the first request on: the
+    caller's explicit pin is a conflict only the caller can resolve by asking for another version (409); a version
+    the server routes here (production, an alias, a split's arm) is the server's failure, to retry later (503)."""
+    try:
+        return routing.resolve(model_name, **request)
+    except routing.RouteError as exc:
+        if exc.status == 409 and request["version"] is None:
+            raise Unavailable(exc.message, settings.MODELWORKS_MODEL_RETRY_S) from None
+        raise
+
+
 def _log(request_id, model_name, served, route, routing_key, rows, outcome, started, *, outputs, cached) -> None:
     prediction_log().append(
         LogEntry(
@@ -308,12 +328,12 @@ def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: floa
             raise Unavailable(
                 f"{route.version}: {failure}; no fallback version", loaded.breaker.retry_after()
             ) from None
-        backup = model_cache().get(fallback)
         try:
+            backup = model_cache().get(fallback)
             rows = rows_from_payload({"inputs": rows}, backup.signature, settings.MODELWORKS_MAX_BATCH)
             predictions, probabilities = yield from _call(backup, rows, policy_of(fallback).inference_budget_ms / 1000,
                                                announced=False)  # fmt: skip
-        except (_InferenceFailed, InputError) as second:
+        except (_InferenceFailed, InputError, ModelLoadFailed) as second:
             raise Unavailable(f"{route.version}: {failure}; fallback {fallback}: {second}",
                               loaded.breaker.retry_after()) from None  # fmt: skip
         return backup, predictions, probabilities, f"fallback:{failure}"

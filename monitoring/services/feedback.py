@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from monitoring.models import Feedback, FeedbackMatch
@@ -51,7 +51,7 @@ def feedback_record(*, items: list[FeedbackItem]) -> dict[str, int]:
     for item in items:
         if item.request_id:
             by_request[item.request_id] = Feedback(
-                request_id=item.request_id, actual=item.actual, observed_at=item.time or now
+                request_id=item.request_id, model_name=item.model, actual=item.actual, observed_at=item.time or now
             )
     if by_request:
         Feedback.objects.bulk_create(
@@ -109,12 +109,21 @@ def feedback_join_pending() -> int:
                     Feedback.objects.filter(pk=pending.pk).update(request_id=log.request_id)
             except IntegrityError:  # that prediction already has feedback sent by its request id, which wins
                 Feedback.objects.filter(pk=pending.pk).delete()
-    logged = PredictionLog.objects.filter(request_id=OuterRef("request_id"))
-    return Feedback.objects.filter(
-        joined_at__isnull=True, request_id__isnull=False, request_id__in=PredictionLog.objects.values("request_id")
-    ).update(
-        model_name=Subquery(logged.values("model_name")[:1]),
-        version=Subquery(logged.values("version")[:1]),
-        routing_key=Subquery(logged.values("routing_key")[:1]),
-        joined_at=now,
-    )
+    # A client may reuse a request id for other requests: feedback by id joins the latest prediction logged under it
+    # (of the model the feedback names, when it names one).
+    joined = 0
+    for named in (False, True):
+        logged = PredictionLog.objects.filter(request_id=OuterRef("request_id")).order_by("-created_at", "-id")
+        pending = Feedback.objects.filter(joined_at__isnull=True, request_id__isnull=False)
+        if named:
+            logged = logged.filter(model_name=OuterRef("model_name"))
+            pending = pending.exclude(model_name="")
+        else:
+            pending = pending.filter(model_name="")
+        joined += pending.filter(Exists(logged)).update(
+            model_name=Subquery(logged.values("model_name")[:1]),
+            version=Subquery(logged.values("version")[:1]),
+            routing_key=Subquery(logged.values("routing_key")[:1]),
+            joined_at=now,
+        )
+    return joined

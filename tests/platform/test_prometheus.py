@@ -20,6 +20,8 @@ EXPORTED = {
     "modelworks_circuit_breaker_state",
     "modelworks_prediction_log_buffer_depth",
     "modelworks_prediction_log_dropped_total",
+    "modelworks_model_load_failed",
+    "modelworks_log_dead_letters_total",
     "modelworks_celery_queue_length",
     "modelworks_celery_tasks_total",
     "up",
@@ -60,9 +62,11 @@ def test_every_rule_has_a_runbook_and_uses_real_or_planned_metrics():
         "ModelworksDatasetDrift",
         "ModelworksPredictionLogBacklog",
         "ModelworksPredictionLogDropping",
+        "ModelworksLogDeadLetters",
         "ModelworksModelQualityLow",
         "ModelworksCeleryQueueBacklog",
         "ModelworksCeleryWorkerDown",
+        "ModelworksModelCannotLoad",
     } <= names
     for rule in rules:
         assert rule["annotations"]["runbook"].strip(), rule["alert"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from serving.model_cache import model_cache
 from tests.serving.conftest import post, rows_of
 
 pytestmark = pytest.mark.django_db
@@ -14,21 +13,6 @@ pytestmark = pytest.mark.django_db
 def test_healthz_answers_without_auth():
     response = Client().get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
-
-
-def test_readyz_loads_production_models_and_reports_each_check(production):
-    assert production.pk not in model_cache()
-    response = Client().get("/readyz")
-    assert response.status_code == 200
-    assert response.json() == {"ready": True, "checks": {"database": "ok", "redis": "ok", "models": "ok"}}
-    assert production.pk in model_cache()
-
-
-def test_readyz_is_503_when_a_production_model_cannot_load(production, artifact_root):
-    (artifact_root / production.artifact_path).write_bytes(b"tampered")
-    response = Client().get("/readyz")
-    assert response.status_code == 503
-    assert response.json()["checks"]["models"] == "error: cancer v1"
 
 
 def test_metrics_count_predictions_with_bounded_labels(caller, production, logreg):
