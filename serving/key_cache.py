@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "modelworks:apikey-revoked"
 ENTRY_SECONDS = 60.0  # also re-read now and then, so edits other than revocation (scopes, expiry) show up
+RETRY_SECONDS = 1.0  # a background re-read that failed (the database away) is tried again after this
 
 
 class KeyCache:
@@ -36,6 +37,7 @@ class KeyCache:
         self._generation = 0  # bumped on every revocation heard, so a lookup racing one never stores stale data
         self._subscribed = threading.Event()
         self._refreshing: set[str] = set()
+        self._failed: dict[str, float] = {}  # key hash -> when its last background re-read failed
         self._thread = threading.Thread(target=self._listen, name="apikey-revocations", daemon=True)
         self._thread.start()
 
@@ -61,7 +63,7 @@ class KeyCache:
         """Re-read an entry on another thread (one at a time per key): `read` returns the entry, or None when the key
         is gone."""
         with self._lock:
-            if key_hash in self._refreshing:
+            if key_hash in self._refreshing or time.monotonic() - self._failed.get(key_hash, -1e9) < RETRY_SECONDS:
                 return
             self._refreshing.add(key_hash)
             generation = self._generation
@@ -72,7 +74,11 @@ class KeyCache:
             entry = read()
         except Exception:
             logger.warning("could not re-read an API key; its last reading serves meanwhile", exc_info=True)
+            with self._lock:
+                self._failed[key_hash] = time.monotonic()
         else:
+            with self._lock:
+                self._failed.pop(key_hash, None)
             if entry is None:
                 self.evict(key_hash)
             else:

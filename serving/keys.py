@@ -131,8 +131,8 @@ def _read_key(key_hash: str) -> ApiKey | None:
 def throttle_retry_after(key: ApiKey) -> int | None:
     """Seconds to wait when the key is over its per-second limit (a fixed one-second window in the shared cache).
 
-    While the shared cache is unavailable the window is counted in this process instead (modelworks_throttle_local
-    _total): the key keeps its limit per process, never an error and never no limit at all.
+    While the shared cache is unavailable the window is counted in this process instead, and each such check is
+    counted in modelworks_throttle_local_total: the key keeps its limit per process, never an error, never no limit.
     """
     if not key.rate_limit_per_second:
         return None
