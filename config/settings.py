@@ -7,6 +7,7 @@ filesystem, so `make run` needs no Postgres and no Redis. DATABASE_URL and REDIS
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -92,12 +93,37 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'modelworks.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+# Which kind of process this is. Web processes (gunicorn/uvicorn, or MODELWORKS_PROCESS=web) bound every statement and
+# lock wait, so no request thread waits on the database without end; Celery workers, migrations and management
+# commands run long statements by design and keep the server's defaults.
+MODELWORKS_PROCESS = env_str("MODELWORKS_PROCESS", "web" if {"gunicorn", "uvicorn"} & sys.modules.keys() else "other")
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _db_options.setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT_S", 3))
+    if MODELWORKS_PROCESS == "web":
+        _db_options["options"] = " ".join(filter(None, [
+            _db_options.get("options", ""),
+            f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 5000)}",
+            f"-c lock_timeout={env_int('DB_LOCK_TIMEOUT_MS', 3000)}",
+        ]))  # fmt: skip
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and Celery: Redis when REDIS_URL is set, embedded otherwise ---------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
+# Every Redis client on the request path (cache, throttle, feature store) gives up after these: Redis answers in well
+# under a millisecond, so in a web process a call this slow means Redis is hung and the request carries on without
+# it. Workers (bulk feature writes) get longer.
+REDIS_CLIENT_OPTIONS = {
+    "socket_timeout": env_int("REDIS_SOCKET_TIMEOUT_MS", 100 if MODELWORKS_PROCESS == "web" else 5000) / 1000,
+    "socket_connect_timeout": env_int("REDIS_CONNECT_TIMEOUT_MS", 250) / 1000,
+}
+# After a failed cache call the process skips Redis this long (doubling while it keeps failing, up to 8x), so a
+# Redis outage costs one timeout per back-off rather than one per request (config/cache.py).
+MODELWORKS_CACHE_BACKOFF_MS = env_int("MODELWORKS_CACHE_BACKOFF_MS", 1000)
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "config.cache.PooledRedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "config.cache.PooledRedisCache", "LOCATION": REDIS_URL, "OPTIONS": REDIS_CLIENT_OPTIONS}
+    }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
 else:
@@ -209,6 +235,12 @@ MODELWORKS_BATCH_WAIT_MS = env_int("MODELWORKS_BATCH_WAIT_MS", 2)
 MODELWORKS_BATCH_MAX_ROWS = env_int("MODELWORKS_BATCH_MAX_ROWS", 64)
 MODELWORKS_MODEL_CACHE_MB = env_int("MODELWORKS_MODEL_CACHE_MB", 1024)
 MODELWORKS_ROUTE_TTL_MS = env_int("MODELWORKS_ROUTE_TTL_MS", 500)
+# While the database is away, routes last read from it keep serving for this long (serving/routing.py); past it,
+# requests with nothing fresher answer 503.
+MODELWORKS_ROUTE_MAX_STALE_SECONDS = env_int("MODELWORKS_ROUTE_MAX_STALE_SECONDS", 300)
+# How long the request processor waits for a route read it started before serving the last good route (or, with
+# none, a 503): a hung database costs it this once, not the whole hang.
+MODELWORKS_ROUTE_WAIT_MS = env_int("MODELWORKS_ROUTE_WAIT_MS", 250)
 # A version that fails to load is tried again after this back-off, doubling per failure up to the maximum.
 MODELWORKS_MODEL_RETRY_S = env_int("MODELWORKS_MODEL_RETRY_S", 30)
 MODELWORKS_MODEL_RETRY_MAX_S = env_int("MODELWORKS_MODEL_RETRY_MAX_S", 300)

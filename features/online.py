@@ -94,7 +94,7 @@ class RedisOnlineStore:
     def __init__(self, url: str) -> None:
         import redis
 
-        self.client = redis.Redis.from_url(url)
+        self.client = redis.Redis.from_url(url, **settings.REDIS_CLIENT_OPTIONS)  # on the request path: bounded
         self._write_script = self.client.register_script(_WRITE_IF_NEWER)
 
     def write(self, view: FeatureView, records: dict[str, OnlineRecord]) -> int:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
 from django.conf import settings
+from django.db import connections
 
 from serving.per_process import PerProcess
 
@@ -23,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "modelworks:apikey-revoked"
 ENTRY_SECONDS = 60.0  # also re-read now and then, so edits other than revocation (scopes, expiry) show up
+RETRY_SECONDS = 1.0  # a background re-read that failed (the database away) is tried again after this
 
 
 class KeyCache:
@@ -32,6 +36,8 @@ class KeyCache:
         self._lock = threading.Lock()
         self._generation = 0  # bumped on every revocation heard, so a lookup racing one never stores stale data
         self._subscribed = threading.Event()
+        self._refreshing: set[str] = set()
+        self._failed: dict[str, float] = {}  # key hash -> when its last background re-read failed
         self._thread = threading.Thread(target=self._listen, name="apikey-revocations", daemon=True)
         self._thread.start()
 
@@ -42,6 +48,45 @@ class KeyCache:
         if hit is None or hit[0] < time.monotonic():
             return None
         return hit[1]
+
+    def get_expired(self, key_hash: str, max_age: float) -> Any | None:
+        """An entry past its re-read time by at most `max_age` seconds (revocation still evicts it at once): what
+        authenticates while the database is away or a re-read is on its way."""
+        if not self._subscribed.is_set():
+            return None
+        hit = self._entries.get(key_hash)
+        if hit is None or hit[0] + max_age < time.monotonic():
+            return None
+        return hit[1]
+
+    def refresh_in_background(self, key_hash: str, read: Callable[[], Any | None]) -> None:
+        """Re-read an entry on another thread (one at a time per key): `read` returns the entry, or None when the key
+        is gone."""
+        with self._lock:
+            if key_hash in self._refreshing or time.monotonic() - self._failed.get(key_hash, -1e9) < RETRY_SECONDS:
+                return
+            self._refreshing.add(key_hash)
+            generation = self._generation
+        _refresher().submit(self._refresh, key_hash, read, generation)
+
+    def _refresh(self, key_hash: str, read: Callable[[], Any | None], generation: int) -> None:
+        try:
+            entry = read()
+        except Exception:
+            logger.warning("could not re-read an API key; its last reading serves meanwhile", exc_info=True)
+            with self._lock:
+                self._failed[key_hash] = time.monotonic()
+        else:
+            with self._lock:
+                self._failed.pop(key_hash, None)
+            if entry is None:
+                self.evict(key_hash)
+            else:
+                self.put(key_hash, entry, generation)
+        finally:
+            with self._lock:
+                self._refreshing.discard(key_hash)
+            connections.close_all()  # no request cycle closes this thread's connection
 
     def generation(self) -> int:
         return self._generation
@@ -59,7 +104,7 @@ class KeyCache:
     def publish_revocation(self, key_hash: str) -> None:
         self.evict(key_hash)
         try:
-            redis.Redis.from_url(self._redis_url).publish(CHANNEL, key_hash)
+            redis.Redis.from_url(self._redis_url, **settings.REDIS_CLIENT_OPTIONS).publish(CHANNEL, key_hash)
         except redis.RedisError:
             logger.exception("could not broadcast an API key revocation; other processes re-read within %ss",
                              ENTRY_SECONDS)  # fmt: skip
@@ -86,6 +131,7 @@ class KeyCache:
             time.sleep(1)
 
 
+_refresher = PerProcess(lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="apikey-refresh"))
 _key_cache = PerProcess(lambda: KeyCache(settings.REDIS_URL))
 
 

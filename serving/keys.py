@@ -5,17 +5,21 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 import time
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from serving import metrics
 from serving.key_cache import key_cache
 from serving.models import ApiKey
+from serving.routing import PROCESSOR_THREAD
 
 KEY_PREFIX = "mwk_"
 SCOPE = re.compile(r"^(predict:(\*|[-a-zA-Z0-9_]+)|registry:(read|write|\*))$")
@@ -88,7 +92,9 @@ def raw_api_key(authorization: str, api_key_header: str | None) -> str | None:
 def api_key_lookup(raw: str) -> ApiKey | None:
     """The active key with this raw value, or None (unknown, expired or revoked).
 
-    Served from this process's memory when it can be (serving/key_cache.py says why that is still safe).
+    Served from this process's memory when it can be (serving/key_cache.py says why that is still safe). An entry due
+    for its re-read keeps serving while the database is away, and on the request processor's thread (which must not
+    wait on the database) while it is re-read in the background.
     """
     if not raw.startswith(KEY_PREFIX):
         return None
@@ -96,28 +102,66 @@ def api_key_lookup(raw: str) -> ApiKey | None:
     memory = key_cache()
     key = memory.get(key_hash) if memory is not None else None
     if key is None:
-        generation = memory.generation() if memory is not None else 0
-        row = ApiKey.objects.filter(key_hash=key_hash).values(*_ENTRY_FIELDS).first()
-        if row is None:
-            return None
-        key = ApiKey(key_hash=key_hash, **row)  # kept whole: building a model instance per request costs time
-        if memory is not None:
-            memory.put(key_hash, key, generation)
+        expired = memory.get_expired(key_hash, settings.MODELWORKS_ROUTE_MAX_STALE_SECONDS) if memory else None
+        if expired is not None and threading.current_thread().name == PROCESSOR_THREAD:
+            memory.refresh_in_background(key_hash, lambda: _read_key(key_hash))
+            key = expired
+        else:
+            generation = memory.generation() if memory is not None else 0
+            try:
+                key = _read_key(key_hash)
+            except DatabaseError:
+                if expired is None:
+                    raise
+                key = expired
+            else:
+                if key is None:
+                    return None
+                if memory is not None:
+                    memory.put(key_hash, key, generation)
     return key if key.active else None
 
 
+def _read_key(key_hash: str) -> ApiKey | None:
+    row = ApiKey.objects.filter(key_hash=key_hash).values(*_ENTRY_FIELDS).first()
+    # Kept whole: building a model instance per request costs time.
+    return None if row is None else ApiKey(key_hash=key_hash, **row)
+
+
 def throttle_retry_after(key: ApiKey) -> int | None:
-    """Seconds to wait when the key is over its per-second limit (a fixed one-second window in the shared cache)."""
+    """Seconds to wait when the key is over its per-second limit (a fixed one-second window in the shared cache).
+
+    While the shared cache is unavailable the window is counted in this process instead, and each such check is
+    counted in modelworks_throttle_local_total: the key keeps its limit per process, never an error, never no limit.
+    """
     if not key.rate_limit_per_second:
         return None
     window = int(time.time())
-    counter = f"throttle:{key.pk}:{window}"
-    if cache.add(counter, 1, timeout=2):
-        count = 1
-    else:
-        try:
-            count = cache.incr(counter)
-        except ValueError:  # expired between add and incr
-            cache.add(counter, 1, timeout=2)
-            count = 1
+    try:
+        count = _shared_count(f"throttle:{key.pk}:{window}")
+    except Exception:  # Redis down, hung (timeouts) or skipped by the cache's back-off
+        metrics.THROTTLE_LOCAL.inc()
+        count = _local_count(key.pk, window)
     return 1 if count > key.rate_limit_per_second else None
+
+
+def _shared_count(counter: str) -> int:
+    if cache.add(counter, 1, timeout=2):
+        return 1
+    try:
+        return cache.incr(counter)
+    except ValueError:  # expired between add and incr
+        cache.add(counter, 1, timeout=2)
+        return 1
+
+
+_local_windows: dict[int, tuple[int, int]] = {}  # key pk -> (window, requests in it), this process only
+_local_lock = threading.Lock()
+
+
+def _local_count(key_pk: int, window: int) -> int:
+    with _local_lock:
+        seen_window, count = _local_windows.get(key_pk, (window, 0))
+        count = count + 1 if seen_window == window else 1
+        _local_windows[key_pk] = (window, count)
+        return count

@@ -62,3 +62,15 @@ CLIENT_REFUSALS = Counter(
     "Requests the web worker answered itself: 408 for slow headers or body, 503 over the connection cap",
     ["reason"],
 )
+CACHE_ERRORS = Counter("modelworks_cache_errors_total", "Cache calls that failed: Redis timed out or refused")
+CACHE_SKIPPED = Counter(
+    "modelworks_cache_skipped_total", "Cache calls not attempted because Redis failed within the back-off"
+)
+THROTTLE_LOCAL = Counter(
+    "modelworks_throttle_local_total", "Rate-limit checks made per process because the shared cache was unavailable"
+)
+ROUTE_STALENESS = Gauge(
+    "modelworks_route_staleness_seconds",
+    "Age of the oldest route served from memory because the database did not answer (0: all fresh)",
+    multiprocess_mode="livemax",
+)

@@ -9,6 +9,8 @@ from typing import Any
 
 from django.core.cache import cache
 
+from config.cache import CacheUnavailable
+
 logger = logging.getLogger(__name__)
 
 
@@ -19,7 +21,8 @@ def row_key(version_key: str, row: list[Any]) -> str:
 
 
 def lookup(keys: list[str]) -> dict[str, Any]:
-    """Cached results by key (one round trip for the whole batch); a broken cache counts as all misses."""
+    """Cached results by key (one round trip for the whole batch); a broken or hung cache counts as all misses
+    (its calls time out after REDIS_SOCKET_TIMEOUT_MS, and are skipped for a back-off after one fails)."""
     try:
         return cache.get_many(keys)
     except Exception:  # the cache is an optimisation: never fail a prediction because Redis is away
@@ -29,5 +32,7 @@ def lookup(keys: list[str]) -> dict[str, Any]:
 def store(entries: dict[str, Any], ttl_seconds: int) -> None:
     try:
         cache.set_many(entries, timeout=ttl_seconds)
+    except CacheUnavailable:
+        pass  # Redis failed moments ago and is skipped for now (counted in modelworks_cache_skipped_total)
     except Exception:
         logger.warning("prediction cache unavailable; results not cached", exc_info=True)

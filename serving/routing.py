@@ -4,29 +4,53 @@ An explicit `?version=N` pin or `?alias=NAME` is served as asked. Otherwise the 
 `production` alias, unless a rollout or an experiment splits it (serving/traffic.py): then the request's arm decides.
 Lookups are cached in the process for MODELWORKS_ROUTE_TTL_MS (default 500 ms), so when an alias moves or a split
 changes every process follows within a second, while the hot path does not query the database on every request.
+
+When the database is away the last good routes keep serving, for at most MODELWORKS_ROUTE_MAX_STALE_SECONDS
+(`staleness_seconds()` says how old the oldest one served is, as does modelworks_route_staleness_seconds); a request
+with nothing to serve from answers 503 (`RouteUnavailable`). On the request processor's thread (serving/front.py),
+which answers every prediction of the process, routes are read from the database on a background thread: it waits
+MODELWORKS_ROUTE_WAIT_MS at most for a read and serves the last good route past that, so a hung database costs it
+that once instead of the whole hang. Other threads (Django's, one request each) read inline, as before.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError, connections
 
 from registry.models import ModelAlias, ModelVersion, RegisteredModel
 from registry.selectors import previous_production
 from registry.services import PRODUCTION_ALIAS
-from serving import traffic
+from serving import metrics, traffic
+from serving.per_process import PerProcess
+
+logger = logging.getLogger(__name__)
 
 PRODUCTION_REASON = f"alias:{PRODUCTION_ALIAS}"
 
 
 class RouteError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, unknown_model: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.unknown_model = unknown_model  # no such model: its name is the caller's, not a metric label
+
+
+class RouteUnavailable(RouteError):
+    """The database did not answer and no route to serve from is in memory (or the last one is too old)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(503, message)
+        self.retry_after = retry_after
 
 
 @dataclass(slots=True)
@@ -37,30 +61,150 @@ class Route:
     arm: traffic.Arm | None = None
 
 
-_cache: dict[tuple, tuple[float, object]] = {}
+@dataclass(slots=True)
+class _Entry:
+    value: Any
+    loaded_at: float  # monotonic time of the database read it came from
+    failed_at: float | None = None  # when its last refresh failed; None while the database answers
+
+
+PROCESSOR_THREAD = "request-processor"  # serving/front.py's thread, which must never wait on the database
+COLD_WAIT_SECONDS = 2.0  # a route never read before has nothing to fall back on: the processor waits longer for it
+
+_cache: dict[tuple, _Entry] = {}
 _lock = threading.Lock()
-_refreshing: set[tuple] = set()
+_refreshing: set[tuple] = set()  # inline reads in progress
+_reading: dict[tuple, tuple[float, Future]] = {}  # background reads in progress, with when they started
+_known_models: set[str] = set()
+_last_read = 0.0  # when a read last succeeded: entries that failed before it are not stale, only not asked for since
+_reported_staleness = 0.0
 
 
 def _cached(key: tuple, load):
     """The cached value while fresh. When it ages out, one thread reloads it while the others keep using the old
-    value for those few milliseconds, so a busy process never sends a burst of identical queries."""
+    value for those few milliseconds, so a busy process never sends a burst of identical queries. When the reload
+    fails (or hangs), the last good value serves, up to MODELWORKS_ROUTE_MAX_STALE_SECONDS old."""
     now = time.monotonic()
-    hit = _cache.get(key)
-    if hit is not None and now - hit[0] < settings.MODELWORKS_ROUTE_TTL_MS / 1000:
-        return hit[1]
+    entry = _cache.get(key)
+    ttl = settings.MODELWORKS_ROUTE_TTL_MS / 1000
+    if entry is not None and (now - entry.loaded_at < ttl):
+        return entry.value
+    if entry is not None and entry.failed_at is not None and now - entry.failed_at < ttl:
+        return _stale(entry, now)  # the database failed moments ago: ask it again only after a TTL
+    if threading.current_thread().name == PROCESSOR_THREAD:
+        return _read_in_background(key, load, entry, now)
     with _lock:
-        if hit is not None and key in _refreshing:
-            return hit[1]
-        _refreshing.add(key)
+        refreshing = entry is not None and key in _refreshing
+        if not refreshing:
+            _refreshing.add(key)
+    if refreshing:
+        return _stale(entry, now)
     try:
-        value = load()
-        with _lock:
-            _cache[key] = (time.monotonic(), value)
+        return _read(key, load)
+    except DatabaseError:
+        if entry is None:
+            raise RouteUnavailable("the database did not answer and this route is not in memory") from None
+        return _stale(entry, now)
     finally:
         with _lock:
             _refreshing.discard(key)
+
+
+def _read(key: tuple, load):
+    """Read from the database and remember it (or remember that the read failed)."""
+    try:
+        value = load()
+    except DatabaseError:
+        logger.warning("route %s could not be read; serving the last good one", key, exc_info=True)
+        with _lock:
+            entry = _cache.get(key)
+            if entry is not None:
+                entry.failed_at = time.monotonic()
+        _report_staleness()
+        raise
+    global _last_read
+    with _lock:
+        _last_read = time.monotonic()
+        _cache[key] = _Entry(value, _last_read)
+        found = value.production if isinstance(value, _Default) else value
+        if key[0] in ("version", "alias", "default") and not (isinstance(found, RouteError) and found.unknown_model):
+            _known_models.add(key[1])
+    _report_staleness()
     return value
+
+
+def _read_in_background(key: tuple, load, entry: _Entry | None, now: float):
+    with _lock:
+        started, future = _reading.get(key, (now, None))
+        if future is None:
+            future = _refresher().submit(_background_read, key, load)
+            _reading[key] = (started, future)
+    budget = COLD_WAIT_SECONDS if entry is None else settings.MODELWORKS_ROUTE_WAIT_MS / 1000
+    try:
+        return future.result(timeout=max(0.0, started + budget - now))
+    except (FutureTimeout, DatabaseError):
+        if entry is None:
+            raise RouteUnavailable("the database did not answer and this route is not in memory") from None
+        return _stale(entry, now)
+
+
+def _background_read(key: tuple, load):
+    failed = True
+    try:
+        value = _read(key, load)
+        failed = False
+        return value
+    finally:
+        with _lock:
+            _reading.pop(key, None)
+            idle = not _reading
+        # No request cycle closes this thread's connection: it is closed after a failure, so a broken or hung one is
+        # never reused (the next read's connect is bounded by connect_timeout), and when no read is queued behind
+        # this one, so an idle process holds no connection for its routes.
+        if failed or idle:
+            connections.close_all()
+
+
+# One thread: every read goes to the same database, and reads queued behind a hung one are served stale meanwhile.
+_refresher = PerProcess(lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="route-refresh"))
+
+
+def _stale(entry: _Entry, now: float):
+    age = now - entry.loaded_at
+    limit = settings.MODELWORKS_ROUTE_MAX_STALE_SECONDS
+    _report_staleness()
+    if age > limit:
+        raise RouteUnavailable(f"the database has not answered for {age:.0f} s; routes older than {limit} s are "
+                               "not served")  # fmt: skip
+    return entry.value
+
+
+def staleness_seconds() -> float:
+    """How old the oldest route is that serves from memory because the database did not answer (0: all fresh)."""
+    now = time.monotonic()
+    wait = settings.MODELWORKS_ROUTE_WAIT_MS / 1000
+    with _lock:
+        stuck = {key for key, (started, _) in _reading.items() if now - started > wait}
+        ages = [now - entry.loaded_at for key, entry in _cache.items()
+                if (entry.failed_at is not None and entry.failed_at > _last_read) or key in stuck]  # fmt: skip
+    return max(ages, default=0.0)
+
+
+def max_stale_seconds() -> float:
+    return float(settings.MODELWORKS_ROUTE_MAX_STALE_SECONDS)
+
+
+def _report_staleness() -> None:
+    global _reported_staleness
+    staleness = staleness_seconds()
+    if staleness != _reported_staleness:
+        _reported_staleness = staleness
+        metrics.ROUTE_STALENESS.set(staleness)
+
+
+def is_known_model(model_name: str) -> bool:
+    """This process has routed the model (so its name is a bounded metric label, not whatever a caller sent)."""
+    return model_name in _known_models
 
 
 def clear_cache() -> None:
@@ -76,7 +220,7 @@ def _load_alias(model_name: str, alias: str) -> ModelVersion | RouteError:
     found = ModelAlias.objects.filter(model__name=model_name, name=alias).values_list("version_id", flat=True).first()
     if found is None:
         if not RegisteredModel.objects.filter(name=model_name).exists():
-            return RouteError(404, f"no model named '{model_name}'")
+            return RouteError(404, f"no model named '{model_name}'", unknown_model=True)
         return RouteError(404, f"{model_name} has no alias '{alias}'")
     return versions_for_serving().get(pk=found)
 
@@ -85,7 +229,7 @@ def _load_pinned(model_name: str, number: int) -> ModelVersion | RouteError:
     version = versions_for_serving().filter(model__name=model_name, version=number).first()
     if version is None:
         if not RegisteredModel.objects.filter(name=model_name).exists():
-            return RouteError(404, f"no model named '{model_name}'")
+            return RouteError(404, f"no model named '{model_name}'", unknown_model=True)
         return RouteError(404, f"{model_name} has no version {number}")
     return version
 
@@ -156,11 +300,17 @@ def fallback_for(route: Route) -> ModelVersion | None:
     version = route.version
     if route.split is not None and route.arm is not route.split.arms[0]:
         control_id = route.split.arms[0].version_id
-        found = _cached(("id", control_id), lambda: _load_by_id(control_id))
+        try:
+            found = _cached(("id", control_id), lambda: _load_by_id(control_id))
+        except RouteUnavailable:
+            return None
         return None if isinstance(found, RouteError) or not found.servable else found
 
     def load():
         previous = previous_production(version)
         return previous if previous is not None and previous.servable else None
 
-    return _cached(("fallback", version.pk), load)
+    try:
+        return _cached(("fallback", version.pk), load)
+    except RouteUnavailable:
+        return None  # the database is away and this fallback was never read: none to offer now

@@ -162,7 +162,13 @@ def predict_steps(
 ) -> Steps[Prediction]:
     """Route, validate, answer from cache or the (micro-batched, breaker-guarded) model, log, count."""
     started = time.perf_counter()
-    route = _resolve(model_name, version=version, alias=alias, key=routing_key)
+    try:
+        route = _resolve(model_name, version=version, alias=alias, key=routing_key)
+    except Exception as exc:  # answered without reaching a model: still a prediction request, counted
+        _count_unserved(model_name, exc, started)
+        if isinstance(exc, routing.RouteUnavailable):
+            raise Unavailable(exc.message, exc.retry_after) from None
+        raise
     try:
         loaded = model_cache().get(route.version)
     except ModelLoadFailed as exc:
@@ -243,6 +249,16 @@ def predict_steps(
             loaded.batcher.withdraw()
         metrics.PREDICTIONS.labels(model_name, str(loaded.version), outcome).inc()
         metrics.LATENCY.labels(model_name).observe(time.perf_counter() - started)
+
+
+def _count_unserved(model_name: str, exc: Exception, started: float) -> None:
+    """Count a request that never reached a model: 'not_found' for a model, alias or version that does not exist
+    (the caller's mistake), 'error' for everything else (the database away, a version that cannot be served).
+    A model this process has never routed is labelled '_unknown', so callers cannot mint label values."""
+    label = model_name if routing.is_known_model(model_name) else "_unknown"
+    outcome = "not_found" if isinstance(exc, routing.RouteError) and exc.status == 404 else "error"
+    metrics.PREDICTIONS.labels(label, "", outcome).inc()
+    metrics.LATENCY.labels(label).observe(time.perf_counter() - started)
 
 
 def _resolve(model_name: str, **request: Any) -> routing.Route:
