@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, JsonResponse
 
+from serving import routing
 from serving.model_cache import model_cache
 from serving.warmup import load_production_models
 
@@ -59,14 +60,16 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 def check_routes(database: Check) -> Check:
-    """Whether predictions can be routed: routes come from the database (cached for MODELWORKS_ROUTE_TTL_MS).
-
-    This is the one place readiness looks at routing: when routing serves its last good routes while the database
-    is away (bounded staleness), answer "degraded" with their age here while they are within the bound.
-    """
+    """Whether predictions can be routed: from the database, or, while it does not answer, from the last good routes
+    held in memory (serving/routing.py) for at most MODELWORKS_ROUTE_MAX_STALE_SECONDS."""
     if database["status"] == "ok":
         return {"status": "ok"}
-    return {"status": "error", "detail": "routes are read from the database, which does not answer"}
+    held, stale, bound = routing.routes_in_memory(), routing.staleness_seconds(), routing.max_stale_seconds()
+    if held and stale <= bound:
+        return {"status": "degraded", "stale_seconds": round(stale, 1), "max_stale_seconds": bound,
+                "detail": f"the database does not answer: {held} routes served from memory"}  # fmt: skip
+    return {"status": "error", "detail": "the database does not answer and no route younger than "
+                                         f"{bound:.0f} s is held in memory"}  # fmt: skip
 
 
 def check_database() -> Check:

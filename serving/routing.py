@@ -194,6 +194,13 @@ def max_stale_seconds() -> float:
     return float(settings.MODELWORKS_ROUTE_MAX_STALE_SECONDS)
 
 
+def routes_in_memory() -> int:
+    """How many routes this process could still serve without the database (younger than the staleness bound)."""
+    now = time.monotonic()
+    with _lock:
+        return sum(now - entry.loaded_at <= settings.MODELWORKS_ROUTE_MAX_STALE_SECONDS for entry in _cache.values())
+
+
 def _report_staleness() -> None:
     global _reported_staleness
     staleness = staleness_seconds()

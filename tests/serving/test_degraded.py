@@ -181,3 +181,22 @@ def test_the_throttle_counts_per_process_while_redis_is_down(db, own_cache):
             break
     assert answers == [None, None, None, 1]  # the key's limit, kept in this process; never an error
     assert sample("modelworks_throttle_local_total") >= local + 4
+
+
+def test_readiness_holds_on_the_last_good_routes_and_ends_with_them(production, logreg, database, settings):
+    """A pod that can still route from memory stays in the Service (degraded); once its routes are too old to
+    serve, it cannot answer predictions and leaves it."""
+    key = make_key("predict:cancer")
+    assert process_key_cache().wait_until_subscribed(5)
+    body = {"instances": rows_of(logreg.X_test, 2)}
+    assert post(Client(), URL, body, HTTP_AUTHORIZATION=f"Api-Key {key}").status_code == 200
+
+    database.away()
+    held = Client().get("/readyz")
+    assert held.status_code == 200, held.content
+    assert held.json()["status"] == "degraded"
+    assert held.json()["checks"]["routes"]["status"] == "degraded", held.json()
+    settings.MODELWORKS_ROUTE_MAX_STALE_SECONDS = 0
+    gone = Client().get("/readyz")
+    assert gone.status_code == 503, gone.content
+    assert gone.json()["checks"]["routes"]["status"] == "error"
