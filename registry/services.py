@@ -499,10 +499,8 @@ def alias_create(*, model: RegisteredModel, name: str, version: ModelVersion, ac
     return alias
 
 
-@retry_on_conflict
-@transaction.atomic
-def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
-    _check_alias_target(model, name, version)
+def _locked_alias(model: RegisteredModel, name: str) -> ModelAlias:
+    """The alias row, locked after its model's row (registry.locking's order), or a 400 naming it."""
     lock_model(model.pk)
     alias = (
         ModelAlias.objects.select_for_update(of=("self",))
@@ -512,6 +510,14 @@ def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, acto
     )
     if alias is None:
         raise ValidationError({"alias": [f"{model.name} has no alias '{name}'"]})
+    return alias
+
+
+@retry_on_conflict
+@transaction.atomic
+def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
+    _check_alias_target(model, name, version)
+    alias = _locked_alias(model, name)
     previous = alias.version
     if previous.pk == version.pk:
         return alias
@@ -532,15 +538,7 @@ def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, acto
 @retry_on_conflict
 @transaction.atomic
 def alias_delete(*, model: RegisteredModel, name: str, actor: Any = None) -> None:
-    lock_model(model.pk)
-    alias = (
-        ModelAlias.objects.select_for_update(of=("self",))
-        .select_related("version")
-        .filter(model=model, name=name)
-        .first()
-    )
-    if alias is None:
-        raise ValidationError({"alias": [f"{model.name} has no alias '{name}'"]})
+    alias = _locked_alias(model, name)
     if name == PRODUCTION_ALIAS:
         raise ValidationError({"alias": ["the production alias can be moved but not deleted"]})
     version = alias.version
