@@ -16,12 +16,14 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from config.storable import unstorable
 from serving import metrics
 from serving.key_cache import key_cache
 from serving.models import ApiKey
 from serving.routing import PROCESSOR_THREAD
 
 KEY_PREFIX = "mwk_"
+NAME_LENGTH = ApiKey._meta.get_field("name").max_length
 SCOPE = re.compile(r"^(predict:(\*|[-a-zA-Z0-9_]+)|registry:(read|write|\*))$")
 
 
@@ -47,8 +49,12 @@ def api_key_create(
 ) -> tuple[ApiKey, str]:
     """A new key and its raw value, which is never stored and cannot be shown again."""
     errors = {}
-    if not name or not name.strip():
+    if not isinstance(name, str) or not name.strip():
         errors["name"] = ["give the key a name"]
+    elif problem := unstorable(name):
+        errors["name"] = [f"cannot be stored: {problem}"]
+    elif len(name.strip()) > NAME_LENGTH:
+        errors["name"] = [f"at most {NAME_LENGTH} characters ({len(name.strip())} given)"]
     if problems := scope_problems(scopes):
         errors["scopes"] = problems
     if expires_at is not None and expires_at <= timezone.now():
