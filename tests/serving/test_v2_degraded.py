@@ -75,3 +75,12 @@ def test_v2_for_a_production_version_that_cannot_load_answers_503_and_409_only_w
         assert retry_after is not None and int(retry_after) >= 1
     status, payload, _ = FRONTS[front](caller, key, "/v2/models/cancer/versions/1/infer", v2_body(logreg))
     assert status == 409, payload
+
+
+def test_v2_metadata_with_nothing_to_route_answers_503_with_retry_after(production, caller, key, database):
+    assert process_key_cache().wait_until_subscribed(5)
+    assert caller.get("/v2/models/cancer").status_code == 200  # the key is remembered; this route is not asked again
+    database.away()
+    answer = caller.get("/v2/models/cancer/versions/1")  # a route never read: nothing to serve it from
+    assert answer.status_code == 503, answer.content
+    assert answer["Retry-After"].isdigit()
