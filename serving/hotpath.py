@@ -23,10 +23,9 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework.authtoken.models import Token
 
 from serving import routing, services
-from serving.keys import api_key_lookup, raw_api_key, throttle_retry_after
+from serving.keys import CredentialUnavailable, api_key_lookup, raw_api_key, throttle_retry_after, token_valid
 from serving.validation import MAX_KEY_LENGTH, InputError, string_problem
 
 MAX_VERSION = 2**31 - 1  # the registry's version column is a Postgres integer
@@ -76,7 +75,15 @@ def presents_credential(authorization: str, api_key_header: str | None) -> bool:
 
 
 def check_credential(authorization: str, api_key_header: str | None, scope: str) -> Reply | None:
-    """None when the API key or token may use `scope`; otherwise the 401/403/429 answer to send."""
+    """None when the API key or token may use `scope`; otherwise the 401/403/429 answer to send, or a 503 with
+    Retry-After when the credential cannot be checked now (the database away or hung, nothing in memory for it)."""
+    try:
+        return _checked(authorization, api_key_header, scope)
+    except CredentialUnavailable as exc:
+        return error(503, exc.message, Retry_After=str(exc.retry_after))
+
+
+def _checked(authorization: str, api_key_header: str | None, scope: str) -> Reply | None:
     raw = raw_api_key(authorization, api_key_header)
     if raw is not None:
         key = api_key_lookup(raw)
@@ -89,7 +96,7 @@ def check_credential(authorization: str, api_key_header: str | None, scope: str)
             return error(429, "rate limit exceeded for this API key", Retry_After=str(retry))
         return None
     if authorization[:6].lower() == "token ":
-        if Token.objects.filter(key=authorization[6:].strip(), user__is_active=True).exists():
+        if token_valid(authorization[6:].strip()):
             return None
         return error(401, "invalid token", WWW_Authenticate="Api-Key")
     return error(401, "authentication required: send 'Authorization: Api-Key <key>'", WWW_Authenticate="Api-Key")

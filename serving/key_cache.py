@@ -1,4 +1,5 @@
 """Each web process keeps the API keys it has seen in memory, and forgets a key the moment it is revoked anywhere.
+It also remembers DRF tokens it has verified, for TOKEN_SECONDS (see TokenCache).
 
 Revocation publishes the key's hash on a Redis channel; a listener thread in every process evicts it. So the hot
 path checks a key without any network round trip, and revocation still takes effect at once (the revoking process
@@ -21,12 +22,19 @@ from django.conf import settings
 from django.db import connections
 
 from serving.per_process import PerProcess
+from serving.routing import BackgroundReads
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "modelworks:apikey-revoked"
 ENTRY_SECONDS = 60.0  # also re-read now and then, so edits other than revocation (scopes, expiry) show up
 RETRY_SECONDS = 1.0  # a background re-read that failed (the database away) is tried again after this
+# A DRF token is trusted for this long after the database read that verified it: a deleted token, or one whose user
+# was deactivated, stops working within it in every process (tokens have no revocation broadcast).
+TOKEN_SECONDS = 5.0
+# How long the request processor waits for the database read of a credential it has nothing in memory for; past it
+# the request answers 503 with Retry-After (the read goes on, and remembers what it finds for the retry).
+COLD_WAIT_SECONDS = 0.5
 
 
 class KeyCache:
@@ -131,7 +139,33 @@ class KeyCache:
             time.sleep(1)
 
 
+class TokenCache:
+    """DRF tokens this process has verified, each with when the read that verified it started. Unknown or invalid
+    tokens are not remembered (a caller sending random ones cannot grow it)."""
+
+    def __init__(self) -> None:
+        self._verified: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def verified_at(self, token: str) -> float | None:
+        return self._verified.get(token)
+
+    def remember(self, token: str, read_at: float) -> None:
+        with self._lock:
+            if len(self._verified) >= 10_000:  # sweep the expired ones now and then
+                oldest = time.monotonic() - TOKEN_SECONDS
+                self._verified = {t: at for t, at in self._verified.items() if at > oldest}
+            self._verified[token] = max(read_at, self._verified.get(token, read_at))
+
+    def forget(self, token: str) -> None:
+        with self._lock:
+            self._verified.pop(token, None)
+
+
 _refresher = PerProcess(lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="apikey-refresh"))
+token_cache = PerProcess(TokenCache)
+# Credential reads for the request processor: while one hangs, the others answer 503 at once instead of queueing.
+credential_reads = BackgroundReads("credential-read", queue_behind_stuck=False)
 _key_cache = PerProcess(lambda: KeyCache(settings.REDIS_URL))
 
 

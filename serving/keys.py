@@ -7,6 +7,7 @@ import re
 import secrets
 import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 from typing import Any
 
@@ -15,14 +16,31 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
+from config.storable import unstorable
+from serving import key_cache as remembered
 from serving import metrics
 from serving.key_cache import key_cache
 from serving.models import ApiKey
 from serving.routing import PROCESSOR_THREAD
 
 KEY_PREFIX = "mwk_"
+NAME_LENGTH = ApiKey._meta.get_field("name").max_length
 SCOPE = re.compile(r"^(predict:(\*|[-a-zA-Z0-9_]+)|registry:(read|write|\*))$")
+
+
+class CredentialUnavailable(DatabaseError):
+    """The credential cannot be checked now: the database did not answer (in time) and nothing in memory vouches
+    for it. A DatabaseError, so callers that handled one before still do; the hot path answers 503 with Retry-After."""
+
+    def __init__(self, what: str, retry_after: int = 1) -> None:
+        self.message = f"this {what} cannot be checked now: the database does not answer; retry shortly"
+        super().__init__(self.message)
+        self.retry_after = retry_after
+
+
+TOKEN = re.compile(r"[0-9a-zA-Z]{1,40}")  # DRF's tokens are 40 hex digits; anything else cannot be one
 
 
 def hash_key(raw: str) -> str:
@@ -47,8 +65,12 @@ def api_key_create(
 ) -> tuple[ApiKey, str]:
     """A new key and its raw value, which is never stored and cannot be shown again."""
     errors = {}
-    if not name or not name.strip():
+    if not isinstance(name, str) or not name.strip():
         errors["name"] = ["give the key a name"]
+    elif problem := unstorable(name):
+        errors["name"] = [f"cannot be stored: {problem}"]
+    elif len(name.strip()) > NAME_LENGTH:
+        errors["name"] = [f"at most {NAME_LENGTH} characters ({len(name.strip())} given)"]
     if problems := scope_problems(scopes):
         errors["scopes"] = problems
     if expires_at is not None and expires_at <= timezone.now():
@@ -103,23 +125,67 @@ def api_key_lookup(raw: str) -> ApiKey | None:
     key = memory.get(key_hash) if memory is not None else None
     if key is None:
         expired = memory.get_expired(key_hash, settings.MODELWORKS_ROUTE_MAX_STALE_SECONDS) if memory else None
-        if expired is not None and threading.current_thread().name == PROCESSOR_THREAD:
+        on_processor = threading.current_thread().name == PROCESSOR_THREAD
+        if expired is not None and on_processor:
             memory.refresh_in_background(key_hash, lambda: _read_key(key_hash))
             key = expired
         else:
             generation = memory.generation() if memory is not None else 0
+
+            def read() -> ApiKey | None:
+                found = _read_key(key_hash)
+                if found is not None and memory is not None:
+                    memory.put(key_hash, found, generation)
+                return found
+
             try:
-                key = _read_key(key_hash)
-            except DatabaseError:
+                key = _off_processor(("api-key", key_hash), read) if on_processor else read()
+            except (DatabaseError, FutureTimeout):
                 if expired is None:
-                    raise
+                    raise CredentialUnavailable("API key") from None
                 key = expired
-            else:
-                if key is None:
-                    return None
-                if memory is not None:
-                    memory.put(key_hash, key, generation)
+            if key is None:
+                return None
     return key if key.active else None
+
+
+def _off_processor(key: tuple, read):
+    """A credential read the request processor waits for at most COLD_WAIT_SECONDS (serving/routing.py's
+    BackgroundReads): a hung database costs it that, not the hang."""
+    return remembered.credential_reads.read(key, read, remembered.COLD_WAIT_SECONDS)
+
+
+def token_valid(raw: str) -> bool:
+    """The DRF token exists and its user is active. Trusted for key_cache.TOKEN_SECONDS after the read that verified
+    it, so the hot path does not query the database per request and a deleted token or a deactivated user stops
+    working within that time. On the request processor's thread the read is bounded (COLD_WAIT_SECONDS) and a token
+    in use is re-read in the background once half its time is gone. CredentialUnavailable when the database cannot
+    tell now."""
+    if not TOKEN.fullmatch(raw):
+        return False
+    memory = remembered.token_cache()
+    verified = memory.verified_at(raw)
+    age = None if verified is None else time.monotonic() - verified
+    on_processor = threading.current_thread().name == PROCESSOR_THREAD
+    if age is not None and age < remembered.TOKEN_SECONDS:
+        if on_processor and age > remembered.TOKEN_SECONDS / 2:
+            remembered.credential_reads.start(("token", raw), lambda: _read_token(raw), remembered.COLD_WAIT_SECONDS)
+        return True
+    try:
+        return _off_processor(("token", raw), lambda: _read_token(raw)) if on_processor else _read_token(raw)
+    except (DatabaseError, FutureTimeout):
+        raise CredentialUnavailable("token") from None
+
+
+def _read_token(raw: str) -> bool:
+    started = time.monotonic()  # trusted from before the read: a deletion during it is not missed
+    valid = Token.objects.filter(key=raw, user__is_active=True).exists()
+    memory = remembered.token_cache()
+    if valid:
+        memory.remember(raw, started)
+    else:
+        memory.forget(raw)
+    return valid
 
 
 def _read_key(key_hash: str) -> ApiKey | None:

@@ -74,7 +74,6 @@ COLD_WAIT_SECONDS = 2.0  # a route never read before has nothing to fall back on
 _cache: dict[tuple, _Entry] = {}
 _lock = threading.Lock()
 _refreshing: set[tuple] = set()  # inline reads in progress
-_reading: dict[tuple, tuple[float, Future]] = {}  # background reads in progress, with when they started
 _known_models: set[str] = set()
 _last_read = 0.0  # when a read last succeeded: entries that failed before it are not stale, only not asked for since
 _reported_staleness = 0.0
@@ -134,39 +133,75 @@ def _read(key: tuple, load):
 
 
 def _read_in_background(key: tuple, load, entry: _Entry | None, now: float):
-    with _lock:
-        started, future = _reading.get(key, (now, None))
-        if future is None:
-            future = _refresher().submit(_background_read, key, load)
-            _reading[key] = (started, future)
     budget = COLD_WAIT_SECONDS if entry is None else settings.MODELWORKS_ROUTE_WAIT_MS / 1000
     try:
-        return future.result(timeout=max(0.0, started + budget - now))
+        return _reads.read(key, lambda: _read(key, load), budget, now=now)
     except (FutureTimeout, DatabaseError):
         if entry is None:
             raise RouteUnavailable("the database did not answer and this route is not in memory") from None
         return _stale(entry, now)
 
 
-def _background_read(key: tuple, load):
-    failed = True
-    try:
-        value = _read(key, load)
-        failed = False
-        return value
-    finally:
-        with _lock:
-            _reading.pop(key, None)
-            idle = not _reading
-        # No request cycle closes this thread's connection: it is closed after a failure, so a broken or hung one is
-        # never reused (the next read's connect is bounded by connect_timeout), and when no read is queued behind
-        # this one, so an idle process holds no connection for its routes.
-        if failed or idle:
-            connections.close_all()
+class BackgroundReads:
+    """Database reads for the request processor's thread (which must never wait on the database), run on one
+    background thread of their own: the caller waits at most `budget` seconds for its read, and only what is left of
+    that budget when the same read (same key) is already on its way, so a hung database costs the processor that
+    once instead of the whole hang. Past the budget `read` raises concurrent.futures.TimeoutError (the read goes on,
+    and what it stores serves the next request); a failed read raises what it raised.
+
+    `queue_behind_stuck=False`: while a read has been running for longer than its caller's budget (the database
+    hangs), other reads are not queued behind it but refused at once (TimeoutError), so a round of requests with
+    different keys costs the processor one budget, not one each."""
+
+    def __init__(self, thread_name: str, *, queue_behind_stuck: bool = True) -> None:
+        self._executor = PerProcess(lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name))
+        self._queue_behind_stuck = queue_behind_stuck
+        self._lock = threading.Lock()
+        self._reading: dict[Any, tuple[float, Future]] = {}  # reads in progress, with when they started
+
+    def read(self, key: Any, load, budget: float, *, now: float | None = None):
+        now = time.monotonic() if now is None else now
+        future, started = self.start(key, load, budget, now=now)
+        if future is None:
+            raise FutureTimeout(f"a database read has been running for longer than {budget:.2f} s")
+        return future.result(timeout=max(0.0, started + budget - now))
+
+    def start(self, key: Any, load, budget: float, *, now: float | None = None) -> tuple[Future | None, float]:
+        """Start the read unless it is on its way (then join it); no future when reads are stuck (see above)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            started, future = self._reading.get(key, (now, None))
+            if future is None:
+                if not self._queue_behind_stuck and any(now - t > budget for t, _ in self._reading.values()):
+                    return None, now
+                future = self._executor().submit(self._run, key, load)
+                self._reading[key] = (started, future)
+        return future, started
+
+    def running_since(self, moment: float) -> set:
+        """The keys of reads that started before `moment` and have not finished."""
+        with self._lock:
+            return {key for key, (started, _) in self._reading.items() if started < moment}
+
+    def _run(self, key: Any, load):
+        failed = True
+        try:
+            value = load()
+            failed = False
+            return value
+        finally:
+            with self._lock:
+                self._reading.pop(key, None)
+                idle = not self._reading
+            # No request cycle closes this thread's connection: it is closed after a failure, so a broken or hung
+            # one is never reused (the next read's connect is bounded by connect_timeout), and when no read is
+            # queued behind this one, so an idle process holds no connection for these reads.
+            if failed or idle:
+                connections.close_all()
 
 
 # One thread: every read goes to the same database, and reads queued behind a hung one are served stale meanwhile.
-_refresher = PerProcess(lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="route-refresh"))
+_reads = BackgroundReads("route-refresh")
 
 
 def _stale(entry: _Entry, now: float):
@@ -183,8 +218,8 @@ def staleness_seconds() -> float:
     """How old the oldest route is that serves from memory because the database did not answer (0: all fresh)."""
     now = time.monotonic()
     wait = settings.MODELWORKS_ROUTE_WAIT_MS / 1000
+    stuck = _reads.running_since(now - wait)
     with _lock:
-        stuck = {key for key, (started, _) in _reading.items() if now - started > wait}
         ages = [now - entry.loaded_at for key, entry in _cache.items()
                 if (entry.failed_at is not None and entry.failed_at > _last_read) or key in stuck]  # fmt: skip
     return max(ages, default=0.0)

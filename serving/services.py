@@ -163,9 +163,9 @@ def predict_steps(
     """Route, validate, answer from cache or the (micro-batched, breaker-guarded) model, log, count."""
     started = time.perf_counter()
     try:
-        route = _resolve(model_name, version=version, alias=alias, key=routing_key)
+        route = resolve(model_name, version=version, alias=alias, key=routing_key)
     except Exception as exc:  # answered without reaching a model: still a prediction request, counted
-        _count_unserved(model_name, exc, started)
+        count_unserved(model_name, exc, started)
         if isinstance(exc, routing.RouteUnavailable):
             raise Unavailable(exc.message, exc.retry_after) from None
         raise
@@ -251,7 +251,7 @@ def predict_steps(
         metrics.LATENCY.labels(model_name).observe(time.perf_counter() - started)
 
 
-def _count_unserved(model_name: str, exc: Exception, started: float) -> None:
+def count_unserved(model_name: str, exc: Exception, started: float) -> None:
     """Count a request that never reached a model: 'not_found' for a model, alias or version that does not exist
     (the caller's mistake), 'error' for everything else (the database away, a version that cannot be served).
     A model this process has never routed is labelled '_unknown', so callers cannot mint label values."""
@@ -261,7 +261,7 @@ def _count_unserved(model_name: str, exc: Exception, started: float) -> None:
     metrics.LATENCY.labels(label).observe(time.perf_counter() - started)
 
 
-def _resolve(model_name: str, **request: Any) -> routing.Route:
+def resolve(model_name: str, **request: Any) -> routing.Route:
     """routing.resolve, with one answer for a version that cannot be served, from the first request on: the
     caller's explicit pin is a conflict only the caller can resolve by asking for another version (409); a version
     the server routes here (production, an alias, a split's arm) is the server's failure, to retry later (503)."""

@@ -24,6 +24,7 @@ from serving.per_process import PerProcess
 logger = logging.getLogger(__name__)
 
 SUFFIX = "~shadow"
+REFUSED = "shadow-inv"  # the log's outcome for a copy the shadow version refused as input it cannot take (a 400)
 QUEUE_LIMIT = 1000
 
 
@@ -78,16 +79,20 @@ def _score(split: Any, primary: Any, rows: list[list[Any]], primary_reason: str)
     from serving import routing
     from serving.model_cache import model_cache
     from serving.prediction_log import LogEntry, masked_inputs, prediction_log
-    from serving.validation import rows_from_payload
+    from serving.validation import InputError, rows_from_payload
 
     version = routing.version_by_id(split.shadow_version_id)
     loaded = model_cache().get(version)
     started = time.perf_counter()
     outputs: dict[str, Any]
     try:
-        checked = rows_from_payload({"inputs": rows}, loaded.signature, len(rows))
+        # Checked as the shadow version would be if it were routed: the primary's check was its own dtype's.
+        checked = rows_from_payload({"inputs": rows}, loaded.signature, len(rows), float_limit=loaded.float_limit)
         predictions, probabilities = loaded.predict(checked)
         outputs, outcome = {"predictions": predictions, "probabilities": probabilities}, "shadow"
+    except InputError as exc:  # the caller's values, refused: not the candidate's failure (not in shadow_errors)
+        reasons = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors)
+        checked, outputs, outcome = [], {"error": reasons[:500]}, REFUSED
     except Exception as exc:
         checked, outputs, outcome = [], {"error": type(exc).__name__}, "shadow-err"
     prediction_log().append(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -67,6 +69,10 @@ def _route(request: HttpRequest, name: str, version: str | None) -> routing.Rout
         return v2_error(400, "the model version must be a positive integer")
     try:
         return routing.resolve(name, version=number)
+    except routing.RouteUnavailable as exc:
+        response = v2_error(503, exc.message)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     except routing.RouteError as exc:
         return v2_error(exc.status, exc.message)
 
@@ -244,9 +250,14 @@ def infer_steps(
     number = None if version is None else version_number(version)
     if version is not None and number is None:
         return v2_reply(400, "the model version must be a positive integer")
+    started = time.perf_counter()
     try:
-        route = routing.resolve(name, version=number)
-    except routing.RouteError as exc:
+        # As the native endpoint resolves (services.predict_steps): the same answers, counted alike.
+        route = services.resolve(name, version=number, alias=None, key=None)
+    except (routing.RouteError, services.Unavailable) as exc:
+        services.count_unserved(name, exc, started)
+        if isinstance(exc, routing.RouteUnavailable | services.Unavailable):
+            return v2_reply(503, exc.message, {"Retry-After": str(exc.retry_after)})
         return v2_reply(exc.status, exc.message)
     split = _split_body(body, header_length)
     if isinstance(split, Reply):
@@ -261,6 +272,10 @@ def infer_steps(
     except InputError as exc:
         return v2_reply(400, "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors))
     except routing.RouteError as exc:
+        if exc.status == 409 and number is None:
+            # The server routed this version, and predict_steps was handed it as a pin (issue 14 makes that one
+            # resolution): what the native endpoint answers for a routed version that cannot be served.
+            return v2_reply(503, exc.message, {"Retry-After": str(settings.MODELWORKS_MODEL_RETRY_S)})
         return v2_reply(exc.status, exc.message)
     except services.Unavailable as exc:
         return v2_reply(503, exc.message, {"Retry-After": str(exc.retry_after)})

@@ -23,6 +23,7 @@ EXPORTED = {
     "modelworks_prediction_log_dropped_total",
     "modelworks_model_load_failed",
     "modelworks_log_dead_letters_total",
+    "modelworks_route_staleness_seconds",
     "modelworks_celery_queue_length",
     "modelworks_celery_tasks_total",
     "up",
@@ -69,6 +70,8 @@ def test_every_rule_has_a_runbook_and_uses_real_or_planned_metrics():
         "ModelworksCeleryQueueBacklog",
         "ModelworksCeleryWorkerDown",
         "ModelworksModelCannotLoad",
+        "ModelworksServingStaleRoutes",
+        "ModelworksStaleRoutesNearLimit",
     } <= names
     for rule in rules:
         assert rule["annotations"]["runbook"].strip(), rule["alert"]
@@ -80,6 +83,23 @@ def test_every_rule_has_a_runbook_and_uses_real_or_planned_metrics():
     monitoring_source = (ROOT / "monitoring" / "metrics.py").read_text()
     for metric in PLANNED:
         assert f'"{metric}"' in monitoring_source
+
+
+def test_the_stale_routes_alert_is_critical_before_pods_stop_serving_them():
+    """The critical threshold is a number in the rule (Prometheus cannot read a setting): it must fire while the
+    last good routes still serve, with time to act (at least 30 s) before MODELWORKS_ROUTE_MAX_STALE_SECONDS."""
+    from django.conf import settings
+
+    rules = {
+        rule["alert"]: rule
+        for group in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    near = rules["ModelworksStaleRoutesNearLimit"]
+    threshold = float(near["expr"].rsplit(">", 1)[1])
+    assert "for" not in near  # fires at the first evaluation past the threshold
+    assert 0 < threshold <= settings.MODELWORKS_ROUTE_MAX_STALE_SECONDS - 30
+    assert "modelworks_route_staleness_seconds" in rules["ModelworksServingStaleRoutes"]["expr"]
 
 
 def test_grafana_dashboard_queries_are_valid_promql(tmp_path):
