@@ -106,6 +106,9 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
             f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 5000)}",
             f"-c lock_timeout={env_int('DB_LOCK_TIMEOUT_MS', 3000)}",
         ]))  # fmt: skip
+# The few reads a user asks for and waits on (a drift report, training data) lift that bound for their own
+# transaction to this (config/db.py).
+DB_LONG_STATEMENT_TIMEOUT_MS = env_int("DB_LONG_STATEMENT_TIMEOUT_MS", 10 * 60 * 1000)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and Celery: Redis when REDIS_URL is set, embedded otherwise ---------------------------------------------

@@ -20,8 +20,9 @@ from typing import Any
 
 import pandas as pd
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import connection
 
+from config.db import long_statements
 from features.models import FeatureValue, FeatureView
 from features.retrieval import resolve_refs
 from features.schema import EVENT_TIMESTAMP, entity_key
@@ -78,7 +79,7 @@ def _point_in_time(entity_df, times, views, join_keys, as_of_created) -> dict[st
         selects.append(_PICK.format(table=values_table, key=key_column, low=f"lo_{i}", created=created))
         params.append(view.pk)
     sql = f"SELECT {', '.join(selects)} FROM {table} e ORDER BY e.idx"  # noqa: S608 (names are ours)
-    with transaction.atomic(), connection.cursor() as cursor:
+    with long_statements(), connection.cursor() as cursor:  # the user waits for this join; it may be long
         _load(cursor, table, columns, len(join_keys), rows)
         cursor.execute(sql, params)
         fetched = cursor.fetchall()

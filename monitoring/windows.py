@@ -16,6 +16,7 @@ import pandas as pd
 from django.db import connection
 from django.db.models import Count
 
+from config.db import long_statements
 from monitoring.drift.report import CATEGORICAL, NUMERIC
 from registry.models import ModelVersion, Task
 from serving.models import PredictionLog
@@ -78,7 +79,8 @@ def current_frame(version: ModelVersion, window: Window) -> pd.DataFrame:
     """Logged rows of this version in the window (batched requests flattened), sampled down to window.cap."""
     kinds, _ = feature_kinds(version)
     if connection.vendor == "postgresql":
-        frame = _current_frame_postgres(version, kinds, window)
+        with long_statements():  # a large window's count and COPY may outlast a web process's statement bound
+            frame = _current_frame_postgres(version, kinds, window)
     else:
         frame = _current_frame_python(version, kinds, window)
     return normalise(frame, kinds)

@@ -49,3 +49,20 @@ def test_workers_and_commands_keep_long_statements_but_still_connect_with_a_time
     assert kind == "other"
     assert (statement, lock, connect) == ("0", "0", 3)  # the server's defaults: no limit
     assert redis_options == {"socket_timeout": 5.0, "socket_connect_timeout": 0.25}
+
+
+@pytest.mark.django_db
+def test_long_statements_lift_the_web_bound_for_their_transaction_only(settings):
+    from django.db import OperationalError, connection, transaction
+
+    from config.db import long_statements
+
+    settings.MODELWORKS_PROCESS = "web"
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = 20")
+    with long_statements(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(0.1)")
+    with pytest.raises(OperationalError, match="statement timeout"), transaction.atomic(), connection.cursor() as c:
+        c.execute("SELECT pg_sleep(0.1)")
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = 0")  # the test's own transaction ends with constraint checks

@@ -118,3 +118,20 @@ def test_the_command_writes_training_data(vitals, tmp_path, capsys, suffix):
     assert written["vitals:heart_rate"].tolist()[:2] == [1.0, 0.0] and pd.isna(written["vitals:heart_rate"][2])
     with pytest.raises(CommandError, match="no feature view named 'nope'"):
         call_command("historical_features", str(source), str(output), "--features", "nope:x")
+
+
+def test_training_data_is_not_cut_short_by_a_web_processs_statement_bound(vitals, settings):
+    """Web processes bound every statement (config/settings.py); the point-in-time join a user waits for lifts it."""
+    from django.db import connection
+
+    store(vitals, [(e, m, m) for e in range(50) for m in range(0, 100, 5)])
+    rows = [(e, m) for e in range(50) for m in range(100)]
+    settings.MODELWORKS_PROCESS = "web"
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = 1")  # a web process's bound, shrunk so that the join outlasts it
+    try:
+        result = get_historical_features(entity_frame(rows), REFS)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 0")  # the test's own transaction ends with constraint checks
+    assert result["vitals:heart_rate"].notna().sum() > 0 and len(result) == len(rows)
