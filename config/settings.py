@@ -255,6 +255,8 @@ MODELWORKS_LOG_BUFFER_MAX_BYTES = env_int("MODELWORKS_LOG_BUFFER_MAX_BYTES", 256
 MODELWORKS_LOG_RETRY_WINDOW_S = env_int("MODELWORKS_LOG_RETRY_WINDOW_S", 300)
 # Rows the database refuses for their content go to serving_deadletter, or here as JSON lines when it is away.
 MODELWORKS_DEAD_LETTER_DIR = env_str("MODELWORKS_DEAD_LETTER_DIR", str(VAR_DIR / "dead-letters"))
+# Each of those files (one per source) stops growing at this size; rows past it are dropped and counted.
+MODELWORKS_DEAD_LETTER_FILE_MAX_MB = env_int("MODELWORKS_DEAD_LETTER_FILE_MAX_MB", 100)
 # Keyed hash for features tagged pii in a signature before they reach the prediction log.
 MODELWORKS_PII_HASH_KEY = env_secret("MODELWORKS_PII_HASH_KEY") or f"pii:{SECRET_KEY}"
 
