@@ -126,6 +126,24 @@ if REDIS_URL:
     }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
+    if MODELWORKS_PROCESS == "web":
+        # A web process queues tasks inside requests: a hung or down broker must cost a request a bounded wait (then
+        # a 503, serving/queueing.py), never a hang. Connect and each command are bounded, a failed publish is tried
+        # once more, and the result backend's subscription (made when a task is queued) is bounded the same way.
+        # Workers and beat keep kombu's defaults: their waits on the broker are long by design.
+        _broker_timeout_s = env_int("CELERY_WEB_BROKER_TIMEOUT_MS", 500) / 1000
+        CELERY_BROKER_CONNECTION_TIMEOUT = _broker_timeout_s
+        CELERY_BROKER_TRANSPORT_OPTIONS = {
+            "socket_timeout": _broker_timeout_s, "socket_connect_timeout": _broker_timeout_s, "max_retries": 1,
+        }  # fmt: skip
+        CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1,
+                                            "interval_max": 0.1}  # fmt: skip
+        CELERY_RESULT_BACKEND = f"config.queueing:WebRedisBackend+{REDIS_URL}"  # no subscription per queued task
+        CELERY_REDIS_SOCKET_TIMEOUT = _broker_timeout_s
+        CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = _broker_timeout_s
+        CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+            "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
+        }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     _broker_dir = VAR_DIR / "celery"
