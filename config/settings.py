@@ -128,8 +128,8 @@ if REDIS_URL:
     CELERY_RESULT_BACKEND = REDIS_URL
     if MODELWORKS_PROCESS == "web":
         # A web process queues tasks inside requests: a hung or down broker must cost a request a bounded wait (then
-        # a 503, serving/queueing.py), never a hang. Connect and each command are bounded, a failed publish is tried
-        # once more, and the result backend's subscription (made when a task is queued) is bounded the same way.
+        # a 503, config/queueing.py), never a hang. Connect and each command are bounded, a failed publish is tried
+        # once more, the result backend is bounded the same way and not subscribed to per queued task.
         # Workers and beat keep kombu's defaults: their waits on the broker are long by design.
         _broker_timeout_s = env_int("CELERY_WEB_BROKER_TIMEOUT_MS", 500) / 1000
         CELERY_BROKER_CONNECTION_TIMEOUT = _broker_timeout_s

@@ -14,6 +14,8 @@ import pytest
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
+from config.api import exception_handler
+from config.queueing import TaskNotQueued
 from monitoring.models import Alert
 from monitoring.services.monitors import monitor_create
 from tests.monitoring.conftest import flush, predict_each, rows, shifted
@@ -90,3 +92,9 @@ def test_only_web_processes_get_the_short_broker_timeouts(process):
         assert retry_policy["max_retries"] == 1 and backend == "WebRedisBackend"
     else:
         assert transport == {} and retry_policy["max_retries"] == 3 and backend == "RedisBackend"
+
+
+def test_any_api_view_that_cannot_queue_its_task_answers_503_with_retry_after():
+    response = exception_handler(TaskNotQueued("monitoring.run_monitor", TimeoutError("Timeout reading")), {})
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert "monitoring.run_monitor not queued" in response.data["detail"]
