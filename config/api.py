@@ -11,6 +11,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from config.queueing import TaskNotQueued
 from registry.locking import CONFLICT_MESSAGE, ConcurrentChangeError, is_conflict
 
 
@@ -25,6 +26,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, ConcurrentChangeError) or (isinstance(exc, OperationalError) and is_conflict(exc)):
         # A race lost to another change of the same model (registry.locking): nothing stored, the client retries.
         return Response({"detail": CONFLICT_MESSAGE}, status=409, headers={"Retry-After": "1"})
+    elif isinstance(exc, TaskNotQueued):
+        # The broker is hung or down (config/queueing.py): a bounded wait, then this, never a hang or a 500.
+        return Response({"detail": str(exc)}, status=503, headers={"Retry-After": str(exc.retry_after)})
     elif isinstance(exc, UnreadablePostError):
         # The client went away or the web worker timed its body out (config/asgi.py): nothing was parsed or stored.
         exc = exceptions.ParseError("the request body could not be read in full")

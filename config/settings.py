@@ -129,6 +129,24 @@ if REDIS_URL:
     }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
+    if MODELWORKS_PROCESS == "web":
+        # A web process queues tasks inside requests: a hung or down broker must cost a request a bounded wait (then
+        # a 503, config/queueing.py), never a hang. Connect and each command are bounded, a failed publish is tried
+        # once more, the result backend is bounded the same way and not subscribed to per queued task.
+        # Workers and beat keep kombu's defaults: their waits on the broker are long by design.
+        _broker_timeout_s = env_int("CELERY_WEB_BROKER_TIMEOUT_MS", 500) / 1000
+        CELERY_BROKER_CONNECTION_TIMEOUT = _broker_timeout_s
+        CELERY_BROKER_TRANSPORT_OPTIONS = {
+            "socket_timeout": _broker_timeout_s, "socket_connect_timeout": _broker_timeout_s, "max_retries": 1,
+        }  # fmt: skip
+        CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1,
+                                            "interval_max": 0.1}  # fmt: skip
+        CELERY_RESULT_BACKEND = f"config.queueing:WebRedisBackend+{REDIS_URL}"  # no subscription per queued task
+        CELERY_REDIS_SOCKET_TIMEOUT = _broker_timeout_s
+        CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = _broker_timeout_s
+        CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+            "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
+        }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     _broker_dir = VAR_DIR / "celery"
@@ -258,6 +276,8 @@ MODELWORKS_LOG_BUFFER_MAX_BYTES = env_int("MODELWORKS_LOG_BUFFER_MAX_BYTES", 256
 MODELWORKS_LOG_RETRY_WINDOW_S = env_int("MODELWORKS_LOG_RETRY_WINDOW_S", 300)
 # Rows the database refuses for their content go to serving_deadletter, or here as JSON lines when it is away.
 MODELWORKS_DEAD_LETTER_DIR = env_str("MODELWORKS_DEAD_LETTER_DIR", str(VAR_DIR / "dead-letters"))
+# Each of those files (one per source) stops growing at this size; rows past it are dropped and counted.
+MODELWORKS_DEAD_LETTER_FILE_MAX_MB = env_int("MODELWORKS_DEAD_LETTER_FILE_MAX_MB", 100)
 # Keyed hash for features tagged pii in a signature before they reach the prediction log.
 MODELWORKS_PII_HASH_KEY = env_secret("MODELWORKS_PII_HASH_KEY") or f"pii:{SECRET_KEY}"
 

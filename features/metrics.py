@@ -15,3 +15,9 @@ ONLINE_READ_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )  # fmt: skip
 VALUES_WRITTEN = Counter("modelworks_feature_values_written_total", "Values stored offline", ["view", "path"])
+ONLINE_UNAVAILABLE = Counter(
+    "modelworks_feature_online_unavailable_total",
+    "Online reads answered without the online store (Redis failed: error; skipped within the back-off after a "
+    "failure: skipped); their values came from on-demand functions and the offline store",
+    ["reason"],
+)

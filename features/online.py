@@ -8,6 +8,10 @@ Two implementations behind one interface:
 - DatabaseOnlineStore (the embedded default, no Redis): the same rule as one INSERT .. ON CONFLICT DO UPDATE .. WHERE
   in the `features_onlinevalue` table, which every process of `make run` (web, worker, beat) shares.
 
+Redis is an optimisation here: a read that times out or cannot connect raises OnlineStoreUnavailable, and the caller
+answers from on-demand functions and the offline store instead (features/retrieval.py). After such a failure reads
+skip Redis at once for config/cache.py's back-off (the same circuit as the Django cache: one Redis).
+
 "Newer" means a later event time, or the same event time created later.
 """
 
@@ -24,6 +28,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 
+from config.cache import CacheUnavailable, circuit_for
 from features.models import FeatureView, OnlineValue
 from serving.per_process import PerProcess
 
@@ -34,6 +39,14 @@ class OnlineRecord(NamedTuple):  # a tuple: built once per entity per read, so i
     event_us: int
     created_us: int
     data: dict[str, Any]
+
+
+class OnlineStoreUnavailable(Exception):
+    """The online store could not be read (Redis hung, down, or skipped within the back-off after a failure)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason  # "error": this read failed; "skipped": not tried, a recent one failed
 
 
 class OnlineStore(Protocol):
@@ -96,6 +109,8 @@ class RedisOnlineStore:
 
         self.client = redis.Redis.from_url(url, **settings.REDIS_CLIENT_OPTIONS)  # on the request path: bounded
         self._write_script = self.client.register_script(_WRITE_IF_NEWER)
+        self._circuit = circuit_for(url)
+        self._failures = (redis.ConnectionError, redis.TimeoutError)
 
     def write(self, view: FeatureView, records: dict[str, OnlineRecord]) -> int:
         items = list(records.items())
@@ -110,12 +125,23 @@ class RedisOnlineStore:
 
     def read_rows(self, wanted: list[tuple[FeatureView, list[str]]]) -> list[list[list[Any] | None]]:
         """Per view, per key: [event_us, created_us, schema_id, *values] or None; one pipelined round trip.
-        A row whose schema_id is not the view's current one was written under another feature list."""
+        A row whose schema_id is not the view's current one was written under another feature list.
+        OnlineStoreUnavailable when Redis fails (or failed within the back-off)."""
+        try:
+            self._circuit.check()
+        except CacheUnavailable:
+            raise OnlineStoreUnavailable("skipped") from None
         pipe = self.client.pipeline(transaction=False)
         for view, keys in wanted:
             pipe.hmget(redis_key(view), keys)
+        try:
+            answers = pipe.execute()
+        except self._failures as exc:
+            self._circuit.failed()
+            raise OnlineStoreUnavailable("error") from exc
+        self._circuit.succeeded()
         return [list(map(orjson.loads, raws)) if None not in raws else [r and orjson.loads(r) for r in raws]
-                for raws in pipe.execute()]  # fmt: skip
+                for raws in answers]  # fmt: skip
 
     def read(self, wanted: list[tuple[FeatureView, list[str]]]) -> list[list[OnlineRecord | None]]:
         rows = self.read_rows(wanted)

@@ -4,6 +4,8 @@ Per value, in order: a value given in the request (overrides), the online store 
 an on-demand function registered for the feature, the newest offline value within the TTL, else missing. The
 answer is columnar (one list per feature, one entry per entity row), with where each value came from and its age.
 All online values of a call come from one pipelined Redis round trip whatever the number of rows and views.
+When Redis times out or is down the call goes on without it: every value takes the rest of the order (on-demand,
+offline, missing) and `modelworks_feature_online_unavailable_total` counts the call.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from features import metrics
 from features.models import FeatureValue, FeatureView
 from features.on_demand import generation as on_demand_generation
 from features.on_demand import on_demand_for
-from features.online import online_store, schema_id
+from features.online import OnlineStoreUnavailable, online_store, schema_id
 from features.schema import dtype_problem, entity_key, entity_key_problem, parse_ref, to_us
 
 log = logging.getLogger(__name__)
@@ -181,7 +183,7 @@ def get_online_features(
     views = {view.name: view for _, view, _ in resolved}
     keys = {name: _entity_keys(view, entity_rows) for name, view in views.items()}
     wanted = [(views[name], [k for k in keys[name] if k is not None]) for name in views]
-    blocks = online_store().read_rows(wanted) if any(k for _, k in wanted) else [[] for _ in wanted]
+    blocks = _read_online(wanted) if any(k for _, k in wanted) else [[] for _ in wanted]
     rows = {}
     for (view, found), block in zip(wanted, blocks, strict=True):
         if len(found) == len(entity_rows):
@@ -199,6 +201,18 @@ def get_online_features(
     _count(result, {ref: view.name for ref, view, _ in requested}, mixed | {ref for _, ref in pending})
     metrics.ONLINE_READ_SECONDS.observe(time.perf_counter() - started)
     return result
+
+
+def _read_online(wanted: list[tuple[FeatureView, list[str]]]) -> list[list[list[Any] | None]]:
+    """The online rows, or none at all while the online store is unavailable (a missing cache degrades a read,
+    never fails it)."""
+    try:
+        return online_store().read_rows(wanted)
+    except OnlineStoreUnavailable as exc:
+        metrics.ONLINE_UNAVAILABLE.labels(exc.reason).inc()
+        if exc.reason == "error":
+            log.warning("online store unavailable (%s); reading offline", exc.__cause__ or exc)
+        return [[None] * len(keys) for _, keys in wanted]
 
 
 def _columns(resolved, views, rows, now_us: int) -> tuple[OnlineFeatures, list[tuple[int, str]], set[str]]:
@@ -266,7 +280,26 @@ def _apply_overrides(result: OnlineFeatures, overrides, pending, mixed: set[str]
 
 
 def _fill_missing(result: OnlineFeatures, pending, refs, views, keys, now_us: int) -> None:
-    """On-demand functions first (repeated while they make progress, so one may feed another), then offline."""
+    """On-demand functions first (repeated while they make progress, so one may feed another), then offline. A value
+    with an on-demand function is computed from offline inputs too (with the online store away, all its inputs come
+    from there) before its own offline value is taken."""
+    pending = _compute_while_progress(result, pending, refs)
+    by_view: dict[str, set[str]] = {}
+    for index, ref in pending:
+        key = keys[refs[ref][0].name][index]
+        if key is not None:
+            by_view.setdefault(refs[ref][0].name, set()).add(key)
+    latest = {name: _offline_latest(views[name], found) for name, found in by_view.items()}
+    deferred = [(index, ref) for index, ref in pending if on_demand_for(ref) is not None]
+    for index, ref in pending:
+        if on_demand_for(ref) is None:
+            _offline_fill(result, index, ref, refs, keys, latest, now_us)
+    for index, ref in _compute_while_progress(result, deferred, refs) if deferred else ():
+        _offline_fill(result, index, ref, refs, keys, latest, now_us)
+
+
+def _compute_while_progress(result: OnlineFeatures, pending, refs) -> list[tuple[int, str]]:
+    """What is still missing after running on-demand functions until none makes progress."""
     progress = True
     while pending and progress:
         progress, still = False, []
@@ -276,20 +309,17 @@ def _fill_missing(result: OnlineFeatures, pending, refs, views, keys, now_us: in
             else:
                 still.append((index, ref))
         pending = still
-    by_view: dict[str, set[str]] = {}
-    for index, ref in pending:
-        key = keys[refs[ref][0].name][index]
-        if key is not None:
-            by_view.setdefault(refs[ref][0].name, set()).add(key)
-    latest = {name: _offline_latest(views[name], found) for name, found in by_view.items()}
-    for index, ref in pending:
-        view, feature = refs[ref]
-        record = latest.get(view.name, {}).get(keys[view.name][index])
-        if record is not None and record[1].get(feature) is not None:
-            column = result.features[ref]
-            column.values[index] = record[1].get(feature)
-            column.sources[index] = "offline"
-            column.age_seconds[index] = max(now_us - record[0], 0) / 1e6
+    return pending
+
+
+def _offline_fill(result: OnlineFeatures, index: int, ref: str, refs, keys, latest, now_us: int) -> None:
+    view, feature = refs[ref]
+    record = latest.get(view.name, {}).get(keys[view.name][index])
+    if record is not None and record[1].get(feature) is not None:
+        column = result.features[ref]
+        column.values[index] = record[1].get(feature)
+        column.sources[index] = "offline"
+        column.age_seconds[index] = max(now_us - record[0], 0) / 1e6
 
 
 def _compute(result: OnlineFeatures, index: int, ref: str, view: FeatureView) -> bool:

@@ -160,13 +160,36 @@ def store_dead_letters(source: str, refused: list[tuple[dict[str, Any], str]]) -
         return
     except Exception:
         logger.exception("dead letters not stored in the database; writing them to a file")
-    directory = Path(settings.MODELWORKS_DEAD_LETTER_DIR)
+    lines = [json.dumps({"source": source, "payload": letter.payload, "error": letter.error,
+                         "created_at": now.isoformat()}, ensure_ascii=True) + "\n"
+             for letter in letters]  # fmt: skip
+    _append_capped(Path(settings.MODELWORKS_DEAD_LETTER_DIR) / f"{source}.jsonl", source, lines)
+
+
+def _append_capped(path: Path, source: str, lines: list[str]) -> None:
+    """Append while the file stays within MODELWORKS_DEAD_LETTER_FILE_MAX_MB; the lines that would take it past are
+    dropped and counted (modelworks_log_dead_letters_dropped_total{source}): a long outage full of refused rows must
+    not fill the disk the platform runs on. Processes sharing the file can each overshoot by one batch."""
+    from django.conf import settings
+
+    from serving import metrics
+
+    cap = int(settings.MODELWORKS_DEAD_LETTER_FILE_MAX_MB * 1024 * 1024)
+    written = 0
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / f"{source}.jsonl", "a", encoding="utf-8") as out:
-            for letter in letters:
-                line = {"source": source, "payload": letter.payload, "error": letter.error,
-                        "created_at": now.isoformat()}  # fmt: skip
-                out.write(json.dumps(line, ensure_ascii=True) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="ascii") as out:
+            size = out.tell()
+            for line in lines:
+                if size + len(line) > cap:
+                    break
+                out.write(line)
+                size += len(line)
+                written += 1
     except OSError:
-        logger.exception("dead letters lost: %d %s rows", len(letters), source)
+        logger.exception("dead letters lost: %d %s rows", len(lines) - written, source)
+        metrics.LOG_DEAD_LETTERS_DROPPED.labels(source).inc(len(lines) - written)
+        return
+    if written < len(lines):
+        logger.error("dead letters dropped: %d %s rows (%s is at its cap)", len(lines) - written, source, path)
+        metrics.LOG_DEAD_LETTERS_DROPPED.labels(source).inc(len(lines) - written)

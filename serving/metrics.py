@@ -50,6 +50,11 @@ LOG_BUFFER_BYTES = Gauge(
 LOG_DEAD_LETTERS = Counter(
     "modelworks_log_dead_letters_total", "Buffered rows the database refused for their content", ["source"]
 )
+LOG_DEAD_LETTERS_DROPPED = Counter(
+    "modelworks_log_dead_letters_dropped_total",
+    "Dead letters lost: the database was away and the dead-letter file was at its cap (or could not be written)",
+    ["source"],
+)
 SHADOW = Counter(
     "modelworks_shadow_predictions_total", "Mirrored requests scored by a shadow version", ["model", "outcome"]
 )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from kombu.exceptions import OperationalError
 from rest_framework import generics, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.queueing import TaskNotQueued, enqueue
 from monitoring.api import serializers as s
 from monitoring.models import Monitor
 from monitoring.selectors import quality_metrics
@@ -82,10 +82,11 @@ class MonitorRun(APIView):
             report = monitors.monitor_run(monitor=monitor)
             return Response(s.DriftReportSerializer(report).data, status=status.HTTP_201_CREATED)
         try:
-            result = run_monitor.delay(monitor.pk)
-        except OperationalError as exc:  # the broker is down: say so rather than fail with a 500
-            detail = f"the task queue is unavailable ({exc}); retry, or run with wait=true"
-            return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            result = enqueue(run_monitor, monitor.pk)
+        except TaskNotQueued as exc:  # the broker is hung or down: say so within a bounded wait, never a 500
+            detail, retry_after = f"{exc}; retry, or run with wait=true", str(exc.retry_after)
+            return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": retry_after})  # fmt: skip
         return Response({"queued": True, "task_id": result.id}, status=status.HTTP_202_ACCEPTED)
 
 

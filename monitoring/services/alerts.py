@@ -7,6 +7,7 @@ import logging
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from config.queueing import enqueue
 from monitoring.models import Alert, AlertKind, DriftReport, Monitor
 from monitoring.quality import LOWER_IS_BETTER
 
@@ -71,7 +72,7 @@ def alerts_evaluate(*, monitor: Monitor, report: DriftReport) -> list[tuple[Aler
 def _enqueue(task, alert_id: int, status: str) -> None:
     """Queue the webhook; a broker that is down must not fail the monitor run that already committed."""
     try:
-        task.delay(alert_id, status)
+        enqueue(task, alert_id, status)  # bounded in web processes (config/queueing.py)
     except Exception as exc:
         logger.exception("could not queue the webhook for alert %s", alert_id)
         Alert.objects.filter(pk=alert_id).update(webhook_status=f"{status}: not queued ({exc.__class__.__name__})")

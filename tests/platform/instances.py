@@ -44,6 +44,9 @@ class _Server:
             os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
+        """SIGCONT to the server and its children; nothing to do for a server that is down."""
+        if self.process is None or self.process.poll() is not None:
+            return
         for pid in _children(self.process.pid):
             os.kill(pid, signal.SIGCONT)
         os.kill(self.process.pid, signal.SIGCONT)

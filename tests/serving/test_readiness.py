@@ -14,8 +14,9 @@ from django.test import Client
 from registry import services as registry
 from serving import health
 from serving.model_cache import model_cache
+from tests.platform.instances import own_postgres, own_redis
+from tests.platform.processes import free_port
 from tests.serving.conftest import make_key, post, rows_of
-from tests.serving.own_servers import own_postgres, own_redis, spare_port
 
 PROBE_TIMEOUT_S = 3  # platform/k8s/base/web-deployment.yaml, readinessProbe.timeoutSeconds
 URL = "/api/v1/models/cancer/predict"
@@ -51,7 +52,7 @@ def test_everything_up_is_ready_and_ok(production):
 @pytest.mark.django_db(transaction=True)
 def test_with_the_cache_away_the_pod_stays_ready_degraded_and_predictions_answer(settings, production, logreg):
     caller = Client(HTTP_AUTHORIZATION=f"Api-Key {make_key('predict:cancer')}")
-    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{spare_port()}/0"}}
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
     status, body, _ = readyz()
     assert status == 200, body
     assert body["ready"] is True and body["status"] == "degraded"
@@ -65,7 +66,7 @@ def test_a_hung_redis_answers_degraded_within_the_probe_timeout(settings):
     with own_redis() as server:
         settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{server.port}/0"}}
         assert readyz()[1]["checks"]["cache"]["status"] == "ok"
-        server.hang()
+        server.pause()
         status, body, elapsed = readyz()
         assert status == 200 and body["status"] == "degraded", body
         assert body["checks"]["cache"]["status"] in ("error", "timeout")
@@ -82,7 +83,7 @@ def test_a_hung_postgres_answers_within_the_probe_timeout_and_never_piles_up_che
         settings_dict.update(pointed)  # the test's own connection is open already and stays on the test database
         try:
             assert readyz()[1]["checks"]["database"]["status"] == "ok"
-            server.hang()
+            server.pause()
             for _ in range(3):
                 status, body, elapsed = readyz()
                 assert elapsed < PROBE_TIMEOUT_S / 2
