@@ -24,6 +24,7 @@ EXPORTED = {
     "modelworks_model_load_failed",
     "modelworks_log_dead_letters_total",
     "modelworks_route_staleness_seconds",
+    "modelworks_tasks_not_queued_total",
     "modelworks_celery_queue_length",
     "modelworks_celery_tasks_total",
     "up",
@@ -72,12 +73,15 @@ def test_every_rule_has_a_runbook_and_uses_real_or_planned_metrics():
         "ModelworksModelCannotLoad",
         "ModelworksServingStaleRoutes",
         "ModelworksStaleRoutesNearLimit",
+        "ModelworksTasksNotQueued",
     } <= names
     for rule in rules:
         assert rule["annotations"]["runbook"].strip(), rule["alert"]
         assert "\n" not in rule["annotations"]["runbook"].strip(), rule["alert"]
         assert any(metric in rule["expr"] for metric in EXPORTED | PLANNED), rule["alert"]
-    metrics_source = (ROOT / "serving" / "metrics.py").read_text() + (ROOT / "config" / "celery_metrics.py").read_text()
+    metrics_source = "".join(
+        (ROOT / path).read_text() for path in ("serving/metrics.py", "config/celery_metrics.py", "config/queueing.py")
+    )
     for metric in EXPORTED - {"up"}:
         assert metric.removesuffix("_bucket").removesuffix("_total") in metrics_source
     monitoring_source = (ROOT / "monitoring" / "metrics.py").read_text()
