@@ -72,7 +72,8 @@ class PredictionLog(models.Model):
     """
 
     request_id = models.CharField(max_length=64)
-    retry_key = models.CharField(max_length=32, default="", blank=True)
+    # db_default: pods still on the previous release write the log without this column during a rolling upgrade
+    retry_key = models.CharField(max_length=32, default="", db_default="", blank=True)
     model_name = models.CharField(max_length=100)
     version = models.PositiveIntegerField()
     routing_key = models.CharField(max_length=200, blank=True)

@@ -143,3 +143,18 @@ def test_a_shadow_pairs_with_the_primary_of_its_own_request_under_a_reused_id(pr
     prediction_log.insert(rows[::-1])  # logged in any order
     comparison = shadow_comparison(rollout)
     assert comparison["pairs"] == 4 and comparison["agreement"] == 1.0
+
+
+@pytest.mark.django_db
+def test_pods_of_the_previous_release_keep_logging_during_a_rolling_upgrade():
+    """The previous release COPYs the log without retry_key: the migrated table must still take its rows."""
+    import io
+
+    from django.db import connection
+
+    old_columns = ("request_id, model_name, version, routing_key, inputs, outputs, latency_ms, cached, route_reason,"
+                   " outcome, created_at")  # fmt: skip
+    row = "old-pod-1\tcancer\t1\t\t[]\t{}\t1.5\tf\talias:production\tok\t2026-12-01T00:00:00+00:00\n"
+    with connection.cursor() as cursor:
+        cursor.cursor.copy_expert(f"COPY serving_predictionlog ({old_columns}) FROM STDIN", io.StringIO(row))
+    assert PredictionLog.objects.get(request_id="old-pod-1").retry_key == ""
