@@ -95,15 +95,24 @@ DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'modelworks.sqlite
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
 # Which kind of process this is. Web processes (gunicorn/uvicorn, or MODELWORKS_PROCESS=web) bound every statement and
 # lock wait, so no request thread waits on the database without end; Celery workers, migrations and management
-# commands run long statements by design and keep the server's defaults.
+# commands run long statements by design and keep the server's defaults. The statement bound is gunicorn's request
+# timeout (30 s), not less: admin pages over a large log are slow but legitimate, while the prediction path never
+# waits on a statement at all (routes and credentials are read off its thread, serving/routing.py).
 MODELWORKS_PROCESS = env_str("MODELWORKS_PROCESS", "web" if {"gunicorn", "uvicorn"} & sys.modules.keys() else "other")
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     _db_options = DATABASES["default"].setdefault("OPTIONS", {})
     _db_options.setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT_S", 3))
     if MODELWORKS_PROCESS == "web":
+        # A connection whose peer vanished (a partition, a failover) fails within seconds, not the kernel's ~15 min:
+        # the server-side timeouts below cannot fire when the server is not there.
+        _db_options.setdefault("keepalives", 1)
+        _db_options.setdefault("keepalives_idle", 10)
+        _db_options.setdefault("keepalives_interval", 5)
+        _db_options.setdefault("keepalives_count", 3)
+        _db_options.setdefault("tcp_user_timeout", env_int("DB_TCP_USER_TIMEOUT_MS", 15000))
         _db_options["options"] = " ".join(filter(None, [
             _db_options.get("options", ""),
-            f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 5000)}",
+            f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 30000)}",
             f"-c lock_timeout={env_int('DB_LOCK_TIMEOUT_MS', 3000)}",
         ]))  # fmt: skip
 # The few reads a user asks for and waits on (a drift report, training data) lift that bound for their own

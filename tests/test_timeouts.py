@@ -40,7 +40,7 @@ def _database_url() -> str:
 def test_a_web_process_bounds_every_statement_lock_wait_and_redis_call(prelude, env):
     kind, statement, lock, connect, redis_options = probe(prelude, **env)
     assert kind == "web"
-    assert (statement, lock, connect) == ("5s", "3s", 3)
+    assert (statement, lock, connect) == ("30s", "3s", 3)
     assert redis_options == {"socket_timeout": 0.1, "socket_connect_timeout": 0.25}
 
 
@@ -66,3 +66,18 @@ def test_long_statements_lift_the_web_bound_for_their_transaction_only(settings)
         c.execute("SELECT pg_sleep(0.1)")
     with connection.cursor() as cursor:
         cursor.execute("SET statement_timeout = 0")  # the test's own transaction ends with constraint checks
+
+
+def test_a_web_process_connection_notices_a_vanished_database_within_seconds():
+    """Server-side timeouts cannot fire when the server is gone (a partition, a failover): the web process's own
+    connection has TCP keepalives and a user timeout, so a read on it fails in seconds, not the kernel's ~15 min."""
+    snippet = ("import gunicorn, django, json; django.setup(); from django.db import connection; connection.cursor(); "
+               "print(json.dumps(connection.connection.info.dsn_parameters))")  # fmt: skip
+    environment = {k: v for k, v in os.environ.items() if k != "MODELWORKS_PROCESS"}
+    environment.update(DJANGO_SETTINGS_MODULE="config.settings", DATABASE_URL=_database_url())
+    result = subprocess.run([sys.executable, "-c", snippet], cwd=ROOT, env=environment, capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    dsn = json.loads(result.stdout)
+    assert (dsn["keepalives"], dsn["keepalives_idle"], dsn["keepalives_count"]) == ("1", "10", "3")
+    assert dsn["tcp_user_timeout"] == "15000"
