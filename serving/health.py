@@ -79,14 +79,16 @@ def check_database() -> Check:
         with connections["default"].cursor() as cursor:
             cursor.execute("SELECT 1")
         return {"status": "ok"}
+    options = dict(params.get("OPTIONS", {}))  # sslmode, certificates...: what the app's own connections use
+    options["connect_timeout"] = DB_CONNECT_TIMEOUT_S
+    options["options"] = f"{options.get('options', '')} -c statement_timeout={DB_STATEMENT_TIMEOUT_MS}".strip()
     conn = psycopg2.connect(
         dbname=params["NAME"],
         user=params["USER"] or None,
         password=params["PASSWORD"] or None,
         host=params["HOST"] or None,
         port=params["PORT"] or None,
-        connect_timeout=DB_CONNECT_TIMEOUT_S,
-        options=f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}",
+        **options,
     )
     try:
         with conn.cursor() as cursor:

@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import wait
 
+import psycopg2
 import pytest
 from django.db import connections
 from django.test import Client
@@ -116,3 +117,19 @@ def test_one_broken_production_model_leaves_the_pod_ready_with_that_model_report
     caller = Client(HTTP_AUTHORIZATION=f"Api-Key {make_key('predict:diabetes')}")
     diabetes_rows = [{k: float(v) for k, v in r.items()} for r in ridge.X_test.head(2).to_dict(orient="records")]
     assert post(caller, "/api/v1/models/diabetes/predict", {"instances": diabetes_rows}).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_database_check_connects_the_way_the_app_does():
+    """sslmode, certificates and the like in the database OPTIONS apply to the readiness check's connection too:
+    here SSL is required of a server that has none, so the check fails exactly as the app's own connections would."""
+    options = connections["default"].settings_dict.setdefault("OPTIONS", {})
+    saved = dict(options)
+    options["sslmode"] = "require"
+    try:
+        with pytest.raises(psycopg2.OperationalError, match="SSL"):
+            health.check_database()
+    finally:
+        options.clear()
+        options.update(saved)
+    assert health.check_database() == {"status": "ok"}
