@@ -35,6 +35,7 @@ DROPPED = Counter("modelworks_experiment_exposures_dropped_total", "First exposu
 
 
 class ExposureBuffer(BackgroundFlusher):
+    source = "exposures"
     thread_name = "experiment-exposures"
 
     def __init__(self, *, flush_seconds: float, max_rows: int, seen_max: int = 200_000) -> None:
@@ -87,6 +88,11 @@ class ExposureBuffer(BackgroundFlusher):
                     self._pending = {**dict(outcome.kept), **self._pending}
             WRITTEN.inc(outcome.written)
             return outcome.written
+
+    def unwritten(self) -> list[dict[str, object]]:
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        return [_as_dict(row) for row in batch.items()]
 
     def forget(self) -> None:
         """Drop the memory of seen keys (tests; an experiment that restarts with a fresh table)."""

@@ -27,6 +27,7 @@ T = TypeVar("T")
 
 class BackgroundFlusher(ABC):
     thread_name = "background-flush"
+    source = "rows"  # the dead letters' source name
 
     def __init__(self, *, flush_seconds: float) -> None:
         self.flush_seconds = flush_seconds
@@ -60,13 +61,24 @@ class BackgroundFlusher(ABC):
                 connection.close_if_unusable_or_obsolete()
         connection.close()
 
+    def unwritten(self) -> list[dict[str, Any]]:
+        """Take every row still buffered, as plain dicts (for the shutdown spill); subclasses say how."""
+        return []
+
     def close(self) -> None:
-        """Stop the thread and write what is left (clean shutdown)."""
+        """Stop the thread and write what is left (clean shutdown). What the database cannot take now (it is away,
+        or the thread is stuck in a write to a hung database) goes to the dead-letter file: a clean stop loses
+        nothing, and never waits on the database for longer than the join and one flush."""
         self._stopping = True
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        self.flush()
+        if self._flush_lock.acquire(timeout=1):  # held only by a flush stuck on a hung database
+            self._flush_lock.release()
+            self.flush()
+        left = self.unwritten()
+        if left:
+            spill_unwritten(self.source, left)
 
 
 # --- Writing a batch that may hold rows the database can never take ----------------------------------------------
@@ -163,6 +175,23 @@ def store_dead_letters(source: str, refused: list[tuple[dict[str, Any], str]]) -
     lines = [json.dumps({"source": source, "payload": letter.payload, "error": letter.error,
                          "created_at": now.isoformat()}, ensure_ascii=True) + "\n"
              for letter in letters]  # fmt: skip
+    _append_capped(Path(settings.MODELWORKS_DEAD_LETTER_DIR) / f"{source}.jsonl", source, lines)
+
+
+def spill_unwritten(source: str, rows: list[dict[str, Any]]) -> None:
+    """Rows a shutting-down process could not write because the database did not answer: to the dead-letter file,
+    counted as dead letters (so the alert says so), to be replayed by hand."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from serving import metrics
+
+    now = timezone.now().isoformat()
+    error = "not written before shutdown: the database did not answer"
+    lines = [json.dumps({"source": source, "payload": dead_letter_payload(row), "error": error, "created_at": now},
+                        ensure_ascii=True) + "\n" for row in rows]  # fmt: skip
+    metrics.LOG_DEAD_LETTERS.labels(source).inc(len(lines))
+    logger.error("%d %s rows not written before shutdown; kept in the dead-letter file", len(lines), source)
     _append_capped(Path(settings.MODELWORKS_DEAD_LETTER_DIR) / f"{source}.jsonl", source, lines)
 
 

@@ -267,6 +267,13 @@ class PredictionLogBuffer(BackgroundFlusher):
         metrics.LOG_BUFFER_BYTES.set(self._bytes)
         return written
 
+    def unwritten(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows, self._rows, self._sizes, self._bytes = list(self._rows), deque(), deque(), 0
+        metrics.LOG_BUFFER_DEPTH.set(0)
+        metrics.LOG_BUFFER_BYTES.set(0)
+        return [as_dict(entry) for entry in rows]
+
     def _put_back(self, rows: list[LogEntry | PredictionLog]) -> None:
         sizes = [entry_bytes(e) for e in rows]
         with self._lock:

@@ -205,3 +205,23 @@ def test_dead_letters_are_read_only_in_the_admin(client, staff):
     assert client.get("/admin/serving/deadletter/add/").status_code == 403
     client.post(f"/admin/serving/deadletter/{letter.pk}/change/", {"error": "rewritten", "source": "x"})
     assert DeadLetter.objects.get().error == letter.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_clean_stop_while_the_database_is_away_keeps_every_row_in_the_dead_letter_file(
+    monkeypatch, settings, tmp_path
+):
+    settings.MODELWORKS_DEAD_LETTER_DIR = str(tmp_path)
+    buffer = flushed_by_hand()
+    for i in range(3):
+        buffer.append(entry(f"kept-{i}"))
+    letters = dead_letters()
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "PORT", "1")
+    buffer.close()  # as gunicorn's worker exit or SIGTERM does
+    spilled = [json.loads(line) for line in (tmp_path / "prediction_log.jsonl").read_text().splitlines()]
+    assert [json.loads(letter["payload"])["request_id"] for letter in spilled] == ["kept-0", "kept-1", "kept-2"]
+    assert all("before shutdown" in letter["error"] for letter in spilled)
+    assert len(buffer) == 0 and dead_letters() == letters + 3
+    connection.close()
+    monkeypatch.undo()
