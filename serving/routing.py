@@ -71,6 +71,9 @@ class _Entry:
 PROCESSOR_THREAD = "request-processor"  # serving/front.py's thread, which must never wait on the database
 COLD_WAIT_SECONDS = 2.0  # a route never read before has nothing to fall back on: the processor waits longer for it
 
+# Routes a process remembers. Callers can name any version or alias (each answer, a 404 included, is an entry), so
+# the cache is bounded: past the bound the oldest quarter is forgotten (read again when asked for).
+ROUTE_CACHE_MAX = 4096
 _cache: dict[tuple, _Entry] = {}
 _lock = threading.Lock()
 _refreshing: set[tuple] = set()  # inline reads in progress
@@ -125,11 +128,19 @@ def _read(key: tuple, load):
     with _lock:
         _last_read = time.monotonic()
         _cache[key] = _Entry(value, _last_read)
+        if len(_cache) > ROUTE_CACHE_MAX:
+            _forget_oldest()
         found = value.production if isinstance(value, _Default) else value
         if key[0] in ("version", "alias", "default") and not (isinstance(found, RouteError) and found.unknown_model):
             _known_models.add(key[1])
     _report_staleness()
     return value
+
+
+def _forget_oldest() -> None:
+    """Drop the least recently read quarter of the cache (the caller holds _lock)."""
+    for key in sorted(_cache, key=lambda k: _cache[k].loaded_at)[: len(_cache) // 4]:
+        del _cache[key]
 
 
 def _read_in_background(key: tuple, load, entry: _Entry | None, now: float):
@@ -200,8 +211,10 @@ class BackgroundReads:
                 connections.close_all()
 
 
-# One thread: every read goes to the same database, and reads queued behind a hung one are served stale meanwhile.
-_reads = BackgroundReads("route-refresh")
+# One thread: every read goes to the same database. While a read hangs, the others are not queued behind it: they
+# serve their last good route at once, and a route never read (callers may name any alias or version) answers 503
+# at once instead of costing the processor COLD_WAIT_SECONDS each.
+_reads = BackgroundReads("route-refresh", queue_behind_stuck=False)
 
 
 def _stale(entry: _Entry, now: float):

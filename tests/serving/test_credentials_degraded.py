@@ -186,3 +186,38 @@ def test_a_hung_database_costs_the_processor_one_bounded_wait_not_the_hang(
     assert all(a.headers["Retry-After"] == "1" for a in answers[:2])
     # Not a performance bound: waiting on the hang itself would take the 20 s connect_timeout (or raise after it).
     assert waited < 10, waited
+
+
+def test_routes_never_read_cost_the_processor_one_wait_not_one_each_while_the_database_hangs(
+    production, hung_database, monkeypatch
+):
+    """Callers may name any alias: while a route read hangs, the next unknown ones answer 503 at once instead of
+    holding every prediction of the worker for COLD_WAIT_SECONDS each."""
+    from serving import routing
+
+    monkeypatch.setattr(routing, "COLD_WAIT_SECONDS", 1.0)
+    hung_database.hang(connect_timeout=20)
+
+    def resolve_each() -> list[tuple[str, float]]:
+        answers = []
+        for alias in ("a1", "a2", "a3", "a4", "a5"):
+            started = time.monotonic()
+            with pytest.raises(routing.RouteUnavailable):
+                routing.resolve("cancer", alias=alias)
+            answers.append((alias, time.monotonic() - started))
+        return answers
+
+    waits = dict(on_processor_thread(resolve_each))
+    assert waits["a1"] >= 0.9  # the first waits its budget for the hung read
+    assert all(waits[a] < 0.5 for a in ("a2", "a3", "a4", "a5")), waits  # the rest are not queued behind it
+
+
+def test_the_route_cache_stays_bounded_whatever_callers_ask_for(production, monkeypatch):
+    from serving import routing
+
+    monkeypatch.setattr(routing, "ROUTE_CACHE_MAX", 40)
+    for number in range(100, 200):
+        with pytest.raises(routing.RouteError):
+            routing.resolve("cancer", version=number)  # 404s, each cached
+    assert len(routing._cache) <= 40
+    assert routing.resolve("cancer").version.pk == production.pk
