@@ -39,6 +39,12 @@ processor_lets_go_of_the_database = test_front.processor_lets_go_of_the_database
 ID_CHARACTERS = st.one_of(st.sampled_from("ab\x00\ud800\udfff"), st.characters(exclude_categories=[]))
 
 
+@pytest.fixture(autouse=True)
+def value_reads_let_go_of_the_database():
+    yield
+    retrieval._value_reads.close_connections()  # it keeps one between reads; the test database is dropped at the end
+
+
 @pytest.fixture
 def diabetes(regressor_model, ridge):
     """A second model, with plain inputs: it needs no feature read."""
@@ -73,6 +79,12 @@ def rereads(monkeypatch, settings):
     monkeypatch.setattr(retrieval, "VIEW_RETRY_SECONDS", 0.0)
 
 
+def break_connections() -> None:
+    """As a real outage breaks them: the connections the processor and the feature reads keep are closed."""
+    request_processor().close_connections()
+    retrieval._value_reads.close_connections()
+
+
 def assert_missing_features(answer: tuple[int, dict, dict], inputs: set[str]) -> None:
     status, body, _ = answer
     assert status == 400, body
@@ -91,7 +103,7 @@ def test_with_the_database_away_a_prediction_by_entity_answers_400_naming_the_mi
     assert predict(key, "diabetes", rows_of(diabetes.X_test, 1))[0] == 200
 
     database.away()
-    request_processor().close_connections()  # as a real outage breaks them
+    break_connections()
     assert_missing_features(predict(key, "cancer", [{"patient_id": 0}]), inputs)
     assert predict(key, "diabetes", rows_of(diabetes.X_test, 1))[0] == 200
     # The values a request gives need no lookup: a full row answers as before.
@@ -118,7 +130,7 @@ def test_a_hung_database_holds_predictions_by_entity_a_bounded_time_and_the_othe
     assert predict(key, "diabetes", rows_of(diabetes.X_test, 1))[0] == 200
 
     hung_database.hang(connect_timeout=20)
-    request_processor().close_connections()  # its next connect meets the hang
+    break_connections()  # the next connects meet the hang
     started = time.monotonic()
     assert_missing_features(predict(key, "cancer", [{"patient_id": 0}]), inputs)
     assert predict(key, "diabetes", rows_of(diabetes.X_test, 1))[0] == 200
