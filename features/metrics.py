@@ -21,3 +21,9 @@ ONLINE_UNAVAILABLE = Counter(
     "failure: skipped); their values came from on-demand functions and the offline store",
     ["reason"],
 )
+DATABASE_UNAVAILABLE = Counter(
+    "modelworks_feature_database_unavailable_total",
+    "Feature reads answered without the database (read: views, online, offline; reason: error, or timeout on the "
+    "request processor's thread): last good view definitions, or the values missing",
+    ["read", "reason"],
+)

@@ -6,6 +6,13 @@ answer is columnar (one list per feature, one entry per entity row), with where 
 All online values of a call come from one pipelined Redis round trip whatever the number of rows and views.
 When Redis times out or is down the call goes on without it: every value takes the rest of the order (on-demand,
 offline, missing) and `modelworks_feature_online_unavailable_total` counts the call.
+
+On the request processor's thread (serving/front.py), which answers every prediction of the process, the database is
+read on background threads (serving.routing.BackgroundReads), never inline: view definitions keep their last good
+copy, which serves while a re-read fails or hangs (a view never read answers `FeaturesUnavailable`, a 503), and an
+online (database store) or offline read is waited on for OFFLINE_WAIT_SECONDS at most: past it, or on a database
+error, its values are missing (a required one is the caller's 400 naming it). Every thread treats a database error so,
+and `modelworks_feature_database_unavailable_total` counts each read answered without the database.
 """
 
 from __future__ import annotations
@@ -14,24 +21,50 @@ import logging
 import threading
 import time
 from collections import Counter
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from itertools import repeat
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from features import metrics
 from features.models import FeatureValue, FeatureView
 from features.on_demand import generation as on_demand_generation
 from features.on_demand import on_demand_for
-from features.online import OnlineStoreUnavailable, online_store, schema_id
+from features.online import DatabaseOnlineStore, OnlineStoreUnavailable, online_store, schema_id
 from features.schema import dtype_problem, entity_key, entity_key_problem, parse_ref, to_us
+from serving.routing import PROCESSOR_THREAD, BackgroundReads
 
 log = logging.getLogger(__name__)
 VIEW_CACHE_SECONDS = 5.0
+VIEW_RETRY_SECONDS = 1.0  # after a failed read of the definitions, the last good copies serve this long unasked
+COLD_WAIT_SECONDS = 2.0  # the processor's wait for definitions it has no copy of (then FeaturesUnavailable)
+OFFLINE_WAIT_SECONDS = 0.2  # the processor's wait for an online (database store) or offline read
+
+
+class FeaturesUnavailable(Exception):
+    """The database did not answer and the definitions of a requested feature view are not in memory."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _on_processor() -> bool:
+    return threading.current_thread().name == PROCESSOR_THREAD
+
+
+# Reads queued behind a hung one are refused at once, so a hung database costs the processor one wait, not one each.
+_view_reads = BackgroundReads("feature-views", queue_behind_stuck=False)
+# Values are read on every request by entity: the thread keeps its connection (a new one costs ~2.4 ms, a read ~0.1).
+_value_reads = BackgroundReads("feature-values", queue_behind_stuck=False, close_when_idle=False)
 
 
 @dataclass
@@ -61,9 +94,10 @@ class _ViewCache:
     """Definitions read at most every few seconds per process: a changed TTL or new feature shows up that late."""
 
     def __init__(self) -> None:
-        self._views: dict[str, tuple[float, FeatureView]] = {}
+        self._views: dict[str, tuple[float, FeatureView]] = {}  # name -> (monotonic time of its read, view)
         self._resolved: dict[tuple, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self._failed_at = float("-inf")
 
     def resolved(self, key: tuple, resolve: Any) -> Any:
         """`resolve()`, remembered under `key` as long as the views it read (a call asks the same refs every time)."""
@@ -80,15 +114,51 @@ class _ViewCache:
 
     def get(self, names: set[str]) -> dict[str, FeatureView]:
         now = time.monotonic()
-        found = {n: hit[1] for n in names if (hit := self._views.get(n)) and hit[0] > now}
+        found = {n: hit[1] for n in names if (hit := self._views.get(n)) and now - hit[0] < VIEW_CACHE_SECONDS}
         missing = names - found.keys()
         if missing:
-            loaded = {v.name: v for v in FeatureView.objects.select_related("entity").filter(name__in=missing)}
-            with self._lock:
-                for name, view in loaded.items():
-                    self._views[name] = (now + VIEW_CACHE_SECONDS, view)
-            found.update(loaded)
+            found.update(self._refresh(missing, now))
         return found
+
+    def _refresh(self, names: set[str], now: float) -> dict[str, FeatureView]:
+        """Re-read, or the last good copies while the database fails or hangs (up to the routes' staleness bound)."""
+        limit = settings.MODELWORKS_ROUTE_MAX_STALE_SECONDS
+        copies = {n: hit[1] for n in names if (hit := self._views.get(n)) and now - hit[0] <= limit}
+        have_all = len(copies) == len(names)
+        if have_all and now - self._failed_at < VIEW_RETRY_SECONDS:
+            return copies
+        try:
+            if not _on_processor():
+                return self._load(names)
+            # With every copy in memory the processor does not wait: the read refreshes them for the next request.
+            budget = 0.0 if have_all else COLD_WAIT_SECONDS
+            return _view_reads.read(frozenset(names), lambda: self._load(names), budget, now=now)
+        except (FutureTimeout, DatabaseError) as exc:
+            reason = "timeout" if isinstance(exc, FutureTimeout) else "error"
+            if not have_all:
+                metrics.DATABASE_UNAVAILABLE.labels("views", reason).inc()
+                raise FeaturesUnavailable(
+                    "the database did not answer and these feature views are not in memory: "
+                    + ", ".join(sorted(names - copies.keys()))
+                ) from None
+            if reason == "error":
+                metrics.DATABASE_UNAVAILABLE.labels("views", reason).inc()
+            return copies
+
+    def _load(self, names: set[str]) -> dict[str, FeatureView]:
+        try:
+            loaded = {v.name: v for v in FeatureView.objects.select_related("entity").filter(name__in=names)}
+        except DatabaseError:
+            self._failed_at = time.monotonic()
+            log.warning("feature views %s could not be read; serving the last good ones", sorted(names))
+            raise
+        read_at = time.monotonic()
+        with self._lock:
+            for name in names - loaded.keys():
+                self._views.pop(name, None)  # deleted: its last copy must not serve on
+            for name, view in loaded.items():
+                self._views[name] = (read_at, view)
+        return loaded
 
     def clear(self) -> None:
         with self._lock:
@@ -206,13 +276,32 @@ def get_online_features(
 def _read_online(wanted: list[tuple[FeatureView, list[str]]]) -> list[list[list[Any] | None]]:
     """The online rows, or none at all while the online store is unavailable (a missing cache degrades a read,
     never fails it)."""
+    store = online_store()
+    nothing = [[None] * len(keys) for _, keys in wanted]
+    if isinstance(store, DatabaseOnlineStore):
+        key = ("online", tuple((view.pk, tuple(keys)) for view, keys in wanted))
+        return _database_read("online", key, lambda: store.read_rows(wanted), nothing)
     try:
-        return online_store().read_rows(wanted)
+        return store.read_rows(wanted)
     except OnlineStoreUnavailable as exc:
         metrics.ONLINE_UNAVAILABLE.labels(exc.reason).inc()
         if exc.reason == "error":
             log.warning("online store unavailable (%s); reading offline", exc.__cause__ or exc)
-        return [[None] * len(keys) for _, keys in wanted]
+        return nothing
+
+
+def _database_read(read: str, key: Any, load: Any, nothing: Any) -> Any:
+    """`load()`, or `nothing` when the database fails, or on the processor's thread does not answer within
+    OFFLINE_WAIT_SECONDS (the read goes on in the background; its answer is dropped)."""
+    try:
+        if _on_processor():
+            return _value_reads.read(key, load, OFFLINE_WAIT_SECONDS)
+        return load()
+    except (FutureTimeout, DatabaseError) as exc:
+        reason = "timeout" if isinstance(exc, FutureTimeout) else "error"
+        metrics.DATABASE_UNAVAILABLE.labels(read, reason).inc()
+        log.warning("feature %s read answered without the database (%s)", read, reason)
+        return nothing
 
 
 def _columns(resolved, views, rows, now_us: int) -> tuple[OnlineFeatures, list[tuple[int, str]], set[str]]:
@@ -289,7 +378,9 @@ def _fill_missing(result: OnlineFeatures, pending, refs, views, keys, now_us: in
         key = keys[refs[ref][0].name][index]
         if key is not None:
             by_view.setdefault(refs[ref][0].name, set()).add(key)
-    latest = {name: _offline_latest(views[name], found) for name, found in by_view.items()}
+    latest = {name: _database_read("offline", ("offline", views[name].pk, frozenset(found)),
+                                   partial(_offline_latest, views[name], found), {})
+              for name, found in by_view.items()}  # fmt: skip
     deferred = [(index, ref) for index, ref in pending if on_demand_for(ref) is not None]
     for index, ref in pending:
         if on_demand_for(ref) is None:

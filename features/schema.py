@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from features.models import Entity, ValueType
+from serving.validation import string_problem
 
 DTYPES = ("float", "int", "bool", "string")
 REF = re.compile(r"^([a-z][a-z0-9_]{0,62}):([A-Za-z_][A-Za-z0-9_]{0,99})$")
@@ -71,6 +72,8 @@ def entity_key_problem(entity: Entity, value: Any) -> str | None:
         return f"must be a string id, got {type(value).__name__}"
     if len(str(value)) > 200:
         return "is longer than 200 characters"
+    if isinstance(value, str):
+        return string_problem(value, 200)  # NUL or a lone surrogate: Postgres cannot compare it with a stored key
     return None
 
 

@@ -10,11 +10,11 @@ required (not nullable) input still missing is a 400 naming it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from django.core.exceptions import ValidationError
 
-from features.retrieval import get_online_features, resolve_refs
+from features.retrieval import FeaturesUnavailable, get_online_features, resolve_refs
 from serving.validation import InputError
 
 
@@ -33,6 +33,8 @@ def resolve_feature_inputs(payload: Any, signature: dict[str, Any]) -> tuple[Any
         return payload, None  # rows_from_payload answers the shape error
     try:
         resolved = resolve_refs([feature["feature"] for feature in mapped])
+    except FeaturesUnavailable as exc:
+        _unavailable(exc)
     except ValidationError as exc:
         raise InputError(
             [{"row": None, "field": "signature", "message": m} for m in exc.messages], status=409
@@ -43,6 +45,8 @@ def resolve_feature_inputs(payload: Any, signature: dict[str, Any]) -> tuple[Any
     overrides = [{f["feature"]: row[f["name"]] for f in mapped if f["name"] in row} for row in instances]
     try:
         answer = get_online_features(entity_rows, [f["feature"] for f in mapped], overrides=overrides)
+    except FeaturesUnavailable as exc:
+        _unavailable(exc)
     except ValidationError as exc:
         raise InputError([{"row": None, "field": None, "message": m} for m in exc.messages]) from None
     filled, report, errors = [], [], []
@@ -70,3 +74,11 @@ def resolve_feature_inputs(payload: Any, signature: dict[str, Any]) -> tuple[Any
     if errors:
         raise InputError(errors[:20])
     return {**payload, "instances": filled}, report
+
+
+def _unavailable(exc: FeaturesUnavailable) -> NoReturn:
+    """A 503 with Retry-After, as for a route that cannot be read: the caller's request is fine, the database is not.
+    Imported here: serving.services imports this module."""
+    from serving.services import Unavailable
+
+    raise Unavailable(exc.message, exc.retry_after) from None

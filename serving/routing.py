@@ -162,11 +162,15 @@ class BackgroundReads:
 
     `queue_behind_stuck=False`: while a read has been running for longer than its caller's budget (the database
     hangs), other reads are not queued behind it but refused at once (TimeoutError), so a round of requests with
-    different keys costs the processor one budget, not one each."""
+    different keys costs the processor one budget, not one each.
 
-    def __init__(self, thread_name: str, *, queue_behind_stuck: bool = True) -> None:
+    `close_when_idle=False`: the thread keeps its connection between reads (closed only after a failure), for reads
+    made on every request, which would otherwise pay a new connection each."""
+
+    def __init__(self, thread_name: str, *, queue_behind_stuck: bool = True, close_when_idle: bool = True) -> None:
         self._executor = PerProcess(lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name))
         self._queue_behind_stuck = queue_behind_stuck
+        self._close_when_idle = close_when_idle
         self._lock = threading.Lock()
         self._reading: dict[Any, tuple[float, Future]] = {}  # reads in progress, with when they started
 
@@ -189,6 +193,10 @@ class BackgroundReads:
                 self._reading[key] = (started, future)
         return future, started
 
+    def close_connections(self, timeout: float = 5.0) -> None:
+        """Close the thread's database connections, on that thread (tests' teardown, for `close_when_idle=False`)."""
+        self._executor().submit(connections.close_all).result(timeout)
+
     def running_since(self, moment: float) -> set:
         """The keys of reads that started before `moment` and have not finished."""
         with self._lock:
@@ -207,7 +215,7 @@ class BackgroundReads:
             # No request cycle closes this thread's connection: it is closed after a failure, so a broken or hung
             # one is never reused (the next read's connect is bounded by connect_timeout), and when no read is
             # queued behind this one, so an idle process holds no connection for these reads.
-            if failed or idle:
+            if failed or (idle and self._close_when_idle):
                 connections.close_all()
 
 
