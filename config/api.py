@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import OperationalError
+from django.db import InterfaceError, OperationalError
 from django.http import UnreadablePostError
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -13,6 +13,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.queueing import TaskNotQueued
 from registry.locking import CONFLICT_MESSAGE, ConcurrentChangeError, is_conflict
+from serving.services import Unavailable
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -29,6 +30,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, TaskNotQueued):
         # The broker is hung or down (config/queueing.py): a bounded wait, then this, never a hang or a 500.
         return Response({"detail": str(exc)}, status=503, headers={"Retry-After": str(exc.retry_after)})
+    elif isinstance(exc, OperationalError | InterfaceError | Unavailable):
+        # The database (or what a service needs of it) does not answer: the server's failure, for a retry, not a 500.
+        detail = getattr(exc, "message", None) or "the database is not answering; retry shortly"
+        return Response({"detail": detail}, status=503, headers={"Retry-After": "5"})
     elif isinstance(exc, UnreadablePostError):
         # The client went away or the web worker timed its body out (config/asgi.py): nothing was parsed or stored.
         exc = exceptions.ParseError("the request body could not be read in full")

@@ -200,3 +200,15 @@ def test_readiness_holds_on_the_last_good_routes_and_ends_with_them(production, 
     gone = Client().get("/readyz")
     assert gone.status_code == 503, gone.content
     assert gone.json()["checks"]["routes"]["status"] == "error"
+
+
+def test_the_management_api_answers_503_with_retry_after_while_the_database_is_away(staff, database):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(staff)
+    assert client.get("/api/v1/models/").status_code == 200
+    database.away()
+    response = client.get("/api/v1/models/")
+    assert response.status_code == 503, response.content[:300]
+    assert response["Retry-After"] == "5" and "database" in response.json()["detail"]
