@@ -27,14 +27,15 @@ from serving.key_cache import key_cache as process_key_cache
 from serving.keys import api_key_lookup
 from tests.features import test_serving
 from tests.features.conftest import ago
-from tests.serving import test_credentials_degraded, test_degraded, test_front
+from tests.serving import conftest as serving_fixtures
+from tests.serving import test_credentials_degraded, test_front
 from tests.serving.conftest import make_key, rows_of
 from tests.serving.test_front import call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 # Fixtures of other modules, used here by name.
 by_patient, fresh_serving_state = test_serving.by_patient, test_serving.fresh_serving_state
-database, hung_database = test_degraded.database, test_credentials_degraded.hung_database
+database, hung_database = serving_fixtures.database, test_credentials_degraded.hung_database
 processor_lets_go_of_the_database = test_front.processor_lets_go_of_the_database
 ID_CHARACTERS = st.one_of(st.sampled_from("ab\x00\ud800\udfff"), st.characters(exclude_categories=[]))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from registry import services as registry
@@ -10,6 +11,7 @@ from serving import model_cache as model_cache_module
 from serving import prediction_log as prediction_log_module
 from serving import routing
 from serving.keys import api_key_create
+from tests.platform.processes import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +65,28 @@ def post(client: Client, url: str, body, **extra):
     import json
 
     return client.post(url, json.dumps(body), content_type="application/json", **extra)
+
+
+class Database:
+    """The database gone away for real: the connection closed and its settings pointed at a port nothing listens
+    on (shared by every thread's connection), so every query fails as it does when Postgres is down."""
+
+    def __init__(self) -> None:
+        self._port = connection.settings_dict["PORT"]
+
+    def away(self) -> None:
+        connection.close()
+        connection.settings_dict["PORT"] = free_port()
+
+    def back(self) -> None:
+        connection.close()
+        connection.settings_dict["PORT"] = self._port
+
+
+@pytest.fixture
+def database():
+    db = Database()
+    try:
+        yield db
+    finally:
+        db.back()

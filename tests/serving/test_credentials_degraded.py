@@ -19,20 +19,11 @@ from serving.hotpath import check_credential
 from serving.key_cache import key_cache as process_key_cache
 from serving.keys import api_key_lookup
 from tests.serving.conftest import make_key, post, rows_of
-from tests.serving.test_degraded import Database, on_processor_thread, sample
+from tests.serving.test_degraded import on_processor_thread, sample
 from tests.serving.test_front import call, processor_lets_go_of_the_database  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/models/cancer/predict"
-
-
-@pytest.fixture
-def database():
-    db = Database()
-    try:
-        yield db
-    finally:
-        db.back()
 
 
 class HungDatabase:

@@ -13,7 +13,6 @@ import time
 import pytest
 import redis
 from django.core.cache import cache
-from django.db import connection
 from django.test import Client
 from prometheus_client import REGISTRY
 
@@ -23,33 +22,10 @@ from serving.key_cache import key_cache as process_key_cache
 from serving.keys import api_key_lookup, throttle_retry_after
 from serving.models import ApiKey
 from tests.platform.instances import own_redis
-from tests.platform.processes import free_port
 from tests.serving.conftest import make_key, post, rows_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/models/cancer/predict"
-
-
-class Database:
-    def __init__(self) -> None:
-        self._port = connection.settings_dict["PORT"]
-
-    def away(self) -> None:
-        connection.close()
-        connection.settings_dict["PORT"] = free_port()  # shared by every thread's connection
-
-    def back(self) -> None:
-        connection.close()
-        connection.settings_dict["PORT"] = self._port
-
-
-@pytest.fixture
-def database():
-    db = Database()
-    try:
-        yield db
-    finally:
-        db.back()
 
 
 def sample(name: str, **labels: str) -> float:

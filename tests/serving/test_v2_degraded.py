@@ -10,21 +10,12 @@ import pytest
 
 from serving.key_cache import key_cache as process_key_cache
 from tests.serving.conftest import post
-from tests.serving.test_degraded import Database, sample
+from tests.serving.test_degraded import sample
 from tests.serving.test_front import call, processor_lets_go_of_the_database  # noqa: F401 - the fixture
 from tests.serving.test_unloadable_models import break_artifact
 
 pytestmark = pytest.mark.django_db(transaction=True)
 INFER = "/v2/models/cancer/infer"
-
-
-@pytest.fixture
-def database():
-    db = Database()
-    try:
-        yield db
-    finally:
-        db.back()
 
 
 def v2_body(logreg) -> dict:
