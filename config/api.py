@@ -13,11 +13,16 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.queueing import TaskNotQueued
 from registry.locking import CONFLICT_MESSAGE, ConcurrentChangeError, is_conflict
+from registry.traffic import TrafficConflict
 from serving.services import Unavailable
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Services raise django's ValidationError (they know nothing of HTTP); answer it like a serializer error."""
+    if isinstance(exc, TrafficConflict):
+        # Refused because a rollout or experiment holds the model's traffic (registry/traffic.py): a conflict with
+        # the platform's state, not a malformed request.
+        return Response(exc.message_dict, status=409)
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
             detail: Any = exc.message_dict

@@ -8,7 +8,8 @@ class ExperimentsConfig(AppConfig):
     def ready(self) -> None:
         from experiments.services import running_experiment_owner
         from experiments.split import experiment_split
+        from registry import traffic as registry_traffic
         from serving import traffic
 
         traffic.register_split_source(experiment_split)
-        traffic.register_owner_check(running_experiment_owner)
+        registry_traffic.register_owner_check(running_experiment_owner)

@@ -1,7 +1,7 @@
 """Experiments' business logic: the one place that writes experiments, their arms and their history.
 
 Functions take keyword arguments and raise django's ValidationError with field-level messages on bad input, having
-stored nothing. Starting an experiment claims the model's traffic through serving.traffic.claim_model, so a model
+stored nothing. Starting an experiment claims the model's traffic through registry.traffic.claim_model, so a model
 never has a rollout and an experiment (or two experiments) splitting its traffic at once.
 """
 
@@ -21,7 +21,8 @@ from experiments.models import Experiment, ExperimentArm, ExperimentEvent, Exper
 from registry import services as registry
 from registry.locking import lock_model, retry_on_conflict
 from registry.models import ModelVersion, RegisteredModel, VersionStatus
-from serving import rollouts, traffic
+from registry.traffic import TrafficConflict, TrafficOwner, claim_model
+from serving import rollouts
 
 # Versions that passed their quality gates; "registered" ones have not been evaluated, the others cannot get traffic.
 MAX_WEIGHT = 1_000_000
@@ -177,9 +178,9 @@ def experiment_start(*, experiment: Experiment, actor: Any = None) -> Experiment
     """Give the experiment its model's production traffic, unless a rollout or another experiment holds it."""
     # The model row first (claim_model locks it), then the experiment: registry.locking's one lock order.
     try:
-        traffic.claim_model(experiment.model, starting=f"experiment '{experiment.name}'")
-    except ValidationError as exc:
-        raise ValidationError({"status": exc.messages}) from None
+        claim_model(experiment.model, starting=f"experiment '{experiment.name}'")
+    except TrafficConflict as exc:
+        raise TrafficConflict(exc.message, field="status", owner=exc.owner) from None
     locked = _locked(experiment)
     if locked.status != ExperimentStatus.DRAFT:
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}; only a draft can start"]})
@@ -283,8 +284,12 @@ def experiment_conclude(
     return locked
 
 
-def running_experiment_owner(model_id: int) -> str | None:
-    """serving.traffic's owner check: the running experiment holding this model's traffic, if any."""
-    name = Experiment.objects.filter(model_id=model_id, status=ExperimentStatus.RUNNING).values_list("name", flat=True)
-    found = name.first()
-    return f"experiment '{found}'" if found is not None else None
+def running_experiment_owner(model_id: int) -> TrafficOwner | None:
+    """registry.traffic's owner check: the running experiment holding this model's traffic, if any."""
+    found = Experiment.objects.filter(model_id=model_id, status=ExperimentStatus.RUNNING).values_list("pk", "name")
+    row = found.first()
+    if row is None:
+        return None
+    pk, name = row
+    arms = ExperimentArm.objects.filter(experiment_id=pk).values_list("version_id", flat=True)
+    return TrafficOwner("experiment", pk, f"experiment '{name}'", frozenset(arms))

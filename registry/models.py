@@ -81,6 +81,12 @@ class ModelVersion(models.Model):
         """A rejected or tampered version can never be given traffic."""
         return self.status != VersionStatus.REJECTED and self.integrity_failed_at is None
 
+    @property
+    def routable(self) -> bool:
+        """The router may send it traffic of its own accord (production, an alias, a split's arm, a fallback): servable,
+        and not taken out of traffic (rolled back or archived). Those two still answer an explicit ?version= pin."""
+        return self.servable and self.status not in (VersionStatus.ROLLED_BACK, VersionStatus.ARCHIVED)
+
 
 class ModelAlias(models.Model):
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="aliases")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -63,6 +65,68 @@ class ServingPolicy(models.Model):
         return f"serving policy of {self.model}"
 
 
+class Outcome(models.TextChoices):
+    """What happened to a logged request. Rollouts, monitoring and experiments read the log through these."""
+
+    OK = "ok", "answered by the routed version"
+    FALLBACK = "fallback", "the routed version failed and its fallback answered (the row's version is the fallback's)"
+    ERROR = "error", "nobody answered (503)"
+    SHADOW = "shadow", "a mirrored copy whose answer was never returned"
+    SHADOW_REFUSED = "shadow-inv", "a mirrored copy the shadow version refused as input it cannot take"
+    SHADOW_FAILED = "shadow-err", "a mirrored copy the shadow version failed to answer"
+
+    @classmethod
+    def failures(cls) -> tuple[str, ...]:
+        """The outcomes that count against the routed version."""
+        return (cls.FALLBACK, cls.ERROR)
+
+    @classmethod
+    def shadows(cls) -> tuple[str, ...]:
+        return (cls.SHADOW, cls.SHADOW_REFUSED, cls.SHADOW_FAILED)
+
+
+class RouteReason:
+    """The log's `route_reason` vocabulary, spelt in one place:
+    "pinned" (?version=), "alias:<name>" (?alias= or production), "<owner>:<arm>" for a split's arm, where the
+    owner is "rollout:<pk>" or "experiment:<pk>", "<owner>:shadow" for a mirrored copy. The answer's `route` says
+    "fallback:<why>" when the fallback answered; the log row keeps the route that was chosen, with outcome fallback.
+    """
+
+    PINNED = "pinned"
+
+    @staticmethod
+    def alias(name: str) -> str:
+        return f"alias:{name}"
+
+    @staticmethod
+    def owner(kind: str, pk: int) -> str:
+        return f"{kind}:{pk}"
+
+    @staticmethod
+    def arm(owner: str, arm: str) -> str:
+        return f"{owner}:{arm}"
+
+    @staticmethod
+    def shadow(owner: str) -> str:
+        return f"{owner}:shadow"
+
+    @staticmethod
+    def fallback(failure: str) -> str:
+        return f"fallback:{failure}"
+
+    @staticmethod
+    def routed_by(owner: str) -> str:
+        """The prefix of every reason of this owner's routes (for `route_reason__startswith`)."""
+        return f"{owner}:"
+
+
+def logged_outputs(outputs: Any) -> tuple[list[Any], list[list[float]] | None]:
+    """(predictions, probabilities) of a log row's `outputs`; ([], None) for a row nobody answered."""
+    if not isinstance(outputs, dict):
+        return [], None
+    return outputs.get("predictions") or [], outputs.get("probabilities")
+
+
 class PredictionLog(models.Model):
     """Every prediction, written off the request path in batches.
 
@@ -81,10 +145,8 @@ class PredictionLog(models.Model):
     outputs = models.JSONField()
     latency_ms = models.FloatField()
     cached = models.BooleanField(default=False)
-    route_reason = models.CharField(max_length=100)
-    # ok: the routed version answered; fallback: it failed and the fallback answered (`version` is the fallback's);
-    # error: nobody answered (503); shadow: a mirrored copy whose answer was never returned.
-    outcome = models.CharField(max_length=10, default="ok")
+    route_reason = models.CharField(max_length=100, help_text="why this route: see RouteReason")
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.OK)
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:

@@ -23,6 +23,7 @@ from registry.locking import lock_model
 from registry.models import ModelVersion, RegisteredModel, Task, VersionStatus
 from registry.selectors import previous_production
 from registry.services import PRODUCTION_ALIAS
+from registry.traffic import TrafficOwner, claim_model
 from serving import rollout_analysis, traffic
 from serving.models import ACTIVE_ROLLOUT_STATUSES, Rollout, RolloutEvent, RolloutStatus
 
@@ -66,9 +67,17 @@ def split_of(rollout: Rollout) -> traffic.Split:
     )
 
 
-def active_rollout_owner(model_id: int) -> str | None:
-    found = Rollout.objects.filter(model_id=model_id, status__in=ACTIVE_ROLLOUT_STATUSES).values_list("pk").first()
-    return f"rollout {found[0]}" if found else None
+def active_rollout_owner(model_id: int) -> TrafficOwner | None:
+    """registry.traffic's owner check: the model's active rollout (pending, running or paused), if any."""
+    found = (
+        Rollout.objects.filter(model_id=model_id, status__in=ACTIVE_ROLLOUT_STATUSES)
+        .values_list("pk", "candidate_id", "baseline_id")
+        .first()
+    )
+    if found is None:
+        return None
+    pk, candidate_id, baseline_id = found
+    return TrafficOwner("rollout", pk, f"rollout {pk}", frozenset({candidate_id, baseline_id}))
 
 
 # --- Starting ------------------------------------------------------------------------------------------------------
@@ -122,7 +131,7 @@ def rollout_start(
     actor: Any = None,
 ) -> Rollout:
     """Start moving production traffic of `model` to `candidate` (or, mode shadow, mirror a share to it)."""
-    model = traffic.claim_model(model, starting=f"a rollout of v{candidate.version}")
+    model = claim_model(model, starting=f"a rollout of v{candidate.version}")
     errors: dict[str, list[str]] = {}
     if candidate.model_id != model.pk:
         errors["version"] = [f"version {candidate.version} belongs to another model"]

@@ -5,10 +5,9 @@ stable cryptographic hash (keyed BLAKE2b) of the split's salt and the request's 
 same bucket in every process, on every machine and after every restart (Python's `hash()` is salted per process
 and is never used). Keyless requests get a random bucket (the same proportions, no stickiness) or go to a named arm.
 
-Apps that own splits register two functions when they start (in `AppConfig.ready`):
-- a split source: model id -> the active Split for that model, or None;
-- an owner check: model id -> a description of the active rollout/experiment holding the model's traffic, or None.
-`claim_model` holds the model row lock and asks every owner check, so one model never has two owners at a time.
+Apps that own splits register a split source when they start (in `AppConfig.ready`): model id -> the active Split
+for that model, or None. Who may hold a model's traffic at all is the registry's question (registry/traffic.py:
+each such app also registers an owner check there, and every change of who serves asks it under the model's lock).
 """
 
 from __future__ import annotations
@@ -18,10 +17,6 @@ import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from django.core.exceptions import ValidationError
-
-from registry.models import RegisteredModel
 
 BUCKETS = 10_000
 
@@ -88,20 +83,13 @@ class Split:
 
 
 SplitSource = Callable[[int], Split | None]
-OwnerCheck = Callable[[int], str | None]
 
 _sources: list[SplitSource] = []
-_owner_checks: list[OwnerCheck] = []
 
 
 def register_split_source(source: SplitSource) -> None:
     if source not in _sources:
         _sources.append(source)
-
-
-def register_owner_check(check: OwnerCheck) -> None:
-    if check not in _owner_checks:
-        _owner_checks.append(check)
 
 
 def active_split(model_id: int) -> Split | None:
@@ -110,14 +98,3 @@ def active_split(model_id: int) -> Split | None:
         if split is not None:
             return split
     return None
-
-
-def claim_model(model: RegisteredModel, *, starting: str) -> RegisteredModel:
-    """Lock the model row (inside the caller's transaction) and refuse when a rollout or experiment already holds its
-    traffic. Returns the locked row; the caller creates its own rollout/experiment before the transaction ends."""
-    locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
-    for check in _owner_checks:
-        owner = check(locked.pk)
-        if owner is not None:
-            raise ValidationError(f"cannot start {starting}: {locked.name} already has {owner} running")
-    return locked

@@ -13,6 +13,7 @@ from experiments import exposures, services
 from experiments.models import Experiment, Exposure
 from monitoring.services.events import EventItem, business_events_record
 from registry.models import ModelAlias
+from serving import traffic
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,7 @@ def act(console, experiment, action, **data):
 
 def test_results_page_shows_allocation_srm_intervals_chart_and_conclude(console, experiment):
     services.experiment_start(experiment=experiment)
-    split = services.traffic.active_split(experiment.model_id)
+    split = traffic.active_split(experiment.model_id)
     for i in range(400):
         split.on_route(split.arm_for(f"u{i}"), f"u{i}")
     exposures.exposure_buffer().flush()
@@ -59,7 +60,7 @@ def test_results_page_shows_allocation_srm_intervals_chart_and_conclude(console,
 
 def test_an_srm_mismatch_is_shown_plainly(console, experiment):
     services.experiment_start(experiment=experiment)
-    split = services.traffic.active_split(experiment.model_id)
+    split = traffic.active_split(experiment.model_id)
     for i in range(4000):
         arm = split.arm_for(f"v{i}")
         if arm.name == "control" or i % 5:

@@ -70,7 +70,7 @@ def test_bad_input_is_a_400_with_the_field_and_stores_nothing(api, challenger, c
 def test_a_start_that_fails_creates_nothing_either(api, challenger):
     assert api.post(BASE, body(name="first", start=True), format="json").status_code == 201
     response = api.post(BASE, body(name="second", start=True), format="json")
-    assert response.status_code == 400
+    assert response.status_code == 409  # the model is held by another experiment: a state conflict
     assert "already has experiment 'first' running" in response.json()["status"][0]
     assert list(Experiment.objects.values_list("name", flat=True)) == ["first"]
 

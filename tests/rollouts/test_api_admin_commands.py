@@ -30,7 +30,7 @@ def test_start_inspect_and_steer_a_rollout_over_the_api(api, baseline, candidate
     assert (body["status"], body["candidate"], body["baseline"], body["stages"]) == ("pending", 2, 1, [10, 25, 50, 100])
     assert body["events"][0]["action"] == "created"
     again = api.post("/api/v1/models/cancer/rollouts/", {"version": 2}, format="json")
-    assert again.status_code == 400
+    assert again.status_code == 409 and "already has rollout" in again.json()["model"][0]  # a state conflict
 
     rollouts.tick()
     Traffic().send(sample_rows(logreg), count=100)

@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry import services as registry
+from registry import traffic as registry_traffic
 from registry.models import ModelVersion, RegistryEvent, VersionStatus
-from serving import rollouts, routing, traffic
+from registry.traffic import TrafficConflict, TrafficOwner
+from serving import rollouts, routing
 from serving.models import Rollout, RolloutEvent, RolloutStatus
 from serving.prediction_log import prediction_log
 from tests.rollouts.conftest import Traffic, sample_rows, shifted
@@ -163,15 +165,17 @@ def test_only_a_validated_version_can_start_a_rollout_and_only_one_at_a_time(can
 def test_any_registered_owner_blocks_a_rollout(canary_model, baseline, candidate):
     """Experiments register the same kind of check: a model held by one cannot start the other."""
 
-    def experiment_running(model_id: int) -> str | None:
-        return "experiment 'pricing'" if model_id == canary_model.pk else None
+    def experiment_running(model_id: int) -> TrafficOwner | None:
+        if model_id != canary_model.pk:
+            return None
+        return TrafficOwner("experiment", 99, "experiment 'pricing'", frozenset({baseline.pk}))
 
-    traffic.register_owner_check(experiment_running)
+    registry_traffic.register_owner_check(experiment_running)
     try:
-        with pytest.raises(ValidationError, match="already has experiment 'pricing' running"):
+        with pytest.raises(TrafficConflict, match="already has experiment 'pricing' running"):
             rollouts.rollout_start(model=canary_model, candidate=candidate)
     finally:
-        traffic._owner_checks.remove(experiment_running)
+        registry_traffic._owner_checks.remove(experiment_running)
     assert rollouts.active_rollout_owner(canary_model.pk) is None
 
 
