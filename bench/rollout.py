@@ -70,7 +70,7 @@ def seed(*, with_rollout: bool = True) -> list[dict[str, float]]:
     from sklearn.preprocessing import StandardScaler
 
     from registry import services as registry
-    from serving import rollouts
+    from rollouts import services as rollouts
 
     call_command("migrate", verbosity=0)
     X, y = datasets.load_breast_cancer(return_X_y=True, as_frame=True)

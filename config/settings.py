@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "registry",
     "serving",
     "features",
+    "rollouts",
     "experiments",
     "monitoring",
 ]
@@ -199,13 +200,22 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("MODELWORKS_VERIFY_ARTIFACTS_EVERY_S", 3600),
         "options": {"expires": 1800},
     },
-    # Rollouts are a state machine in the database; this tick moves each due one on by a step (serving/rollouts.py).
-    "serving-rollout-tick": {
-        "task": "serving.rollout_tick",
+    # Rollouts are a state machine in the database; this tick moves each due one on by a step (rollouts/services.py).
+    "rollouts-rollout-tick": {
+        "task": "rollouts.rollout_tick",
         "schedule": env_int("MODELWORKS_ROLLOUT_TICK_MS", 5000) / 1000,
         "options": {"expires": 30},
     },
 }
+
+# The demo (`manage.py seed_demo`): after the registry's demo models, each app's demo in this order, each called
+# with one argument to write its progress to (a function taking a line, which also has `.write`).
+MODELWORKS_DEMOS = [
+    "rollouts.demo.seed_rollout",  # a canary of a retrained diabetes-ridge
+    "monitoring.demo.seed_monitoring_demo",  # a drifting monitor on breast-cancer-logreg
+    "experiments.demo.seed_experiments",  # a running A/B test on the demo logistic regression
+    "features.demo.seed_features_demo",  # a feature view, its rows, a model served by patient id
+]
 
 # --- Artifact storage ---------------------------------------------------------------------------------------------
 ARTIFACT_STORAGE = env_str("ARTIFACT_STORAGE", "local")
@@ -392,7 +402,7 @@ SPECTACULAR_SETTINGS = {
     # Several models have a "status": name each choice set so the schema's enums stay stable and readable.
     "ENUM_NAME_OVERRIDES": {
         "VersionStatusEnum": "registry.models.VersionStatus",
-        "RolloutStatusEnum": "serving.models.RolloutStatus",
+        "RolloutStatusEnum": "rollouts.models.RolloutStatus",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -16,7 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/v1/", include("registry.api.urls")),
-    path("api/v1/", include("serving.api.urls")),
+    path("api/v1/", include("rollouts.api.urls")),  # rollouts
     path("api/v1/", include("monitoring.api.urls")),  # monitoring
     path("api/v1/", include("experiments.api.urls")),  # experiments
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

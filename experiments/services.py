@@ -22,7 +22,7 @@ from registry import services as registry
 from registry.locking import lock_model, retry_on_conflict
 from registry.models import ModelVersion, RegisteredModel, VersionStatus
 from registry.traffic import TrafficConflict, TrafficOwner, claim_model
-from serving import rollouts
+from rollouts import services as rollouts
 
 # Versions that passed their quality gates; "registered" ones have not been evaluated, the others cannot get traffic.
 MAX_WEIGHT = 1_000_000

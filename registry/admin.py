@@ -115,23 +115,10 @@ class RegisteredModelAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
     list_select_related = ["owner"]
     inlines = [AliasInline, VersionInline, EventInline]
-    actions = ["roll_back_production"]
+    # The "roll back production" action is added by rollouts/admin.py (the registry never imports the apps above it).
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         return ["name", "task"] if obj else []
-
-    @admin.action(description="Roll back production to the previous version (or abort the active rollout)")
-    def roll_back_production(self, request: HttpRequest, queryset) -> None:
-        from serving.rollouts import model_rollback  # serving builds on the registry, not the other way round
-
-        for model in queryset:
-            try:
-                taken_out, serving_now = model_rollback(model=model, actor=request.user)
-            except ValidationError as exc:
-                self.message_user(request, f"{model.name}: {' '.join(exc.messages)}", messages.ERROR)
-            else:
-                self.message_user(request, f"{model.name}: v{serving_now.version} serves production again, "
-                                           f"v{taken_out.version} is rolled back.")  # fmt: skip
 
     @admin.display(description="production")
     def production_version(self, model: RegisteredModel) -> str:

@@ -16,7 +16,8 @@ from django.db.models import Count
 
 from monitoring.drift.categorical import categorical_drift
 from monitoring.drift.numeric import numeric_drift
-from serving.models import PredictionLog, Rollout
+from rollouts.models import Rollout
+from serving.models import Outcome, PredictionLog, logged_outputs
 
 DEFAULTS: dict[str, float] = {
     "min_requests": 100,  # candidate requests a stage needs before it can be judged
@@ -45,24 +46,25 @@ def thresholds(rollout: Rollout) -> dict[str, float]:
 
 
 def arm_reason(rollout: Rollout, arm: str) -> str:
-    return f"rollout:{rollout.pk}:{arm}"
+    return rollout.arm_reason(arm)
 
 
 def arm_figures(rollout: Rollout, arm: str, since: datetime, until: datetime) -> dict[str, Any]:
     """Requests, errors, p99 latency and a sample of predictions for one arm of the rollout in [since, until]."""
     rows = PredictionLog.objects.filter(
         route_reason=arm_reason(rollout, arm), created_at__gte=since, created_at__lte=until
-    ).exclude(outcome__startswith="shadow")
+    ).exclude(outcome__in=Outcome.shadows())
     outcomes = _outcome_counts(rows)
     requests = sum(outcomes.values())
-    errors = outcomes.get("fallback", 0) + outcomes.get("error", 0)
-    answered = rows.filter(outcome="ok")
+    errors = sum(outcomes.get(outcome, 0) for outcome in Outcome.failures())
+    answered = rows.filter(outcome=Outcome.OK)
     latencies = np.fromiter(answered.values_list("latency_ms", flat=True)[: SAMPLE_LIMIT * 4], dtype=float)
     predictions: list[Any] = []
     probabilities: list[list[float]] = []
     for outputs in answered.order_by("-id").values_list("outputs", flat=True)[:SAMPLE_LIMIT]:
-        predictions.extend((outputs or {}).get("predictions") or [])
-        probabilities.extend((outputs or {}).get("probabilities") or [])
+        answer, probability = logged_outputs(outputs)
+        predictions.extend(answer)
+        probabilities.extend(probability or [])
     return {
         "requests": requests,
         "errors": errors,

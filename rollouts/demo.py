@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from registry import services as registry
 from registry.models import RegisteredModel
-from serving import rollouts
+from rollouts import services as rollouts
 
 MODEL = "diabetes-ridge"
 

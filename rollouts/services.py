@@ -5,7 +5,8 @@ stage is due. Nothing sleeps through a stage, each rollout is advanced under its
 concurrent ticks never advance one twice), and a stage ends by writing its successor's start time, so a tick that
 comes again, or a worker that restarts, finds nothing due and repeats nothing.
 
-The router reads the split from `split_for_model` (registered with serving/traffic.py when the app starts).
+The router reads the split from `split_for_model`, and registry/traffic.py asks `active_rollout_owner` who holds a
+model's traffic: rollouts/apps.py registers both when the app starts.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from registry.models import ModelVersion, RegisteredModel, Task, VersionStatus
 from registry.selectors import previous_production
 from registry.services import PRODUCTION_ALIAS
 from registry.traffic import TrafficOwner, claim_model
-from serving import rollout_analysis, traffic
-from serving.models import ACTIVE_ROLLOUT_STATUSES, Rollout, RolloutEvent, RolloutStatus
+from rollouts import analysis as rollout_analysis
+from rollouts.models import ACTIVE_ROLLOUT_STATUSES, Rollout, RolloutEvent, RolloutStatus
+from serving import traffic
 
 # --- The router's view ---------------------------------------------------------------------------------------------
 
@@ -59,7 +61,7 @@ def split_of(rollout: Rollout) -> traffic.Split:
         arms.append(traffic.Arm("candidate", rollout.candidate_id, ((0, edge),)))
     mirror = rollout.shadow_percent > 0
     return traffic.Split(
-        owner=f"rollout:{rollout.pk}",
+        owner=rollout.route_owner,
         salt=rollout.salt,
         arms=tuple(arms),
         shadow_version_id=rollout.candidate_id if mirror else None,

@@ -1,4 +1,4 @@
-"""Serving in the admin console: API keys (the raw key shown once), serving policies, the prediction log, rollouts."""
+"""Serving in the admin console: API keys (the raw key shown once), serving policies, the prediction log."""
 
 from __future__ import annotations
 
@@ -6,16 +6,14 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.core.paginator import Paginator
+from django.db import connections
+from django.http import HttpRequest
+from django.utils.functional import cached_property
 
-from registry.models import ModelVersion, RegisteredModel
-from serving import rollout_selectors, rollouts
+from registry.models import RegisteredModel
 from serving.keys import api_key_create, api_key_revoke, scope_problems
-from serving.models import ApiKey, DeadLetter, PredictionLog, Rollout, RolloutStatus, ServingPolicy
+from serving.models import ApiKey, DeadLetter, PredictionLog, ServingPolicy
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -79,13 +77,59 @@ class ServingPolicyAdmin(admin.ModelAdmin):
     raw_id_fields = ["model"]
 
 
+class EstimatingPaginator(Paginator):
+    """A paginator for a table too big to count: exact while the answer is small, the planner's estimate beyond.
+
+    On Postgres, the unfiltered list counts at most EXACT_BELOW + 1 rows (a bounded count reads no more than that)
+    and, when there are more, says the planner's row estimate (EXPLAIN, from pg_class.reltuples scaled to the
+    table's size now). A filtered list asks the planner first and counts exactly only when it expects few rows. Other
+    databases (SQLite in development) count exactly."""
+
+    EXACT_BELOW = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if connections[queryset.db].vendor != "postgresql":
+            return super().count
+        unordered = queryset.order_by()
+        if not unordered.query.has_filters():
+            counted = unordered[: self.EXACT_BELOW + 1].count()
+            return counted if counted <= self.EXACT_BELOW else max(planner_rows(unordered), counted)
+        estimate = planner_rows(unordered)
+        return unordered.count() if estimate <= self.EXACT_BELOW else estimate
+
+
+def planner_rows(queryset) -> int:
+    """The planner's estimate of how many rows `queryset` returns (EXPLAIN, no execution)."""
+    plan = json.loads(queryset.explain(format="json"))
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+class RegisteredModelNameFilter(admin.SimpleListFilter):
+    """Filter the log by model; the choices are the registered models' names, never a DISTINCT over the log."""
+
+    title = "model"
+    parameter_name = "model_name"
+
+    def lookups(self, request: HttpRequest, model_admin):
+        return [(name, name) for name in RegisteredModel.objects.order_by("name").values_list("name", flat=True)]
+
+    def queryset(self, request: HttpRequest, queryset):
+        return queryset.filter(model_name=self.value()) if self.value() else queryset
+
+
 @admin.register(PredictionLog)
 class PredictionLogAdmin(admin.ModelAdmin):
+    """The log grows by every request: nothing on this page scans it whole (no full COUNT, no DISTINCT, no date
+    hierarchy — its year/month links are a DISTINCT over the log; the date filter's choices are fixed)."""
+
     list_display = ["created_at", "model_name", "version", "request_id", "latency_ms", "cached", "route_reason",
                     "outcome"]  # fmt: skip
-    list_filter = ["model_name", "cached", "outcome"]
-    search_fields = ["request_id", "routing_key"]
-    date_hierarchy = "created_at"
+    list_filter = [RegisteredModelNameFilter, "outcome", "cached", "created_at"]
+    search_fields = ["=request_id", "=routing_key"]
+    paginator = EstimatingPaginator
+    show_full_result_count = False
     readonly_fields = [f.name for f in PredictionLog._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -110,200 +154,3 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
-
-
-# --- Rollouts ------------------------------------------------------------------------------------------------------
-
-ROLLOUT_COLOURS = {
-    RolloutStatus.PENDING: "#6c757d",
-    RolloutStatus.RUNNING: "#0d6efd",
-    RolloutStatus.PAUSED: "#fd7e14",
-    RolloutStatus.PROMOTED: "#198754",
-    RolloutStatus.ROLLED_BACK: "#dc3545",
-    RolloutStatus.ABORTED: "#6f42c1",
-}
-CONTROLS = {
-    "pause": rollouts.rollout_pause,
-    "resume": rollouts.rollout_resume,
-    "promote": rollouts.rollout_promote,
-    "abort": rollouts.rollout_abort,
-}
-
-
-def stage_bar(rollout: Rollout) -> str:
-    """One cell per stage: done green, current blue (or its final colour), later grey, labelled with its percent."""
-    cells = []
-    for index, percent in enumerate(rollout.stages):
-        if rollout.status == RolloutStatus.PROMOTED or index < rollout.stage_index:
-            colour = "#198754"
-        elif index == rollout.stage_index and rollout.stage_started_at is not None:
-            colour = ROLLOUT_COLOURS[rollout.status]
-        else:
-            colour = "#dee2e6"
-        cells.append((colour, percent))
-    return format_html(
-        '<div style="display:flex;gap:2px;min-width:240px">{}</div>',
-        format_html_join(
-            "",
-            '<div style="flex:1;background:{};color:#fff;text-align:center;padding:2px 0;font-size:11px">{}%</div>',
-            cells,
-        ),
-    )
-
-
-class RolloutStartForm(forms.Form):
-    model = forms.ModelChoiceField(queryset=RegisteredModel.objects.all())
-    version = forms.IntegerField(min_value=1, help_text="the candidate: a validated version of that model")
-    mode = forms.ChoiceField(choices=Rollout.Mode.choices, initial=Rollout.Mode.CANARY)
-    stages = forms.CharField(initial="10,25,50,100", help_text="candidate percent per stage")
-    stage_seconds = forms.IntegerField(min_value=1, initial=300)
-    shadow_percent = forms.FloatField(min_value=0, max_value=100, initial=0, help_text="requests mirrored")
-
-    def clean_stages(self) -> list[int]:
-        try:
-            return [int(part) for part in self.cleaned_data["stages"].split(",")]
-        except ValueError:
-            raise forms.ValidationError("percentages separated by commas, e.g. 10,25,50,100") from None
-
-
-@admin.register(Rollout)
-class RolloutAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "model", "badge", "progress", "split", "created_at"]
-    list_filter = ["status", "mode", "model"]
-    list_select_related = ["model", "candidate", "baseline"]
-    change_form_template = "admin/serving/rollout/change_form.html"
-    fields = readonly_fields = [
-        "model", "candidate", "baseline", "mode", "badge", "progress", "split", "reason", "stage_seconds",
-        "stage_started_at", "stage_extensions", "analysis", "arm_figures", "shadow", "timeline", "created_by",
-        "created_at", "finished_at",
-    ]  # fmt: skip
-
-    @admin.display(description="status")
-    def badge(self, rollout: Rollout) -> str:
-        return format_html(
-            '<span style="background:{};color:#fff;padding:2px 8px;border-radius:8px">{}</span>',
-            ROLLOUT_COLOURS[rollout.status],
-            rollout.status,
-        )
-
-    @admin.display(description="stages")
-    def progress(self, rollout: Rollout) -> str:
-        return stage_bar(rollout) if rollout.mode == Rollout.Mode.CANARY else "shadow only"
-
-    @admin.display(description="split now")
-    def split(self, rollout: Rollout) -> str:
-        mirrored = f", {rollout.shadow_percent:g}% mirrored" if rollout.shadow_percent else ""
-        return f"{100 - rollout.candidate_percent:g}% v{rollout.baseline.version} / " \
-               f"{rollout.candidate_percent:g}% v{rollout.candidate.version}{mirrored}"  # fmt: skip
-
-    @admin.display(description="per-arm figures (this stage)")
-    def arm_figures(self, rollout: Rollout) -> str:
-        live = rollout_selectors.live_figures(rollout)
-        rows = []
-        for arm in ("baseline", "candidate"):
-            f = live[arm]
-            rate = "-" if f["error_rate"] is None else f"{f['error_rate']:.2%}"
-            p99 = "-" if f["p99_ms"] is None else f"{f['p99_ms']:.1f} ms"
-            rows.append((arm, f["requests"], f["errors"], rate, p99))
-        observed = live["observed_candidate_percent"]
-        return format_html(
-            "<table><tr><th>arm</th><th>requests</th><th>errors</th><th>error rate</th><th>p99</th></tr>{}</table>"
-            "<p>candidate share observed {} (target {}%)</p>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
-            "-" if observed is None else f"{observed:.1f}%",
-            f"{live['target_candidate_percent']:g}",
-        )
-
-    @admin.display(description="shadow traffic")
-    def shadow(self, rollout: Rollout) -> str:
-        if not rollout.shadow_percent:
-            return "-"
-        c = rollout_selectors.shadow_comparison(rollout)
-        if not c["pairs"]:
-            return "no mirrored requests yet"
-        return format_html(
-            "{} mirrored requests; agreement with production {}; median latency {} ms production (whole request) "
-            "vs {} ms shadow (model call); {} shadow errors",
-            c["pairs"], f"{c['agreement']:.1%}", f"{c['baseline_p50_ms']:.2f}", f"{c['candidate_p50_ms']:.2f}",
-            c["shadow_errors"],
-        )  # fmt: skip
-
-    @admin.display(description="event timeline")
-    def timeline(self, rollout: Rollout) -> str:
-        rows = [
-            (e.created_at.strftime("%Y-%m-%d %H:%M:%S"), e.action,
-             "" if e.stage_index is None else e.stage_index + 1, e.actor_name, e.message,
-             json.dumps(e.figures, indent=1, default=str) if e.figures else "")
-            for e in rollout.events.all()
-        ]  # fmt: skip
-        return format_html(
-            "<table><tr><th>time</th><th>event</th><th>stage</th><th>by</th><th>message</th><th>figures</th></tr>"
-            "{}</table>",
-            format_html_join(
-                "",
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-                "<td><details><summary>figures</summary><pre>{}</pre></details></td></tr>",
-                rows,
-            ),
-        )
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False  # a rollout changes only through its controls, which go through the services
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def get_urls(self):
-        start = self.admin_site.admin_view(self.start_view)
-        control = self.admin_site.admin_view(self.control_view)
-        return [
-            path("start/", start, name="serving_rollout_start"),
-            path("<int:pk>/control/<str:action>/", control, name="serving_rollout_control"),
-            *super().get_urls(),
-        ]
-
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None) -> HttpResponse:
-        return HttpResponseRedirect(reverse("admin:serving_rollout_start"))
-
-    def start_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_add_permission(request):
-            return HttpResponseRedirect(reverse("admin:index"))
-        form = RolloutStartForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                candidate = ModelVersion.objects.filter(model=data["model"], version=data["version"]).first()
-                if candidate is None:
-                    raise ValidationError({"version": [f"{data['model'].name} has no version {data['version']}"]})
-                rollout = rollouts.rollout_start(
-                    model=data["model"], candidate=candidate, mode=data["mode"], stages=data["stages"],
-                    stage_seconds=data["stage_seconds"], shadow_percent=data["shadow_percent"], actor=request.user,
-                )  # fmt: skip
-            except ValidationError as exc:
-                for field, problems in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, problems)
-            else:
-                messages.success(request, f"Started {rollout}.")
-                return HttpResponseRedirect(reverse("admin:serving_rollout_change", args=[rollout.pk]))
-        context = {**self.admin_site.each_context(request), "title": "Start a rollout", "form": form,
-                   "opts": self.model._meta, "submit_label": "Start", "intro": START_INTRO}  # fmt: skip
-        return TemplateResponse(request, "admin/form_page.html", context)
-
-    def control_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
-        back = HttpResponseRedirect(reverse("admin:serving_rollout_change", args=[pk]))
-        if request.method != "POST" or action not in CONTROLS or not self.has_add_permission(request):
-            return back
-        try:
-            CONTROLS[action](rollout=Rollout.objects.get(pk=pk), actor=request.user)
-        except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
-        else:
-            messages.success(request, f"Rollout {pk}: {action} done.")
-        return back
-
-
-START_INTRO = (
-    "The candidate takes the stages' share of production traffic in turn; after each stage it is compared with "
-    "production (errors, p99 latency, output drift, quality where feedback arrived). Healthy at the last stage: it "
-    "becomes production. Unhealthy at any stage: its traffic drops to 0 and it is marked rolled back."
-)

@@ -8,15 +8,7 @@ class ServingConfig(AppConfig):
     def ready(self) -> None:
         import warnings
 
-        from registry import traffic as registry_traffic
-        from serving import (
-            openapi,  # noqa: F401 - registers the API-key security scheme with drf-spectacular
-            rollouts,
-            traffic,
-        )
-
-        traffic.register_split_source(rollouts.split_for_model)
-        registry_traffic.register_owner_check(rollouts.active_rollout_owner)
+        from serving import openapi  # noqa: F401 - registers the API-key security scheme with drf-spectacular
 
         # Serving hands models fitted on DataFrames a plain array in the same column order (model_cache.py);
         # scikit-learn would warn about the missing names on every call.

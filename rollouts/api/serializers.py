@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from serving.models import Rollout, RolloutEvent
+from rollouts import selectors
+from rollouts.models import Rollout, RolloutEvent
 
 
 class RolloutStartSerializer(serializers.Serializer):
@@ -43,11 +44,10 @@ class RolloutDetailSerializer(RolloutSerializer):
         fields = [*RolloutSerializer.Meta.fields, "live", "events"]
 
     def get_live(self, rollout: Rollout) -> dict:
-        from serving import rollout_selectors
-
-        live = rollout_selectors.live_figures(rollout)
+        live = selectors.live_figures(rollout)
+        live["stages"] = selectors.stage_figures(rollout)
         if rollout.shadow_percent > 0:
-            live["shadow"] = rollout_selectors.shadow_comparison(rollout)
+            live["shadow"] = selectors.shadow_comparison(rollout)
         return live
 
 

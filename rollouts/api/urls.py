@@ -1,6 +1,6 @@
 from django.urls import path
 
-from serving.api import views
+from rollouts.api import views
 
 control = views.RolloutControl.as_view()
 

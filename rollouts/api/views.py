@@ -11,9 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from registry.models import ModelVersion, RegisteredModel
-from serving import rollouts
-from serving.api import serializers as s
-from serving.models import Rollout
+from rollouts import services as rollouts
+from rollouts.api import serializers as s
+from rollouts.models import Rollout
 
 
 def _model(name: str) -> RegisteredModel:

@@ -15,7 +15,7 @@ from experiments import services
 from experiments.models import Experiment, ExperimentStatus
 from registry.locking import CONFLICT_MESSAGE, ConcurrentChangeError, lock_model, retry_on_conflict
 from registry.models import RegisteredModel
-from serving import rollouts
+from rollouts import services as rollouts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

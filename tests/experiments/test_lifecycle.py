@@ -8,8 +8,9 @@ from django.core.exceptions import ValidationError
 from experiments import services
 from experiments.models import ExperimentEvent, ExperimentStatus, Exposure
 from registry.models import ModelAlias, RegistryEvent
-from serving import rollouts, routing, traffic
-from serving.models import ACTIVE_ROLLOUT_STATUSES, Rollout
+from rollouts import services as rollouts
+from rollouts.models import ACTIVE_ROLLOUT_STATUSES, Rollout
+from serving import routing, traffic
 from tests.serving.conftest import post, rows_of
 
 pytestmark = pytest.mark.django_db

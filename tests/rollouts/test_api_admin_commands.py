@@ -9,8 +9,8 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from registry.models import ModelVersion, VersionStatus
-from serving import rollouts
-from serving.models import Rollout, RolloutStatus
+from rollouts import services as rollouts
+from rollouts.models import Rollout, RolloutStatus
 from serving.prediction_log import prediction_log
 from tests.rollouts.conftest import Traffic, sample_rows
 from tests.serving.conftest import make_key
@@ -85,29 +85,29 @@ def test_rollout_and_rollback_commands(baseline, candidate, capsys):
 
 def test_the_admin_starts_shows_and_steers_a_rollout(client, staff, baseline, candidate, logreg):
     client.force_login(staff)
-    page = client.get("/admin/serving/rollout/add/", follow=True)
+    page = client.get("/admin/rollouts/rollout/add/", follow=True)
     assert b"Start a rollout" in page.content
-    refused = client.post("/admin/serving/rollout/start/", {"model": baseline.model_id, "version": 1, "mode": "canary",
+    refused = client.post("/admin/rollouts/rollout/start/", {"model": baseline.model_id, "version": 1, "mode": "canary",
                           "stages": "10,25,50,100", "stage_seconds": 60, "shadow_percent": 0})  # fmt: skip
     assert b"already in production" in refused.content
-    started = client.post("/admin/serving/rollout/start/", {"model": baseline.model_id, "version": 2, "mode": "canary",
+    started = client.post("/admin/rollouts/rollout/start/", {"model": baseline.model_id, "version": 2, "mode": "canary",
                           "stages": "10,50,100", "stage_seconds": 60, "shadow_percent": 0})  # fmt: skip
     rollout = Rollout.objects.get()
-    assert started.status_code == 302 and started["Location"].endswith(f"/serving/rollout/{rollout.pk}/change/")
+    assert started.status_code == 302 and started["Location"].endswith(f"/rollouts/rollout/{rollout.pk}/change/")
     rollouts.tick()
     Traffic().send(sample_rows(logreg), count=50)
     prediction_log().flush()
 
-    detail = client.get(f"/admin/serving/rollout/{rollout.pk}/change/").content.decode()
+    detail = client.get(f"/admin/rollouts/rollout/{rollout.pk}/change/").content.decode()
     assert ">10%</div>" in detail and ">50%</div>" in detail  # the stage bar
     assert "90% v1 / 10% v2" in detail  # the live split
     assert "stage.started" in detail and "created" in detail  # the timeline
     assert "Promote now" in detail
 
-    client.post(f"/admin/serving/rollout/{rollout.pk}/control/abort/")
+    client.post(f"/admin/rollouts/rollout/{rollout.pk}/control/abort/")
     rollout.refresh_from_db()
     assert rollout.status == RolloutStatus.ABORTED
-    listing = client.get("/admin/serving/rollout/").content.decode()
+    listing = client.get("/admin/rollouts/rollout/").content.decode()
     assert "aborted" in listing
 
 

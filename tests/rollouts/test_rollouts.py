@@ -16,8 +16,9 @@ from registry import services as registry
 from registry import traffic as registry_traffic
 from registry.models import ModelVersion, RegistryEvent, VersionStatus
 from registry.traffic import TrafficConflict, TrafficOwner
-from serving import rollouts, routing
-from serving.models import Rollout, RolloutEvent, RolloutStatus
+from rollouts import services as rollouts
+from rollouts.models import Rollout, RolloutEvent, RolloutStatus
+from serving import routing
 from serving.prediction_log import prediction_log
 from tests.rollouts.conftest import Traffic, sample_rows, shifted
 
@@ -306,7 +307,7 @@ def test_shadow_mirrors_traffic_without_changing_answers(canary_model, baseline,
     shadow_runner().drain()
     prediction_log().flush()
     assert {version for *_, version in seen.seen} == {baseline.version}  # answers always come from production
-    from serving.rollout_selectors import shadow_comparison
+    from rollouts.selectors import shadow_comparison
 
     comparison = shadow_comparison(rollout)
     assert comparison["pairs"] == 60

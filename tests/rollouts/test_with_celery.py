@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 
 from registry import services as registry
-from serving.models import Rollout, RolloutEvent, RolloutStatus
-from serving.rollouts import rollout_start
+from rollouts.models import Rollout, RolloutEvent, RolloutStatus
+from rollouts.services import rollout_start
 from tests.rollouts.conftest import Traffic, sample_rows, shifted
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -123,8 +123,8 @@ def test_feedback_joins_the_version_of_the_latest_prediction_whatever_order_the_
 @pytest.mark.django_db
 def test_a_shadow_pairs_with_the_primary_of_its_own_request_under_a_reused_id(production, logreg):
     from registry import services as registry
-    from serving import rollouts
-    from serving.rollout_selectors import shadow_comparison
+    from rollouts import services as rollouts
+    from rollouts.selectors import shadow_comparison
 
     candidate = registry.model_version_register(
         model=production.model, artifact=logreg.artifact, evaluation_data=logreg.eval_csv

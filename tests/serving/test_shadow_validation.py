@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from registry import services as registry
-from serving import rollouts
+from rollouts import services as rollouts
+from rollouts.selectors import shadow_comparison
 from serving.models import PredictionLog
 from serving.prediction_log import prediction_log
-from serving.rollout_selectors import shadow_comparison
 from serving.shadow import shadow_runner
 from tests.serving.conftest import post, rows_of
 

@@ -1,6 +1,7 @@
-"""The demo: real models trained on scikit-learn's bundled datasets, registered the way a user would register them.
+"""The demo: real models trained on scikit-learn's bundled datasets, registered the way a user would register them,
+then each app's own demo on top (settings.MODELWORKS_DEMOS: the registry names no app above it).
 
-Idempotent: a model that already has versions is left alone.
+Idempotent: a model that already has versions is left alone, and each app's demo seeds once.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from typing import Any
 
 import pandas as pd
 import skops.io as sio
+from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.utils.module_loading import import_string
 from sklearn import datasets
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -18,9 +21,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from experiments.demo import seed_experiments
-from features.demo import seed_features_demo
-from monitoring.demo import seed_monitoring_demo
 from registry import services
 from registry.models import RegisteredModel, Task
 
@@ -69,6 +69,18 @@ def _split(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Seri
     return train_test_split(X, y, test_size=0.25, random_state=42)
 
 
+class DemoOutput:
+    """What an app's demo writes its progress to: call it with a line, or use it as a stream (`.write`)."""
+
+    def __init__(self, stdout) -> None:
+        self._stdout = stdout
+
+    def write(self, text: str) -> None:
+        self._stdout.write(text.rstrip("\n"))  # the command's stdout ends each write with one newline
+
+    __call__ = write
+
+
 class Command(BaseCommand):
     help = "Seed the demo models (trained on sklearn's bundled datasets) through the registry's services."
 
@@ -99,9 +111,6 @@ class Command(BaseCommand):
                 services.alias_set(model=model, name=services.PRODUCTION_ALIAS, version=version)
             metrics = ", ".join(f"{k}={v:.3f}" for k, v in version.gate_report["metrics"].items())
             self.stdout.write(f"{version}: {version.status} ({metrics})")
-        from serving.demo import seed_rollout
-
-        seed_rollout(self.stdout)
-        seed_monitoring_demo(self.stdout.write)  # monitoring
-        seed_experiments(self.stdout)  # experiments: a running A/B test on the demo logistic regression
-        seed_features_demo(self.stdout.write)  # feature store (issue 5): a view, its rows, a model served by id
+        out = DemoOutput(self.stdout)
+        for demo in settings.MODELWORKS_DEMOS:
+            import_string(demo)(out)

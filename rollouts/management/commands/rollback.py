@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from registry.cli import one_line
 from registry.models import RegisteredModel
-from serving import rollouts
+from rollouts import services as rollouts
 
 
 class Command(BaseCommand):

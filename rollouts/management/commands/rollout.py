@@ -5,8 +5,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from registry.cli import json_option, one_line
 from registry.models import ModelVersion, RegisteredModel
-from serving import rollout_selectors, rollouts
-from serving.models import ACTIVE_ROLLOUT_STATUSES, Rollout
+from rollouts import selectors as rollout_selectors
+from rollouts import services as rollouts
+from rollouts.models import ACTIVE_ROLLOUT_STATUSES, Rollout
 
 
 def _model(name: str) -> RegisteredModel:
@@ -80,7 +81,11 @@ class Command(BaseCommand):
 
     def _report(self, rollout: Rollout) -> None:
         live = rollout_selectors.live_figures(rollout)
-        stage = f"stage {rollout.stage_index + 1}/{len(rollout.stages)}" if rollout.mode == "canary" else "shadow"
+        stage = (
+            f"stage {rollout.stage_index + 1}/{len(rollout.stages)}"
+            if rollout.mode == Rollout.Mode.CANARY
+            else "shadow"
+        )
         self.stdout.write(
             f"rollout {rollout.pk}: v{rollout.candidate.version} vs v{rollout.baseline.version}, {rollout.status}, "
             f"{stage}, {rollout.candidate_percent:g}% to the candidate"
