@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from registry.models import ModelVersion, RegisteredModel
 from rollouts import selectors, services
@@ -146,7 +147,7 @@ class RolloutAdmin(admin.ModelAdmin):
                 f"{target:g}",
             )
         else:
-            share = format_html("<p>whole rollout, every stage together: the shares per stage are below</p>")
+            share = mark_safe("<p>whole rollout, every stage together: the shares per stage are below</p>")  # noqa: S308
         return format_html(
             "<table><tr><th>arm</th><th>requests</th><th>errors</th><th>error rate</th><th>p99</th></tr>{}</table>{}",
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
