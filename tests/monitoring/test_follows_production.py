@@ -21,6 +21,7 @@ from serving import services as serving
 from serving.model_cache import model_cache
 from serving.models import Outcome, PredictionLog, RouteReason
 from serving.prediction_log import LogEntry, masked_inputs
+from serving.shadow import shadow_request_id
 from tests.monitoring.conftest import flush, predict_each, rows, shifted
 
 pytestmark = pytest.mark.django_db
@@ -66,7 +67,7 @@ def log_shadow_copies(version, frame) -> None:
         predictions, probabilities = loaded.predict([row])
         prediction_log.prediction_log().append(
             LogEntry(
-                request_id=f"shadow-{uuid.uuid4().hex}",
+                request_id=shadow_request_id(uuid.uuid4().hex),
                 model_name="cancer",
                 version=version.version,
                 routing_key="",
