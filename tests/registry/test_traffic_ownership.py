@@ -348,3 +348,22 @@ def test_an_arm_taken_out_of_traffic_before_the_start_is_refused(production, cha
     with pytest.raises(ValidationError, match="arm forest: version 2 is archived"):
         experiments.experiment_start(experiment=draft)
     assert traffic_owner(model.pk) is None
+
+
+def test_a_stopped_experiment_cannot_conclude_into_a_rollouts_traffic(api, experiment, challenger, forest):
+    """Stopped, the experiment holds nothing, so a rollout may start; concluding it then would move production (or
+    start a second rollout) under that rollout: refused, and the experiment stays stopped."""
+    experiments.experiment_stop(experiment=experiment)
+    third = registry.model_version_register(
+        model=experiment.model, artifact=forest.artifact, metrics={"accuracy": 0.97, "f1": 0.99}
+    )
+    rollout = rollouts.rollout_start(model=experiment.model, candidate=third)
+    with pytest.raises(TrafficConflict, match=f"promote or abort rollout {rollout.pk} first"):
+        experiments.experiment_conclude(experiment=experiment, winner="forest")
+    with pytest.raises(TrafficConflict, match=f"already has rollout {rollout.pk} running"):
+        experiments.experiment_conclude(experiment=experiment, winner="forest", promote="rollout")
+    answer = api.post("/api/v1/experiments/forest-vs-logreg/conclude/", {"winner": "forest"}, format="json")
+    assert answer.status_code == 409 and f"promote or abort rollout {rollout.pk} first" in answer.json()["alias"][0]
+    experiment.refresh_from_db()
+    assert experiment.status == ExperimentStatus.STOPPED and experiment.winner is None
+    assert ModelAlias.objects.get(name="production").version.version == 1
