@@ -603,7 +603,7 @@ class TrafficMachine(RuleBasedStateMachine):
 # --- The test --------------------------------------------------------------------------------------------------------
 
 MACHINE_SETTINGS = settings(
-    max_examples=35,
+    max_examples=50,
     stateful_step_count=30,
     deadline=None,
     database=None,  # no replay file: each run explores afresh, and a failure prints its steps
@@ -704,4 +704,13 @@ def test_an_experiment_arm_cannot_be_archived_while_it_serves(machine_env):
         ("move_staging", {"index": 0}),  # staging off v2, so that only the experiment uses it
         ("archive_version", {"index": 1}),  # v2: refused while the experiment routes to it
         ("predict_native", {"key": "alice", "row": 0}),
+    )
+
+
+def test_an_alias_left_on_an_archived_version_does_not_serve_it(machine_env):
+    _replay(
+        machine_env,
+        ("move_staging", {"index": 0}),  # staging -> v1, the production version
+        ("move_production", {"index": 7}),  # production -> v2: v1 archived, staging still on it
+        ("predict_staging", {"key": None, "row": 0}),  # 503 (a ?version=1 pin would still answer)
     )
