@@ -24,10 +24,20 @@ from registry.models import ModelVersion, RegisteredModel, VersionStatus
 from registry.traffic import TrafficConflict, TrafficOwner, claim_model
 from rollouts import services as rollouts
 
-# Versions that passed their quality gates; "registered" ones have not been evaluated, the others cannot get traffic.
 MAX_WEIGHT = 1_000_000
 ARM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
+# Versions that passed their quality gates; "registered" ones have not been evaluated, the others cannot get traffic.
 EXPERIMENTABLE = {VersionStatus.VALIDATED, VersionStatus.CANARY, VersionStatus.PRODUCTION}
+
+
+def _arm_problem(version: ModelVersion) -> str | None:
+    """Why the version cannot be an arm (None when it can): it must be routable (registry's word for "the router may
+    send it traffic of its own accord": not rejected, rolled back, archived or tampered) and past its gates."""
+    if version.integrity_failed_at is not None:
+        return f"version {version.version} is tampered (failed its integrity check)"
+    if not version.routable or version.status not in EXPERIMENTABLE:
+        return f"version {version.version} is {version.status}"
+    return None
 
 
 def _actor_name(actor: Any) -> str:
@@ -91,9 +101,8 @@ def _arm_versions(model: RegisteredModel, arms: Any, errors: dict[str, list[str]
         version = model.versions.filter(version=number).first() if isinstance(number, int) else None
         if version is None:
             problems.append(f"[{i}] {model.name} has no version {number}")
-        elif version.status not in EXPERIMENTABLE or version.integrity_failed_at is not None:
-            state = "tampered" if version.integrity_failed_at else version.status
-            problems.append(f"[{i}] version {number} is {state}: only validated versions can be in an experiment")
+        elif _arm_problem(version):
+            problems.append(f"[{i}] {_arm_problem(version)}: only validated versions can be in an experiment")
         else:
             versions.append(version)
         names.append(name)
@@ -184,9 +193,14 @@ def experiment_start(*, experiment: Experiment, actor: Any = None) -> Experiment
     locked = _locked(experiment)
     if locked.status != ExperimentStatus.DRAFT:
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}; only a draft can start"]})
-    for arm in locked.arms.select_related("version"):
-        if arm.version.status not in EXPERIMENTABLE or arm.version.integrity_failed_at is not None:
-            raise ValidationError({"arms": [f"arm {arm.name}: {arm.version} can no longer get traffic"]})
+    # Read under the model's row lock: every status change (rollback, archive, an alias move) takes it too.
+    problems = [
+        f"arm {arm.name}: {_arm_problem(arm.version)} and can no longer get traffic"
+        for arm in locked.arms.select_related("version").order_by("position")
+        if _arm_problem(arm.version)
+    ]
+    if problems:
+        raise ValidationError({"arms": problems})
     now = timezone.now()
     locked.status, locked.started_at, locked.allocation_changed_at = ExperimentStatus.RUNNING, now, now
     try:
@@ -256,7 +270,8 @@ def experiment_conclude(
     Directly: the production alias moves through the registry's own service, which records an `alias.moved` event.
     Through a rollout: serving's staged rollout of the winner starts (it claims the model the experiment just let go
     of, in the same transaction). The experiment's history records the conclusion either way. A control that wins
-    leaves production where it is.
+    leaves production where it is. The experiment is concluded (so no longer the model's traffic owner) before either,
+    which is what lets the registry's owner check pass; a refusal of either undoes the conclusion too.
     """
     locked = _locked(experiment)
     if locked.status not in (ExperimentStatus.RUNNING, ExperimentStatus.STOPPED):

@@ -92,7 +92,8 @@ class MonitorAdmin(admin.ModelAdmin):
         for monitor in queryset.select_related("model"):
             report = monitor_run(monitor=monitor)
             verdict = "dataset drift" if report.dataset_drift else "no dataset drift"
-            self.message_user(request, f"{monitor}: {verdict} ({report.drifted_features}/{report.tested_features})")
+            counts = f"{report.drifted_features}/{report.tested_features}"
+            self.message_user(request, f"{monitor}, {report.watching}: {verdict} ({counts})")
         if queryset.count() == 1:
             monitor = queryset.first()
             return HttpResponseRedirect(reverse("admin:monitoring_model_dashboard", args=[monitor.model.name]))
@@ -101,11 +102,15 @@ class MonitorAdmin(admin.ModelAdmin):
 
 @admin.register(DriftReport)
 class DriftReportAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "model_name", "version", "monitor", "drift", "current_rows", "duration_ms"]
+    list_display = ["created_at", "model_name", "watching", "monitor", "drift", "current_rows", "duration_ms"]
     list_filter = ["dataset_drift", "model_name"]
     list_select_related = ["monitor"]
     raw_id_fields = ["monitor"]
-    readonly_fields = [f.name for f in DriftReport._meta.fields]
+    readonly_fields = [*(f.name for f in DriftReport._meta.fields), "watching"]
+
+    @admin.display(description="version watched")
+    def watching(self, report: DriftReport) -> str:
+        return report.watching
 
     @admin.display(description="drift")
     def drift(self, report: DriftReport) -> str:
@@ -127,15 +132,22 @@ class DriftReportAdmin(admin.ModelAdmin):
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
-    list_display = ["opened_at", "kind", "subject", "monitor", "state", "message", "webhook_status"]
+    list_display = ["opened_at", "kind", "subject", "monitor", "version_label", "state", "message", "webhook_status"]
     list_filter = ["kind", ("resolved_at", admin.EmptyFieldListFilter)]
     list_select_related = ["monitor__model"]
     raw_id_fields = ["monitor", "last_report"]
     readonly_fields = [f.name for f in Alert._meta.fields]
 
+    @admin.display(description="version", ordering="version")
+    def version_label(self, alert: Alert) -> str:
+        return f"v{alert.version}" if alert.version is not None else "-"
+
     @admin.display(description="state")
     def state(self, alert: Alert) -> str:
-        return "open" if alert.open else f"resolved {alert.resolved_at:%Y-%m-%d %H:%M}"
+        if alert.open:
+            return "open"
+        resolved = f"resolved {alert.resolved_at:%Y-%m-%d %H:%M}"
+        return f"{resolved}: {alert.resolution}" if alert.resolution else resolved
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

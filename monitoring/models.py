@@ -90,7 +90,9 @@ class Monitor(models.Model):
     """A drift and quality check of one model's traffic, run on a schedule (Celery beat) or on demand."""
 
     model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="monitors")
-    version = models.PositiveIntegerField(null=True, blank=True, help_text="empty: the version serving most traffic")
+    version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="pinned version; empty: the version the production alias points at each run"
+    )
     name = models.CharField(max_length=100)
     enabled = models.BooleanField(default=True)
     window_hours = models.PositiveIntegerField(default=24, help_text="current window: the last N hours of the log")
@@ -115,12 +117,24 @@ class Monitor(models.Model):
         return f"{self.model.name}: {self.name}"
 
 
+class WatchedAs(models.TextChoices):
+    """How a run chose the version it watched."""
+
+    PINNED = "pinned", "pinned"
+    PRODUCTION = "production", "the production version at run time"
+    NONE = "none", "no production version to watch"
+
+
 class DriftReport(models.Model):
-    """One monitor run: per feature test, statistic, p-value, effect sizes, verdict and binned histograms."""
+    """One monitor run: per feature test, statistic, p-value, effect sizes, verdict and binned histograms.
+
+    `version` is the version the run watched (0 when there was none: see `watched_as`)."""
 
     monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="reports")
     model_name = models.CharField(max_length=100)
     version = models.PositiveIntegerField()
+    # Blank on reports stored before monitors followed production (they watched the busiest version).
+    watched_as = models.CharField(max_length=20, choices=WatchedAs.choices, blank=True)
     reference_rows = models.PositiveIntegerField()
     current_rows = models.PositiveIntegerField()
     window_start = models.DateTimeField(null=True, blank=True)
@@ -141,6 +155,15 @@ class DriftReport(models.Model):
     def __str__(self) -> str:
         return f"{self.model_name} v{self.version} drift {self.drift_share:.0%} at {self.created_at:%Y-%m-%d %H:%M}"
 
+    @property
+    def watching(self) -> str:
+        """Which version this run watched and why, e.g. "watching v4: the production version at run time"."""
+        if self.watched_as == WatchedAs.NONE:
+            return f"{self.model_name} has no production version to watch"
+        if not self.watched_as:
+            return f"watched v{self.version}"
+        return f"watching v{self.version}: {WatchedAs(self.watched_as).label}"
+
 
 class AlertKind(models.TextChoices):
     DATASET_DRIFT = "dataset_drift"
@@ -148,29 +171,39 @@ class AlertKind(models.TextChoices):
 
 
 class Alert(models.Model):
-    """An alert condition while it holds: opened once, resolved once; webhooks are sent for both."""
+    """An alert condition of one version while it holds: opened once, resolved once; webhooks are sent for both.
+
+    Its message and details are written when it opens and never rewritten; later runs on the same version only move
+    `last_report`. When the monitor starts watching another version, its open alerts are resolved with a
+    `resolution` saying so, and the new version's conditions open alerts of their own.
+    """
 
     monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="alerts")
+    # Null only on alerts opened before alerts were per version whose report is gone.
+    version = models.PositiveIntegerField(null=True, blank=True, help_text="the model version the alert is about")
     kind = models.CharField(max_length=20, choices=AlertKind.choices)
     subject = models.CharField(max_length=100, help_text="the metric for quality alerts; empty for dataset drift")
     message = models.TextField()
     details = models.JSONField(default=dict)
     opened_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=200, blank=True, help_text="why it was resolved")
     last_report = models.ForeignKey(DriftReport, null=True, blank=True, on_delete=models.SET_NULL)
     webhook_status = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-opened_at"]
         constraints = [
-            # Deduplication: at most one open alert per monitor and condition.
+            # Deduplication: at most one open alert per monitor, version and condition.
             models.UniqueConstraint(
-                fields=["monitor", "kind", "subject"], condition=Q(resolved_at__isnull=True), name="one_open_alert"
+                fields=["monitor", "version", "kind", "subject"],
+                condition=Q(resolved_at__isnull=True),
+                name="one_open_alert_per_version",
             )
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.subject} on {self.monitor}".strip()
+        return f"{self.kind} {self.subject} on {self.monitor} v{self.version}".replace("  ", " ")
 
     @property
     def open(self) -> bool:

@@ -11,7 +11,7 @@ from django.db.models import Avg, Count, OuterRef, Q, QuerySet, Subquery, Sum
 from monitoring import quality
 from monitoring.models import BusinessEvent, DriftReport, Feedback
 from registry.models import ModelVersion, Task
-from serving.models import PredictionLog
+from serving.models import Outcome, PredictionLog, logged_outputs
 
 
 @dataclass
@@ -24,14 +24,13 @@ class Joined:
     mismatched: int = 0
 
     def add(self, outputs: dict[str, Any], actual: Any) -> None:
-        predictions = outputs.get("predictions") or []
+        predictions, probabilities = logged_outputs(outputs)
         actuals = actual if isinstance(actual, list) else [actual]
         if len(actuals) != len(predictions):
             self.mismatched += 1  # a request of n rows needs n actual values
             return
         self.actual.extend(actuals)
         self.predicted.extend(predictions)
-        probabilities = outputs.get("probabilities")
         self.probabilities.extend(probabilities if probabilities is not None else [None] * len(predictions))
 
 
@@ -51,8 +50,9 @@ def predictions_with_feedback(model_name: str) -> QuerySet[PredictionLog]:
 def joined_feedback(
     model_name: str, version: int, since: datetime | None = None, until: datetime | None = None
 ) -> Joined:
-    """Predictions of one version made in [since, until) that have feedback, paired with it."""
-    logs = predictions_with_feedback(model_name).filter(version=version)
+    """Predictions of one version made in [since, until) that have feedback, paired with it (mirrored shadow copies
+    are never a version's predictions: a client never saw them)."""
+    logs = predictions_with_feedback(model_name).filter(version=version).exclude(outcome__in=Outcome.shadows())
     if since is not None:
         logs = logs.filter(created_at__gte=since)
     if until is not None:

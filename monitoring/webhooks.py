@@ -3,7 +3,9 @@
 The body (README "Monitoring"):
     {"status": "firing" | "resolved", "alert_id": 7, "kind": "dataset_drift" | "quality", "subject": "f1",
      "model": "churn", "version": 3, "monitor": "hourly", "message": "...", "details": {...},
-     "opened_at": "2026-01-01T10:00:00+00:00", "resolved_at": null, "report_id": 12}
+     "opened_at": "2026-01-01T10:00:00+00:00", "resolved_at": null, "resolution": "", "report_id": 12}
+`version` is the version the alert belongs to (not necessarily the report's: a monitor that moved to another
+version resolves the old version's alerts, with a `resolution` saying so); `message` and `details` are as opened.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ def webhook_body(alert: Alert, status: str) -> dict[str, Any]:
         "kind": alert.kind,
         "subject": alert.subject,
         "model": alert.monitor.model.name,
-        "version": report.version if report else None,
+        "version": alert.version,
         "monitor": alert.monitor.name,
         "message": alert.message,
         "details": alert.details,
         "opened_at": alert.opened_at.isoformat(),
         "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
+        "resolution": alert.resolution,
         "report_id": report.pk if report else None,
     }
 

@@ -14,14 +14,17 @@ from typing import Any
 
 import pandas as pd
 from django.db import connection
-from django.db.models import Count
+from django.db.models import QuerySet
 
 from config.db import long_statements
 from monitoring.drift.report import CATEGORICAL, NUMERIC
 from registry.models import ModelVersion, Task
-from serving.models import PredictionLog
+from serving.models import Outcome, PredictionLog, logged_outputs
 
 PREDICTION = "prediction"
+# A version's production traffic: the requests it answered, routed to it or as the fallback. Mirrored copies
+# (Outcome.shadows()) never reached a client, and a request nobody answered has no prediction to measure.
+ANSWERED = (Outcome.OK, Outcome.FALLBACK)
 
 
 def feature_kinds(version: ModelVersion) -> tuple[dict[str, str], list[str]]:
@@ -66,13 +69,14 @@ class Window:
     cap: int = 100_000
 
 
-def busiest_version(model_name: str, since: datetime | None) -> int | None:
-    """The version that served most requests in the window (what a monitor without a pinned version watches)."""
-    logs = PredictionLog.objects.filter(model_name=model_name)
-    if since is not None:
-        logs = logs.filter(created_at__gte=since)
-    row = logs.values("version").annotate(n=Count("id")).order_by("-n", "-version").first()
-    return row["version"] if row else None
+def answered_logs(version: ModelVersion, window: Window) -> QuerySet[PredictionLog]:
+    """The log rows of this version's production traffic in the window (see ANSWERED)."""
+    logs = PredictionLog.objects.filter(model_name=version.model.name, version=version.version, outcome__in=ANSWERED)
+    if window.since is not None:
+        logs = logs.filter(created_at__gte=window.since)
+    if window.until is not None:
+        logs = logs.filter(created_at__lt=window.until)
+    return logs
 
 
 def current_frame(version: ModelVersion, window: Window) -> pd.DataFrame:
@@ -87,7 +91,8 @@ def current_frame(version: ModelVersion, window: Window) -> pd.DataFrame:
 
 
 def _where(version: ModelVersion, window: Window) -> tuple[str, list[Any]]:
-    clauses, params = ["l.model_name = %s", "l.version = %s"], [version.model.name, version.version]
+    clauses = ["l.model_name = %s", "l.version = %s", "l.outcome = ANY(%s)"]
+    params: list[Any] = [version.model.name, version.version, [str(outcome) for outcome in ANSWERED]]
     if window.since is not None:
         clauses.append("l.created_at >= %s")
         params.append(window.since)
@@ -102,6 +107,7 @@ def _current_frame_postgres(version: ModelVersion, kinds: dict[str, str], window
     selects, params = [], []
     for name in kinds:
         if name == PREDICTION:
+            # The SQL twin of serving.models.logged_outputs: the row's n-th prediction.
             selects.append("l.outputs->'predictions'->>(e.n::int - 1)")
         else:
             selects.append("e.value->>%s")
@@ -164,23 +170,15 @@ def _copy_into_frame(raw_cursor, copy_sql: str, names: list[str], dtypes: dict) 
 
 
 def _requests_in(version: ModelVersion, window: Window) -> int:
-    logs = PredictionLog.objects.filter(model_name=version.model.name, version=version.version)
-    if window.since is not None:
-        logs = logs.filter(created_at__gte=window.since)
-    if window.until is not None:
-        logs = logs.filter(created_at__lt=window.until)
-    return logs.count()
+    return answered_logs(version, window).count()
 
 
 def _current_frame_python(version: ModelVersion, kinds: dict[str, str], window: Window) -> pd.DataFrame:
-    logs = PredictionLog.objects.filter(model_name=version.model.name, version=version.version)
-    if window.since is not None:
-        logs = logs.filter(created_at__gte=window.since)
-    if window.until is not None:
-        logs = logs.filter(created_at__lt=window.until)
+    logs = answered_logs(version, window)
     rows = []
     for inputs, outputs in logs.order_by("-created_at").values_list("inputs", "outputs").iterator(chunk_size=2000):
-        for row, prediction in zip(inputs, outputs.get("predictions") or [], strict=False):
+        predictions, _ = logged_outputs(outputs)
+        for row, prediction in zip(inputs, predictions, strict=False):
             rows.append({**row, PREDICTION: prediction})
         if window.last_rows and len(rows) >= window.last_rows:
             rows = rows[: window.last_rows]

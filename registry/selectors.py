@@ -40,3 +40,9 @@ def previous_production(version: ModelVersion) -> ModelVersion | None:
     if moved is None:
         return None
     return ModelVersion.objects.filter(model_id=version.model_id, version=moved["version"]).first()
+
+
+def production_version(model: RegisteredModel) -> ModelVersion | None:
+    """The version the model's production alias points at now, or None when it has no production alias."""
+    alias = ModelAlias.objects.filter(model=model, name="production").select_related("version__model").first()
+    return alias.version if alias is not None else None

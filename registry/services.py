@@ -32,6 +32,7 @@ from registry.models import (
     VersionStatus,
 )
 from registry.signature import check_model_matches, infer_signature, model_classes, validate_signature
+from registry.traffic import TrafficConflict, traffic_owner
 
 logger = logging.getLogger(__name__)
 
@@ -415,12 +416,19 @@ def _mark_tampered(*, version: ModelVersion, actual: str) -> None:
 @retry_on_conflict
 @transaction.atomic
 def model_version_archive(*, version: ModelVersion, actor: Any = None) -> ModelVersion:
+    """Take a version out of traffic for good. Refused (409) while anything routes to it: an alias, or the rollout or
+    experiment holding the model's traffic (its candidate, baseline or arms), so the archived status never lies."""
     lock_model(version.model_id)
     locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
     aliases = list(locked.aliases.values_list("name", flat=True))
     if aliases:
-        raise ValidationError(
-            {"version": [f"aliases {', '.join(aliases)} point at this version: move them before archiving"]}
+        raise TrafficConflict(
+            f"aliases {', '.join(aliases)} point at this version: move them before archiving", field="version"
+        )
+    owner = traffic_owner(locked.model_id)
+    if owner is not None and locked.pk in owner.version_ids:
+        raise TrafficConflict(
+            f"{owner} routes traffic to v{locked.version}: {owner.way_out}", field="version", owner=owner
         )
     if locked.status == VersionStatus.ARCHIVED:
         return locked
@@ -464,8 +472,15 @@ def model_version_set_status(*, version: ModelVersion, status: str, actor: Any =
 # --- Aliases --------------------------------------------------------------------------------------------------------
 
 
-def _check_alias_target(model: RegisteredModel, name: str, version: ModelVersion) -> None:
+# Out of traffic: only the production alias may point at them again (which makes them production again).
+_OUT_OF_TRAFFIC = (VersionStatus.ROLLED_BACK, VersionStatus.ARCHIVED)
+
+
+def _check_alias_target(model: RegisteredModel, name: str, version: ModelVersion) -> ModelVersion:
+    """The version, its status re-read under the model's row lock (which every status change takes), once it may
+    carry the alias; a 400 naming the field otherwise."""
     errors: dict[str, list[str]] = {}
+    version.refresh_from_db(fields=["status", "integrity_failed_at"])
     try:
         ALIAS_NAME(name)
     except ValidationError as exc:
@@ -476,17 +491,39 @@ def _check_alias_target(model: RegisteredModel, name: str, version: ModelVersion
         errors["version"] = [f"version {version.version} was rejected by its quality gates and cannot get traffic"]
     elif version.integrity_failed_at is not None:
         errors["version"] = [f"version {version.version} failed its integrity check and cannot be served"]
+    elif name != PRODUCTION_ALIAS and version.status in _OUT_OF_TRAFFIC:
+        errors["version"] = [
+            f"version {version.version} is {version.status}: an alias sends it no traffic; pin it with "
+            f"?version={version.version}, or move the production alias to it"
+        ]
     if errors:
         raise ValidationError(errors)
+    return version
+
+
+def _refuse_while_owned(model: RegisteredModel, name: str, doing: str) -> None:
+    """The production alias stays where it is while a rollout or experiment holds the model's traffic (409): moving
+    it would change what the registry says without changing what the router does. The owners end themselves first,
+    then move it (rollout promote, experiment conclude). Called under the model's row lock."""
+    if name != PRODUCTION_ALIAS:
+        return
+    owner = traffic_owner(model.pk)
+    if owner is not None:
+        raise TrafficConflict(
+            f"cannot {doing} {model.name}'s production alias while {owner} holds its traffic: {owner.way_out}",
+            field="alias",
+            owner=owner,
+        )
 
 
 @retry_on_conflict
 @transaction.atomic
 def alias_create(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
-    _check_alias_target(model, name, version)
     lock_model(model.pk)
+    version = _check_alias_target(model, name, version)
     if ModelAlias.objects.filter(model=model, name=name).exists():
         raise ValidationError({"alias": [f"the alias '{name}' already exists on {model.name}; move it instead"]})
+    _refuse_while_owned(model, name, "create")
     alias = ModelAlias.objects.create(model=model, name=name, version=version)
     _on_alias_target(alias, previous=None)
     _event(
@@ -516,11 +553,13 @@ def _locked_alias(model: RegisteredModel, name: str) -> ModelAlias:
 @retry_on_conflict
 @transaction.atomic
 def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
-    _check_alias_target(model, name, version)
+    lock_model(model.pk)
+    version = _check_alias_target(model, name, version)
     alias = _locked_alias(model, name)
     previous = alias.version
     if previous.pk == version.pk:
-        return alias
+        return alias  # nothing changes, whoever holds the traffic
+    _refuse_while_owned(model, name, "move")
     alias.version = version
     alias.save(update_fields=["version", "updated_at"])
     _on_alias_target(alias, previous=previous)

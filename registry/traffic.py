@@ -35,6 +35,15 @@ class TrafficOwner:
         """The owner as the router names it in route reasons: "rollout:7", "experiment:3"."""
         return f"{self.kind}:{self.pk}"
 
+    @property
+    def way_out(self) -> str:
+        """What a person does to let go of the traffic: "promote or abort rollout 7 first"."""
+        if self.kind == "rollout":
+            return f"promote or abort {self.label} first"
+        if self.kind == "experiment":
+            return f"conclude or stop {self.label} first"
+        return f"end {self.label} first"
+
 
 class TrafficConflict(ValidationError):
     """A change refused because another owner holds the model's traffic (or uses the version): the API answers 409

@@ -188,9 +188,13 @@ def tick(now: datetime | None = None) -> list[dict[str, Any]]:
     done = []
     ids = Rollout.objects.filter(
         mode=Rollout.Mode.CANARY, status__in=[RolloutStatus.PENDING, RolloutStatus.RUNNING]
-    ).values_list("pk", flat=True)
-    for rollout_id in list(ids):
+    ).values_list("pk", "model_id")
+    for rollout_id, model_id in list(ids):
         with transaction.atomic():
+            # The model row first, registry.locking's one lock order (a promotion or roll back takes it again): a
+            # model that a hand control or another tick holds right now is left for the next tick, never waited for.
+            if not list(RegisteredModel.objects.select_for_update(skip_locked=True).filter(pk=model_id).values("pk")):
+                continue
             rollout = (
                 Rollout.objects.select_for_update(skip_locked=True)
                 .select_related("model", "candidate", "baseline")
@@ -240,6 +244,11 @@ def _advance(rollout: Rollout, now: datetime) -> str | None:
     if rollout.stage_index + 1 < len(rollout.stages):
         _enter_stage(rollout, rollout.stage_index + 1, now)
         return "next_stage"
+    if not rollout.candidate.routable:  # e.g. its artifact failed the integrity check: never made production
+        state = "tampered" if rollout.candidate.integrity_failed_at else rollout.candidate.status
+        reason = f"v{rollout.candidate.version} is {state} and can no longer be served: not promoted"
+        _roll_back(rollout, RolloutStatus.ROLLED_BACK, reason, figures=figures, now=now)
+        return "rolled_back"
     _promote(rollout, now=now, message="every stage healthy")
     return "promoted"
 
@@ -261,9 +270,11 @@ def _finish(rollout: Rollout, status: str, reason: str, now: datetime) -> None:
 
 
 def _promote(rollout: Rollout, *, now: datetime, message: str, actor: Any = None) -> None:
-    # The alias move sets the statuses: candidate production, the old version archived (still loadable).
-    registry.alias_move(model=rollout.model, name=PRODUCTION_ALIAS, version=rollout.candidate, actor=actor)
+    # The rollout lets go of the traffic first, so the registry's owner check lets the production alias move (same
+    # transaction: nobody sees one without the other). The move sets the statuses: candidate production, the old
+    # version archived (still loadable).
     _finish(rollout, RolloutStatus.PROMOTED, message, now)
+    registry.alias_move(model=rollout.model, name=PRODUCTION_ALIAS, version=rollout.candidate, actor=actor)
     _event(rollout, "promoted", message=message, actor=actor)
 
 
@@ -314,6 +325,12 @@ def rollout_resume(*, rollout: Rollout, actor: Any = None) -> Rollout:
 def rollout_promote(*, rollout: Rollout, actor: Any = None) -> Rollout:
     """Skip the remaining stages: the candidate becomes production now."""
     locked = _locked(rollout, ACTIVE_ROLLOUT_STATUSES, "promote")
+    candidate = locked.candidate
+    if not candidate.routable:
+        state = "tampered (failed its integrity check)" if candidate.integrity_failed_at else candidate.status
+        raise ValidationError(
+            {"version": [f"v{candidate.version} is {state} and cannot be promoted: abort rollout {locked.pk}"]}
+        )
     _promote(locked, now=timezone.now(), message="promoted by hand", actor=actor)
     return locked
 
@@ -329,12 +346,19 @@ def rollout_abort(*, rollout: Rollout, actor: Any = None, reason: str = "aborted
 @transaction.atomic
 def model_rollback(*, model: RegisteredModel, actor: Any = None) -> tuple[ModelVersion, ModelVersion]:
     """Put the previous production version back: abort an active rollout, or move the production alias back.
-    Returns (version taken out of traffic, version now serving)."""
-    model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    Returns (version taken out of traffic, version now serving). A running experiment refuses it (409): its arms
+    hold the traffic, and the production alias stays where it is until the experiment ends."""
+    from registry.traffic import TrafficConflict, traffic_owner
+
+    model = lock_model(model.pk)
     active = Rollout.objects.filter(model=model, status__in=ACTIVE_ROLLOUT_STATUSES).first()
     if active is not None:
         aborted = rollout_abort(rollout=active, actor=actor, reason="rolled back by hand")
         return aborted.candidate, aborted.baseline
+    owner = traffic_owner(model.pk)
+    if owner is not None:
+        way_out = f"stop or conclude {owner.label} first" if owner.kind == "experiment" else owner.way_out
+        raise TrafficConflict(f"cannot roll back {model.name} while {owner} holds its traffic: {way_out}", owner=owner)
     alias = model.aliases.filter(name=PRODUCTION_ALIAS).select_related("version").first()
     if alias is None:
         raise ValidationError({"model": [f"{model.name} has no production version"]})

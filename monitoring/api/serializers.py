@@ -92,14 +92,28 @@ class MonitorCreateSerializer(serializers.Serializer):
 
 
 class DriftReportSerializer(serializers.ModelSerializer):
+    watching = serializers.CharField(read_only=True, help_text='e.g. "watching v4: the production version at run time"')
+
     class Meta:
         from monitoring.models import DriftReport
 
         model = DriftReport
         fields = [
-            "id", "monitor", "model_name", "version", "reference_rows", "current_rows", "window_start", "window_end",
-            "tested_features", "drifted_features", "drift_share", "dataset_drift", "features", "quality", "note",
-            "duration_ms", "created_at",
+            "id", "monitor", "model_name", "version", "watched_as", "watching", "reference_rows", "current_rows",
+            "window_start", "window_end", "tested_features", "drifted_features", "drift_share", "dataset_drift",
+            "features", "quality", "note", "duration_ms", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    class Meta:
+        from monitoring.models import Alert
+
+        model = Alert
+        fields = [
+            "id", "monitor", "version", "kind", "subject", "message", "details", "opened_at", "resolved_at",
+            "resolution", "last_report", "webhook_status",
         ]  # fmt: skip
         read_only_fields = fields
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("monitors/<int:pk>", views.MonitorDetail.as_view(), name="monitor-detail"),
     path("monitors/<int:pk>/run", views.MonitorRun.as_view(), name="monitor-run"),
     path("monitors/<int:pk>/reports", views.MonitorReports.as_view(), name="monitor-reports"),
+    path("monitors/<int:pk>/alerts", views.MonitorAlerts.as_view(), name="monitor-alerts"),
     path("models/<slug:name>/versions/<int:version>/reference", views.VersionReference.as_view(), name="reference"),
     path("models/<slug:name>/versions/<int:version>/quality", views.VersionQuality.as_view(), name="quality"),
 ]

@@ -98,6 +98,16 @@ class MonitorReports(generics.ListAPIView):
         return monitor.reports.order_by("-created_at", "-id")
 
 
+class MonitorAlerts(generics.ListAPIView):
+    """A monitor's alerts, newest first, each with the version it belongs to (and why it was resolved)."""
+
+    serializer_class = s.AlertSerializer
+
+    def get_queryset(self):
+        monitor = get_object_or_404(Monitor, pk=self.kwargs["pk"])
+        return monitor.alerts.order_by("-opened_at", "-id")
+
+
 class VersionReference(APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 

@@ -1,4 +1,5 @@
-"""Alerts: opened once while a condition holds (deduplicated), resolved once when it clears; webhooks queued."""
+"""Alerts: opened once per version while a condition holds (deduplicated), resolved once when it clears or when the
+monitor moves to another version; never rewritten. Webhooks queued for both."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.queueing import enqueue
-from monitoring.models import Alert, AlertKind, DriftReport, Monitor
+from monitoring.models import Alert, AlertKind, DriftReport, Monitor, WatchedAs
 from monitoring.quality import LOWER_IS_BETTER
 
 logger = logging.getLogger(__name__)
@@ -38,30 +39,55 @@ def _conditions(monitor: Monitor, report: DriftReport) -> dict[tuple[str, str], 
     return conditions
 
 
+def _moved_reason(report: DriftReport) -> str:
+    """Why the open alerts of another version are resolved by this report."""
+    if report.watched_as == WatchedAs.NONE:
+        return f"the monitor watches no version: {report.model_name} has no production version"
+    why = "production moved" if report.watched_as == WatchedAs.PRODUCTION else "its pinned version changed"
+    return f"the monitor now watches v{report.version}: {why}"
+
+
+def _resolve(alert: Alert, report: DriftReport, reason: str) -> None:
+    alert.resolved_at = timezone.now()
+    alert.last_report = report
+    alert.resolution = reason[:200]
+    alert.save(update_fields=["resolved_at", "last_report", "resolution"])
+
+
 def alerts_evaluate(*, monitor: Monitor, report: DriftReport) -> list[tuple[Alert, str]]:
-    """Open, keep or resolve this monitor's alerts from a stored report; answers the (alert, status) notified."""
+    """Open, keep or resolve this monitor's alerts from a stored report; answers the (alert, status) notified.
+
+    Alerts belong to the version they were opened on: the open alerts of any other version are resolved (the
+    monitor no longer watches it), and this version's conditions open alerts of their own.
+    """
     from monitoring.tasks import deliver_webhook  # tasks import services: import here, not at module level
 
-    open_alerts = {(a.kind, a.subject): a for a in monitor.alerts.filter(resolved_at__isnull=True)}
+    watched = report.version if report.watched_as != WatchedAs.NONE else None
+    open_alerts: dict[tuple[str, str], Alert] = {}
     notified: list[tuple[Alert, str]] = []
+    for alert in monitor.alerts.filter(resolved_at__isnull=True).order_by("opened_at", "id"):
+        if watched is not None and alert.version == watched:
+            open_alerts[(alert.kind, alert.subject)] = alert
+        else:
+            _resolve(alert, report, _moved_reason(report))
+            notified.append((alert, "resolved"))
     for (kind, subject), (holds, message, details) in _conditions(monitor, report).items():
         alert = open_alerts.get((kind, subject))
         if holds and alert is None:
             try:
                 with transaction.atomic():
                     alert = Alert.objects.create(
-                        monitor=monitor, kind=kind, subject=subject, message=message, details=details,
-                        last_report=report,
+                        monitor=monitor, version=report.version, kind=kind, subject=subject, message=message,
+                        details=details, last_report=report,
                     )  # fmt: skip
             except IntegrityError:  # another run of this monitor opened it first: one alert, one notification
                 continue
             notified.append((alert, "firing"))
         elif holds:
-            Alert.objects.filter(pk=alert.pk).update(last_report=report, message=message, details=details)
+            # Still holding on the same version: only "last seen" moves; the text and figures stay as opened.
+            Alert.objects.filter(pk=alert.pk).update(last_report=report)
         elif alert is not None:
-            alert.resolved_at = timezone.now()
-            alert.last_report = report
-            alert.save(update_fields=["resolved_at", "last_report"])
+            _resolve(alert, report, f"cleared on v{report.version}")
             notified.append((alert, "resolved"))
     if monitor.webhook_url:
         for alert, status in notified:

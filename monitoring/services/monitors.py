@@ -13,14 +13,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from monitoring.drift.report import DriftOptions, drift_report
-from monitoring.models import Correction, DriftReport, Monitor
+from monitoring.models import Correction, DriftReport, Monitor, WatchedAs
 from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from monitoring.selectors import quality_metrics
 from monitoring.services.alerts import alerts_evaluate
 from monitoring.services.feedback import feedback_join_pending
 from monitoring.services.references import read_reference, reference_dataset_for
-from monitoring.windows import Window, busiest_version, current_frame, feature_kinds
+from monitoring.windows import Window, current_frame, feature_kinds
 from registry.models import ModelVersion, RegisteredModel
+from registry.selectors import production_version
 
 MONITOR_FIELDS = (
     "version", "enabled", "window_hours", "window_rows", "max_rows", "min_rows", "every_minutes", "p_threshold",
@@ -65,14 +66,14 @@ def monitor_create(*, model: RegisteredModel, name: str, **fields: Any) -> Monit
     return monitor
 
 
-def _watched_version(monitor: Monitor, window: Window) -> ModelVersion | None:
-    number = monitor.version or busiest_version(monitor.model.name, window.since)
-    if number is None:
-        production = monitor.model.aliases.filter(name="production").select_related("version").first()
-        number = production.version.version if production else None
-    if number is None:
-        return None
-    return ModelVersion.objects.select_related("model").filter(model=monitor.model, version=number).first()
+def watched_version(monitor: Monitor) -> tuple[ModelVersion | None, WatchedAs]:
+    """The version this monitor watches now: its pin, or else where the production alias points at this moment
+    (read at every run, so a promotion moves the monitor with it). None when unpinned and there is no production."""
+    if monitor.version is not None:
+        pinned = ModelVersion.objects.select_related("model").filter(model=monitor.model, version=monitor.version)
+        return pinned.first(), WatchedAs.PINNED
+    version = production_version(monitor.model)
+    return version, (WatchedAs.PRODUCTION if version is not None else WatchedAs.NONE)
 
 
 def monitor_run(*, monitor: Monitor, progress: Callable[[int], None] | None = None) -> DriftReport:
@@ -82,18 +83,19 @@ def monitor_run(*, monitor: Monitor, progress: Callable[[int], None] | None = No
     now = timezone.now()
     since = None if monitor.window_rows else now - timedelta(hours=monitor.window_hours)
     window = Window(since=since, until=now, last_rows=monitor.window_rows, cap=monitor.max_rows)
-    version = _watched_version(monitor, window)
+    version, watched_as = watched_version(monitor)
     report = DriftReport(
         monitor=monitor,
         model_name=monitor.model.name,
         version=version.version if version else 0,
+        watched_as=watched_as if version else WatchedAs.NONE,
         reference_rows=0,
         current_rows=0,
         window_start=since,
         window_end=now,
     )
     if version is None:
-        report.note = "the model has no version to watch"
+        report.note = report.watching  # "<model> has no production version to watch": a result, not an error
     else:
         _measure(monitor, version, window, report, progress)
     report.duration_ms = (time.perf_counter() - started) * 1000

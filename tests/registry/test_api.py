@@ -104,7 +104,7 @@ def test_archiving_a_version_an_alias_points_at_is_refused(api, classifier_model
     )
     api.post("/api/v1/models/cancer/aliases/", {"alias": "production", "version": 1}, format="json")
     refused = api.post("/api/v1/models/cancer/versions/1/archive/")
-    assert refused.status_code == 400 and "production" in refused.json()["version"][0]
+    assert refused.status_code == 409 and "production" in refused.json()["version"][0]
 
 
 def test_gate_rules_can_be_changed_and_bad_rules_are_refused(api, classifier_model):

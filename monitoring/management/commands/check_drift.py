@@ -52,7 +52,11 @@ class Command(BaseCommand):
 
     def _print(self, report) -> None:
         write = self.stdout.write
-        write(f"{report.model_name} v{report.version}: {report.current_rows} current rows vs {report.reference_rows}")
+        if not report.version:
+            write(report.watching)  # "<model> has no production version to watch": a result, not a failure
+            return
+        write(f"{report.model_name} {report.watching}")
+        write(f"{report.current_rows} current rows vs {report.reference_rows} reference rows")
         for feature in report.features:
             if "skipped" in feature:
                 write(f"  {feature['name']:<28} skipped: {feature['skipped']}")

@@ -11,7 +11,10 @@ from rollouts import services as rollouts
 
 
 class Command(BaseCommand):
-    help = "Put the previous production version of MODEL back now (an active rollout is aborted instead)."
+    help = (
+        "Put the previous production version of MODEL back now (an active rollout is aborted instead; refused while "
+        "an experiment runs)."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("model")
