@@ -63,12 +63,13 @@ from experiments.models import Experiment, ExperimentStatus
 from registry import services as registry
 from registry import traffic as registry_traffic
 from registry.models import ModelAlias, ModelVersion, RegisteredModel, VersionStatus
+from rollouts import services as rollout_services
+from rollouts.models import ACTIVE_ROLLOUT_STATUSES, Rollout, RolloutStatus
 from serving import model_cache as model_cache_module
 from serving import prediction_log as prediction_log_module
-from serving import rollouts as rollout_services  # after the merge: rollouts.services
 from serving import routing, traffic
 from serving.keys import api_key_create
-from serving.models import ACTIVE_ROLLOUT_STATUSES, Outcome, PredictionLog, Rollout, RolloutStatus, RouteReason
+from serving.models import Outcome, PredictionLog, RouteReason
 
 pytestmark = pytest.mark.django_db
 

@@ -16,8 +16,9 @@ from experiments.models import ExperimentStatus
 from registry import services as registry
 from registry.models import ModelAlias, ModelVersion, RegistryEvent, VersionStatus
 from registry.traffic import TrafficConflict, traffic_owner
-from serving import rollouts, routing
-from serving.models import Rollout, RolloutStatus
+from rollouts import services as rollouts
+from rollouts.models import Rollout, RolloutStatus
+from serving import routing
 from serving.prediction_log import prediction_log
 from tests.experiments import conftest as experiment_fixtures
 from tests.serving import conftest as serving
