@@ -325,11 +325,19 @@ def version_by_id(version_id: int) -> ModelVersion:
 
 @dataclass(frozen=True)
 class _Default:
-    """A model's default route, cached as one entry: production, and the split with each arm's version resolved."""
+    """A model's default route, cached as one entry: production, and the split with each arm's version resolved.
+    Each version comes with why the router may not give it traffic (None: routable), worked out once per read."""
 
     production: ModelVersion | RouteError
+    refusal: str | None = None
     split: traffic.Split | None = None
-    arms: dict[str, tuple[ModelVersion | RouteError, str]] | None = None  # arm name -> (version, route reason)
+    arms: dict[str, tuple[ModelVersion | RouteError, str, str | None]] | None = (
+        None  # name -> (version, reason, refusal)
+    )
+
+
+def _refusal_of(found: ModelVersion | RouteError) -> str | None:
+    return None if isinstance(found, RouteError) or found.routable else _refusal(found)
 
 
 def _load_default(model_name: str) -> _Default:
@@ -338,9 +346,12 @@ def _load_default(model_name: str) -> _Default:
         return _Default(production)
     split = traffic.active_split(production.model_id)
     if split is None:
-        return _Default(production)
-    arms = {arm.name: (_load_by_id(arm.version_id), RouteReason.arm(split.owner, arm.name)) for arm in split.arms}
-    return _Default(production, split, arms)
+        return _Default(production, _refusal_of(production))
+    arms = {}
+    for arm in split.arms:
+        found = _load_by_id(arm.version_id)
+        arms[arm.name] = (found, RouteReason.arm(split.owner, arm.name), _refusal_of(found))
+    return _Default(production, _refusal_of(production), split, arms)
 
 
 def resolve(
@@ -366,13 +377,18 @@ def resolve(
         split = default.split
         if split is not None:
             arm = split.arm_for(key)
-            found, reason = default.arms[arm.name]
+            found, reason, refusal = default.arms[arm.name]
             if record and split.on_route is not None:
                 split.on_route(arm, key)
             if isinstance(found, RouteError):
                 raise found
-            return Route(found, reason, split, arm, None if found.routable else _refusal(found))
-        found, reason = default.production, PRODUCTION_REASON
+            return Route(found, reason, split, arm, refusal)
+        found = default.production
+        if isinstance(found, RouteError):
+            raise found
+        if default.refusal is not None:
+            raise RouteError(409, default.refusal)
+        return Route(found, PRODUCTION_REASON)
     if isinstance(found, RouteError):
         raise found
     if not found.routable:
