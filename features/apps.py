@@ -9,6 +9,11 @@ class FeaturesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from features.serving import resolve_feature_inputs
+        from serving.inputs import register_input_hook
+
+        # Predictions by entity id: serving asks this app for the feature values (serving imports no app above it).
+        register_input_hook(resolve_feature_inputs)
         # On-demand feature functions register themselves when their module is imported.
         for module in settings.MODELWORKS_FEATURE_MODULES:
             import_module(module)

@@ -6,6 +6,9 @@
 Inputs a row gives are used as they are (overrides); the others are read with get_online_features (online, then
 on-demand, then offline within TTL). The answer says per row which inputs were looked up, computed or missing. A
 required (not nullable) input still missing is a 400 naming it.
+
+Serving calls `resolve_feature_inputs` through its input-hook registry (serving/inputs.py): features/apps.py
+registers it when the app is ready, so serving never imports this app.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, NoReturn
 from django.core.exceptions import ValidationError
 
 from features.retrieval import FeaturesUnavailable, get_online_features, resolve_refs
+from serving.services import Unavailable
 from serving.validation import InputError
 
 
@@ -77,8 +81,5 @@ def resolve_feature_inputs(payload: Any, signature: dict[str, Any]) -> tuple[Any
 
 
 def _unavailable(exc: FeaturesUnavailable) -> NoReturn:
-    """A 503 with Retry-After, as for a route that cannot be read: the caller's request is fine, the database is not.
-    Imported here: serving.services imports this module."""
-    from serving.services import Unavailable
-
+    """A 503 with Retry-After, as for a route that cannot be read: the caller's request is fine, the database is not."""
     raise Unavailable(exc.message, exc.retry_after) from None

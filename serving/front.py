@@ -6,12 +6,14 @@ about half the CPU, and at 64 connections the p99 latency was 140-210 ms (bench/
 loop (uvloop, httptools: C) reads the requests, and one request-processor thread per process answers the prediction
 requests that have arrived, all of them together: each request's steps (serving/hotpath.py, serving/services.py)
 run to their model call, the calls are grouped by model version into one model call each, then every request is
-finished. Micro-batching thus needs no waiting: what arrived while one round ran is the next round's batch, and a
-lone request is answered at once.
+finished. These rounds are the platform's only micro-batching, and it needs no waiting: what arrived while one round
+ran is the next round's batch, and a lone request is answered at once. (The Django path, one request per thread,
+calls the model inline: serving/services.py, run_steps.)
 
 Which requests: POST to `/api/v1/models/{name}/predict` and `/v2/models/{name}[/versions/{v}]/infer` that carry an
-API key or a token. Everything else (the admin, the management API, the session-authenticated browsable predict,
-health, metrics) goes to Django's WSGI application on a thread pool, as under gunicorn's threads before.
+API key or a token; the paths are the URLconf's own patterns (serving/urls.py), so the two cannot drift.
+Everything else (the admin, the management API, the session-authenticated browsable predict, health, metrics) goes
+to Django's WSGI application on a thread pool, as under gunicorn's threads before.
 """
 
 from __future__ import annotations
@@ -38,17 +40,18 @@ from django.db import connections
 from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 
-from serving import v2
-from serving.batching import split_answers
+from serving import urls, v2
 from serving.hotpath import Reply, check_credential, error, predict_steps, presents_credential, too_large
 from serving.metrics import HTTP_RESPONSES
 from serving.per_process import PerProcess
+from serving.services import Answer as ModelAnswer
 from serving.services import InferenceTimeout, ModelCall, Steps
 
 logger = logging.getLogger(__name__)
 
-PREDICT_PATH = re.compile(r"^/api/v1/models/(?P<name>[-a-zA-Z0-9_]+)/predict$")
-INFER_PATH = re.compile(r"^/v2/models/(?P<name>[-a-zA-Z0-9_]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+# The URLconf's patterns (relative to the site root, where config/urls.py includes serving.urls) with the path's "/".
+PREDICT_PATH = re.compile(rf"^/{urls.PREDICT_PATTERN}")
+INFER_PATH = re.compile(rf"^/{urls.INFER_PATTERN}")
 COMMON_HEADERS = [(b"content-type", b"application/json")]  # and the security policy's (Front adds them)
 
 Scope = dict[str, Any]
@@ -182,13 +185,21 @@ def _chunks(calls: list[tuple[Pending, ModelCall]], max_rows: int) -> Iterator[l
         yield chunk
 
 
+def split_answers(
+    predictions: list[Any], probabilities: list[list[float]] | None, sizes: list[int]
+) -> Iterator[ModelAnswer]:
+    """One shared call's answers cut back into each request's own, in order (`sizes`: rows per request)."""
+    start = 0
+    for size in sizes:
+        end = start + size
+        yield predictions[start:end], None if probabilities is None else probabilities[start:end]
+        start = end
+
+
 def _call_model(chunk: list[tuple[Pending, ModelCall]]) -> list[tuple[Pending, bool, Any]]:
     """One model call for the chunk's rows; each request gets exactly its rows' answers, or the failure. When the
     shared call fails, each request is called alone, so that only the request whose rows fail gets the failure."""
     loaded = chunk[0][1].loaded
-    for _, call in chunk:
-        if call.announced:  # announced to the version's batcher thread, which these requests do not use
-            loaded.batcher.withdraw()
     rows = [row for _, call in chunk for row in call.rows]
     started = time.perf_counter()
     try:
@@ -198,8 +209,7 @@ def _call_model(chunk: list[tuple[Pending, ModelCall]]) -> list[tuple[Pending, b
             return [(chunk[0][0], False, exc)]
         return [_call_alone(pending, call) for pending, call in chunk]
     elapsed = time.perf_counter() - started
-    if loaded.batcher.on_batch is not None:
-        loaded.batcher.on_batch(len(rows))
+    loaded.record_call(len(rows))
     own = split_answers(predictions, probabilities, [len(call.rows) for _, call in chunk])
     return [
         (pending, False, InferenceTimeout()) if elapsed > call.budget_seconds else (pending, True, answer)
@@ -215,9 +225,9 @@ def _call_alone(pending: Pending, call: ModelCall) -> tuple[Pending, bool, Any]:
         answer = call.loaded.predict(call.rows)
     except Exception as exc:
         return pending, False, exc
-    if call.loaded.batcher.on_batch is not None:
-        call.loaded.batcher.on_batch(len(call.rows))
-    if time.perf_counter() - started > call.budget_seconds:
+    elapsed = time.perf_counter() - started
+    call.loaded.record_call(len(call.rows))
+    if elapsed > call.budget_seconds:
         return pending, False, InferenceTimeout()
     return pending, True, answer
 

@@ -2,11 +2,12 @@
 without Django's request handling).
 
 Why: these endpoints are measured (bench/serving.py) against MLflow's scoring server, and DRF's request wrapping,
-content negotiation, renderer and throttle classes cost more per request than the whole micro-batched model call
-of a small model. So a request here is plain data in, a `Reply` out: `predict_steps` authenticates nothing, parses
-the JSON body and calls serving/services.py, and is run by either of two drivers:
-- the Django view `predict` below (the browsable/session path, tests, `runserver`), one request per thread;
-- the ASGI front (serving/asgi.py), which takes requests carrying an API key or token before Django sees them and
+content negotiation, renderer and throttle classes cost more per request than the whole batched model call of a
+small model. So a request here is plain data in, a `Reply` out: `predict_steps` authenticates nothing, parses the
+JSON body and calls serving/services.py, and is run by either of two drivers:
+- the Django view `predict` below (the browsable/session path, tests, `runserver`), one request per thread, the
+  model called inline;
+- the ASGI front (serving/front.py), which takes requests carrying an API key or token before Django sees them and
   runs many of them together on one thread, one model call per version for all (config/asgi.py says why).
 The OpenAPI description of these endpoints is written out in serving/openapi.py.
 """
@@ -170,14 +171,20 @@ def _target(version: str | None, alias: str | None) -> tuple[int | None, str | N
     return None, alias
 
 
-def _routing_key(payload: Any) -> str | None | Reply:
-    key = payload.get("key") if isinstance(payload, dict) else None
+def checked_routing_key(key: Any) -> tuple[str | None, str | None]:
+    """(the routing key, None), or (None, what is wrong with it): a string or an integer (as its decimal text), valid
+    UTF-8 with no NUL and of bounded length; None is no key. The native body's "key" and V2's parameters.key."""
     if key is None:
-        return None
+        return None, None
     if isinstance(key, bool) or not isinstance(key, str | int):
-        return _field_error("key", "must be a string")
+        return None, "must be a string"
     key = key if isinstance(key, str) else str(key)
     problem = string_problem(key, MAX_KEY_LENGTH)
+    return (key, None) if problem is None else (None, problem)
+
+
+def _routing_key(payload: Any) -> str | None | Reply:
+    key, problem = checked_routing_key(payload.get("key") if isinstance(payload, dict) else None)
     return key if problem is None else _field_error("key", problem)
 
 

@@ -1,6 +1,7 @@
 """Models loaded in this process, by version: integrity-checked on load, bounded by a memory budget (LRU).
 
-Each loaded model owns its micro-batcher and circuit breaker, so they live and die with it.
+Each loaded model owns its circuit breaker, so it lives and dies with it. There is no per-version thread: the ASGI
+front's rounds batch concurrent requests (serving/front.py), and the Django path calls the model inline.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from registry import services as registry
 from registry.artifacts import ArtifactError, OnnxModel
 from registry.models import ModelVersion
 from serving import fast_paths, metrics
-from serving.batching import MicroBatcher
 from serving.breaker import STATE_VALUE, BreakerPolicy, CircuitBreaker
 from serving.per_process import PerProcess
 from serving.validation import FLOAT32_MAX, FLOAT64_MAX
@@ -43,7 +43,7 @@ class LoadedModel:
     needs_frame: bool  # columns picked by name or non-numeric features: the model must get a DataFrame
     breaker: CircuitBreaker
     float_limit: float = FLOAT64_MAX  # the largest input magnitude the model computes with (see input_float_limit)
-    batcher: MicroBatcher | None = field(default=None, repr=False)
+    _batch_sizes: Any = field(default=None, repr=False)  # modelworks_batch_size's child for this model
     _exported_state: str | None = field(default=None, repr=False)
 
     @property
@@ -73,6 +73,12 @@ class LoadedModel:
         # Rows are already in the model's feature order (checked at registration), so a plain array is the same
         # input without the cost of building a DataFrame per batch.
         return np.asarray(rows, dtype=float)
+
+    def record_call(self, rows: int) -> None:
+        """Count one model call of this many rows (the batch-size histogram: rows per call)."""
+        if self._batch_sizes is None:
+            self._batch_sizes = metrics.BATCH_SIZE.labels(self.model_name)
+        self._batch_sizes.observe(rows)
 
     def breaker_state(self) -> str:
         """The breaker's state, exported as a gauge when it changed (a gauge write per request costs time)."""
@@ -260,14 +266,6 @@ class ModelCache:
             breaker=CircuitBreaker(breaker_policy_for(version)),
             float_limit=input_float_limit(estimator),
         )
-        loaded.batcher = MicroBatcher(
-            loaded.predict,
-            max_rows=settings.MODELWORKS_BATCH_MAX_ROWS,
-            wait_seconds=settings.MODELWORKS_BATCH_WAIT_MS / 1000,
-            name=str(version),
-        )
-        batch_sizes = metrics.BATCH_SIZE.labels(loaded.model_name)
-        loaded.batcher.on_batch = batch_sizes.observe
         elapsed = time.perf_counter() - started
         metrics.MODEL_LOAD_SECONDS.labels(loaded.model_name).observe(elapsed)
         logger.info("loaded %s in %.3fs", version, elapsed)
@@ -276,8 +274,7 @@ class ModelCache:
     def _evict(self) -> None:
         total = sum(m.size_bytes for m in self._models.values())
         while total > self.budget_bytes and len(self._models) > 1:
-            _, evicted = self._models.popitem(last=False)
-            evicted.batcher.close()  # requests already queued still get their answers
+            _, evicted = self._models.popitem(last=False)  # a request holding it still gets its answer
             total -= evicted.size_bytes
             logger.info("evicted %s v%s from the model cache", evicted.model_name, evicted.version)
 

@@ -1,7 +1,8 @@
 """OpenAPI for serving: the API-key security scheme, and the hot-path endpoints written out by hand.
 
-The prediction views are plain Django views (serving/hotpath.py), so drf-spectacular cannot see them; the
-postprocessing hook below adds their description to the generated schema, so clients and schemathesis know them.
+The prediction views are plain Django views (serving/hotpath.py, and the Open Inference Protocol's in serving/v2.py),
+so drf-spectacular cannot see them; the postprocessing hook below adds their description to the generated schema,
+so clients and schemathesis know them.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ _PREDICT_REQUEST = {
     "properties": {
         "instances": {"type": "array", "items": {"type": "object", "additionalProperties": _VALUE}},
         "inputs": {"type": "array", "items": {"type": "array", "items": _VALUE}},
-        "key": {"type": "string", "description": "routing key (user or entity id)"},
+        "key": {
+            "oneOf": [{"type": "string", "maxLength": 200}, {"type": "integer"}],
+            "description": "routing key (user or entity id): keeps a caller on one arm of a rollout or experiment",
+        },
     },
 }
 _PREDICT_RESPONSE = {
@@ -68,6 +72,17 @@ _PREDICT_RESPONSE = {
 }
 
 
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"}}
+_VERSION = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    "description": "a version number, served as an explicit pin (archived versions included)",
+}
+_SECURITY = [{"ApiKeyAuth": []}, {"tokenAuth": []}, {"cookieAuth": []}]
+
+
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
@@ -81,14 +96,9 @@ PREDICT = {
         "operationId": "predict",
         "summary": "Predict with a model's production version (or a pinned version or alias)",
         "tags": ["serving"],
-        "security": [{"ApiKeyAuth": []}, {"tokenAuth": []}, {"cookieAuth": []}],
+        "security": _SECURITY,
         "parameters": [
-            {
-                "name": "name",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"},
-            },
+            _NAME,
             {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
             {"name": "alias", "in": "query", "required": False, "schema": {"type": "string"}},
         ],
@@ -101,7 +111,171 @@ PREDICT = {
 }
 
 
+_V2_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+_V2_TENSOR_REQUEST = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "a feature of the signature (or one [n, features] tensor)"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {
+            "type": "string",
+            "enum": [
+                "BOOL",
+                "INT8",
+                "INT16",
+                "INT32",
+                "INT64",
+                "UINT8",
+                "UINT16",
+                "UINT32",
+                "UINT64",
+                "FP16",
+                "FP32",
+                "FP64",
+                "BYTES",
+            ],
+        },  # fmt: skip
+        "data": {"type": "array", "items": {}, "description": "flat or nested, row-major"},
+        "parameters": {
+            "type": "object",
+            "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+            "description": "binary_data_size: the tensor's bytes follow the JSON header (Triton's binary extension)",
+        },
+    },
+    "required": ["name", "shape", "datatype"],
+}
+_V2_INFER_REQUEST = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "key": {
+                    "oneOf": [{"type": "string", "maxLength": 200}, {"type": "integer"}],
+                    "description": "routing key (user or entity id), as the native endpoint's `key`: keeps a caller "
+                    "on one arm of a rollout or experiment; keyless without it",
+                }
+            },
+        },
+        "inputs": {"type": "array", "items": _V2_TENSOR_REQUEST, "minItems": 1},
+        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+    },
+    "required": ["inputs"],
+}
+_V2_INFER_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "parameters": {
+            "type": "object",
+            "properties": {"route": {"type": "string", "description": "as the native answer's `route`"}},
+        },
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "enum": ["predict", "predict_proba"]},
+                    "datatype": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "data": {"type": "array", "items": {}},
+                },
+                "required": ["name", "datatype", "shape", "data"],
+            },
+        },
+    },
+    "required": ["model_name", "model_version", "id", "outputs"],
+}
+_V2_TENSOR_METADATA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+    },
+    "required": ["name", "datatype", "shape"],
+}
+_V2_METADATA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"},
+        "inputs": {"type": "array", "items": _V2_TENSOR_METADATA},
+        "outputs": {"type": "array", "items": _V2_TENSOR_METADATA},
+        "parameters": {"type": "object"},
+    },
+    "required": ["name", "versions", "platform", "inputs", "outputs"],
+}
+_V2_READY = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}, "error": {"type": "string"}},
+    "required": ["name", "ready"],
+}
+
+
+def _v2_errors(*codes: int) -> dict[str, Any]:
+    return {str(code): {"description": "error", **_json(_V2_ERROR)} for code in codes}
+
+
+def _v2_paths(version: bool) -> dict[str, dict[str, Any]]:
+    base = "/v2/models/{name}" + ("/versions/{version}" if version else "")
+    parameters = [_NAME, _VERSION] if version else [_NAME]
+    suffix = "Version" if version else ""
+    which = "this version" if version else "the version the model's traffic is routed to (production, or its arm)"
+    return {
+        f"{base}/infer": {
+            "post": {
+                "operationId": f"v2Infer{suffix}",
+                "summary": "Infer (Open Inference Protocol / KServe V2): routed, fallen back and logged as a "
+                "native prediction",
+                "tags": ["serving"],
+                "security": _SECURITY,
+                "parameters": parameters,
+                "requestBody": {"required": True, **_json(_V2_INFER_REQUEST)},
+                "responses": {
+                    "200": {"description": "outputs", **_json(_V2_INFER_RESPONSE)},
+                    **_v2_errors(400, 401, 403, 404, 409, 413, 429, 503),
+                },
+            }
+        },
+        base: {
+            "get": {
+                "operationId": f"v2ModelMetadata{suffix}",
+                "summary": f"Model metadata (V2) of {which}",
+                "tags": ["serving"],
+                "security": _SECURITY,
+                "parameters": parameters,
+                "responses": {
+                    "200": {"description": "metadata", **_json(_V2_METADATA)},
+                    **_v2_errors(400, 401, 403, 404, 409, 503),
+                },
+            }
+        },
+        f"{base}/ready": {
+            "get": {
+                "operationId": f"v2ModelReady{suffix}",
+                "summary": f"Model readiness (V2) of {which}: loaded and servable in this process",
+                "tags": ["serving"],
+                "security": _SECURITY,
+                "parameters": parameters,
+                "responses": {
+                    "200": {"description": "ready", **_json(_V2_READY)},
+                    "503": {"description": "not ready, or cannot be served now", **_json(_V2_READY)},
+                    **_v2_errors(400, 401, 403, 404, 409),
+                },
+            }
+        },
+    }
+
+
 def add_hot_path(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: describe the plain-Django prediction endpoint."""
-    result.setdefault("paths", {})["/api/v1/models/{name}/predict"] = PREDICT
+    """drf-spectacular postprocessing hook: describe the plain-Django prediction endpoints (native and V2)."""
+    paths = result.setdefault("paths", {})
+    paths["/api/v1/models/{name}/predict"] = PREDICT
+    paths.update(_v2_paths(version=False))
+    paths.update(_v2_paths(version=True))
     return result

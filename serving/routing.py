@@ -2,6 +2,12 @@
 
 An explicit `?version=N` pin or `?alias=NAME` is served as asked. Otherwise the model's production traffic goes to the
 `production` alias, unless a rollout or an experiment splits it (serving/traffic.py): then the request's arm decides.
+
+By status: the routes the server chooses (production, an alias, a split's arm, a fallback) only ever serve
+`ModelVersion.routable` versions. An explicit pin may reach an archived or rolled-back version (reason "pinned");
+a rejected or tampered version is refused even to a pin (409). One exception, for the breaker: a production version
+with no split falls back to the version production pointed at before it even when that one is archived (never a
+rolled-back, rejected or tampered one).
 Lookups are cached in the process for MODELWORKS_ROUTE_TTL_MS (default 500 ms), so when an alias moves or a split
 changes every process follows within a second, while the hot path does not query the database on every request.
 
@@ -26,15 +32,16 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connections
 
-from registry.models import ModelAlias, ModelVersion, RegisteredModel
+from registry.models import ModelAlias, ModelVersion, RegisteredModel, VersionStatus
 from registry.selectors import previous_production
 from registry.services import PRODUCTION_ALIAS
 from serving import metrics, traffic
+from serving.models import RouteReason
 from serving.per_process import PerProcess
 
 logger = logging.getLogger(__name__)
 
-PRODUCTION_REASON = f"alias:{PRODUCTION_ALIAS}"
+PRODUCTION_REASON = RouteReason.alias(PRODUCTION_ALIAS)
 
 
 class RouteError(Exception):
@@ -56,9 +63,16 @@ class RouteUnavailable(RouteError):
 @dataclass(slots=True)
 class Route:
     version: ModelVersion
-    reason: str  # why this version: "pinned", "alias:production", "rollout:7:candidate", ...
+    reason: str  # why this version (serving.models.RouteReason): "pinned", "alias:production", "rollout:7:candidate"
     split: traffic.Split | None = None
     arm: traffic.Arm | None = None
+    # Set when the split's arm chose a version that may not have traffic (archived, rolled back, rejected, tampered):
+    # why. The request is then answered by the split's fallback (serving/services.py), logged against this arm.
+    refused: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return self.reason == RouteReason.PINNED
 
 
 @dataclass(slots=True)
@@ -311,11 +325,19 @@ def version_by_id(version_id: int) -> ModelVersion:
 
 @dataclass(frozen=True)
 class _Default:
-    """A model's default route, cached as one entry: production, and the split with each arm's version resolved."""
+    """A model's default route, cached as one entry: production, and the split with each arm's version resolved.
+    Each version comes with why the router may not give it traffic (None: routable), worked out once per read."""
 
     production: ModelVersion | RouteError
+    refusal: str | None = None
     split: traffic.Split | None = None
-    arms: dict[str, tuple[ModelVersion | RouteError, str]] | None = None  # arm name -> (version, route reason)
+    arms: dict[str, tuple[ModelVersion | RouteError, str, str | None]] | None = (
+        None  # name -> (version, reason, refusal)
+    )
+
+
+def _refusal_of(found: ModelVersion | RouteError) -> str | None:
+    return None if isinstance(found, RouteError) or found.routable else _refusal(found)
 
 
 def _load_default(model_name: str) -> _Default:
@@ -324,42 +346,70 @@ def _load_default(model_name: str) -> _Default:
         return _Default(production)
     split = traffic.active_split(production.model_id)
     if split is None:
-        return _Default(production)
-    arms = {arm.name: (_load_by_id(arm.version_id), f"{split.owner}:{arm.name}") for arm in split.arms}
-    return _Default(production, split, arms)
+        return _Default(production, _refusal_of(production))
+    arms = {}
+    for arm in split.arms:
+        found = _load_by_id(arm.version_id)
+        arms[arm.name] = (found, RouteReason.arm(split.owner, arm.name), _refusal_of(found))
+    return _Default(production, _refusal_of(production), split, arms)
 
 
-def resolve(model_name: str, *, version: int | None = None, alias: str | None = None, key: str | None = None) -> Route:
-    """The version that serves this request, and why. `key` (user or entity id) keeps a caller on one arm of a split."""
-    split = arm = None
+def resolve(
+    model_name: str, *, version: int | None = None, alias: str | None = None, key: str | None = None,
+    record: bool = True,
+) -> Route:  # fmt: skip
+    """The version that serves this request, and why. `key` (user or entity id) keeps a caller on one arm of a split.
+
+    `record=False` for a lookup that serves no prediction (V2 model metadata and readiness): the split's `on_route`
+    (an experiment's exposure) is not told of it."""
     if version is not None:
         found = _cached(("version", model_name, version), lambda: _load_pinned(model_name, version))
-        reason = "pinned"
-    elif alias is not None:
+        if isinstance(found, RouteError):
+            raise found
+        if not found.servable:
+            raise RouteError(409, _refusal(found))
+        return Route(found, RouteReason.PINNED)
+    if alias is not None:
         found = _cached(("alias", model_name, alias), lambda: _load_alias(model_name, alias))
-        reason = f"alias:{alias}"
+        reason = RouteReason.alias(alias)
     else:
         default = _cached(("default", model_name), lambda: _load_default(model_name))
         split = default.split
-        if split is None:
-            found, reason = default.production, PRODUCTION_REASON
-        else:
+        if split is not None:
             arm = split.arm_for(key)
-            found, reason = default.arms[arm.name]
-            if split.on_route is not None:
+            found, reason, refusal = default.arms[arm.name]
+            if record and split.on_route is not None:
                 split.on_route(arm, key)
+            if isinstance(found, RouteError):
+                raise found
+            return Route(found, reason, split, arm, refusal)
+        found = default.production
+        if isinstance(found, RouteError):
+            raise found
+        if default.refusal is not None:
+            raise RouteError(409, default.refusal)
+        return Route(found, PRODUCTION_REASON)
     if isinstance(found, RouteError):
         raise found
-    if not found.servable:
-        raise RouteError(409, f"{found} is {found.status if found.integrity_failed_at is None else 'tampered'} "
-                              "and cannot be served")  # fmt: skip
-    return Route(found, reason, split, arm)
+    if not found.routable:
+        raise RouteError(409, _refusal(found))
+    return Route(found, reason)
+
+
+def _refusal(version: ModelVersion) -> str:
+    """Why the router gives this version no traffic of its own accord (or, rejected or tampered, none at all)."""
+    if version.integrity_failed_at is not None:
+        return f"{version} is tampered (its artifact failed the integrity check) and cannot be served"
+    if version.servable:  # archived or rolled back: out of traffic, but a pin reaches it
+        return f"{version} is {version.status} and out of traffic (pin ?version={version.version} to reach it)"
+    return f"{version} is {version.status} and cannot be served"
 
 
 def fallback_for(route: Route) -> ModelVersion | None:
-    """Who answers when the routed version fails (the breaker's fallback): for a split's other arms its first arm
-    (a rollout's baseline, an experiment's control); otherwise the version production pointed at before this one,
-    if it can still be served."""
+    """Who answers when the routed version fails (the breaker's fallback, or a version that cannot load): for a
+    split's other arms its first arm (a rollout's baseline, an experiment's control), if routable; otherwise the
+    version production pointed at before this one: routable, or for a route with no split also archived (the
+    documented exception: the previous production version, never a rolled-back, rejected or tampered one)."""
     version = route.version
     if route.split is not None and route.arm is not route.split.arms[0]:
         control_id = route.split.arms[0].version_id
@@ -367,13 +417,16 @@ def fallback_for(route: Route) -> ModelVersion | None:
             found = _cached(("id", control_id), lambda: _load_by_id(control_id))
         except RouteUnavailable:
             return None
-        return None if isinstance(found, RouteError) or not found.servable else found
+        return None if isinstance(found, RouteError) or not found.routable else found
+    archived_ok = route.split is None
 
     def load():
         previous = previous_production(version)
-        return previous if previous is not None and previous.servable else None
+        if previous is None or not previous.servable or previous.status == VersionStatus.ROLLED_BACK:
+            return None
+        return previous if archived_ok or previous.routable else None
 
     try:
-        return _cached(("fallback", version.pk), load)
+        return _cached(("fallback", version.pk, archived_ok), load)
     except RouteUnavailable:
         return None  # the database is away and this fallback was never read: none to offer now

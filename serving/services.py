@@ -1,6 +1,9 @@
 """Serving's business logic: one prediction request from routed version to logged answer.
 
-The HTTP layer (serving/hotpath.py) only authenticates, parses and formats; everything a test needs to reach is here.
+The HTTP layers (serving/hotpath.py for the native endpoint, serving/v2.py for the Open Inference Protocol) only
+authenticate, parse and format; everything a test needs to reach is here. Every prediction, whichever protocol it
+came by, is routed once (`route_request`), then served, fallen back, logged and counted by `predict_steps`, so a
+rollout's analysis and an experiment's exposures see both protocols alike.
 """
 
 from __future__ import annotations
@@ -10,19 +13,17 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Generator
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
 
-from features.serving import resolve_feature_inputs
 from registry.models import ModelVersion
-from serving import metrics, prediction_cache, routing, shadow
+from serving import inputs, metrics, prediction_cache, routing, shadow
 from serving.model_cache import LoadedModel, ModelLoadFailed, model_cache
-from serving.models import PredictionLog, ServingPolicy
+from serving.models import Outcome, PredictionLog, RouteReason, ServingPolicy
 from serving.prediction_log import LogEntry, masked_inputs, prediction_log
 from serving.validation import InputError, rows_from_payload
 
@@ -47,26 +48,30 @@ class InferenceTimeout(Exception):
     """A model call did not answer within the model's inference budget."""
 
 
+INVALID = "invalid"  # the predictions counter's label for a request refused as bad input (a 400; never logged)
+
+
 @dataclass(frozen=True, slots=True)
 class ModelCall:
     """A step of a request asking its driver for one model call: the answer, (predictions, probabilities) for
     exactly these rows, is sent back into the steps, or the call's failure is thrown into them.
 
     A request is written once, as a generator of steps, and run by either of two drivers: `run_steps` here (one
-    request on the calling thread, the model call through the version's micro-batcher thread) or the ASGI front's
-    request processor (serving/asgi.py), which advances many requests together and makes one model call per version
-    for all of them.
+    request on the calling thread, the Django path, the model called inline) or the ASGI front's request processor
+    (serving/front.py), which advances many requests together and makes one model call per version for all of them:
+    the front's rounds are the platform's only batching. Both enforce `budget_seconds` alike: the call is timed, and
+    one that took longer is answered InferenceTimeout (a failure, counted against the breaker) when it returns.
     """
 
     loaded: LoadedModel
     rows: list[list[Any]]
     budget_seconds: float
-    announced: bool  # this request announced itself to the version's micro-batcher (see MicroBatcher.announce)
 
 
 Answer = tuple[list[Any], list[list[float]] | None]
 T = TypeVar("T")
 Steps = Generator[ModelCall, Answer, T]
+TensorDecoder = Callable[[dict[str, Any]], list[list[Any]]]
 
 
 @dataclass(frozen=True)
@@ -123,12 +128,12 @@ def policy_of(version: ModelVersion) -> ServingPolicy:
 
 
 def run_steps(steps: Steps[T]) -> T:
-    """Run one request's steps on this thread; each model call goes through the version's micro-batcher."""
+    """Run one request's steps on this thread, each model call inline (`call_inline`)."""
     try:
         call = next(steps)
         while True:
             try:
-                answer = batched_call(call)
+                answer = call_inline(call)
             except Exception as exc:  # the steps decide what a failed call means (breaker, fallback)
                 call = steps.throw(exc)
             else:
@@ -137,13 +142,19 @@ def run_steps(steps: Steps[T]) -> T:
         return finished.value
 
 
-def batched_call(call: ModelCall) -> Answer:
-    future = call.loaded.batcher.submit(call.rows, announced=call.announced)
-    try:
-        return future.result(timeout=call.budget_seconds)
-    except FutureTimeout:
-        future.cancel()
-        raise InferenceTimeout from None
+def call_inline(call: ModelCall) -> Answer:
+    """One request's model call on the calling thread (the Django path serves one request per thread: there is
+    nothing to batch it with). The inference budget is enforced by measuring, as in the front's rounds: a call that
+    took longer than its budget is a failure (InferenceTimeout, counted against the breaker) once it returns. Not a
+    bounded executor: that would add a thread hand-off to every request in order to free a caller early, which the
+    front cannot do for its own calls either; a model that hangs holds the thread that called it."""
+    started = time.perf_counter()
+    answer = call.loaded.predict(call.rows)
+    elapsed = time.perf_counter() - started
+    call.loaded.record_call(len(call.rows))
+    if elapsed > call.budget_seconds:
+        raise InferenceTimeout
+    return answer
 
 
 def predict(**request: Any) -> Prediction:
@@ -151,45 +162,59 @@ def predict(**request: Any) -> Prediction:
     return run_steps(predict_steps(**request))
 
 
-def predict_steps(
-    *,
-    model_name: str,
-    payload: Any,
-    version: int | None = None,
-    alias: str | None = None,
-    routing_key: str | None = None,
-    request_id: str | None = None,
-) -> Steps[Prediction]:
-    """Route, validate, answer from cache or the (micro-batched, breaker-guarded) model, log, count."""
-    started = time.perf_counter()
+def route_request(
+    model_name: str, *, version: int | None = None, alias: str | None = None, key: str | None = None,
+    started: float | None = None,
+) -> routing.Route:  # fmt: skip
+    """A prediction request's one resolution (see `resolve`), told to the split (an experiment's exposure for `key`).
+    A request that fails here never reaches a model and is counted as such (count_unserved). Raises RouteError (a
+    404, a pin's 409) or Unavailable (503)."""
+    started = time.perf_counter() if started is None else started
     try:
-        route = resolve(model_name, version=version, alias=alias, key=routing_key)
+        return resolve(model_name, version=version, alias=alias, key=key)
     except Exception as exc:  # answered without reaching a model: still a prediction request, counted
         count_unserved(model_name, exc, started)
         if isinstance(exc, routing.RouteUnavailable):
             raise Unavailable(exc.message, exc.retry_after) from None
         raise
-    try:
-        loaded = model_cache().get(route.version)
-    except ModelLoadFailed as exc:
-        _log(new_request_id(request_id), model_name, route.version, route, routing_key, [], "error", started,
-             outputs={}, cached=False)  # fmt: skip
-        metrics.PREDICTIONS.labels(model_name, str(route.version.version), "error").inc()
-        if route.reason == "pinned":
-            raise routing.RouteError(409, exc.message) from None
-        raise Unavailable(exc.message, exc.retry_after) from None
-    loaded.batcher.announce()
-    announced = True
-    outcome = "error"
+
+
+def predict_steps(
+    *,
+    model_name: str,
+    payload: Any = None,
+    version: int | None = None,
+    alias: str | None = None,
+    routing_key: str | None = None,
+    request_id: str | None = None,
+    route: routing.Route | None = None,
+    tensors: TensorDecoder | None = None,
+    started: float | None = None,
+) -> Steps[Prediction]:
+    """Validate, answer from cache or the (breaker-guarded) model or its fallback, log, count.
+
+    The request is routed here (route_request) unless the caller routed it already (`route`, from route_request, as
+    V2 does: it needs the routed signature to decode tensors); either way once. `payload` is the native body
+    ({"instances": [...]} or {"inputs": [...]}, passed through the registered input hooks: entity ids to features);
+    `tensors`, given instead by V2, decodes the request's rows for the signature of the version that serves."""
+    started = time.perf_counter() if started is None else started
+    if route is None:
+        route = route_request(model_name, version=version, alias=alias, key=routing_key, started=started)
+    outcome = Outcome.ERROR
+    loaded: LoadedModel | None = None
     rows: list[list[Any]] | None = None
     try:
+        loaded, fell_back = _serving_model(route)
         try:
-            payload, feature_report = resolve_feature_inputs(payload, loaded.signature)  # entity ids -> features
+            if tensors is not None:
+                payload, feature_report = {"inputs": tensors(loaded.signature)}, None
+            else:
+                payload, feature_report = inputs.resolve_inputs(payload, loaded.signature)
             rows = rows_from_payload(
                 payload, loaded.signature, settings.MODELWORKS_MAX_BATCH, float_limit=loaded.float_limit
             )
         except InputError:
-            outcome = "invalid"
+            outcome = INVALID
             raise
         policy = policy_of(route.version)
         use_cache = settings.MODELWORKS_PREDICTION_CACHE and policy.deterministic
@@ -197,26 +222,22 @@ def predict_steps(
         hits = prediction_cache.lookup(keys) if use_cache else {}
         cached = [key in hits for key in keys] if use_cache else [False] * len(rows)
         missing = [row for row, hit in zip(rows, cached, strict=True) if not hit]
-        served, reason = loaded, route.reason
+        served, reason = loaded, route.reason if fell_back is None else RouteReason.fallback(fell_back)
         fresh_predictions: list[Any] = []
         fresh_probabilities: list[list[float]] | None = None
         if missing:
-            announced = False
             served, fresh_predictions, fresh_probabilities, reason = yield from _infer(
-                loaded, route, missing, policy.inference_budget_ms / 1000
+                loaded, route, missing, policy.inference_budget_ms / 1000, fell_back
             )
             if use_cache and served is loaded:
                 missing_keys = [key for key, hit in zip(keys, cached, strict=True) if not hit]
                 fresh = zip(missing_keys, fresh_predictions, fresh_probabilities or [None] * len(missing), strict=True)
                 prediction_cache.store({key: [p, probs] for key, p, probs in fresh}, policy.cache_ttl_seconds)
-        else:
-            loaded.batcher.withdraw()
-            announced = False
         predictions, probabilities = _merge(keys, cached, hits, fresh_predictions, fresh_probabilities)
         if use_cache:
             metrics.CACHE.labels(model_name, "hit").inc(sum(cached))
             metrics.CACHE.labels(model_name, "miss").inc(len(missing))
-        outcome = "ok" if served is loaded else "fallback"
+        outcome = Outcome.OK if served is loaded and fell_back is None else Outcome.FALLBACK
         result = Prediction(
             model=model_name,
             version=served.version,
@@ -229,26 +250,46 @@ def predict_steps(
             features=feature_report,
         )
         outputs = {"predictions": predictions, "probabilities": probabilities}
-        _log(result.request_id, model_name, served, route, routing_key, rows, outcome, started,
-             outputs=outputs, cached=bool(cached) and all(cached))  # fmt: skip
+        _log(result.request_id, model_name, served.version, served.signature, route, routing_key, rows, outcome,
+             started, outputs=outputs, cached=bool(cached) and all(cached))  # fmt: skip
         metrics.PREDICTION_ROWS.labels(model_name, str(served.version)).inc(len(rows))
         # The live split needs no counter of its own: modelworks_predictions_total counts requests per version.
         if route.split is not None and route.split.shadow_version_id is not None:
             shadow.maybe_mirror(route, rows, result)
         return result
     except InputError:  # the model refused the caller's values (see _call): a 400, as at validation
-        outcome = "invalid"
+        outcome = INVALID
         raise
-    except Unavailable:
-        # Nobody answered: logged too, so a rollout's analysis counts the routed version's failures.
-        _log(new_request_id(request_id), model_name, loaded, route, routing_key, rows or [], "error", started,
-             outputs={}, cached=False)  # fmt: skip
+    except (Unavailable, routing.RouteError):
+        # Nobody answered: logged against the routed version, so a rollout's analysis counts its failures.
+        signature = (loaded or route.version).signature
+        _log(new_request_id(request_id), model_name, route.version.version, signature, route, routing_key,
+             rows or [], Outcome.ERROR, started, outputs={}, cached=False)  # fmt: skip
         raise
     finally:
-        if announced:
-            loaded.batcher.withdraw()
-        metrics.PREDICTIONS.labels(model_name, str(loaded.version), outcome).inc()
+        metrics.PREDICTIONS.labels(model_name, str(route.version.version), outcome).inc()
         metrics.LATENCY.labels(model_name).observe(time.perf_counter() - started)
+
+
+def _serving_model(route: routing.Route) -> tuple[LoadedModel, str | None]:
+    """The model that answers, and None; or, when the routed version cannot serve (a split's arm the router may not
+    give traffic, or a version that fails to load), its fallback's and why, as for a failed model call. A pin asked
+    for that version and no other: a pinned version that cannot load is a 409."""
+    why, retry_after = route.refused, settings.MODELWORKS_MODEL_RETRY_S
+    if why is None:
+        try:
+            return model_cache().get(route.version), None
+        except ModelLoadFailed as exc:
+            if route.pinned:
+                raise routing.RouteError(409, exc.message) from None
+            why, retry_after = exc.message, exc.retry_after
+    fallback = routing.fallback_for(route)
+    if fallback is None:
+        raise Unavailable(f"{why}; no fallback version", retry_after)
+    try:
+        return model_cache().get(fallback), why
+    except ModelLoadFailed as exc:
+        raise Unavailable(f"{why}; fallback {fallback}: {exc.message}", min(retry_after, exc.retry_after)) from None
 
 
 def count_unserved(model_name: str, exc: Exception, started: float) -> None:
@@ -256,7 +297,7 @@ def count_unserved(model_name: str, exc: Exception, started: float) -> None:
     (the caller's mistake), 'error' for everything else (the database away, a version that cannot be served).
     A model this process has never routed is labelled '_unknown', so callers cannot mint label values."""
     label = model_name if routing.is_known_model(model_name) else "_unknown"
-    outcome = "not_found" if isinstance(exc, routing.RouteError) and exc.status == 404 else "error"
+    outcome = "not_found" if isinstance(exc, routing.RouteError) and exc.status == 404 else Outcome.ERROR
     metrics.PREDICTIONS.labels(label, "", outcome).inc()
     metrics.LATENCY.labels(label).observe(time.perf_counter() - started)
 
@@ -264,23 +305,24 @@ def count_unserved(model_name: str, exc: Exception, started: float) -> None:
 def resolve(model_name: str, **request: Any) -> routing.Route:
     """routing.resolve, with one answer for a version that cannot be served, from the first request on: the
     caller's explicit pin is a conflict only the caller can resolve by asking for another version (409); a version
-    the server routes here (production, an alias, a split's arm) is the server's failure, to retry later (503)."""
+    the server routes here (production, an alias) is the server's failure, to retry later (503)."""
     try:
         return routing.resolve(model_name, **request)
     except routing.RouteError as exc:
-        if exc.status == 409 and request["version"] is None:
+        if exc.status == 409 and request.get("version") is None:
             raise Unavailable(exc.message, settings.MODELWORKS_MODEL_RETRY_S) from None
         raise
 
 
-def _log(request_id, model_name, served, route, routing_key, rows, outcome, started, *, outputs, cached) -> None:
+def _log(request_id, model_name, version, signature, route, routing_key, rows, outcome, started, *, outputs,
+         cached) -> None:  # fmt: skip
     prediction_log().append(
         LogEntry(
             request_id=request_id,
             model_name=model_name,
-            version=served.version,
+            version=version,
             routing_key=(routing_key or "")[:200],
-            inputs=masked_inputs(rows, served.signature),
+            inputs=masked_inputs(rows, signature),
             outputs=outputs,
             latency_ms=(time.perf_counter() - started) * 1000,
             cached=cached,
@@ -301,16 +343,14 @@ def _merge(keys, cached, hits, fresh_predictions, fresh_probabilities):
     return [prediction for prediction, _ in merged], (probabilities if probabilities[0] is not None else None)
 
 
-def _call(loaded: LoadedModel, rows: list[list[Any]], budget_seconds: float, *, announced: bool) -> Steps[Answer]:
+def _call(loaded: LoadedModel, rows: list[list[Any]], budget_seconds: float) -> Steps[Answer]:
     """The model's answer for these rows. Its failures and time-outs count against its breaker; the caller's bad
     input (InputError, or a value too large for the model's arithmetic) does not: it is answered with a 400."""
     if not loaded.breaker.allow():
-        if announced:
-            loaded.batcher.withdraw()
         loaded.breaker_state()
         raise _InferenceFailed("circuit breaker open")
     try:
-        predictions, probabilities = yield ModelCall(loaded, rows, budget_seconds, announced)
+        predictions, probabilities = yield ModelCall(loaded, rows, budget_seconds)
     except InferenceTimeout:
         loaded.breaker.record(False)
         loaded.breaker_state()
@@ -337,12 +377,15 @@ def _input_fault(exc: Exception) -> InputError | None:
     return None
 
 
-def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: float):
-    """The routed version's answer, or the fallback's when it fails or its breaker is open."""
+def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: float, fell_back: str | None):
+    """The serving model's answer; when it is the routed version's and it fails (or its breaker is open), the
+    fallback's. `fell_back`: the serving model is the fallback already (the routed version could not serve)."""
     try:
-        predictions, probabilities = yield from _call(loaded, rows, budget_seconds, announced=True)
-        return loaded, predictions, probabilities, route.reason
+        predictions, probabilities = yield from _call(loaded, rows, budget_seconds)
     except _InferenceFailed as failure:
+        if fell_back is not None:
+            raise Unavailable(f"{route.version}: {fell_back}; fallback {loaded.model_name} v{loaded.version}: "
+                              f"{failure}", loaded.breaker.retry_after()) from None  # fmt: skip
         fallback = routing.fallback_for(route)
         if fallback is None:
             raise Unavailable(
@@ -353,12 +396,13 @@ def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: floa
             rows = rows_from_payload(
                 {"inputs": rows}, backup.signature, settings.MODELWORKS_MAX_BATCH, float_limit=backup.float_limit
             )
-            predictions, probabilities = yield from _call(backup, rows, policy_of(fallback).inference_budget_ms / 1000,
-                                               announced=False)  # fmt: skip
+            predictions, probabilities = yield from _call(backup, rows, policy_of(fallback).inference_budget_ms / 1000)
         except (_InferenceFailed, InputError, ModelLoadFailed) as second:
             raise Unavailable(f"{route.version}: {failure}; fallback {fallback}: {second}",
                               loaded.breaker.retry_after()) from None  # fmt: skip
-        return backup, predictions, probabilities, f"fallback:{failure}"
+        return backup, predictions, probabilities, RouteReason.fallback(str(failure))
+    reason = route.reason if fell_back is None else RouteReason.fallback(fell_back)
+    return loaded, predictions, probabilities, reason
 
 
 def prediction_log_prune(*, before, chunk: int = 10_000) -> int:

@@ -3,7 +3,10 @@
 The caller's answer is already computed when a copy is queued; a single background thread per process scores the
 copies in arrival order. The queue is bounded: when the candidate cannot keep up, copies are dropped (and counted)
 rather than slowing production down. Each shadow answer is logged with the primary request's id plus "~shadow",
-so agreement and latency can be compared row by row (serving/rollout_selectors.py).
+so agreement and latency can be compared row by row (serving/rollout_selectors.py), whichever protocol (native or
+V2) the primary came by. A copy is routed as the server routes: the shadow version only while it is routable, and a
+version that cannot take the copy (out of traffic, failing to load or to answer) is logged and counted as a failed
+copy, never retried elsewhere (nobody waits for its answer).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from serving import metrics
+from serving.models import Outcome, RouteReason
 from serving.per_process import PerProcess
 
 logger = logging.getLogger(__name__)
 
 SUFFIX = "~shadow"
-REFUSED = "shadow-inv"  # the log's outcome for a copy the shadow version refused as input it cannot take (a 400)
+REFUSED = Outcome.SHADOW_REFUSED  # a copy the shadow version refused as input it cannot take (a 400)
 QUEUE_LIMIT = 1000
 
 
@@ -77,35 +81,41 @@ def maybe_mirror(route: Any, rows: list[list[Any]], primary: Any) -> None:
 
 def _score(split: Any, primary: Any, rows: list[list[Any]], primary_reason: str) -> None:
     from serving import routing
-    from serving.model_cache import model_cache
+    from serving.model_cache import ModelLoadFailed, model_cache
     from serving.prediction_log import LogEntry, masked_inputs, prediction_log
     from serving.validation import InputError, rows_from_payload
 
     version = routing.version_by_id(split.shadow_version_id)
-    loaded = model_cache().get(version)
     started = time.perf_counter()
+    checked: list[list[Any]] = []
     outputs: dict[str, Any]
-    try:
-        # Checked as the shadow version would be if it were routed: the primary's check was its own dtype's.
-        checked = rows_from_payload({"inputs": rows}, loaded.signature, len(rows), float_limit=loaded.float_limit)
-        predictions, probabilities = loaded.predict(checked)
-        outputs, outcome = {"predictions": predictions, "probabilities": probabilities}, "shadow"
-    except InputError as exc:  # the caller's values, refused: not the candidate's failure (not in shadow_errors)
-        reasons = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors)
-        checked, outputs, outcome = [], {"error": reasons[:500]}, REFUSED
-    except Exception as exc:
-        checked, outputs, outcome = [], {"error": type(exc).__name__}, "shadow-err"
+    if not version.routable:  # rejected, tampered, archived or rolled back since the split was read
+        outputs, outcome = {"error": f"{version} is {version.status} and out of traffic"}, Outcome.SHADOW_FAILED
+    else:
+        try:
+            loaded = model_cache().get(version)
+            # Checked as the shadow version would be if it were routed: the primary's check was its own dtype's.
+            checked = rows_from_payload({"inputs": rows}, loaded.signature, len(rows), float_limit=loaded.float_limit)
+            predictions, probabilities = loaded.predict(checked)
+            outputs, outcome = {"predictions": predictions, "probabilities": probabilities}, Outcome.SHADOW
+        except ModelLoadFailed as exc:
+            checked, outputs, outcome = [], {"error": exc.message[:500]}, Outcome.SHADOW_FAILED
+        except InputError as exc:  # the caller's values, refused: not the candidate's failure (not in shadow_errors)
+            reasons = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors)
+            checked, outputs, outcome = [], {"error": reasons[:500]}, Outcome.SHADOW_REFUSED
+        except Exception as exc:
+            checked, outputs, outcome = [], {"error": type(exc).__name__}, Outcome.SHADOW_FAILED
     prediction_log().append(
         LogEntry(
             request_id=shadow_request_id(primary.request_id),
             model_name=primary.model,
             version=version.version,
             routing_key="",
-            inputs=masked_inputs(checked, loaded.signature),
+            inputs=masked_inputs(checked, version.signature),
             outputs=outputs,
             latency_ms=(time.perf_counter() - started) * 1000,
             cached=False,
-            route_reason=f"{split.owner}:shadow"[:100],
+            route_reason=RouteReason.shadow(split.owner)[:100],
             outcome=outcome,
             created_at=timezone.now(),
         )

@@ -3,6 +3,11 @@
 Inputs are one tensor per feature (named as in the signature, shape [n] or [n, 1]), or one 2-D tensor of shape
 [n, features] in signature order. Triton's binary tensor extension is understood for inputs
 (Inference-Header-Content-Length). Outputs: "predict" (labels or values) and, for classifiers, "predict_proba".
+
+An inference request is routed, fallen back, logged and counted exactly as a native prediction (one resolution,
+serving/services.py): under a rollout or an experiment it takes its arm by the request's `"parameters": {"key": ...}`
+(the native body's "key": a user or entity id), and is keyless without it. Model metadata and readiness resolve the
+route too, but record nothing (no experiment exposure): they serve no prediction.
 """
 
 from __future__ import annotations
@@ -13,13 +18,12 @@ import time
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from serving import routing, services
-from serving.hotpath import Reply, authenticate, read_body, to_response, version_number
+from serving.hotpath import Reply, authenticate, checked_routing_key, read_body, to_response, version_number
 from serving.model_cache import model_cache
 from serving.validation import MAX_KEY_LENGTH, InputError, string_problem
 
@@ -68,7 +72,7 @@ def _route(request: HttpRequest, name: str, version: str | None) -> routing.Rout
     if version is not None and number is None:
         return v2_error(400, "the model version must be a positive integer")
     try:
-        return routing.resolve(name, version=number)
+        return routing.resolve(name, version=number, record=False)
     except routing.RouteUnavailable as exc:
         response = v2_error(503, exc.message)
         response["Retry-After"] = str(exc.retry_after)
@@ -246,36 +250,29 @@ def _plain(value: Any) -> Any:
 def infer_steps(
     name: str, version: str | None, body: bytes, *, header_length: str | None, request_id: str | None
 ) -> services.Steps[Reply]:
-    """One authenticated `POST /v2/models/{name}[/versions/{version}]/infer`, from its body to its answer."""
+    """One authenticated `POST /v2/models/{name}[/versions/{version}]/infer`, from its body to its answer: routed
+    once (by parameters.key), then served as the native endpoint serves (services.predict_steps)."""
     number = None if version is None else version_number(version)
     if version is not None and number is None:
         return v2_reply(400, "the model version must be a positive integer")
     started = time.perf_counter()
-    try:
-        # As the native endpoint resolves (services.predict_steps): the same answers, counted alike.
-        route = services.resolve(name, version=number, alias=None, key=None)
-    except (routing.RouteError, services.Unavailable) as exc:
-        services.count_unserved(name, exc, started)
-        if isinstance(exc, routing.RouteUnavailable | services.Unavailable):
-            return v2_reply(503, exc.message, {"Retry-After": str(exc.retry_after)})
-        return v2_reply(exc.status, exc.message)
     split = _split_body(body, header_length)
     if isinstance(split, Reply):
         return split
     header, binary = split
+    key, problem = checked_routing_key(header.get("parameters", {}).get("key"))
+    if problem is not None:
+        return v2_reply(400, f"parameters.key: {problem}")
     try:
-        rows = _rows(header, binary, route.version.signature)
+        route = services.route_request(name, version=number, key=key, started=started)
         result = yield from services.predict_steps(
-            model_name=name, payload={"inputs": rows}, version=route.version.version,
+            model_name=name, route=route, routing_key=key, started=started,
+            tensors=lambda signature: _rows(header, binary, signature),
             request_id=str(header.get("id") or "") or request_id,
         )  # fmt: skip
     except InputError as exc:
         return v2_reply(400, "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors))
     except routing.RouteError as exc:
-        if exc.status == 409 and number is None:
-            # The server routed this version, and predict_steps was handed it as a pin (issue 14 makes that one
-            # resolution): what the native endpoint answers for a routed version that cannot be served.
-            return v2_reply(503, exc.message, {"Retry-After": str(settings.MODELWORKS_MODEL_RETRY_S)})
         return v2_reply(exc.status, exc.message)
     except services.Unavailable as exc:
         return v2_reply(503, exc.message, {"Retry-After": str(exc.retry_after)})
@@ -310,6 +307,8 @@ def _outputs(result: services.Prediction, request_id: Any) -> dict[str, Any]:
     if result.probabilities is not None:
         flat = [p for row in result.probabilities for p in row]
         outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [n, len(result.classes)], "data": flat})
-    body = {"model_name": result.model, "model_version": str(result.version), "outputs": outputs}
+    # parameters.route: why this version answered, as the native answer's "route" ("fallback:..." when it fell back).
+    body = {"model_name": result.model, "model_version": str(result.version), "outputs": outputs,
+            "parameters": {"route": result.route}}  # fmt: skip
     body["id"] = str(request_id) if request_id is not None else result.request_id
     return body

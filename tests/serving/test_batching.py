@@ -1,7 +1,10 @@
-"""Micro-batching: concurrent single-row requests share model calls, and answers equal unbatched calls."""
+"""One batching mechanism: the ASGI front's rounds (serving/front.py). Concurrent requests through the front share
+model calls; through the Django view each request calls its model inline. Either way every request gets exactly
+its own rows' answers, equal to unbatched calls."""
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,75 +13,22 @@ import pytest
 
 from registry import services as registry
 from serving import metrics
-from serving.batching import MicroBatcher
+from serving.front import Pending, answer_round
+from serving.hotpath import predict_steps
 from tests.serving.conftest import post, rows_of
 
 
-def test_concurrent_jobs_are_grouped_and_each_gets_its_own_rows():
-    sizes: list[int] = []
-    release = threading.Event()
-
-    def predict(rows):
-        release.wait(5)  # hold the first call so the others queue up behind it
-        sizes.append(len(rows))
-        return [r[0] * 10 for r in rows], [[float(r[0])] for r in rows]
-
-    batcher = MicroBatcher(predict, max_rows=64, wait_seconds=0.002, name="unit")
-    futures = []
-    for i in range(40):
-        batcher.announce()
-        futures.append(batcher.submit([[i], [i + 100]], announced=True))
-    release.set()
-    results = [f.result(timeout=5) for f in futures]
-    assert results == [([i * 10, (i + 100) * 10], [[float(i)], [float(i + 100)]]) for i in range(40)]
-    assert sum(sizes) == 80 and max(sizes) > 2 and all(s <= 64 for s in sizes)
-
-
-def test_a_lone_request_is_not_held_for_the_wait_budget():
-    batcher = MicroBatcher(lambda rows: (rows, None), max_rows=64, wait_seconds=5.0, name="lone")
-    batcher.announce()
-    assert batcher.submit([[1]], announced=True).result(timeout=1) == ([[1]], None)
-
-
-def test_a_failing_batch_fails_only_its_own_requests():
-    def predict(rows):
-        if any(r[0] < 0 for r in rows):
-            raise ValueError("negative")
-        return rows, None
-
-    batcher = MicroBatcher(predict, max_rows=64, wait_seconds=0.001, name="fail")
-    with pytest.raises(ValueError):
-        batcher.submit([[-1]]).result(timeout=2)
-    assert batcher.submit([[2]]).result(timeout=2) == ([[2]], None)
-
-
-def test_when_a_shared_call_fails_each_request_is_retried_alone():
-    """Only the request whose rows fail gets the failure; its batched neighbours get their answers."""
-    release = threading.Event()
-    sizes: list[int] = []
-
-    def predict(rows):
-        release.wait(5)  # hold the first call so the others queue up behind it and share the next one
-        sizes.append(len(rows))
-        if any(r[0] < 0 for r in rows):
-            raise ValueError("negative")
-        return [r[0] * 10 for r in rows], None
-
-    batcher = MicroBatcher(predict, max_rows=64, wait_seconds=0.001, name="alone")
-    futures = [batcher.submit([[value]]) for value in (0, 1, -2, 3, -4, 5)]
-    release.set()
-    for value, future in zip((0, 1, -2, 3, -4, 5), futures, strict=True):
-        if value < 0:
-            with pytest.raises(ValueError):
-                future.result(timeout=5)
-        else:
-            assert future.result(timeout=5) == ([value * 10], None)
-    assert max(sizes) > 1  # the requests did share a call, which failed, before each was called alone
+def _histogram(model: str) -> tuple[float, float]:
+    """(model calls, rows) recorded so far by the batch-size histogram for this model."""
+    histogram = metrics.BATCH_SIZE.labels(model)
+    return sum(b.get() for b in histogram._buckets), histogram._sum.get()
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("trained", ["forest", "logreg"])
-def test_served_answers_under_concurrency_equal_unbatched_calls(request, trained, classifier_model, key, settings):
+def test_concurrent_requests_through_the_django_view_get_exactly_their_own_answers(
+    request, trained, classifier_model, key, settings
+):
     settings.MODELWORKS_PREDICTION_CACHE = False
     model = request.getfixturevalue(trained)
     version = registry.model_version_register(
@@ -86,8 +36,7 @@ def test_served_answers_under_concurrency_equal_unbatched_calls(request, trained
     )
     registry.alias_create(model=classifier_model, name="production", version=version)
     rows = rows_of(model.X_test, 120)
-    histogram = metrics.BATCH_SIZE.labels("cancer")
-    before_rows, before_calls = histogram._sum.get(), sum(b.get() for b in histogram._buckets)
+    calls_before, rows_before = _histogram("cancer")
 
     def one(row):
         from django.db import connection
@@ -112,16 +61,53 @@ def test_served_answers_under_concurrency_equal_unbatched_calls(request, trained
         # A linear model's matrix product sums in a different order for a 1-row and an n-row matrix (BLAS
         # blocking), so probabilities may differ in the last bit; labels are identical.
         assert np.allclose(served_probs, np.array(alone), rtol=0, atol=1e-15)
-    calls = sum(b.get() for b in histogram._buckets) - before_calls
-    assert histogram._sum.get() - before_rows == 120
-    if trained == "forest":  # slow enough per call that concurrent requests always queue up behind one another
-        assert calls < 100, calls
+    calls_after, rows_after = _histogram("cancer")
+    assert rows_after - rows_before == 120
+    assert calls_after - calls_before == 120  # the Django path batches nothing: one inline call per request
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("batcher-")]  # no per-version thread
 
 
-def test_a_closed_batcher_answers_what_was_queued_then_stops():
-    batcher = MicroBatcher(lambda rows: (rows, None), max_rows=64, wait_seconds=0.001, name="closing")
-    pending = batcher.submit([[7]])
-    batcher.close()
-    assert pending.result(timeout=2) == ([[7]], None)
-    batcher._thread.join(timeout=2)
-    assert not batcher._thread.is_alive()
+@pytest.mark.django_db
+def test_one_round_makes_one_model_call_per_version_and_answers_each_request_with_its_own_version(
+    classifier_model, forest, logreg, settings
+):
+    """A round holding requests for two versions (production, and a pin of the other): one model call each, and
+    every request answered by the version it asked for, with its own rows."""
+    settings.MODELWORKS_PREDICTION_CACHE = False
+    v1 = registry.model_version_register(model=classifier_model, artifact=forest.artifact,
+                                         evaluation_data=forest.eval_csv)  # fmt: skip
+    registry.model_version_register(model=classifier_model, artifact=logreg.artifact, evaluation_data=logreg.eval_csv)
+    registry.alias_create(model=classifier_model, name="production", version=v1)
+    rows = rows_of(logreg.X_test, 20)
+    pending = [
+        Pending(predict_steps("cancer", json.dumps({"instances": [row]}).encode(),
+                              version="2" if i % 2 else None, alias=None, request_id=f"round-{i}"))
+        for i, row in enumerate(rows)
+    ]  # fmt: skip
+    calls_before, rows_before = _histogram("cancer")
+    answer_round(pending, max_rows=64)
+    calls_after, rows_after = _histogram("cancer")
+    assert (calls_after - calls_before, rows_after - rows_before) == (2, 20)
+    for i, item in enumerate(pending):
+        assert item.reply.status == 200, item.reply.payload
+        answer = item.reply.payload
+        expected = logreg if i % 2 else forest
+        assert answer["version"] == (2 if i % 2 else 1) and answer["request_id"] == f"round-{i}"
+        alone = expected.estimator.predict_proba(logreg.X_test.iloc[i : i + 1])
+        assert np.allclose(answer["probabilities"], alone, rtol=0, atol=1e-15)
+
+
+@pytest.mark.django_db
+def test_a_round_is_cut_into_calls_of_at_most_max_rows(production, logreg, settings):
+    settings.MODELWORKS_PREDICTION_CACHE = False
+    rows = rows_of(logreg.X_test, 10)
+    pending = [Pending(predict_steps("cancer", json.dumps({"instances": rows[i : i + 2]}).encode(), version=None,
+                                     alias=None, request_id=None)) for i in range(0, 10, 2)]  # fmt: skip
+    calls_before, _ = _histogram("cancer")
+    answer_round(pending, max_rows=4)
+    calls_after, _ = _histogram("cancer")
+    assert calls_after - calls_before == 3  # 2+2 | 2+2 | 2 rows
+    assert [len(item.reply.payload["predictions"]) for item in pending] == [2] * 5
+    assert [p for item in pending for p in item.reply.payload["predictions"]] == logreg.estimator.predict(
+        logreg.X_test.head(10)
+    ).tolist()

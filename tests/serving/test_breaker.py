@@ -274,7 +274,7 @@ def test_input_errors_answer_400_and_count_nowhere_through_the_django_view(calle
 def test_a_flood_through_the_django_view_fails_only_the_guilty_requests(
     classifier_model, logreg, forest, key, settings
 ):
-    """The same flood through the Django view, whose model calls the version's micro-batcher thread shares."""
+    """The same flood through the Django view, each request on its own thread calling the model inline."""
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import connection

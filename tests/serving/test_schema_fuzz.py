@@ -25,6 +25,16 @@ def test_the_schema_documents_the_prediction_endpoint(openapi):
     assert operation.definition.raw["security"][0] == {"ApiKeyAuth": []}
 
 
+def test_the_schema_documents_the_v2_endpoints_with_the_routing_key(openapi):
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        operation = openapi[path]["POST"].definition.raw
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert "key" in body["properties"]["parameters"]["properties"]
+        assert {"200", "400", "409", "503"} <= set(operation["responses"])
+    for path in ("/v2/models/{name}", "/v2/models/{name}/ready", "/v2/models/{name}/versions/{version}/ready"):
+        assert "200" in openapi[path]["GET"].definition.raw["responses"]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_generated_requests_never_produce_a_server_error(openapi, live_server, production, data):
