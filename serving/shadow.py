@@ -3,7 +3,7 @@
 The caller's answer is already computed when a copy is queued; a single background thread per process scores the
 copies in arrival order. The queue is bounded: when the candidate cannot keep up, copies are dropped (and counted)
 rather than slowing production down. Each shadow answer is logged with the primary request's id plus "~shadow",
-so agreement and latency can be compared row by row (serving/rollout_selectors.py), whichever protocol (native or
+so agreement and latency can be compared row by row (rollouts/selectors.py), whichever protocol (native or
 V2) the primary came by. A copy is routed as the server routes: the shadow version only while it is routable, and a
 version that cannot take the copy (out of traffic, failing to load or to answer) is logged and counted as a failed
 copy, never retried elsewhere (nobody waits for its answer).

@@ -15,8 +15,11 @@ from experiments import exposures
 from experiments import services as experiments
 from registry import services as registry
 from registry.models import ModelVersion, VersionStatus
-from serving import rollout_analysis, rollouts, routing
-from serving.models import Outcome, Rollout, RouteReason, ServingPolicy
+from rollouts import analysis as rollout_analysis
+from rollouts import services as rollouts
+from rollouts.models import Rollout
+from serving import routing
+from serving.models import Outcome, RouteReason, ServingPolicy
 from serving.prediction_log import prediction_log
 from tests.serving.conftest import post, rows_of
 
