@@ -208,15 +208,6 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# The demo (`manage.py seed_demo`): after the registry's demo models, each app's demo in this order, each called
-# with one argument to write its progress to (a function taking a line, which also has `.write`).
-MODELWORKS_DEMOS = [
-    "rollouts.demo.seed_rollout",  # a canary of a retrained diabetes-ridge
-    "monitoring.demo.seed_monitoring_demo",  # a drifting monitor on breast-cancer-logreg
-    "experiments.demo.seed_experiments",  # a running A/B test on the demo logistic regression
-    "features.demo.seed_features_demo",  # a feature view, its rows, a model served by patient id
-]
-
 # --- Artifact storage ---------------------------------------------------------------------------------------------
 ARTIFACT_STORAGE = env_str("ARTIFACT_STORAGE", "local")
 if ARTIFACT_STORAGE == "local":

@@ -3,6 +3,7 @@ from django.apps import AppConfig
 
 class ExperimentsConfig(AppConfig):
     name = "experiments"
+    demo, demo_order = "experiments.demo.seed_experiments", 30  # a running A/B test on the demo logistic regression
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

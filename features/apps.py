@@ -6,6 +6,7 @@ from django.conf import settings
 
 class FeaturesConfig(AppConfig):
     name = "features"
+    demo, demo_order = "features.demo.seed_features_demo", 40  # a feature view, its rows, a model served by patient id
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

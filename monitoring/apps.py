@@ -3,4 +3,5 @@ from django.apps import AppConfig
 
 class MonitoringConfig(AppConfig):
     name = "monitoring"
+    demo, demo_order = "monitoring.demo.seed_monitoring_demo", 20  # a drifting monitor on breast-cancer-logreg
     default_auto_field = "django.db.models.BigAutoField"

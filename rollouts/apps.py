@@ -3,6 +3,8 @@ from django.apps import AppConfig
 
 class RolloutsConfig(AppConfig):
     name = "rollouts"
+    # seed_demo asks each app for its demo (the registry imports no app above it), in demo_order.
+    demo, demo_order = "rollouts.demo.seed_rollout", 10  # a canary of a retrained diabetes-ridge
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

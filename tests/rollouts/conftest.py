@@ -42,6 +42,12 @@ def fresh_serving_state(monkeypatch):
     routing.clear_cache()
 
 
+# Tests of the stage mechanics roll a candidate out that is the baseline's own model: their latencies differ only by
+# how the two cores were scheduled, which on a loaded machine can trip the p99 rule. Those tests keep the rule, but
+# only for a regression a person would notice (a second at p99).
+SAME_MODEL_LATENCY = {"p99_min_delta_ms": 1000.0}
+
+
 @pytest.fixture
 def flushing_log(monkeypatch):
     buffer = prediction_log_module.PredictionLogBuffer(flush_seconds=0.1, max_rows=1_000_000, batch_rows=5000)

@@ -20,7 +20,7 @@ from rollouts import services as rollouts
 from rollouts.models import Rollout, RolloutEvent, RolloutStatus
 from serving import routing
 from serving.prediction_log import prediction_log
-from tests.rollouts.conftest import Traffic, sample_rows, shifted
+from tests.rollouts.conftest import SAME_MODEL_LATENCY, Traffic, sample_rows, shifted
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +47,7 @@ def actions(rollout: Rollout) -> list[str]:
 
 def test_a_healthy_candidate_walks_every_stage_and_is_promoted(canary_model, baseline, candidate, logreg):
     rollout = rollouts.rollout_start(
-        model=canary_model, candidate=candidate, stage_seconds=60, analysis={"min_requests": 30}
+        model=canary_model, candidate=candidate, stage_seconds=60, analysis={"min_requests": 30, **SAME_MODEL_LATENCY}
     )
     assert rollout.status == RolloutStatus.PENDING
     assert ModelVersion.objects.get(pk=candidate.pk).status == VersionStatus.CANARY

@@ -12,7 +12,7 @@ from django.db import connection
 from registry import services as registry
 from rollouts.models import Rollout, RolloutEvent, RolloutStatus
 from rollouts.services import rollout_start
-from tests.rollouts.conftest import Traffic, sample_rows, shifted
+from tests.rollouts.conftest import SAME_MODEL_LATENCY, Traffic, sample_rows, shifted
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,7 +71,7 @@ def test_a_healthy_candidate_is_promoted_stage_by_stage_with_the_planned_split(
 ):
     # Long enough stages for >= 2,000 requests each from this one process, even on a busy machine.
     rollout = rollout_start(model=canary_model, candidate=candidate, stage_seconds=6,
-                            analysis={"min_requests": 50})  # fmt: skip
+                            analysis={"min_requests": 50, **SAME_MODEL_LATENCY})  # fmt: skip
     keys = [f"user-{i}" for i in range(100_000)]
     traffic = drive(rollout, sample_rows(logreg), until={RolloutStatus.PROMOTED, RolloutStatus.ROLLED_BACK}, keys=keys)
 
@@ -134,7 +134,7 @@ def test_a_worker_killed_mid_stage_resumes_without_skipping_or_repeating(
     celery, flushing_log, canary_model, baseline, candidate, logreg
 ):
     rollout = rollout_start(model=canary_model, candidate=candidate, stages=[20, 60, 100], stage_seconds=2,
-                            analysis={"min_requests": 30})  # fmt: skip
+                            analysis={"min_requests": 30, **SAME_MODEL_LATENCY})  # fmt: skip
     rows = sample_rows(logreg)
     traffic = Traffic()
     deadline = time.monotonic() + 60

@@ -1,5 +1,6 @@
 """The demo: real models trained on scikit-learn's bundled datasets, registered the way a user would register them,
-then each app's own demo on top (settings.MODELWORKS_DEMOS: the registry names no app above it).
+then each app's own demo on top: every installed app whose AppConfig names a `demo` (a dotted path to a function
+taking the output), in `demo_order`, so the registry names no app above it.
 
 Idempotent: a model that already has versions is left alone, and each app's demo seeds once.
 """
@@ -11,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 import skops.io as sio
-from django.conf import settings
+from django.apps import apps
 from django.core.management.base import BaseCommand
 from django.utils.module_loading import import_string
 from sklearn import datasets
@@ -112,5 +113,6 @@ class Command(BaseCommand):
             metrics = ", ".join(f"{k}={v:.3f}" for k, v in version.gate_report["metrics"].items())
             self.stdout.write(f"{version}: {version.status} ({metrics})")
         out = DemoOutput(self.stdout)
-        for demo in settings.MODELWORKS_DEMOS:
-            import_string(demo)(out)
+        for config in sorted((c for c in apps.get_app_configs() if getattr(c, "demo", None)),
+                             key=lambda c: getattr(c, "demo_order", 100)):  # fmt: skip
+            import_string(config.demo)(out)
