@@ -25,6 +25,7 @@ from experiments.stats import Moments
 from monitoring.models import BusinessEvent, Feedback
 from monitoring.selectors import Joined, predictions_with_feedback
 from registry.models import Task
+from serving.models import RouteReason
 
 
 @dataclass
@@ -89,10 +90,10 @@ def _event_rows(experiment: Experiment, spec: dict[str, Any]) -> list[tuple]:
 
 def _quality_rows(experiment: Experiment, arm_names: list[str], *, classification: bool) -> list[tuple]:
     """Predictions the experiment routed to each arm, paired with their feedback, one value per predicted row."""
-    prefix = f"experiment:{experiment.pk}:"
+    prefix = RouteReason.routed_by(experiment.route_owner)
     logs = (
         predictions_with_feedback(experiment.model.name)
-        .filter(route_reason__in=[prefix + name for name in arm_names])
+        .filter(route_reason__in=[experiment.arm_reason(name) for name in arm_names])
         .values_list("request_id", "route_reason", "outputs", "created_at")
     )
     logged = {request_id: (reason, outputs, at) for request_id, reason, outputs, at in logs.iterator(chunk_size=5000)}

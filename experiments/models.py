@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 
 from registry.models import ModelVersion, RegisteredModel
+from serving.models import RouteReason
 
 
 class ExperimentStatus(models.TextChoices):
@@ -60,6 +61,15 @@ class Experiment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def route_owner(self) -> str:
+        """The experiment as the router and the log name it: "experiment:<pk>" (serving.models.RouteReason)."""
+        return RouteReason.owner("experiment", self.pk)
+
+    def arm_reason(self, arm: str) -> str:
+        """The logged route reason of one of its arms."""
+        return RouteReason.arm(self.route_owner, arm)
 
 
 class ExperimentArm(models.Model):

@@ -23,7 +23,7 @@ def experiment_split(model_id: int) -> traffic.Split | None:
     experiment = rows[0].experiment
     arms = tuple(traffic.Arm(arm.name, arm.version_id, tuple((low, high) for low, high in arm.ranges)) for arm in rows)
     return traffic.Split(
-        owner=f"experiment:{experiment.pk}",
+        owner=experiment.route_owner,
         salt=experiment.salt,
         arms=arms,  # the control first: the router's fallback for buckets no range covers
         keyless_arm=arms[0].name if experiment.keyless_to_control else None,

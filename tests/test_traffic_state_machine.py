@@ -31,8 +31,7 @@ restored and the process's model cache emptied, so each example starts from the 
 another's rollouts, experiments or log rows (tick() looks at every model). Routes are read on every request
 (MODELWORKS_ROUTE_TTL_MS 0) and salts are fixed per example, so a shrunk sequence replays the same arms.
 
-Every call into the platform goes through the adapter section below, so that a move of code (rollouts to their own
-app: serving.rollouts -> rollouts.services, serving.models.Rollout -> rollouts.models.Rollout) is mended in one place.
+Every call into the platform goes through the adapter section below, so that a move of code is mended in one place.
 """
 
 from __future__ import annotations
