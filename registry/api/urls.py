@@ -1,6 +1,6 @@
 from django.urls import path
 
-from registry.api import views
+from registry.api import artifacts, views
 
 urlpatterns = [
     path("models/", views.ModelListCreate.as_view(), name="model-list"),
@@ -12,6 +12,7 @@ urlpatterns = [
         views.VersionArchive.as_view(),
         name="version-archive",
     ),
+    path("models/<slug:name>/versions/<int:version>/artifact/", artifacts.VersionArtifact.as_view(), name="artifact"),
     path("models/<slug:name>/aliases/", views.AliasListCreate.as_view(), name="alias-list"),
     path("models/<slug:name>/aliases/<str:alias>/", views.AliasDetail.as_view(), name="alias-detail"),
     path("models/<slug:name>/events/", views.EventList.as_view(), name="event-list"),
