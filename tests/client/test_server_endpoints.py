@@ -48,11 +48,10 @@ def test_an_api_key_needs_registry_read_to_download(registered):
     assert allowed.status_code == 200 and allowed["X-Artifact-SHA256"] == registered.sha256
 
 
-@pytest.mark.parametrize("accept", ["application/json", "application/octet-stream"])
-def test_a_tampered_artifact_answers_409_and_is_marked(api, registered, artifact_root, forest, logreg, accept):
+def test_a_tampered_artifact_answers_409_and_is_marked(api, registered, artifact_root, forest, logreg):
     (artifact_root / registered.artifact_path).write_bytes(forest.artifact)
 
-    response = api.get("/api/v1/models/cancer/versions/1/artifact/", HTTP_ACCEPT=accept)
+    response = api.get("/api/v1/models/cancer/versions/1/artifact/", HTTP_ACCEPT="application/octet-stream")
     assert response.status_code == 409
     assert "tampered" in response.content.decode() and forest.artifact not in response.content
     registered.refresh_from_db()
@@ -60,7 +59,8 @@ def test_a_tampered_artifact_answers_409_and_is_marked(api, registered, artifact
     assert RegistryEvent.objects.filter(version=registered, action="version.integrity_failed").count() == 1
     # Marked for good: putting the right bytes back does not make it downloadable again.
     (artifact_root / registered.artifact_path).write_bytes(logreg.artifact)
-    assert api.get("/api/v1/models/cancer/versions/1/artifact/").status_code == 409
+    again = api.get("/api/v1/models/cancer/versions/1/artifact/", HTTP_ACCEPT="application/json")
+    assert again.status_code == 409 and "integrity check failed at" in again.json()["detail"]
 
 
 def test_a_missing_artifact_file_answers_409_and_is_marked(api, registered, artifact_root):
