@@ -7,17 +7,32 @@ PYTHON ?= python3
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/modelworks
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install lint services clean
+.PHONY: run test install install-runtime lint services clean
 
-$(VENV)/.installed: pyproject.toml
+# Two installs, two stamps: `make run` needs only the runtime dependencies; `make test` adds the dev extras (test
+# tools, ONNX, tritonclient, ...), which it installs even after a `make run`. The dev install includes the runtime one.
+CLIENT_PYPROJECT := $(wildcard modelworks_client/pyproject.toml)
+
+$(VENV)/.installed-runtime: pyproject.toml $(CLIENT_PYPROJECT)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	@# the Python client (modelworks_client/, its own package) once it is in the clone
+	@if test -d modelworks_client; then $(PY) -m pip install --quiet -e ./modelworks_client; fi
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(CLIENT_PYPROJECT)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@touch $@
+	@if test -d modelworks_client; then $(PY) -m pip install --quiet -e ./modelworks_client; fi
+	@touch $@ $(VENV)/.installed-runtime
 
-install: $(VENV)/.installed
+install-runtime: $(VENV)/.installed-runtime
 
-run: install
+install: $(VENV)/.installed-dev
+
+run: install-runtime
 	./bin/run-platform
 
 services: install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -53,3 +54,32 @@ def env_secret(name: str) -> str:
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE={path!r} cannot be read: {exc}") from None
     return os.environ.get(name, "")
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """Read KEY=VALUE lines (blank lines and `#` comments skipped, an optional `export ` and quotes allowed) from
+    path, if it exists, into os.environ wherever the variable is not already set: the real environment wins.
+
+    This is how `make run`'s local settings (var/local.env, written by bin/run-platform) reach every later
+    `python manage.py ...` in the same clone without exports. Returns what it set.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{path} cannot be read: {exc.strerror}") from None
+    applied = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name.isidentifier():
+            raise ImproperlyConfigured(f"{path}, line {number}: expected NAME=value, got {line!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if name not in os.environ:
+            os.environ[name] = applied[name] = value
+    return applied

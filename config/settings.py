@@ -13,9 +13,15 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_secret, env_str
+from config.env import env_bool, env_int, env_list, env_secret, env_str, load_env_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# `make run` leaves the embedded default's local settings (DEBUG=1, the DATABASE_URL/REDIS_URL it ran with) in
+# var/local.env, so `python manage.py ...` in another shell of this clone finds them with nothing exported. Variables
+# really set in the environment win. A deployment has no such file, and without it nothing changes (DEBUG off,
+# SECRET_KEY required).
+LOCAL_ENV_FILE = Path(env_str("MODELWORKS_VAR_DIR", str(BASE_DIR / "var"))) / "local.env"
+load_env_file(LOCAL_ENV_FILE)
 VAR_DIR = Path(env_str("MODELWORKS_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -116,6 +122,15 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
             f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 30000)}",
             f"-c lock_timeout={env_int('DB_LOCK_TIMEOUT_MS', 3000)}",
         ]))  # fmt: skip
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The embedded default: web, worker and beat are separate processes writing one file. WAL lets readers run
+    # beside the writer; a writer waits for the lock up to the timeout instead of failing at once ("database is
+    # locked"); IMMEDIATE takes the write lock when a transaction begins, so two transactions that read and then
+    # write queue on the busy timeout instead of one failing when it upgrades its lock.
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _db_options.setdefault("timeout", env_int("SQLITE_BUSY_TIMEOUT_S", 30))
+    _db_options.setdefault("transaction_mode", "IMMEDIATE")
+    _db_options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
 # The few reads a user asks for and waits on (a drift report, training data) lift that bound for their own
 # transaction to this (config/db.py).
 DB_LONG_STATEMENT_TIMEOUT_MS = env_int("DB_LONG_STATEMENT_TIMEOUT_MS", 10 * 60 * 1000)
