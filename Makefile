@@ -11,21 +11,21 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
 # Two installs, two stamps: `make run` needs only the runtime dependencies; `make test` adds the dev extras (test
 # tools, ONNX, tritonclient, ...), which it installs even after a `make run`. The dev install includes the runtime one.
-CLIENT_PYPROJECT := $(wildcard modelworks_client/pyproject.toml)
+CLIENT_PYPROJECT := modelworks_client/pyproject.toml
 
 $(VENV)/.installed-runtime: pyproject.toml $(CLIENT_PYPROJECT)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
-	@# the Python client (modelworks_client/, its own package) once it is in the clone
-	@if test -d modelworks_client; then $(PY) -m pip install --quiet -e ./modelworks_client; fi
+	@# the Python client (modelworks_client/, its own package)
+	$(PY) -m pip install --quiet -e ./modelworks_client
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(CLIENT_PYPROJECT)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@if test -d modelworks_client; then $(PY) -m pip install --quiet -e ./modelworks_client; fi
+	$(PY) -m pip install --quiet -e ./modelworks_client
 	@touch $@ $(VENV)/.installed-runtime
 
 install-runtime: $(VENV)/.installed-runtime
