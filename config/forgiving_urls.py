@@ -24,6 +24,7 @@ from django.urls import Resolver404, get_resolver
 
 API_PREFIXES = ("/api/", "/v2/")
 API_ROOTS = ("/api", "/v2")
+MAX_SHOWN_PATH = 500  # a 404 quotes the path it was asked for, up to this many characters
 
 
 def is_api_path(path: str) -> bool:
@@ -32,6 +33,7 @@ def is_api_path(path: str) -> bool:
 
 
 def resolves(path: str, urlconf: str | None = None) -> bool:
+    """The URLconf has a route for this path (whatever its method)."""
     try:
         get_resolver(urlconf).resolve(path)
     except Resolver404:
@@ -42,6 +44,12 @@ def resolves(path: str, urlconf: str | None = None) -> bool:
 def toggled(path: str) -> str:
     """The other spelling: without the trailing slash when it has one, with one when it has not."""
     return path[:-1] if path.endswith("/") else f"{path}/"
+
+
+def not_found(request: HttpRequest) -> JsonResponse:
+    """The JSON 404 for an API path with no route in either spelling."""
+    shown = request.path if len(request.path) <= MAX_SHOWN_PATH else f"{request.path[:MAX_SHOWN_PATH]}..."
+    return JsonResponse({"detail": f"no such endpoint: {request.method} {shown}"}, status=404)
 
 
 class ForgivingUrlsMiddleware:
@@ -57,7 +65,7 @@ class ForgivingUrlsMiddleware:
             if not resolves(path, urlconf):
                 other = toggled(path)
                 if other == "/" or not resolves(other, urlconf):
-                    return JsonResponse({"detail": f"no such endpoint: {request.method} {request.path}"}, status=404)
+                    return not_found(request)
                 request.path_info = other
                 request.path = f"{request.path[: len(request.path) - len(path)]}{other}"  # the script prefix kept
         return self.get_response(request)

@@ -128,8 +128,7 @@ def native_payload(body: Any) -> tuple[dict[str, list[Any]], str | None]:
         raise BadBody(f"{EXPECTED}; got {_kind(body)}")
     given = [name for name in FORMATS if name in body]
     if len(given) != 1:
-        fields = ", ".join(repr(name)[:60] for name in list(body)[:10]) or "none"
-        raise BadBody(f"{EXPECTED}; got the fields {fields}")
+        raise BadBody(f"{EXPECTED}; got the fields {_fields(body)}")
     (name,) = given
     data = body[name]
     if name == "dataframe_split":
@@ -147,7 +146,7 @@ def native_payload(body: Any) -> tuple[dict[str, list[Any]], str | None]:
 
 def _split(data: Any) -> list[Any]:
     if not isinstance(data, dict) or "data" not in data or set(data) - {"columns", "data", "index"}:
-        got = f"the fields {', '.join(map(repr, data))}" if isinstance(data, dict) else _kind(data)
+        got = f"the fields {_fields(data)}" if isinstance(data, dict) else _kind(data)
         raise BadBody(f"dataframe_split must be an object with 'data' and optionally 'columns' and 'index'; got {got}")
     values, columns = data["data"], data.get("columns")
     if not isinstance(values, list):
@@ -197,6 +196,12 @@ def _key(params: Any) -> str | None:
     if problem is not None:
         raise BadBody(f"params.key {problem}")
     return key
+
+
+def _fields(body: dict[str, Any]) -> str:
+    """The object's field names as an error quotes them: escaped, short, at most ten."""
+    shown = ", ".join(repr(name)[:60] for name in list(body)[:10]) or "none"
+    return f"{shown}, ..." if len(body) > 10 else shown
 
 
 def _kind(value: Any) -> str:
