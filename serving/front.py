@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 PREDICT_PATH = re.compile(rf"^/{urls.PREDICT_PATTERN}")
 INFER_PATH = re.compile(rf"^/{urls.INFER_PATTERN}")
 INVOCATIONS_PATH = re.compile(rf"^/{urls.INVOCATIONS_PATTERN}")
+_INVOCATIONS_ENDINGS = ("/invocations", "/invocations/")
 COMMON_HEADERS = [(b"content-type", b"application/json")]  # and the security policy's (Front adds them)
 
 Scope = dict[str, Any]
@@ -317,7 +318,11 @@ class Front:
         )  # fmt: skip
 
     def _invocations(self, scope: Scope, path: str) -> tuple[str, Callable[[bytes], Steps[Reply]]] | None:
-        """MLflow's scoring request (serving/mlflow.py), when this is one that carries a credential."""
+        """MLflow's scoring request (serving/mlflow.py), when this is one that carries a credential. Other paths
+        (Django's) are told apart by their ending first: the pattern's optional prefix makes a failing match cost
+        more than the two matches before it."""
+        if not path.endswith(_INVOCATIONS_ENDINGS):
+            return None
         invocations = INVOCATIONS_PATH.match(path)
         if invocations is None:
             return None
