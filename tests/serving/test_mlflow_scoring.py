@@ -124,7 +124,7 @@ def _predictions_counted(model: str, version: str) -> float:
         ({"inputs": [[1.0, 2.0]], "params": {"key": ["x"]}}, "params.key must be a string"),
     ],
 )
-def test_bodies_that_are_no_mlflow_format_answer_mlflows_error_shape(caller, production, body, message):
+def test_bodies_that_are_no_mlflow_format_answer_mlflows_error_shape(caller, body, message):
     response = post(caller, URL, body)
     assert response.status_code == 400
     answer = response.json()
