@@ -71,6 +71,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "config.forgiving_urls.ForgivingUrlsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -292,6 +293,8 @@ MODELWORKS_MODEL_RETRY_MAX_S = env_int("MODELWORKS_MODEL_RETRY_MAX_S", 300)
 # /readyz answers within this budget even when Redis or Postgres hangs (the probe's timeout is 3 s).
 MODELWORKS_READYZ_BUDGET_MS = env_int("MODELWORKS_READYZ_BUDGET_MS", 800)
 MODELWORKS_PREDICTION_CACHE = env_bool("MODELWORKS_PREDICTION_CACHE", True)
+# The model MLflow's `POST /invocations` scores (serving/mlflow.py); empty: the only registered model.
+MODELWORKS_DEFAULT_MODEL = env_str("MODELWORKS_DEFAULT_MODEL", "")
 MODELWORKS_LOG_FLUSH_MS = env_int("MODELWORKS_LOG_FLUSH_MS", 50)
 MODELWORKS_LOG_BUFFER_MAX = env_int("MODELWORKS_LOG_BUFFER_MAX", 200_000)
 # The same buffer capped by an estimate of its memory (a few wide batch requests must not take the worker's RAM).

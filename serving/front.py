@@ -10,8 +10,10 @@ finished. These rounds are the platform's only micro-batching, and it needs no w
 ran is the next round's batch, and a lone request is answered at once. (The Django path, one request per thread,
 calls the model inline: serving/services.py, run_steps.)
 
-Which requests: POST to `/api/v1/models/{name}/predict` and `/v2/models/{name}[/versions/{v}]/infer` that carry an
-API key or a token; the paths are the URLconf's own patterns (serving/urls.py), so the two cannot drift.
+Which requests: POST to `/api/v1/models/{name}/predict`, `/v2/models/{name}[/versions/{v}]/infer` and MLflow's
+`[/api/v1/models/{name}]/invocations` (serving/mlflow.py) that carry an API key or a token; the paths are the
+URLconf's own patterns (serving/urls.py), so the two cannot drift. They are tried in that order, so a native
+prediction costs one match, as before.
 Everything else (the admin, the management API, the session-authenticated browsable predict, health, metrics) goes
 to Django's WSGI application on a thread pool, as under gunicorn's threads before.
 """
@@ -40,7 +42,7 @@ from django.db import connections
 from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 
-from serving import urls, v2
+from serving import mlflow, urls, v2
 from serving.hotpath import Reply, check_credential, error, predict_steps, presents_credential, too_large
 from serving.metrics import HTTP_RESPONSES
 from serving.per_process import PerProcess
@@ -52,6 +54,8 @@ logger = logging.getLogger(__name__)
 # The URLconf's patterns (relative to the site root, where config/urls.py includes serving.urls) with the path's "/".
 PREDICT_PATH = re.compile(rf"^/{urls.PREDICT_PATTERN}")
 INFER_PATH = re.compile(rf"^/{urls.INFER_PATTERN}")
+INVOCATIONS_PATH = re.compile(rf"^/{urls.INVOCATIONS_PATTERN}")
+_INVOCATIONS_ENDINGS = ("/invocations", "/invocations/")
 COMMON_HEADERS = [(b"content-type", b"application/json")]  # and the security policy's (Front adds them)
 
 Scope = dict[str, Any]
@@ -281,14 +285,14 @@ class Front:
         await self._django(scope, receive, send)
 
     def _steps(self, scope: Scope) -> tuple[str, Callable[[bytes], Steps[Reply]]] | None:
-        """Which handler ("predict" or "infer") answers this request and how, once its body is read; or None when
-        Django is to answer it."""
+        """Which handler ("predict", "infer" or "invocations") answers this request and how, once its body is read;
+        or None when Django is to answer it."""
         path = scope["path"]
         predict, infer = PREDICT_PATH.match(path), None
         if predict is None:
             infer = INFER_PATH.match(path)
             if infer is None:
-                return None
+                return self._invocations(scope, path)
         headers = {name: value for name, value in scope["headers"] if name in _WANTED}
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         api_key = headers[b"x-api-key"].decode("latin-1") if b"x-api-key" in headers else None
@@ -311,6 +315,29 @@ class Front:
             v2.infer_steps(name, version, body, request_id=request_id,
                            header_length=None if header_length is None else header_length.decode("latin-1")),
             v2_shape=True,
+        )  # fmt: skip
+
+    def _invocations(self, scope: Scope, path: str) -> tuple[str, Callable[[bytes], Steps[Reply]]] | None:
+        """MLflow's scoring request (serving/mlflow.py), when this is one that carries a credential. Other paths
+        (Django's) are told apart by their ending first: the pattern's optional prefix makes a failing match cost
+        more than the two matches before it."""
+        if not path.endswith(_INVOCATIONS_ENDINGS):
+            return None
+        invocations = INVOCATIONS_PATH.match(path)
+        if invocations is None:
+            return None
+        headers = {name: value for name, value in scope["headers"] if name in _WANTED_BY_INVOCATIONS}
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        api_key = headers[b"x-api-key"].decode("latin-1") if b"x-api-key" in headers else None
+        if not presents_credential(authorization, api_key):
+            return None  # the admin session (CSRF applies) or a 401: Django's view answers both
+        request_id = headers[b"x-request-id"].decode("latin-1") if b"x-request-id" in headers else None
+        content_type = headers[b"content-type"].decode("latin-1") if b"content-type" in headers else None
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        return "invocations", lambda body: mlflow.invocations_steps(
+            invocations["name"], body, content_type,
+            check=lambda scope_name: check_credential(authorization, api_key, scope_name),
+            version=_last(query, "version"), alias=_last(query, "alias"), request_id=request_id,
         )  # fmt: skip
 
     async def _answer(
@@ -346,6 +373,7 @@ async def _send(send, handler: str, answer: Answer, policy: list[tuple[bytes, by
 
 
 _WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"inference-header-content-length"})
+_WANTED_BY_INVOCATIONS = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"content-type"})
 
 
 def _last(query: dict[str, list[str]], name: str) -> str | None:

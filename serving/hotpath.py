@@ -158,7 +158,8 @@ def _field_error(field: str, message: str) -> Reply:
     return error(400, f"'{field}' {message}", [{"row": None, "field": field, "message": message}])
 
 
-def _target(version: str | None, alias: str | None) -> tuple[int | None, str | None] | Reply:
+def target_of(version: str | None, alias: str | None) -> tuple[int | None, str | None] | Reply:
+    """The query's (?version=, ?alias=) as (version number, alias), or the 400 answer when they are wrong."""
     if version is not None and alias is not None:
         return error(400, "give either ?version= or ?alias=, not both")
     if version is not None:
@@ -188,6 +189,20 @@ def _routing_key(payload: Any) -> str | None | Reply:
     return key if problem is None else _field_error("key", problem)
 
 
+# What services.predict_steps raises for a request it refuses (the caller's input, route or the server's state now).
+REFUSALS = (InputError, routing.RouteError, services.Unavailable)
+
+
+def refusal(exc: Exception) -> Reply:
+    """The answer to a request services.predict_steps refused (one of REFUSALS), as every protocol's driver gives
+    it before putting it in its own shape (serving/mlflow.py)."""
+    if isinstance(exc, InputError):
+        return error(exc.status, "the input does not match the model's signature", exc.errors)
+    if isinstance(exc, services.Unavailable):
+        return error(503, exc.message, Retry_After=str(exc.retry_after))
+    return error(exc.status, exc.message)  # a RouteError
+
+
 def predict_steps(
     name: str, body: bytes, *, version: str | None, alias: str | None, request_id: str | None
 ) -> services.Steps[Reply]:
@@ -195,7 +210,7 @@ def predict_steps(
     payload = parse_json(body)
     if isinstance(payload, Reply):
         return payload
-    target = _target(version, alias)
+    target = target_of(version, alias)
     if isinstance(target, Reply):
         return target
     key = _routing_key(payload)
@@ -210,12 +225,8 @@ def predict_steps(
             routing_key=key,
             request_id=request_id,
         )
-    except InputError as exc:
-        return error(exc.status, "the input does not match the model's signature", exc.errors)
-    except routing.RouteError as exc:
-        return error(exc.status, exc.message)
-    except services.Unavailable as exc:
-        return error(503, exc.message, Retry_After=str(exc.retry_after))
+    except REFUSALS as exc:
+        return refusal(exc)
     return Reply(200, result.as_json(), {"X-Request-ID": result.request_id})
 
 

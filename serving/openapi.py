@@ -1,8 +1,8 @@
 """OpenAPI for serving: the API-key security scheme, and the hot-path endpoints written out by hand.
 
-The prediction views are plain Django views (serving/hotpath.py, and the Open Inference Protocol's in serving/v2.py),
-so drf-spectacular cannot see them; the postprocessing hook below adds their description to the generated schema,
-so clients and schemathesis know them.
+The prediction views are plain Django views (serving/hotpath.py, the Open Inference Protocol's in serving/v2.py and
+MLflow's scoring protocol's in serving/mlflow.py), so drf-spectacular cannot see them; the postprocessing hook below
+adds their description to the generated schema, so clients and schemathesis know them.
 """
 
 from __future__ import annotations
@@ -109,6 +109,79 @@ PREDICT = {
         },
     }
 }
+
+
+_MLFLOW_ERROR = {
+    "type": "object",
+    "description": "MLflow's error shape (its REST error codes); `errors` is the field-level detail /predict gives",
+    "properties": {
+        "error_code": {"type": "string"},
+        "message": {"type": "string"},
+        "errors": _ERROR["properties"]["errors"],
+    },
+    "required": ["error_code", "message"],
+}
+_ROWS = {"type": "array", "items": {"oneOf": [{"type": "array", "items": _VALUE}, {"type": "object"}, _VALUE]}}
+_MLFLOW_REQUEST = {
+    "type": "object",
+    "description": "MLflow's scoring body: exactly one of dataframe_split, dataframe_records, instances or inputs "
+    "(docs/mlflow-scoring.md); params are ignored but for params.key, the routing key.",
+    "properties": {
+        "dataframe_split": {
+            "type": "object",
+            "properties": {
+                "columns": {"type": "array", "items": {"type": "string"}},
+                "data": _ROWS,
+                "index": {"type": "array", "items": {}},
+            },
+            "required": ["data"],
+        },
+        "dataframe_records": {"type": "array", "items": {"type": "object", "additionalProperties": _VALUE}},
+        "instances": {"oneOf": [_ROWS, {"type": "object", "additionalProperties": {"type": "array", "items": _VALUE}}]},
+        "inputs": {"oneOf": [_ROWS, {"type": "object", "additionalProperties": {"type": "array", "items": _VALUE}}]},
+        "params": {"type": "object", "properties": {"key": _PREDICT_REQUEST["properties"]["key"]}},
+    },
+}
+
+
+def _invocations(named: bool) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": "invocations" if named else "invocationsDefaultModel",
+            "summary": "Score with MLflow's protocol (mlflow models serve's /invocations): the same hot path as predict"
+            + ("" if named else ", for the deployment's default model (MODELWORKS_DEFAULT_MODEL, or the only one)"),
+            "tags": ["serving"],
+            "security": _SECURITY,
+            "parameters": [
+                *([_NAME] if named else []),
+                {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+                {"name": "alias", "in": "query", "required": False, "schema": {"type": "string"}},
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _MLFLOW_REQUEST},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "predictions",
+                    **_json(
+                        {
+                            "type": "object",
+                            "properties": {"predictions": {"type": "array", "items": {}}},
+                            "required": ["predictions"],
+                        }
+                    ),
+                },
+                **{
+                    str(code): {"description": "error", **_json(_MLFLOW_ERROR)}
+                    for code in (400, 401, 403, 404, 409, 413, 415, 429, 503)
+                },
+            },
+        }
+    }
 
 
 _V2_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
@@ -273,9 +346,11 @@ def _v2_paths(version: bool) -> dict[str, dict[str, Any]]:
 
 
 def add_hot_path(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: describe the plain-Django prediction endpoints (native and V2)."""
+    """drf-spectacular postprocessing hook: describe the plain-Django prediction endpoints (native, V2, MLflow)."""
     paths = result.setdefault("paths", {})
     paths["/api/v1/models/{name}/predict"] = PREDICT
+    paths["/api/v1/models/{name}/invocations"] = _invocations(named=True)
+    paths["/invocations"] = _invocations(named=False)
     paths.update(_v2_paths(version=False))
     paths.update(_v2_paths(version=True))
     return result

@@ -289,6 +289,13 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+def registered_model_names(limit: int) -> tuple[str, ...]:
+    """The names of the first `limit` registered models (by name), read and cached as routes are: how MLflow's
+    `POST /invocations` finds a deployment's only model (serving/mlflow.py) without a query per request."""
+    names = RegisteredModel.objects.order_by("name").values_list("name", flat=True)
+    return _cached(("models", limit), lambda: tuple(names[:limit]))
+
+
 def versions_for_serving():
     return ModelVersion.objects.select_related("model", "model__serving_policy")
 
