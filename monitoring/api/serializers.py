@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from registry.api.fields import VersionRefField
+
 MAX_ITEMS = 10_000
 
 
@@ -75,7 +77,10 @@ class MonitorSerializer(serializers.ModelSerializer):
 class MonitorCreateSerializer(serializers.Serializer):
     model = serializers.SlugField(max_length=100)
     name = serializers.CharField(max_length=100)
-    version = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    version = VersionRefField(
+        required=False, allow_null=True,
+        help_text="pin: 3, models:/NAME/3 or models:/NAME@alias (resolved now); empty: follow production",
+    )  # fmt: skip
     enabled = serializers.BooleanField(required=False)
     window_hours = serializers.IntegerField(min_value=1, required=False)
     window_rows = serializers.IntegerField(min_value=1, required=False, allow_null=True)
