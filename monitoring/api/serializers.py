@@ -112,15 +112,32 @@ class DriftReportSerializer(serializers.ModelSerializer):
 
 
 class AlertSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="monitor.model.name", read_only=True)
+    # A plain string in the schema: another enum named "status" makes drf-spectacular warn.
+    status = serializers.CharField(read_only=True, help_text="open, acknowledged or resolved")
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
     class Meta:
         from monitoring.models import Alert
 
         model = Alert
         fields = [
-            "id", "monitor", "version", "kind", "subject", "message", "details", "opened_at", "resolved_at",
-            "resolution", "last_report", "webhook_status",
+            "id", "monitor", "model", "version", "kind", "subject", "status", "message", "details", "opened_at",
+            "acknowledged_at", "acknowledged_by", "acknowledgement", "resolved_at", "resolution", "last_report",
+            "webhook_status",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class AlertQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["open", "acknowledged", "resolved"], required=False)
+    model = serializers.SlugField(max_length=100, required=False)
+    monitor = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
+    version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
+
+
+class AlertNoteSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
 
 
 class MonitorRunSerializer(serializers.Serializer):

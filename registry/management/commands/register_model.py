@@ -9,7 +9,6 @@ from registry import services
 from registry.cli import json_option, one_line, read_file
 from registry.models import ArtifactFormat, RegisteredModel, Task
 
-
 REJECTED_EXIT = 3  # the CLI's exit code for "rejected by its quality gates" (a CI job fails on it)
 
 
