@@ -123,7 +123,11 @@ def _actor_name(actor: Any) -> str:
 
 
 def _locked(alert: Alert) -> Alert:
-    return Alert.objects.select_for_update().select_related("monitor__model", "acknowledged_by").get(pk=alert.pk)
+    return (
+        Alert.objects.select_for_update(of=("self",))
+        .select_related("monitor__model", "acknowledged_by")
+        .get(pk=alert.pk)
+    )
 
 
 def _closed(alert: Alert, doing: str) -> AlertStateConflict:
