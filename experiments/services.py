@@ -55,7 +55,7 @@ def _event(experiment: Experiment, action: str, actor: Any, *, before=None, afte
 def metric_problems(spec: Any) -> list[str]:
     """What is wrong with a metric spec such as {"kind": "conversion", "event": "purchase"} (empty when fine)."""
     if not isinstance(spec, dict):
-        return ['must be an object such as {"kind": "conversion", "event": "purchase"}']
+        return ['must be text such as "conversion:purchase" or an object: {"kind": "conversion", "event": "purchase"}']
     kind = spec.get("kind")
     if kind not in MetricKind.values:
         return [f"kind must be one of {', '.join(MetricKind.values)}"]
