@@ -3,6 +3,8 @@ does not allow the change."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from monitoring.models import Alert, AlertKind, Monitor
@@ -83,6 +85,10 @@ def test_an_open_alert_resolved_without_a_note_names_who(api, alerts):
     too_long = api.post(f"{ALERTS}{other.pk}/resolve/", {"note": "x" * 500}, format="json")
     assert too_long.status_code == 400 and "note" in too_long.json()
     assert api.post(f"{ALERTS}{other.pk}/acknowledge/", {"note": ["a", "list"]}, format="json").status_code == 400
+    for unstorable in ("nul\x00", "lone\ud800"):
+        body = json.dumps({"note": unstorable})  # escapes a lone surrogate
+        answer = api.post(f"{ALERTS}{other.pk}/acknowledge/", body, content_type="application/json")
+        assert answer.status_code == 400 and "note" in answer.json(), answer.content
     assert Alert.objects.get(pk=other.pk).status == "open"
 
 
