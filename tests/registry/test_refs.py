@@ -3,6 +3,8 @@ registry's aliases, rollouts, rollback, experiments' arms, monitors, and the com
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
@@ -85,8 +87,11 @@ def test_any_value_resolves_to_a_version_or_a_validation_error_on_the_field(chal
         assert isinstance(version, ModelVersion) and version.model_id == challenger.model_id
 
 
+json_references = references.filter(lambda v: not isinstance(v, float) or math.isfinite(v))  # what JSON can carry
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(value=references)
+@given(value=json_references)
 def test_the_alias_api_answers_any_version_with_a_move_or_a_400_never_a_500(api, challenger, value):
     answer = api.put("/api/v1/models/cancer/aliases/staging/", {"version": value}, format="json")
     assert answer.status_code in (200, 400), answer.content
