@@ -24,7 +24,7 @@ from registry.models import ModelAlias, ModelVersion, RegisteredModel
 PREFIX = "models:/"
 NAME = r"[-a-zA-Z0-9_]{1,100}"  # a SlugField of RegisteredModel.name's length
 ALIAS = r"[a-z][a-z0-9_-]{0,62}"  # registry.models.ALIAS_NAME
-NUMBER = r"[1-9][0-9]{0,9}"
+NUMBER = r"[0-9]+"
 REFERENCE = re.compile(rf"models:/(?P<name>{NAME})(?:/(?P<version>{NUMBER})|@(?P<alias>{ALIAS}))")
 MAX_VERSION = 2**31 - 1  # PositiveIntegerField's range on Postgres
 SYNTAX = "a version number, models:/<name>/<version> or models:/<name>@<alias>"
@@ -65,15 +65,24 @@ def parse(value: Any, *, field: str = "version") -> VersionRef:
         raise _invalid(field, f"expected {SYNTAX}")
     text = value.strip()
     if text.isascii() and text.isdigit():
-        return parse(int(text), field=field)
+        return VersionRef(version=_number(text, field))
     match = REFERENCE.fullmatch(text)
     if match is None:
         shown = text if len(text) <= 60 else text[:57] + "..."
         raise _invalid(field, f"{shown!r} is not {SYNTAX}")
     version = match["version"]
-    if version is not None and int(version) > MAX_VERSION:
+    number = _number(version, field) if version is not None else None
+    return VersionRef(model=match["name"], version=number, alias=match["alias"])
+
+
+def _number(digits: str, field: str) -> int:
+    """ASCII digits as a version number in range (never int() of thousands of digits, which Python refuses)."""
+    stripped = digits.lstrip("0")
+    if not stripped:
+        raise _invalid(field, "a version number is at least 1")
+    if len(stripped) > len(str(MAX_VERSION)) or int(stripped) > MAX_VERSION:
         raise _invalid(field, f"a version number is at most {MAX_VERSION}")
-    return VersionRef(model=match["name"], version=int(version) if version else None, alias=match["alias"])
+    return int(stripped)
 
 
 def resolve(model: RegisteredModel, value: Any, *, field: str = "version") -> ModelVersion:

@@ -37,8 +37,10 @@ def test_the_parser_reads_the_grammar_and_names_what_is_wrong():
     assert refs.parse("models:/churn/3") == refs.VersionRef(model="churn", version=3)
     assert refs.parse("models:/churn@production") == refs.VersionRef(model="churn", alias="production")
     assert str(refs.parse("models:/my_model-2@canary-eu")) == "models:/my_model-2@canary-eu"
+    assert refs.parse("models:/churn/003") == refs.VersionRef(model="churn", version=3)  # as the client reads it
     misspelt = ["models:/churn", "models:/churn/0", "models:/churn/v3", "models:/churn@Prod", "models:/@x"]
     misspelt += ["models:/a b/1", "churn@production", "models:/churn/3/extra", "", 0, -1, True, 1.5, None, [3]]
+    misspelt += ["9" * 5000, "models:/churn/" + "9" * 5000, "models:/churn/000", "00", 2**31]
     for bad in misspelt:
         with pytest.raises(ValidationError) as refused:
             refs.parse(bad, field="candidate")
