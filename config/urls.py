@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/v1/", include("rollouts.api.urls")),  # rollouts
     path("api/v1/", include("monitoring.api.urls")),  # monitoring
     path("api/v1/", include("experiments.api.urls")),  # experiments
+    path("api/v1/", include("serving.api.urls")),  # API keys (staff only)
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The docs page is for people in a browser: send them to the admin login rather than a bare 403.
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="api-docs"),

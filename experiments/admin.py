@@ -31,7 +31,8 @@ class ExperimentCreateForm(forms.Form):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     arms = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}), initial="control=1:50\ntreatment=2:50",
-        help_text="one arm per line: NAME=VERSION:WEIGHT; the first line is the control",
+        help_text="one arm per line: NAME=VERSION:WEIGHT, VERSION being 2, models:/NAME/2 or models:/NAME@alias; "
+        "the first line is the control",
     )  # fmt: skip
     primary_metric = forms.CharField(
         initial="conversion:purchase", help_text="conversion:EVENT, mean_value:EVENT or quality"

@@ -16,8 +16,9 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from config.storable import check_storable
-from experiments import allocation
+from experiments import allocation, parsing
 from experiments.models import Experiment, ExperimentArm, ExperimentEvent, ExperimentStatus, MetricKind
+from registry import refs
 from registry import services as registry
 from registry.locking import lock_model, retry_on_conflict
 from registry.models import ModelVersion, RegisteredModel, VersionStatus
@@ -54,7 +55,7 @@ def _event(experiment: Experiment, action: str, actor: Any, *, before=None, afte
 def metric_problems(spec: Any) -> list[str]:
     """What is wrong with a metric spec such as {"kind": "conversion", "event": "purchase"} (empty when fine)."""
     if not isinstance(spec, dict):
-        return ['must be an object such as {"kind": "conversion", "event": "purchase"}']
+        return ['must be text such as "conversion:purchase" or an object: {"kind": "conversion", "event": "purchase"}']
     kind = spec.get("kind")
     if kind not in MetricKind.values:
         return [f"kind must be one of {', '.join(MetricKind.values)}"]
@@ -98,14 +99,16 @@ def _arm_versions(model: RegisteredModel, arms: Any, errors: dict[str, list[str]
             problems.append(f"[{i}] name must be 1 to 50 lowercase letters, digits, '-' or '_'")
         if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
             problems.append(f"[{i}] weight must be an integer from 1 to {MAX_WEIGHT}")
-        version = model.versions.filter(version=number).first() if isinstance(number, int) else None
-        if version is None:
-            problems.append(f"[{i}] {model.name} has no version {number}")
-        elif _arm_problem(version):
+        names.append(name)
+        try:
+            version = refs.resolve(model, number)  # a number, models:/NAME/3 or models:/NAME@alias
+        except ValidationError as exc:
+            problems.extend(f"[{i}] {message}" for message in exc.message_dict["version"])
+            continue
+        if _arm_problem(version):
             problems.append(f"[{i}] {_arm_problem(version)}: only validated versions can be in an experiment")
         else:
             versions.append(version)
-        names.append(name)
     if len(set(map(str, names))) != len(names):
         problems.append("arm names must differ")
     if len({v.pk for v in versions}) != len(versions):
@@ -133,7 +136,13 @@ def experiment_create(
     keyless_to_control: bool = True,
     actor: Any = None,
 ) -> Experiment:
-    """A draft experiment: arms [{"name": "control", "version": 1, "weight": 50}, ...], the first being the control."""
+    """A draft experiment: arms [{"name": "control", "version": 1, "weight": 50}, ...], the first being the control.
+
+    An arm's version is a number or a reference (models:/NAME/3, models:/NAME@alias); a metric is an object such as
+    {"kind": "conversion", "event": "purchase"} or its short form "conversion:purchase" (stored as the object)."""
+    primary_metric = parsing.metric_spec(primary_metric)
+    if isinstance(guardrail_metrics, list):
+        guardrail_metrics = [parsing.metric_spec(spec) for spec in guardrail_metrics]
     check_storable(
         name=name, description=description, salt=salt, primary_metric=primary_metric,
         guardrail_metrics=guardrail_metrics, arms=arms,

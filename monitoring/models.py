@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -170,6 +171,12 @@ class AlertKind(models.TextChoices):
     QUALITY = "quality"
 
 
+class AlertStatus(models.TextChoices):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
 class Alert(models.Model):
     """An alert condition of one version while it holds: opened once, resolved once; webhooks are sent for both.
 
@@ -190,6 +197,15 @@ class Alert(models.Model):
     resolution = models.CharField(max_length=200, blank=True, help_text="why it was resolved")
     last_report = models.ForeignKey(DriftReport, null=True, blank=True, on_delete=models.SET_NULL)
     webhook_status = models.CharField(max_length=200, blank=True)
+    # Someone has seen it and is on it: it stays open (the monitor still resolves it when the condition clears).
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # db_default: pods still on the previous release create alerts without this column during a rolling upgrade
+    acknowledgement = models.TextField(
+        blank=True, default="", db_default="", help_text="the note given when it was acknowledged"
+    )
 
     class Meta:
         ordering = ["-opened_at"]
@@ -208,3 +224,10 @@ class Alert(models.Model):
     @property
     def open(self) -> bool:
         return self.resolved_at is None
+
+    @property
+    def status(self) -> str:
+        """Open, acknowledged (open, and someone is on it) or resolved: an AlertStatus."""
+        if self.resolved_at is not None:
+            return AlertStatus.RESOLVED
+        return AlertStatus.ACKNOWLEDGED if self.acknowledged_at is not None else AlertStatus.OPEN

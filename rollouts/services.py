@@ -344,15 +344,19 @@ def rollout_abort(*, rollout: Rollout, actor: Any = None, reason: str = "aborted
 
 
 @transaction.atomic
-def model_rollback(*, model: RegisteredModel, actor: Any = None) -> tuple[ModelVersion, ModelVersion]:
+def model_rollback(
+    *, model: RegisteredModel, actor: Any = None, expected: ModelVersion | None = None
+) -> tuple[ModelVersion, ModelVersion]:
     """Put the previous production version back: abort an active rollout, or move the production alias back.
     Returns (version taken out of traffic, version now serving). A running experiment refuses it (409): its arms
-    hold the traffic, and the production alias stays where it is until the experiment ends."""
+    hold the traffic, and the production alias stays where it is until the experiment ends. With `expected`, the
+    version that would be taken out must be that one (checked under the model's lock), else nothing changes."""
     from registry.traffic import TrafficConflict, traffic_owner
 
     model = lock_model(model.pk)
     active = Rollout.objects.filter(model=model, status__in=ACTIVE_ROLLOUT_STATUSES).first()
     if active is not None:
+        _check_expected(expected, active.candidate, f"rollout {active.pk}'s candidate")
         aborted = rollout_abort(rollout=active, actor=actor, reason="rolled back by hand")
         return aborted.candidate, aborted.baseline
     owner = traffic_owner(model.pk)
@@ -363,6 +367,7 @@ def model_rollback(*, model: RegisteredModel, actor: Any = None) -> tuple[ModelV
     if alias is None:
         raise ValidationError({"model": [f"{model.name} has no production version"]})
     current = alias.version
+    _check_expected(expected, current, "the production version")
     previous = previous_production(current)
     if previous is None:
         raise ValidationError({"model": [f"{model.name} v{current.version} has no earlier production version"]})
@@ -374,3 +379,10 @@ def model_rollback(*, model: RegisteredModel, actor: Any = None) -> tuple[ModelV
         message=f"rolled back to v{previous.version}",
     )  # fmt: skip
     return current, previous
+
+
+def _check_expected(expected: ModelVersion | None, taken_out: ModelVersion, what: str) -> None:
+    if expected is not None and expected.pk != taken_out.pk:
+        raise ValidationError(
+            {"version": [f"a rollback takes out {what}, v{taken_out.version}, not v{expected.version}: nothing done"]}
+        )

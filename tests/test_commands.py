@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from registry import services as registry
 from registry.models import ModelAlias, ModelVersion, RegisteredModel
 from tests.serving.conftest import fresh_serving_state  # noqa: F401
 
@@ -43,6 +44,33 @@ def test_register_model_refuses_bad_input_in_one_line(tmp_path, classifier_model
     with pytest.raises(CommandError, match="--metrics: not valid JSON"):
         call_command("register_model", "cancer", str(empty), "--metrics", "{oops")
     assert not ModelVersion.objects.exists()
+
+
+def test_register_model_exits_3_on_gate_rejection_and_keeps_the_rejected_version(tmp_path, logreg, capsys):
+    artifact, evaluation = tmp_path / "m.skops", tmp_path / "eval.csv"
+    artifact.write_bytes(logreg.artifact)
+    evaluation.write_bytes(logreg.eval_csv)
+    argv = ["register_model", "cancer", str(artifact), "--task", "classification", "--eval-data", str(evaluation)]
+    argv += ["--gate", "accuracy >= 0.999", "--gate", "f1 >= 0.5", "--alias", "prod"]
+    # manage.py prints a CommandError as one line on stderr and exits with its returncode (Django's run_from_argv;
+    # run in-process it would close the test's database connection).
+    with pytest.raises(CommandError) as rejected:
+        call_command(*argv)
+    assert rejected.value.returncode == 3
+    message = str(rejected.value)
+    assert "\n" not in message and "cancer v1 rejected by its quality gates: accuracy >= 0.999 (accuracy = " in message
+    assert "f1 >= 0.5" not in message  # only the failed rules
+    captured = capsys.readouterr()
+    assert "cancer v1: rejected" in captured.out and "cancer@prod not moved" in captured.out
+    version = ModelVersion.objects.get(model__name="cancer")
+    assert version.status == "rejected" and not ModelAlias.objects.exists()
+    # A validated registration still exits 0.
+    registry.registered_model_update(model=version.model, gate_rules=["accuracy >= 0.9"])
+    call_command("register_model", "cancer", str(artifact), "--eval-data", str(evaluation))
+    assert "cancer v2: validated" in capsys.readouterr().out
+    with pytest.raises(CommandError) as rejected:
+        call_command("register_model", "cancer", str(artifact))  # no evaluation data: accuracy unknown
+    assert rejected.value.returncode == 3 and "accuracy is not available" in str(rejected.value)
 
 
 @pytest.mark.django_db(transaction=True)

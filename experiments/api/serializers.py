@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from experiments.models import Experiment, ExperimentArm, ExperimentEvent
 from experiments.services import Promotion
+from registry.api.fields import VersionRefField
 
 
 class ArmSerializer(serializers.ModelSerializer):
@@ -36,7 +37,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
 
 class ArmInputSerializer(serializers.Serializer):
     name = serializers.SlugField(max_length=50)
-    version = serializers.IntegerField(min_value=1)
+    version = VersionRefField()
     weight = serializers.IntegerField(min_value=1)
 
 
@@ -45,8 +46,10 @@ class ExperimentCreateSerializer(serializers.Serializer):
     model = serializers.SlugField(max_length=100)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     arms = ArmInputSerializer(many=True, help_text="two or more; the first is the control")
-    primary_metric = serializers.JSONField(help_text='{"kind": "conversion", "event": "purchase"}, ...')
-    guardrail_metrics = serializers.JSONField(required=False, default=list)
+    primary_metric = serializers.JSONField(
+        help_text='"conversion:purchase", "mean_value:order", "quality", or {"kind": "conversion", "event": "purchase"}'
+    )
+    guardrail_metrics = serializers.JSONField(required=False, default=list, help_text="a list of metrics, either form")
     salt = serializers.CharField(required=False, max_length=100)
     minimum_sample_size = serializers.IntegerField(required=False, min_value=1, default=100)
     minimum_detectable_effect = serializers.FloatField(required=False, default=0.05)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from registry.api.fields import VersionRefField
+
 MAX_ITEMS = 10_000
 
 
@@ -75,7 +77,10 @@ class MonitorSerializer(serializers.ModelSerializer):
 class MonitorCreateSerializer(serializers.Serializer):
     model = serializers.SlugField(max_length=100)
     name = serializers.CharField(max_length=100)
-    version = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    version = VersionRefField(
+        required=False, allow_null=True,
+        help_text="pin: 3, models:/NAME/3 or models:/NAME@alias (resolved now); empty: follow production",
+    )  # fmt: skip
     enabled = serializers.BooleanField(required=False)
     window_hours = serializers.IntegerField(min_value=1, required=False)
     window_rows = serializers.IntegerField(min_value=1, required=False, allow_null=True)
@@ -107,15 +112,32 @@ class DriftReportSerializer(serializers.ModelSerializer):
 
 
 class AlertSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="monitor.model.name", read_only=True)
+    # A plain string in the schema: another enum named "status" makes drf-spectacular warn.
+    status = serializers.CharField(read_only=True, help_text="open, acknowledged or resolved")
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
     class Meta:
         from monitoring.models import Alert
 
         model = Alert
         fields = [
-            "id", "monitor", "version", "kind", "subject", "message", "details", "opened_at", "resolved_at",
-            "resolution", "last_report", "webhook_status",
+            "id", "monitor", "model", "version", "kind", "subject", "status", "message", "details", "opened_at",
+            "acknowledged_at", "acknowledged_by", "acknowledgement", "resolved_at", "resolution", "last_report",
+            "webhook_status",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class AlertQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["open", "acknowledged", "resolved"], required=False)
+    model = serializers.SlugField(max_length=100, required=False)
+    monitor = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
+    version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
+
+
+class AlertNoteSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
 
 
 class MonitorRunSerializer(serializers.Serializer):

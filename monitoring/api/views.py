@@ -12,9 +12,9 @@ from rest_framework.views import APIView
 
 from config.queueing import TaskNotQueued, enqueue
 from monitoring.api import serializers as s
-from monitoring.models import Monitor
+from monitoring.models import Alert, AlertStatus, Monitor
 from monitoring.selectors import quality_metrics
-from monitoring.services import monitors, references
+from monitoring.services import alerts, monitors, references
 from monitoring.services.events import EventItem, business_events_record
 from monitoring.services.feedback import FeedbackItem, feedback_record
 from monitoring.tasks import run_monitor
@@ -98,6 +98,10 @@ class MonitorReports(generics.ListAPIView):
         return monitor.reports.order_by("-created_at", "-id")
 
 
+def _alerts():
+    return Alert.objects.select_related("monitor__model", "acknowledged_by").order_by("-opened_at", "-id")
+
+
 class MonitorAlerts(generics.ListAPIView):
     """A monitor's alerts, newest first, each with the version it belongs to (and why it was resolved)."""
 
@@ -105,7 +109,59 @@ class MonitorAlerts(generics.ListAPIView):
 
     def get_queryset(self):
         monitor = get_object_or_404(Monitor, pk=self.kwargs["pk"])
-        return monitor.alerts.order_by("-opened_at", "-id")
+        return _alerts().filter(monitor=monitor)
+
+
+_STATUS = {
+    AlertStatus.OPEN: {"resolved_at__isnull": True, "acknowledged_at__isnull": True},
+    AlertStatus.ACKNOWLEDGED: {"resolved_at__isnull": True, "acknowledged_at__isnull": False},
+    AlertStatus.RESOLVED: {"resolved_at__isnull": False},
+}
+
+
+class AlertList(generics.ListAPIView):
+    """Every monitor's alerts, newest first; ?status=open|acknowledged|resolved&model=NAME&monitor=ID&version=N."""
+
+    serializer_class = s.AlertSerializer
+
+    def get_queryset(self):
+        query = s.AlertQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        filters = query.validated_data
+        found = _alerts().filter(**_STATUS.get(filters.get("status"), {}))
+        if "model" in filters:
+            found = found.filter(monitor__model__name=filters["model"])
+        if "monitor" in filters:
+            found = found.filter(monitor_id=filters["monitor"])
+        if "version" in filters:
+            found = found.filter(version=filters["version"])
+        return found
+
+    @extend_schema(parameters=[s.AlertQuerySerializer])
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class AlertDetail(generics.RetrieveAPIView):
+    serializer_class = s.AlertSerializer
+    queryset = _alerts()
+
+
+class AlertChange(APIView):
+    """POST /alerts/{id}/acknowledge|resolve {"note"?}: 409 when the alert's state does not allow it."""
+
+    actions = {"acknowledge": alerts.alert_acknowledge, "resolve": alerts.alert_resolve}
+
+    @extend_schema(request=s.AlertNoteSerializer, responses={200: s.AlertSerializer, 409: None})
+    def post(self, request: Request, pk: int, action: str) -> Response:
+        alert = get_object_or_404(Alert, pk=pk)
+        data = s.AlertNoteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            self.actions[action](alert=alert, actor=request.user, **data.validated_data)
+        except alerts.AlertStateConflict as exc:
+            return Response({"detail": exc.message}, status=status.HTTP_409_CONFLICT)
+        return Response(s.AlertSerializer(_alerts().get(pk=pk)).data)
 
 
 class VersionReference(APIView):

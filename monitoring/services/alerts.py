@@ -1,18 +1,23 @@
-"""Alerts: opened once per version while a condition holds (deduplicated), resolved once when it clears or when the
-monitor moves to another version; never rewritten. Webhooks queued for both."""
+"""Alerts: opened once per version while a condition holds (deduplicated), resolved once when it clears, when the
+monitor moves to another version or by hand; their text never rewritten. Webhooks queued for both. Someone may
+acknowledge an open alert (it stays open) before it is resolved."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.queueing import enqueue
+from config.storable import unstorable
 from monitoring.models import Alert, AlertKind, DriftReport, Monitor, WatchedAs
 from monitoring.quality import LOWER_IS_BETTER
 
 logger = logging.getLogger(__name__)
+NOTE_LENGTH = 2000
 
 
 def _conditions(monitor: Monitor, report: DriftReport) -> dict[tuple[str, str], tuple[bool, str, dict]]:
@@ -102,3 +107,86 @@ def _enqueue(task, alert_id: int, status: str) -> None:
     except Exception as exc:
         logger.exception("could not queue the webhook for alert %s", alert_id)
         Alert.objects.filter(pk=alert_id).update(webhook_status=f"{status}: not queued ({exc.__class__.__name__})")
+
+
+class AlertStateConflict(Exception):
+    """The alert is not in a state that allows the change (acknowledging a resolved alert, resolving one twice): the
+    API answers 409 with this message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _actor_name(actor: Any) -> str:
+    return getattr(actor, "username", "") or str(actor or "") or "system"
+
+
+def _locked(alert: Alert) -> Alert:
+    return (
+        Alert.objects.select_for_update(of=("self",))
+        .select_related("monitor__model", "acknowledged_by")
+        .get(pk=alert.pk)
+    )
+
+
+def _closed(alert: Alert, doing: str) -> AlertStateConflict:
+    return AlertStateConflict(
+        f"alert {alert.pk} was resolved at {alert.resolved_at.isoformat()} ({alert.resolution or 'no reason given'}):"
+        f" it cannot be {doing}"
+    )
+
+
+def _check_note(note: Any) -> str:
+    if not isinstance(note, str):
+        raise ValidationError({"note": ["must be text"]})
+    if problem := unstorable(note):
+        raise ValidationError({"note": [f"cannot be stored: {problem}"]})
+    if len(note) > NOTE_LENGTH:
+        raise ValidationError({"note": [f"at most {NOTE_LENGTH} characters ({len(note)} given)"]})
+    return note.strip()
+
+
+@transaction.atomic
+def alert_acknowledge(*, alert: Alert, actor: Any = None, note: str = "") -> Alert:
+    """Someone is on it: the alert stays open (the monitor still resolves it when its condition clears) and says
+    who acknowledged it, when, and their note. AlertStateConflict when it is resolved or already acknowledged."""
+    note = _check_note(note)
+    locked = _locked(alert)
+    if locked.resolved_at is not None:
+        raise _closed(locked, "acknowledged")
+    if locked.acknowledged_at is not None:
+        who = locked.acknowledged_by.username if locked.acknowledged_by else "someone"
+        raise AlertStateConflict(
+            f"alert {locked.pk} was already acknowledged by {who} at {locked.acknowledged_at.isoformat()}"
+        )
+    locked.acknowledged_at = timezone.now()
+    locked.acknowledged_by = actor if getattr(actor, "pk", None) else None
+    locked.acknowledgement = note
+    locked.save(update_fields=["acknowledged_at", "acknowledged_by", "acknowledgement"])
+    return locked
+
+
+@transaction.atomic
+def alert_resolve(*, alert: Alert, actor: Any = None, note: str = "") -> Alert:
+    """Resolve an open (or acknowledged) alert by hand: resolution "resolved by <user>: <note>", and the monitor's
+    webhook hears "resolved" as for any resolution. If the condition still holds, the next run opens a new alert.
+    AlertStateConflict when it is already resolved."""
+    from monitoring.tasks import deliver_webhook  # tasks import services: import here, not at module level
+
+    note = _check_note(note)
+    locked = _locked(alert)
+    if locked.resolved_at is not None:
+        raise _closed(locked, "resolved again")
+    prefix = f"resolved by {_actor_name(actor)}"
+    room = Alert._meta.get_field("resolution").max_length - len(prefix) - 2
+    if len(note) > room:
+        raise ValidationError(
+            {"note": [f"at most {room} characters here ({len(note)} given): it goes in the resolution"]}
+        )
+    locked.resolved_at = timezone.now()
+    locked.resolution = (f"{prefix}: {note}" if note else prefix)[: Alert._meta.get_field("resolution").max_length]
+    locked.save(update_fields=["resolved_at", "resolution"])
+    if locked.monitor.webhook_url:
+        transaction.on_commit(lambda: _enqueue(deliver_webhook, locked.pk, "resolved"))
+    return locked

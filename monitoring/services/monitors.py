@@ -20,6 +20,7 @@ from monitoring.services.alerts import alerts_evaluate
 from monitoring.services.feedback import feedback_join_pending
 from monitoring.services.references import read_reference, reference_dataset_for
 from monitoring.windows import Window, current_frame, feature_kinds
+from registry import refs
 from registry.models import ModelVersion, RegisteredModel
 from registry.selectors import production_version
 
@@ -54,9 +55,13 @@ def _check(monitor: Monitor) -> None:
 
 @transaction.atomic
 def monitor_create(*, model: RegisteredModel, name: str, **fields: Any) -> Monitor:
+    """A monitor of `model`. `version` pins it: a number or a reference (models:/NAME/3, models:/NAME@alias, resolved
+    to the version it names now); without one it follows the production alias at every run."""
     unknown = set(fields) - set(MONITOR_FIELDS)
     if unknown:
         raise ValidationError({field: ["unknown setting"] for field in sorted(unknown)})
+    if fields.get("version") is not None:
+        fields["version"] = refs.resolve(model, fields["version"]).version
     if Monitor.objects.filter(model=model, name=name).exists():
         raise ValidationError({"name": [f"{model.name} already has a monitor named {name!r}"]})
     monitor = Monitor(model=model, name=name, **fields)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from registry.api.fields import VersionRefField
 from registry.models import ArtifactFormat, ModelAlias, ModelVersion, RegisteredModel, RegistryEvent, Task
 
 
@@ -93,11 +94,11 @@ class AliasSerializer(serializers.ModelSerializer):
 
 class AliasCreateSerializer(serializers.Serializer):
     alias = serializers.CharField(max_length=63)
-    version = serializers.IntegerField(min_value=1)
+    version = VersionRefField()
 
 
 class AliasMoveSerializer(serializers.Serializer):
-    version = serializers.IntegerField(min_value=1)
+    version = VersionRefField()
 
 
 class RegistryEventSerializer(serializers.ModelSerializer):

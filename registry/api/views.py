@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from registry import selectors, services
+from registry import refs, selectors, services
 from registry.api import serializers as s
 from registry.models import ModelAlias, ModelVersion, RegisteredModel
 
@@ -113,7 +113,7 @@ class AliasListCreate(generics.ListAPIView):
         alias = services.alias_create(
             model=model,
             name=data.validated_data["alias"],
-            version=_version(model, data.validated_data["version"]),
+            version=refs.resolve(model, data.validated_data["version"]),
             actor=request.user,
         )
         return Response(s.AliasSerializer(alias).data, status=status.HTTP_201_CREATED)
@@ -133,7 +133,7 @@ class AliasDetail(APIView):
         moved = services.alias_move(
             model=model,
             name=alias,
-            version=_version(model, data.validated_data["version"]),
+            version=refs.resolve(model, data.validated_data["version"]),
             actor=request.user,
         )
         return Response(s.AliasSerializer(moved).data)

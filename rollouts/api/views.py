@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
@@ -10,7 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from registry.models import ModelVersion, RegisteredModel
+from registry import refs
+from registry.models import RegisteredModel
 from rollouts import services as rollouts
 from rollouts.api import serializers as s
 from rollouts.models import Rollout
@@ -36,10 +36,7 @@ class RolloutListCreate(generics.ListAPIView):
         data = s.RolloutStartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
-        number = fields.pop("version")
-        candidate = ModelVersion.objects.filter(model=model, version=number).first()
-        if candidate is None:
-            raise ValidationError({"version": [f"{model.name} has no version {number}"]})
+        candidate = refs.resolve(model, fields.pop("version"))
         rollout = rollouts.rollout_start(model=model, candidate=candidate, actor=request.user, **fields)
         return Response(s.RolloutDetailSerializer(_rollouts().get(pk=rollout.pk)).data, status=status.HTTP_201_CREATED)
 
@@ -68,7 +65,12 @@ class RolloutControl(APIView):
 
 
 class ModelRollback(APIView):
-    @extend_schema(request=None, responses=s.RollbackSerializer)
+    @extend_schema(request=s.RollbackRequestSerializer, responses=s.RollbackSerializer)
     def post(self, request: Request, name: str) -> Response:
-        taken_out, serving_now = rollouts.model_rollback(model=_model(name), actor=request.user)
+        model = _model(name)
+        data = s.RollbackRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ref = data.validated_data.get("version")
+        expected = refs.resolve(model, ref) if ref is not None else None
+        taken_out, serving_now = rollouts.model_rollback(model=model, actor=request.user, expected=expected)
         return Response(s.RollbackSerializer({"taken_out": taken_out.version, "serving": serving_now.version}).data)

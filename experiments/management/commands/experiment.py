@@ -39,7 +39,11 @@ class Command(BaseCommand):
         create.add_argument("name")
         create.add_argument("--model", required=True)
         create.add_argument(
-            "--arm", action="append", required=True, type=arm, help="NAME=VERSION:WEIGHT; first=control"
+            "--arm",
+            action="append",
+            required=True,
+            type=arm,
+            help="NAME=VERSION:WEIGHT (VERSION: 2 or models:/NAME@alias); first=control",
         )
         create.add_argument(
             "--metric", required=True, type=metric, help="conversion:EVENT, mean_value:EVENT or quality"

@@ -9,9 +9,14 @@ from registry import services
 from registry.cli import json_option, one_line, read_file
 from registry.models import ArtifactFormat, RegisteredModel, Task
 
+REJECTED_EXIT = 3  # the CLI's exit code for "rejected by its quality gates" (a CI job fails on it)
+
 
 class Command(BaseCommand):
-    help = "Register a model version from an artifact file (creating the model with --task when it is new)."
+    help = (
+        "Register a model version from an artifact file (creating the model with --task when it is new). Exits 3 "
+        "when the quality gates reject the version (it is stored, as rejected)."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("name", help="registered model name (a slug)")
@@ -56,6 +61,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"{model.name}@{opts['alias']} not moved: v{version.version} cannot get traffic")
         except ValidationError as exc:
             raise CommandError(one_line(exc)) from None
-        for rule in version.gate_report.get("rules", []):
-            if not rule["passed"]:
-                self.stdout.write(f"  gate failed: {rule['rule']}: {rule['reason']}")
+        failed = [rule for rule in version.gate_report.get("rules", []) if not rule["passed"]]
+        for rule in failed:
+            self.stdout.write(f"  gate failed: {rule['rule']}: {rule['reason']}")
+        if version.gate_report.get("outcome") == "rejected":
+            rules = "; ".join(f"{rule['rule']} ({rule['reason']})" for rule in failed) or "see its gate report"
+            raise CommandError(f"{version} rejected by its quality gates: {rules}", returncode=REJECTED_EXIT)

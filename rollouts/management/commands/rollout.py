@@ -3,18 +3,19 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from registry import refs
 from registry.cli import json_option, one_line
-from registry.models import ModelVersion, RegisteredModel
+from registry.models import RegisteredModel
 from rollouts import selectors as rollout_selectors
 from rollouts import services as rollouts
 from rollouts.models import ACTIVE_ROLLOUT_STATUSES, Rollout
 
 
-def _model(name: str) -> RegisteredModel:
-    model = RegisteredModel.objects.filter(name=name).first()
-    if model is None:
-        raise CommandError(f"no model named '{name}'")
-    return model
+def _model(name: str) -> tuple[RegisteredModel, refs.VersionRef | None]:
+    try:
+        return refs.model_named(name)
+    except ValidationError as exc:
+        raise CommandError(one_line(exc)) from None
 
 
 def _active(model: RegisteredModel) -> Rollout:
@@ -34,12 +35,16 @@ def _stages(raw: str | None) -> list[int] | None:
 
 
 class Command(BaseCommand):
-    help = "Start, inspect and steer rollouts: rollout start|status|pause|resume|promote|abort MODEL [VERSION]."
+    help = (
+        "Start, inspect and steer rollouts: rollout start|status|pause|resume|promote|abort MODEL [VERSION]. "
+        "VERSION is a number or a reference (models:/NAME/3, models:/NAME@alias); `rollout start models:/NAME/3` "
+        "names both."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("action", choices=["start", "status", "pause", "resume", "promote", "abort"])
         parser.add_argument("model")
-        parser.add_argument("version", nargs="?", type=int, help="the candidate (start only)")
+        parser.add_argument("version", nargs="?", help="the candidate (start only): 3 or models:/NAME@alias")
         parser.add_argument("--stages", help="candidate percent per stage, default 10,25,50,100")
         parser.add_argument("--stage-seconds", type=int, default=300)
         parser.add_argument("--shadow", type=float, default=0, help="percent of requests mirrored to the candidate")
@@ -47,10 +52,12 @@ class Command(BaseCommand):
         parser.add_argument("--analysis", help='threshold overrides as JSON or @file, e.g. {"p99_ratio": 2}')
 
     def handle(self, *args, action: str, model: str, **opts) -> None:
-        registered = _model(model)
+        registered, ref = _model(model)
+        if ref is not None and action != "start":
+            raise CommandError(f"{action} takes the model's name ({registered.name}), not a version reference")
         try:
             if action == "start":
-                rollout = self._start(registered, opts)
+                rollout = self._start(registered, ref, opts)
             elif action == "status":
                 rollout = Rollout.objects.filter(model=registered).first()
                 if rollout is None:
@@ -63,12 +70,13 @@ class Command(BaseCommand):
             raise CommandError(one_line(exc)) from None
         self._report(Rollout.objects.select_related("candidate", "baseline").get(pk=rollout.pk))
 
-    def _start(self, model: RegisteredModel, opts) -> Rollout:
-        if opts["version"] is None:
-            raise CommandError("start needs the candidate's version number: rollout start MODEL VERSION")
-        candidate = ModelVersion.objects.filter(model=model, version=opts["version"]).first()
-        if candidate is None:
-            raise CommandError(f"{model.name} has no version {opts['version']}")
+    def _start(self, model: RegisteredModel, ref: refs.VersionRef | None, opts) -> Rollout:
+        given = [value for value in (ref, opts["version"]) if value is not None]
+        if not given:
+            raise CommandError("start needs the candidate: rollout start MODEL VERSION (or models:/MODEL/VERSION)")
+        candidate, *others = (refs.resolve(model, value) for value in given)
+        if any(other.pk != candidate.pk for other in others):
+            raise CommandError(f"two different candidates named: {ref} and {opts['version']}")
         return rollouts.rollout_start(
             model=model,
             candidate=candidate,
