@@ -50,7 +50,12 @@ class Platform:
     def __init__(self, var: Path) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in PLATFORM_ENV and not k.startswith("MODELWORKS_")}
-        env |= {"MODELWORKS_VAR_DIR": str(var), "PORT": str(self.port), "WEB_CONCURRENCY": "1", "CELERY_CONCURRENCY": "1"}
+        env |= {
+            "MODELWORKS_VAR_DIR": str(var),
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": "1",
+            "CELERY_CONCURRENCY": "1",
+        }
         self.env = env
         self.lines: list[str] = []
         self.process = subprocess.Popen(
@@ -97,10 +102,12 @@ def platform(tmp_path_factory) -> Iterator[Platform]:
 
 @pytest.fixture(scope="module")
 def exported(platform: Platform) -> dict[str, str]:
-    """What `export MW=... TOKEN=...` from the box puts in a new shell."""
-    line = next(line for line in platform.output.splitlines() if line.startswith("export MW="))
-    values = dict(part.split("=", 1) for part in line.removeprefix("export ").split())
-    return {**platform.env, **values}
+    """What pasting the box's `export ...` lines puts in a new shell's environment."""
+    exports = "\n".join(line for line in platform.output.splitlines() if line.startswith("export "))
+    done = subprocess.run(["bash", "-c", exports + "\nenv -0"], env=platform.env, capture_output=True, timeout=30)
+    env = dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
+    assert env["MODELWORKS_URL"] == env["MW"] and env["MODELWORKS_TOKEN"] == env["TOKEN"].strip() != ""
+    return env
 
 
 def curl(command: str, env: dict[str, str]) -> dict:
@@ -120,6 +127,12 @@ def test_the_printed_curl_and_the_readmes_curl_predict_with_the_demo_model(platf
     readme = next(block for block in code_blocks("sh") if "curl" in block)
     command = " ".join(line for line in readme.replace("\\\n", " ").splitlines() if line.startswith("curl "))
     assert curl(command, exported)["predictions"] == answer["predictions"]
+
+    # the console the box points at is styled: its static files are served with DEBUG on and no collectstatic
+    stylesheet = f"{exported['MW']}/static/admin/css/base.css"
+    styles = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", stylesheet],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert styles.stdout == "200"
 
 
 def test_the_readmes_python_registers_predicts_loads_and_starts_a_rollout(platform, exported, tmp_path):
@@ -157,3 +170,18 @@ def test_a_tampered_artifact_is_refused_by_the_client(platform, exported):
 def sha256_of(path: Path) -> str:
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_readmes_modelworks_command_lines_run(platform, exported, tmp_path):
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = re.findall(r"^\.venv/bin/modelworks .*$", text, flags=re.M)
+    assert lines, "the README shows the modelworks command"
+    for line in lines:
+        command = line.split("  #", 1)[0].replace(".venv/bin/", str(ROOT / ".venv" / "bin") + "/", 1)
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=exported, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == 0, f"{line}: {done.stderr}"
+    assert json.loads(subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "modelworks"), "versions", "diabetes-ridge", "--json"], env=exported,
+        capture_output=True, text=True, timeout=60,
+    ).stdout)  # fmt: skip
