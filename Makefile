@@ -6,6 +6,8 @@ PYTHON ?= python3
 # `make test` always runs against real services; these are the local defaults (override by env).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/modelworks
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# pytest-xdist workers (each its own test database and Redis database: the next after TEST_REDIS_URL's, mod 16).
+TEST_WORKERS ?= 2
 
 .PHONY: run test install install-runtime lint services clean
 
@@ -47,7 +49,7 @@ test: install services lint
 	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		$(PY) manage.py makemigrations --check --dry-run
 	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
-		$(VENV)/bin/pytest
+		$(VENV)/bin/pytest -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import pytest
@@ -29,9 +31,36 @@ def pytest_configure(config: pytest.Config) -> None:
         pytest.exit("the suite needs Redis: run it with `make test` (it sets REDIS_URL)", returncode=2)
 
 
+REDIS_DATABASES = 16  # Redis's default `databases`
+
+
+def worker_redis_url(url: str, worker: int) -> str:
+    """REDIS_URL for xdist worker `worker`: the same server, database (base + worker) mod 16 (db 15 and 0 for
+    `make test`'s db 15 on two workers)."""
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{(base + worker) % REDIS_DATABASES}"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: list) -> None:
+    """Each xdist worker gets its own Redis database, set in the worker's environment before it starts (so before
+    pytest-django loads the settings there). Tests flush their database and start Celery workers on it as a broker:
+    two pytest workers on one database would flush each other's queues and take each other's tasks. Everything a
+    test starts inherits the environment or reads settings.REDIS_URL. (pytest-django gives each worker its own test
+    database, test_<name>_gw<N>.) The environment is set from here, in the controller, because a `-p` plugin under
+    tests/ is not importable before the conftests are: workers get the controller's sys.path."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return
+    for spec in specs:
+        spec.env["REDIS_URL"] = worker_redis_url(url, int(spec.id.removeprefix("gw")))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def empty_redis():
-    """The suite owns its Redis database (REDIS_URL in `make test` points at db 15): start it empty."""
+    """The suite owns its Redis database (REDIS_URL in `make test` points at db 15; each xdist worker has its own,
+    pytest_xdist_setupnodes above): start it empty."""
     import redis
 
     redis.Redis.from_url(settings.REDIS_URL).flushdb()

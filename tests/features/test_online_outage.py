@@ -13,6 +13,7 @@ from features.models import FeatureView
 from features.on_demand import on_demand_feature, unregister
 from features.retrieval import get_online_features
 from features.services import feature_values_push
+from serving.key_cache import key_cache as process_key_cache
 from tests.features.conftest import PATIENT, ago
 from tests.features.test_serving import URL, by_patient, caller, fresh_serving_state  # noqa: F401 (fixtures)
 from tests.platform.instances import own_redis
@@ -32,6 +33,10 @@ def unavailable(reason: str) -> float:
 @pytest.fixture
 def own_store(settings, monkeypatch):
     """The online store on the test's own Redis, with a web process's short socket timeout."""
+    # The process's API key cache listens for revocations on settings.REDIS_URL from when it is first built, for the
+    # rest of the process: built now, it stays on the suite's Redis instead of on this server, dead after the test
+    # (and every later test's keys would then never be remembered).
+    process_key_cache()
     with own_redis() as server:
         settings.REDIS_URL = server.url
         settings.MODELWORKS_FEATURES_ONLINE_STORE = "redis"
