@@ -489,7 +489,9 @@ def _check_alias_target(model: RegisteredModel, name: str, version: ModelVersion
         errors["version"] = [f"version {version.version} belongs to another model"]
     elif version.status == VersionStatus.REJECTED:
         errors["version"] = [f"version {version.version} was rejected by its quality gates and cannot get traffic"]
-    elif version.integrity_failed_at is not None:
+    elif version.integrity_failed_at is not None or not model_version_verify_integrity(version=version):
+        # Re-hashed here, not only at load: a file changed on disk since the version last loaded (or one never loaded,
+        # like a candidate no request reached) would otherwise get the alias and be found out by its first request.
         errors["version"] = [f"version {version.version} failed its integrity check and cannot be served"]
     elif name != PRODUCTION_ALIAS and version.status in _OUT_OF_TRAFFIC:
         errors["version"] = [

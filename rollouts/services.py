@@ -244,6 +244,9 @@ def _advance(rollout: Rollout, now: datetime) -> str | None:
     if rollout.stage_index + 1 < len(rollout.stages):
         _enter_stage(rollout, rollout.stage_index + 1, now)
         return "next_stage"
+    # Re-hashed now: a candidate whose file changed on disk after its last load (or that no request reached) is never
+    # made production; the check marks it, and the rollout rolls back below.
+    registry.model_version_verify_integrity(version=rollout.candidate)
     if not rollout.candidate.routable:  # e.g. its artifact failed the integrity check: never made production
         state = "tampered" if rollout.candidate.integrity_failed_at else rollout.candidate.status
         reason = f"v{rollout.candidate.version} is {state} and can no longer be served: not promoted"
@@ -326,6 +329,7 @@ def rollout_promote(*, rollout: Rollout, actor: Any = None) -> Rollout:
     """Skip the remaining stages: the candidate becomes production now."""
     locked = _locked(rollout, ACTIVE_ROLLOUT_STATUSES, "promote")
     candidate = locked.candidate
+    registry.model_version_verify_integrity(version=candidate)  # re-hashed now, as the tick does before promoting
     if not candidate.routable:
         state = "tampered (failed its integrity check)" if candidate.integrity_failed_at else candidate.status
         raise ValidationError(
