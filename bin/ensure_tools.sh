@@ -1,5 +1,6 @@
 #!/bin/sh
-# Make sure the tools the platform tests drive are installed: promtool (Debian `prometheus`) and nginx.
+# Make sure the tools the platform and browser tests drive are installed: promtool (Debian `prometheus`), nginx and
+# chromium (the console's browser tests drive Debian's chromium through Playwright; never a browser download).
 # Idempotent and quiet: installs only what is missing, runs `apt-get update` at most once, and on failure prints one
 # line naming the package and exits 1.
 set -u
@@ -7,6 +8,7 @@ set -u
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else
