@@ -26,11 +26,12 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
 
 from registry.models import ModelAlias, ModelVersion, RegisteredModel, VersionStatus
 from registry.selectors import previous_production
@@ -348,6 +349,29 @@ def _refusal_of(found: ModelVersion | RouteError) -> str | None:
 
 
 def _load_default(model_name: str) -> _Default:
+    """Production and the split, read in one snapshot: a promotion commits the alias move and the rollout's end
+    together, and reading them in two statements could see the old production and no split (a key on the candidate
+    sent back to the baseline for one route refresh)."""
+    with _snapshot():
+        return _load_default_in_snapshot(model_name)
+
+
+@contextmanager
+def _snapshot():
+    """A read-only transaction whose statements all see the same committed state (REPEATABLE READ on Postgres; a
+    SQLite transaction reads one snapshot already). Inside a caller's transaction, that transaction's view."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
+def _load_default_in_snapshot(model_name: str) -> _Default:
     production = _load_alias(model_name, PRODUCTION_ALIAS)
     if isinstance(production, RouteError):
         return _Default(production)
