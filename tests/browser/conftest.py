@@ -19,10 +19,6 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls the tests make around it are still
-# synchronous, one at a time, so Django's async-safety guard is lifted for these tests only.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM = os.environ.get("MODELWORKS_CHROMIUM", "/usr/bin/chromium")
 ADMIN_USER, ADMIN_PASSWORD = "console-admin", "a-long-console-password"
 
@@ -34,16 +30,29 @@ class Console:
     password: str = ADMIN_PASSWORD
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
+    """Chromium for one module. Module-scoped on purpose: Playwright's sync API keeps an event loop running in this
+    thread while it is open, which would break the tests after it on the same worker that call `asyncio.run()` (the
+    ASGI front's tests). While it runs, the ORM calls the tests make around it are still synchronous, one at a time,
+    so Django's async-safety guard is lifted for exactly that long (and never for the process: `check --deploy`
+    warns about the variable)."""
     if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
         pytest.fail(f"chromium is not installed at {CHROMIUM}: run ./bin/ensure_tools.sh (make test does)")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture(scope="module")
