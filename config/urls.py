@@ -6,10 +6,6 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 from monitoring.metrics import monitoring_metrics
 
-admin.site.site_header = "Modelworks"
-admin.site.site_title = "Modelworks"
-admin.site.index_title = "Models, versions and their history"
-
 urlpatterns = [
     path("", include("serving.urls")),
     path("api/v1/features/", include("features.api.urls")),  # feature store (issue 5)

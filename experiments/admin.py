@@ -6,6 +6,7 @@ The results page is drawn on the server (tables and an inline SVG chart): no Jav
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from django import forms
@@ -19,7 +20,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from experiments import charts, parsing, selectors, services
+from config import charts
+from experiments import parsing, selectors, services
 from experiments.models import Experiment, ExperimentArm, ExperimentEvent
 from experiments.stats import PEEKING_NOTE
 from registry.models import RegisteredModel
@@ -194,8 +196,13 @@ class ExperimentAdmin(admin.ModelAdmin):
     @admin.display(description="over time")
     def metric_chart(self, experiment: Experiment) -> str:
         primary = self._results(experiment)["primary"]
-        return charts.line_chart(
-            primary["series"]["days"], primary["series"]["arms"], title=f"{primary['label']}, cumulative per arm"
+        days = [datetime.combine(date.fromisoformat(d), time.min, tzinfo=UTC) for d in primary["series"]["days"]]
+        return charts.line(
+            {arm: zip(days, points, strict=True) for arm, points in primary["series"]["arms"].items()},
+            y_label=primary["label"],
+            title=f"{primary['label']}, cumulative per arm, by day of first exposure",
+            empty="No exposures yet: the chart starts with the experiment's first exposed key.",
+            per_day=True,
         )
 
     @admin.display(description="sample size")

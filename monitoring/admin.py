@@ -1,5 +1,6 @@
 """Monitoring in the admin: per model the latest drift report (table and histograms), drift and quality over time,
-open alerts; monitors can be run from here. Charts are inline SVG (monitoring/charts.py): nothing from a CDN."""
+open alerts; monitors can be run from here. Charts are drawn by the console's vendored Chart.js (config/charts.py):
+nothing from a CDN."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from monitoring import charts
+from config import charts
 from monitoring.models import Alert, BusinessEvent, DriftReport, Feedback, Monitor, ReferenceDataset
 from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from monitoring.selectors import business_impact
@@ -36,15 +37,23 @@ def model_dashboard_context(model: RegisteredModel) -> dict:
     features = []
     if latest is not None:
         for feature in latest.features:
-            features.append({**feature, "svg": charts.histogram_svg(feature.get("histogram") or {})})
+            features.append({**feature, "chart": charts.histogram(feature.get("histogram") or {})})
     return {
         "model": model,
         "latest": latest,
         "features": features,
-        "drift_chart": charts.lines_svg(
-            {"drift share": [(r.created_at, r.drift_share) for r in history if r.tested_features]}, y_max=1.0
+        "drift_chart": charts.line(
+            {"share of features drifted": [(r.created_at, r.drift_share) for r in history if r.tested_features]},
+            y_label="share of features drifted",
+            y_min=0,
+            y_max=1,
+            empty="No drift report with tested features yet: run a monitor once the log has enough rows.",
         ),
-        "quality_chart": charts.lines_svg({k: v for k, v in quality.items() if v}),
+        "quality_chart": charts.line(
+            {k: v for k, v in quality.items() if v},
+            y_label="metric value",
+            empty="No quality figures yet: they come from ground truth (feedback) joined to logged predictions.",
+        ),
         "alerts": Alert.objects.filter(monitor__model=model, resolved_at__isnull=True).select_related("monitor"),
         "impact": business_impact(model.name, since=timezone.now() - timedelta(days=IMPACT_DAYS)),
         "impact_days": IMPACT_DAYS,

@@ -14,6 +14,7 @@ from experiments.models import Experiment, Exposure
 from monitoring.services.events import EventItem, business_events_record
 from registry.models import ModelAlias
 from serving import traffic
+from tests.charts import chart_specs
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +50,9 @@ def test_results_page_shows_allocation_srm_intervals_chart_and_conclude(console,
     html = page(console, experiment)
     assert "ok (p=" in html and "expected share" in html and "50.0%" in html
     assert "conversion to &#x27;purchase&#x27;" in html and "95% CI" in html and "relative CI" in html
-    assert "<svg" in html and "<polyline" in html and html.count("<polyline") == 2  # one line per arm, two days
+    (over_time,) = [s for s in chart_specs(html) if s["kind"] == "line"]
+    assert over_time["per_day"] and [d["label"] for d in over_time["datasets"]] == ["control", "forest"]
+    assert all(len(d["points"]) == 2 for d in over_time["datasets"])  # one point per arm and day, two days
     assert "hold only when read once at the planned sample size" in html
     assert "Conclude: promote the winner to production" in html
     # Nothing is fetched from outside (a random CSRF token may well contain "cdn", so look at the URLs).

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from monitoring.models import Alert, DriftReport
 from monitoring.services.monitors import monitor_create, monitor_run
+from tests.charts import chart_specs
 from tests.monitoring.conftest import flush, predict_each, rows, shifted
 
 pytestmark = pytest.mark.django_db
@@ -34,8 +35,16 @@ def test_the_model_dashboard_shows_report_histograms_history_and_alerts(console,
     assert page.status_code == 200
     html = page.content.decode()
     assert "dataset drift" in html and Alert.objects.get().message in html
-    assert html.count("<svg") >= 31 + 2  # a histogram per feature, drift and quality over time
-    assert "<polyline" in html and "accuracy" in html
+    specs = chart_specs(html)
+    histograms = [s for s in specs if s["kind"] == "bars"]
+    assert len(histograms) == 31  # one per feature the report tested, with labelled bins
+    assert all(len(h["labels"]) == len(h["datasets"][0]["values"]) for h in histograms)
+    numeric = [h for h in histograms if h["x_label"] == "value bin"]
+    assert len(numeric) == 30 and all(" – " in label for h in numeric for label in h["labels"])
+    assert [d["label"] for d in histograms[0]["datasets"]] == ["reference", "current"]
+    drift, quality = [s for s in specs if s["kind"] == "line"]
+    assert drift["y_label"] == "share of features drifted" and len(drift["datasets"][0]["points"]) == 2
+    assert "accuracy" in [d["label"] for d in quality["datasets"]]
     assert "renewal_signed" in html  # the business-impact table
     assert not re.findall(r'(?:src|href)="(?:https?:)?//', html)  # nothing loaded from another host
 
