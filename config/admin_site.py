@@ -6,8 +6,12 @@ Installed as the default admin site by `config.apps.ConsoleAdminConfig` (Django'
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 
 APP_ORDER = ["registry", "serving", "rollouts", "experiments", "monitoring", "features"]
@@ -24,6 +28,66 @@ class ConsoleAdminSite(admin.AdminSite):
         apps = super().get_app_list(request, app_label)
         rank = {label: i for i, label in enumerate(APP_ORDER)}
         return sorted(apps, key=lambda app: (rank.get(app["app_label"], len(rank)), app["name"]))
+
+    def get_urls(self):
+        return [
+            path("models/<slug:name>/", self.admin_view(self.model_page), name="model_page"),
+            *super().get_urls(),
+        ]
+
+    def model_page(self, request: HttpRequest, name: str) -> HttpResponse:
+        """GET: the model's page. POST `try`: a prediction through the serving service; POST `move`: an alias move
+        through the registry's service (which checks the permission)."""
+        from config import model_page
+        from registry.models import RegisteredModel
+        from registry.selectors import production_version
+
+        model = get_object_or_404(RegisteredModel, name=name)
+        serving_version = production_version(model) or model.versions.order_by("-version").first()
+        signature = serving_version.signature if serving_version else {"inputs": []}
+        form = model_page.TryPredictionForm(signature=signature)
+        answer = None
+        if request.method == "POST" and request.POST.get("action") == "move":
+            return self._move_alias(request, model)
+        if request.method == "POST" and request.POST.get("action") == "try":
+            form = model_page.TryPredictionForm(request.POST, signature=signature)
+            if form.is_valid():
+                try:
+                    answer = model_page.try_prediction(model, form)
+                except Exception as exc:  # a refused or failed prediction is shown as the API would say it
+                    form.add_error(None, f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}")
+        compare = [int(v) for v in request.GET.getlist("compare") if v.isdigit()]
+        context = {
+            **self.each_context(request),
+            **model_page.page_context(model, compare),
+            "compare_asked": "compared" in request.GET,
+            "title": model.name,
+            "try_form": form,
+            "try_version": serving_version,
+            "answer": answer,
+            "can_move": request.user.has_perm("registry.change_modelalias"),
+        }
+        return TemplateResponse(request, "admin/console_model.html", context)
+
+    def _move_alias(self, request: HttpRequest, model) -> HttpResponse:
+        from registry import services as registry
+
+        page = reverse("admin:model_page", args=[model.name])
+        alias, number = request.POST.get("alias", ""), request.POST.get("version", "")
+        version = model.versions.filter(version=int(number)).first() if number.isdigit() else None
+        if version is None:
+            messages.error(request, f"{model.name} has no version {number!r}.")
+            return HttpResponseRedirect(page)
+        try:
+            if not request.user.has_perm("registry.change_modelalias"):
+                raise PermissionDenied("you may not move aliases (registry.change_modelalias)")
+            registry.alias_set(model=model, name=alias, version=version, actor=request.user)
+        except (ValidationError, PermissionDenied) as exc:
+            text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            messages.error(request, f"{alias} was not moved: {text}")
+        else:
+            messages.success(request, f"{alias} now points at v{version.version}.")
+        return HttpResponseRedirect(page)
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         from config import charts, console  # the apps' models are loaded by the time a page is asked for

@@ -149,17 +149,18 @@ def _monitoring(statuses: dict[str, ModelStatus]) -> None:
         )
 
 
-def model_statuses(now: datetime | None = None) -> list[ModelStatus]:
-    """Per model, in name order: what serves, how busy and healthy it is, what is changing, what is wrong."""
+def model_statuses(now: datetime | None = None, names: list[str] | None = None) -> list[ModelStatus]:
+    """Per model (all, or those named), in name order: what serves, how busy and healthy it is, what is changing,
+    what is wrong."""
     now = now or timezone.now()
+    models = RegisteredModel.objects.order_by("name")
+    if names is not None:
+        models = models.filter(name__in=names)
     production = {
         alias.model_id: alias.version.version
-        for alias in ModelAlias.objects.filter(name="production").select_related("version")
+        for alias in ModelAlias.objects.filter(name="production", model__in=models).select_related("version")
     }
-    statuses = {
-        model.name: ModelStatus(model=model, production=production.get(model.pk))
-        for model in RegisteredModel.objects.order_by("name")
-    }
+    statuses = {model.name: ModelStatus(model=model, production=production.get(model.pk)) for model in models}
     if statuses:
         _traffic(statuses, now)
         _rollouts(statuses)
@@ -180,7 +181,7 @@ def recent_activity(limit: int = ACTIVITY_ITEMS) -> list[Activity]:
                 model=event.model.name,
                 text=f"{_words(event.action)}{version}" + (f": {event.message}" if event.message else ""),
                 actor=event.actor_name or "system",
-                url=reverse("admin:registry_registeredmodel_change", args=[event.model_id]),
+                url=reverse("admin:model_page", args=[event.model.name]),
             )
         )
     for event in RolloutEvent.objects.select_related("rollout__model", "rollout__candidate").order_by(
