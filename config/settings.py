@@ -333,6 +333,10 @@ MODELWORKS_EXPOSURE_BUFFER_MAX = env_int("MODELWORKS_EXPOSURE_BUFFER_MAX", 100_0
 # --- Monitoring (see README "Monitoring") ---------------------------------------------------------------------
 # Feedback given by routing key + time joins the latest prediction for that key made this long before it.
 MODELWORKS_FEEDBACK_MATCH_WINDOW_S = env_int("MODELWORKS_FEEDBACK_MATCH_WINDOW_S", 7 * 24 * 3600)
+# Alert webhooks: this many attempts, the n-th failure waiting BACKOFF * 2**(n-1) in the queue (Celery's retry with
+# a countdown: no worker waits), so 5 attempts over about 75 s by default.
+MODELWORKS_WEBHOOK_ATTEMPTS = env_int("MODELWORKS_WEBHOOK_ATTEMPTS", 5)
+MODELWORKS_WEBHOOK_BACKOFF_MS = env_int("MODELWORKS_WEBHOOK_BACKOFF_MS", 5000)
 CELERY_BEAT_SCHEDULE.update(
     {
         # Each monitor has its own interval; this tick queues the ones that are due (claimed once each).
