@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from monitoring.models import Alert, DriftReport, Monitor
+from monitoring.models import Alert, DriftReport, Feedback, Monitor
 from monitoring.services.monitors import monitor_create
 from monitoring.tasks import deliver_webhook, join_feedback, run_due_monitors
 from tests.monitoring.conftest import flush, predict_each, rows, shifted
@@ -106,6 +106,17 @@ def test_a_failing_webhook_is_retried_by_celery_without_holding_the_worker_then_
     assert deliver_webhook.apply_async(args=[alert.pk, "resolved"]).get(timeout=60) is False
     assert receiver.attempts == 6 and len(receiver.bodies) == 1
     assert Alert.objects.get(pk=alert.pk).webhook_status == "resolved: HTTP 500 after 3 attempt(s)"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_feedback_posted_is_joined_by_the_worker_after_the_request(worker, api, cancer_v1, logreg):
+    ids = predict_each("cancer", rows(logreg.X_test, 0, 3))
+    flush()
+    response = api.post("/api/v1/feedback", [{"request_id": r, "actual": 1} for r in ids], format="json")
+    assert response.status_code == 202 and response.json() == {"received": 3}
+    joined = Feedback.objects.filter(joined_at__isnull=False)
+    assert _wait_for(lambda: joined.count() == 3), worker.read_text()[-3000:]
+    assert set(joined.values_list("model_name", "version")) == {("cancer", 1)}
 
 
 def test_the_monitor_tick_is_on_the_beat_schedule():
