@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_secret, env_str, load_env_file
+from config.schedules import every
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # `make run` leaves the embedded default's local settings (DEBUG=1, the DATABASE_URL/REDIS_URL it ran with) in
@@ -199,27 +200,33 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = env_str("MODELWORKS_CELERY_QUEUE", "celery")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One schedule for the whole platform; every entry says why it exists and expires so a backlog never piles up.
+# `every` makes a period of an hour or more a crontab (config/schedules.py): the state file of beat is on an
+# emptyDir, and an hourly interval would restart its hour at every beat restart.
 CELERY_BEAT_SCHEDULE = {
     # --- features (issue 5) ---
     # Values ingested in batch reach the online store only by materialization: copy what was created since the
     # last run, often enough that the online store lags the offline one by minutes at most.
     "features-materialize": {
         "task": "features.materialize_all",
-        "schedule": env_int("MODELWORKS_FEATURES_MATERIALIZE_EVERY_S", 300),
+        "schedule": every(
+            env_int("MODELWORKS_FEATURES_MATERIALIZE_EVERY_S", 300), name="MODELWORKS_FEATURES_MATERIALIZE_EVERY_S"
+        ),
         "options": {"expires": 240},
     },
     # --- end features ---
-    # Storage can be changed behind our back (bucket edits, disk faults): re-hash every artifact hourly so a
-    # tampered model is marked before anyone tries to serve it.
+    # Storage can be changed behind our back (bucket edits, disk faults): re-hash every artifact hourly (at minute 0)
+    # so a tampered model is marked before anyone tries to serve it.
     "registry-verify-artifacts": {
         "task": "registry.verify_all_artifacts",
-        "schedule": env_int("MODELWORKS_VERIFY_ARTIFACTS_EVERY_S", 3600),
+        "schedule": every(
+            env_int("MODELWORKS_VERIFY_ARTIFACTS_EVERY_S", 3600), name="MODELWORKS_VERIFY_ARTIFACTS_EVERY_S"
+        ),
         "options": {"expires": 1800},
     },
     # Rollouts are a state machine in the database; this tick moves each due one on by a step (rollouts/services.py).
     "rollouts-rollout-tick": {
         "task": "rollouts.rollout_tick",
-        "schedule": env_int("MODELWORKS_ROLLOUT_TICK_MS", 5000) / 1000,
+        "schedule": every(env_int("MODELWORKS_ROLLOUT_TICK_MS", 5000) / 1000, name="MODELWORKS_ROLLOUT_TICK_MS"),
         "options": {"expires": 30},
     },
 }
@@ -333,18 +340,24 @@ MODELWORKS_EXPOSURE_BUFFER_MAX = env_int("MODELWORKS_EXPOSURE_BUFFER_MAX", 100_0
 # --- Monitoring (see README "Monitoring") ---------------------------------------------------------------------
 # Feedback given by routing key + time joins the latest prediction for that key made this long before it.
 MODELWORKS_FEEDBACK_MATCH_WINDOW_S = env_int("MODELWORKS_FEEDBACK_MATCH_WINDOW_S", 7 * 24 * 3600)
+# Alert webhooks: this many attempts, the n-th failure waiting BACKOFF * 2**(n-1) in the queue (Celery's retry with
+# a countdown: no worker waits), so 5 attempts over about 75 s by default.
+MODELWORKS_WEBHOOK_ATTEMPTS = env_int("MODELWORKS_WEBHOOK_ATTEMPTS", 5)
+MODELWORKS_WEBHOOK_BACKOFF_MS = env_int("MODELWORKS_WEBHOOK_BACKOFF_MS", 5000)
 CELERY_BEAT_SCHEDULE.update(
     {
         # Each monitor has its own interval; this tick queues the ones that are due (claimed once each).
         "monitoring-run-due-monitors": {
             "task": "monitoring.run_due_monitors",
-            "schedule": env_int("MODELWORKS_MONITOR_TICK_S", 60),
+            "schedule": every(env_int("MODELWORKS_MONITOR_TICK_S", 60), name="MODELWORKS_MONITOR_TICK_S"),
             "options": {"expires": 50},
         },
         # Feedback that arrived before its prediction was logged (or by routing key) gets its model and version.
         "monitoring-join-feedback": {
             "task": "monitoring.join_feedback",
-            "schedule": env_int("MODELWORKS_FEEDBACK_JOIN_EVERY_S", 300),
+            "schedule": every(
+                env_int("MODELWORKS_FEEDBACK_JOIN_EVERY_S", 300), name="MODELWORKS_FEEDBACK_JOIN_EVERY_S"
+            ),
             "options": {"expires": 240},
         },
     }

@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from monitoring.models import Monitor
 from monitoring.services.events import EventItem, business_events_record
-from monitoring.services.feedback import FeedbackItem, feedback_record
+from monitoring.services.feedback import FeedbackItem, feedback_join_pending, feedback_record
 from monitoring.services.monitors import monitor_create, monitor_run
 from registry.models import RegisteredModel
 from serving import services as serving
@@ -24,15 +24,17 @@ DEMO_MONITOR = "demo-drift"
 
 
 def _traffic(frame, labels, prefix: str, scale: float) -> list[str]:
-    ids = []
+    ids, feedback = [], []
     for i, (row, label) in enumerate(zip(frame.to_dict(orient="records"), labels, strict=True)):
         shifted = {k: float(v) * scale for k, v in row.items()}
         result = serving.predict(
             model_name=DEMO_MODEL, payload={"instances": [shifted]}, alias="production", routing_key=f"{prefix}-{i}"
         )
         ids.append(result.request_id)
-        feedback_record(items=[FeedbackItem(request_id=result.request_id, actual=int(label))])
+        feedback.append(FeedbackItem(request_id=result.request_id, actual=int(label)))
     prediction_log().flush()
+    feedback_record(items=feedback)
+    feedback_join_pending()  # the seeded dashboard shows joined feedback at once, not after beat's next join
     return ids
 
 

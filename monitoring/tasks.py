@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from monitoring import webhooks
 from monitoring.models import Alert, Monitor
@@ -25,10 +25,16 @@ def run_due_monitors() -> list[int]:
     return [monitor.pk for monitor in due]
 
 
-@shared_task(name="monitoring.deliver_webhook", acks_late=True, reject_on_worker_lost=True)
-def deliver_webhook(alert_id: int, status: str) -> bool:
+@shared_task(bind=True, name="monitoring.deliver_webhook", acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def deliver_webhook(self: Task, alert_id: int, status: str) -> bool:
+    """One attempt; a failed one is re-queued with a countdown (Celery's retry), so the worker is free meanwhile.
+    The number of attempts is bounded by `webhook_send`, which records the last outcome on the alert."""
     alert = Alert.objects.select_related("monitor__model", "last_report").get(pk=alert_id)
-    return webhooks.webhook_send(alert=alert, status=status)
+    attempt = self.request.retries + 1
+    try:
+        return webhooks.webhook_send(alert=alert, status=status, attempt=attempt)
+    except webhooks.RetryLater as exc:
+        raise self.retry(countdown=webhooks.webhook_backoff_s(attempt), exc=exc) from exc
 
 
 @shared_task(name="monitoring.join_feedback", acks_late=True, reject_on_worker_lost=True)

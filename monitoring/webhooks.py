@@ -1,4 +1,7 @@
-"""Alert webhooks: one JSON POST per alert state change, retried with backoff, never raising to the caller.
+"""Alert webhooks: one JSON POST per alert state change, never raising to the caller.
+
+Each call here is one attempt; the retries are Celery's (`monitoring.tasks.deliver_webhook` re-queues itself with
+exponential backoff), so no worker sleeps between attempts.
 
 The body (README "Monitoring"):
     {"status": "firing" | "resolved", "alert_id": 7, "kind": "dataset_drift" | "quality", "subject": "f1",
@@ -12,17 +15,33 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import urllib.error
 import urllib.request
 from typing import Any
 
+from django.conf import settings
+
 from monitoring.models import Alert
 
 logger = logging.getLogger(__name__)
-ATTEMPTS = 4
 TIMEOUT_S = 5.0
-BACKOFF_S = 0.5
+
+
+class RetryLater(Exception):
+    """This attempt failed in a way another may not (a network error, 5xx or 429) and attempts remain."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+def webhook_attempts() -> int:
+    return max(1, settings.MODELWORKS_WEBHOOK_ATTEMPTS)
+
+
+def webhook_backoff_s(attempt: int) -> float:
+    """How long to wait after failed attempt `attempt` (1-based): the base, doubled per attempt."""
+    return settings.MODELWORKS_WEBHOOK_BACKOFF_MS / 1000 * 2 ** (attempt - 1)
 
 
 def webhook_body(alert: Alert, status: str) -> dict[str, Any]:
@@ -55,26 +74,34 @@ def _post(url: str, body: bytes) -> int:
         return response.status
 
 
-def webhook_send(*, alert: Alert, status: str, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> bool:
-    """POST the alert; retry on errors and 5xx with exponential backoff; record the outcome on the alert."""
+def _record(alert: Alert, outcome: str) -> None:
+    Alert.objects.filter(pk=alert.pk).update(webhook_status=outcome[:200])
+
+
+def webhook_send(*, alert: Alert, status: str, attempt: int = 1, attempts: int | None = None) -> bool:
+    """Make attempt number `attempt` of `attempts` to POST the alert and record the outcome on the alert.
+
+    True when delivered; False when the receiver refused the body (4xx other than 429) or this was the last attempt;
+    raises RetryLater (outcome recorded, "retrying") when another attempt is worth making.
+    """
+    attempts = webhook_attempts() if attempts is None else attempts
     url = alert.monitor.webhook_url
     body = json.dumps(webhook_body(alert, status)).encode()
-    outcome = "no attempt"
-    for attempt in range(1, attempts + 1):
-        try:
-            code = _post(url, body)
-            outcome = f"{status}: HTTP {code} after {attempt} attempt(s)"
-            if code < 300:
-                Alert.objects.filter(pk=alert.pk).update(webhook_status=outcome)
-                return True
-        except urllib.error.HTTPError as exc:
-            outcome = f"{status}: HTTP {exc.code} after {attempt} attempt(s)"
-            if exc.code < 500 and exc.code != 429:
-                break  # the receiver refuses this body: sending it again will not help
-        except (urllib.error.URLError, OSError) as exc:
-            outcome = f"{status}: {exc.__class__.__name__} after {attempt} attempt(s)"
-        if attempt < attempts:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
+    retryable = True
+    try:
+        code = _post(url, body)
+        outcome = f"{status}: HTTP {code} after {attempt} attempt(s)"
+        if code < 300:
+            _record(alert, outcome)
+            return True
+    except urllib.error.HTTPError as exc:
+        outcome = f"{status}: HTTP {exc.code} after {attempt} attempt(s)"
+        retryable = exc.code >= 500 or exc.code == 429  # otherwise the receiver refuses this body: resending won't help
+    except (urllib.error.URLError, OSError) as exc:
+        outcome = f"{status}: {exc.__class__.__name__} after {attempt} attempt(s)"
+    if retryable and attempt < attempts:
+        _record(alert, f"{outcome}, retrying")
+        raise RetryLater(outcome)
     logger.warning("alert %s webhook failed: %s", alert.pk, outcome)
-    Alert.objects.filter(pk=alert.pk).update(webhook_status=outcome)
+    _record(alert, outcome)
     return False

@@ -98,6 +98,10 @@ def test_deploy_check_is_clean_once_hsts_is_on(tmp_path):
         ({"DEBUG": "0"}, "SECRET_KEY must be set when DEBUG is off"),
         ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
         ({"DEBUG": "1", "ARTIFACT_STORAGE": "ftp"}, "ARTIFACT_STORAGE='ftp': use local, s3 or azure"),
+        (
+            {"DEBUG": "1", "MODELWORKS_VERIFY_ARTIFACTS_EVERY_S": "5400"},
+            "MODELWORKS_VERIFY_ARTIFACTS_EVERY_S=5400: a period of an hour or more must be",
+        ),
     ],
 )
 def test_bad_configuration_fails_with_one_clear_reason(tmp_path, env, message):

@@ -54,7 +54,6 @@ class EventBatchSerializer(serializers.Serializer):
 
 class RecordedSerializer(serializers.Serializer):
     received = serializers.IntegerField()
-    joined = serializers.IntegerField(required=False)
     stored = serializers.IntegerField(required=False)
     duplicates = serializers.IntegerField(required=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,8 +12,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
+from config.queueing import enqueue
 from monitoring.models import Feedback, FeedbackMatch
 from serving.models import PredictionLog
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,10 @@ def prediction_for_key(*, routing_key: str, at: datetime, model: str = "") -> Pr
 def feedback_record(*, items: list[FeedbackItem]) -> dict[str, int]:
     """Store ground truth; a repeat of the same request id (or key + model + time) replaces its actual value.
 
-    Feedback whose prediction is not in the log yet is kept and joined later (`feedback_join_pending`).
+    The join to the prediction log (`feedback_join_pending`) is not done here, on the request path: a
+    `monitoring.join_feedback` task is queued once this commits, and beat runs the same task every few minutes for
+    feedback whose prediction is not in the log yet (or when the task could not be queued). Reads by request id
+    (`monitoring.selectors`) pair feedback with its prediction whether or not it has been joined.
     """
     now = timezone.now()
     by_request: dict[str, Feedback] = {}
@@ -63,8 +70,18 @@ def feedback_record(*, items: list[FeedbackItem]) -> dict[str, int]:
     for item in items:
         if not item.request_id:
             _record_by_key(item, now)
-    joined = feedback_join_pending()
-    return {"received": len(items), "joined": joined}
+    transaction.on_commit(_queue_join, robust=True)
+    return {"received": len(items)}
+
+
+def _queue_join() -> None:
+    """Queue the join; a broker that is down must not fail a request whose feedback is stored (beat joins it)."""
+    from monitoring.tasks import join_feedback  # tasks import services: import here, not at module level
+
+    try:
+        enqueue(join_feedback)  # bounded in web processes (config/queueing.py)
+    except Exception:
+        logger.warning("could not queue the feedback join; beat's schedule will run it", exc_info=True)
 
 
 def _record_by_key(item: FeedbackItem, now: datetime) -> None:

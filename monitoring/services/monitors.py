@@ -17,7 +17,6 @@ from monitoring.models import Correction, DriftReport, Monitor, WatchedAs
 from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from monitoring.selectors import quality_metrics
 from monitoring.services.alerts import alerts_evaluate
-from monitoring.services.feedback import feedback_join_pending
 from monitoring.services.references import read_reference, reference_dataset_for
 from monitoring.windows import Window, current_frame, feature_kinds
 from registry import refs
@@ -84,7 +83,6 @@ def watched_version(monitor: Monitor) -> tuple[ModelVersion | None, WatchedAs]:
 def monitor_run(*, monitor: Monitor, progress: Callable[[int], None] | None = None) -> DriftReport:
     """Run one monitor now and store its report; alerts are opened or resolved and their webhooks queued."""
     started = time.perf_counter()
-    feedback_join_pending()
     now = timezone.now()
     since = None if monitor.window_rows else now - timedelta(hours=monitor.window_hours)
     window = Window(since=since, until=now, last_rows=monitor.window_rows, cap=monitor.max_rows)

@@ -65,15 +65,18 @@ class Receiver:
         import http.server
         import json
         import threading
+        import time
 
         self.bodies: list[dict] = []
         self.failures = 0
         self.attempts = 0
+        self.attempted_at: list[float] = []  # time.monotonic() of each POST
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (the http.server API)
                 receiver.attempts += 1
+                receiver.attempted_at.append(time.monotonic())
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if receiver.failures > 0:
                     receiver.failures -= 1

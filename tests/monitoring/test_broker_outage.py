@@ -1,6 +1,7 @@
 """Queueing a task from a request, with the broker hung (SIGSTOP of the test's own Redis), against the web process as
 deployed (gunicorn with the ASGI front): the request answers within a bounded wait, 503 with Retry-After when the
-task itself could not be queued, and a run that committed its alert keeps it (and says the webhook was not queued)."""
+task itself could not be queued, and a run that committed its alert keeps it (and says the webhook was not queued);
+feedback is stored and answered 202 though its join task could not be queued."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from rest_framework.authtoken.models import Token
 
 from config.api import exception_handler
 from config.queueing import TaskNotQueued
-from monitoring.models import Alert
+from monitoring.models import Alert, Feedback
 from monitoring.services.monitors import monitor_create
 from tests.monitoring.conftest import flush, predict_each, rows, shifted
 from tests.platform.envnames import ROOT
@@ -67,6 +68,12 @@ def test_a_hung_broker_answers_503_with_retry_after_and_keeps_the_alert(
             assert alert.open and alert.webhook_status.startswith("firing: not queued")
             assert _not_queued(port, "monitoring.run_monitor") == 1
             assert _not_queued(port, "monitoring.deliver_webhook") == 1
+
+            # Feedback is stored and answered; only its join task is not queued (beat's schedule joins it later).
+            status, _, body = request(port, "POST", "/api/v1/feedback", b'{"request_id": "r-1", "actual": 1}', headers)
+            assert status == 202 and json.loads(body) == {"received": 1}, body
+            assert Feedback.objects.filter(request_id="r-1", joined_at__isnull=True).exists()
+            assert _not_queued(port, "monitoring.join_feedback") == 1
         finally:
             broker.resume()
         # Back: the same worker queues again (its broker connection recovered).

@@ -27,7 +27,7 @@ def test_classifier_quality_equals_sklearn_on_the_logged_predictions(api, cancer
     flush()
     response = _post(api, {"items": [{"request_id": r, "actual": a} for r, a in zip(ids, y, strict=True)]})
     assert response.status_code == 202, response.json()
-    assert response.json() == {"received": 60, "joined": 60}
+    assert response.json() == {"received": 60}
 
     quality = quality_metrics("cancer", 1)
     predicted = logreg.estimator.predict(X.to_numpy())
@@ -38,6 +38,7 @@ def test_classifier_quality_equals_sklearn_on_the_logged_predictions(api, cancer
     assert quality["recall"] == pytest.approx(skm.recall_score(y, predicted), abs=1e-12)
     assert quality["f1"] == pytest.approx(skm.f1_score(y, predicted), abs=1e-12)
     assert quality["roc_auc"] == pytest.approx(skm.roc_auc_score(y, scores), abs=1e-9)
+    assert feedback_join_pending() == 60  # the task queued after the request
     row = Feedback.objects.get(request_id=ids[0])
     assert (row.model_name, row.version, row.joined_at is not None) == ("cancer", 1, True)
 
@@ -62,10 +63,27 @@ def test_regressor_quality_equals_sklearn_and_a_time_window_selects_predictions(
 
 
 @pytest.mark.django_db
+def test_the_post_stores_feedback_and_queues_the_join_after_commit_instead_of_joining_inline(
+    api, cancer_v1, logreg, django_capture_on_commit_callbacks
+):
+    ids = predict_each("cancer", rows(logreg.X_test, 0, 3))
+    flush()
+    with django_capture_on_commit_callbacks() as queued:  # not run: the test checks the request itself
+        response = _post(api, [{"request_id": r, "actual": 1} for r in ids])
+    assert response.status_code == 202 and response.json() == {"received": 3}
+    assert Feedback.objects.count() == 3
+    assert not Feedback.objects.filter(joined_at__isnull=False).exists(), "the request joined inline"
+    assert len(queued) == 1  # one join task per request, queued once the feedback is committed
+    assert quality_metrics("cancer", 1)["n"] == 3  # reads pair by request id whether or not the join ran
+    assert feedback_join_pending() == 3  # what the queued task (and beat's schedule) runs
+    assert set(Feedback.objects.values_list("model_name", "version")) == {("cancer", 1)}
+
+
+@pytest.mark.django_db
 def test_feedback_before_the_log_is_flushed_joins_when_it_lands(api, cancer_v1, logreg):
     ids = predict_each("cancer", rows(logreg.X_test, 0, 5))
     assert PredictionLog.objects.count() == 0
-    assert _post(api, [{"request_id": r, "actual": 1} for r in ids]).json() == {"received": 5, "joined": 0}
+    assert _post(api, [{"request_id": r, "actual": 1} for r in ids]).json() == {"received": 5}
     assert quality_metrics("cancer", 1)["n"] == 0
     flush()
     assert quality_metrics("cancer", 1)["n"] == 5  # joined on read already
@@ -110,6 +128,20 @@ def test_feedback_by_routing_key_for_a_prediction_not_yet_logged_is_joined_later
     assert feedback_join_pending() == 1
     assert Feedback.objects.get().request_id == request_id
     assert quality_metrics("cancer", 1)["n"] == 1
+
+
+@pytest.mark.django_db
+def test_a_monitor_run_leaves_the_join_to_its_one_schedule(api, cancer_v1, logreg):
+    from monitoring.services.monitors import monitor_create, monitor_run
+
+    _post(api, {"routing_key": "user-9", "model": "cancer", "actual": 1})
+    pending = Feedback.objects.get()
+    (request_id,) = predict_each("cancer", rows(logreg.X_test, 0, 1), keys=["user-9"])
+    flush()
+    backdate([request_id], pending.observed_at - timedelta(seconds=5))
+    monitor_run(monitor=monitor_create(model=cancer_v1.model, name="m", window_hours=1))
+    assert Feedback.objects.get().request_id is None  # not joined by the run: beat's `monitoring-join-feedback` does
+    assert feedback_join_pending() == 1
 
 
 @pytest.mark.django_db

@@ -81,26 +81,61 @@ def test_an_alert_sends_firing_then_resolved_to_the_webhook(cancer_v1, logreg, r
     _log(shifted(logreg.X_test))
     report = monitor_run(monitor=monitor)
     alert = Alert.objects.get()
-    assert webhooks.webhook_send(alert=alert, status="firing", backoff_s=0.01) is True
+    assert webhooks.webhook_send(alert=alert, status="firing") is True
     (body,) = receiver.bodies
     assert body["status"] == "firing" and body["kind"] == "dataset_drift" and body["model"] == "cancer"
     assert body["report_id"] == report.pk and body["details"]["drift_share"] == report.drift_share
 
 
 @pytest.mark.django_db
-def test_a_failing_webhook_is_retried_and_never_raises(cancer_v1, logreg, receiver):
+def test_a_failing_webhook_attempt_asks_for_a_retry_until_the_last_and_never_raises_otherwise(
+    cancer_v1, logreg, receiver
+):
+    """One call is one attempt (Celery re-queues the task between attempts: tests/monitoring/test_worker.py)."""
     monitor = monitor_create(model=cancer_v1.model, name="hourly", window_hours=1, webhook_url=receiver.url)
     _log(shifted(logreg.X_test))
     monitor_run(monitor=monitor)
     alert = Alert.objects.get()
     receiver.failures = 2
-    assert webhooks.webhook_send(alert=alert, status="firing", backoff_s=0.01) is True
+    for attempt in (1, 2):
+        with pytest.raises(webhooks.RetryLater):
+            webhooks.webhook_send(alert=alert, status="firing", attempt=attempt, attempts=3)
+        assert Alert.objects.get().webhook_status == f"firing: HTTP 500 after {attempt} attempt(s), retrying"
+    assert webhooks.webhook_send(alert=alert, status="firing", attempt=3, attempts=3) is True
     assert receiver.attempts == 3 and len(receiver.bodies) == 1
-    assert "after 3 attempt" in Alert.objects.get().webhook_status
+    assert Alert.objects.get().webhook_status == "firing: HTTP 200 after 3 attempt(s)"
 
-    receiver.close()  # nobody listening any more
-    assert webhooks.webhook_send(alert=alert, status="resolved", attempts=2, backoff_s=0.01) is False
-    assert "after 2 attempt" in Alert.objects.get().webhook_status
+    receiver.close()  # nobody listening any more: the last attempt gives up and says why
+    assert webhooks.webhook_send(alert=alert, status="resolved", attempt=2, attempts=2) is False
+    assert Alert.objects.get().webhook_status == "resolved: URLError after 2 attempt(s)"
+
+
+@pytest.mark.django_db
+def test_a_webhook_refused_with_a_4xx_is_not_retried(cancer_v1, logreg):
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+            self.send_response(422)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        monitor = monitor_create(model=cancer_v1.model, name="hourly", window_hours=1, webhook_url=url)
+        _log(shifted(logreg.X_test))
+        monitor_run(monitor=monitor)
+        alert = Alert.objects.get()
+        assert webhooks.webhook_send(alert=alert, status="firing", attempt=1, attempts=5) is False
+        assert Alert.objects.get().webhook_status == "firing: HTTP 422 after 1 attempt(s)"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.django_db

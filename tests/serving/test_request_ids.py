@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from monitoring.models import Feedback
 from monitoring.selectors import joined_feedback
-from monitoring.services.feedback import FeedbackItem, feedback_record
+from monitoring.services.feedback import FeedbackItem, feedback_join_pending, feedback_record
 from serving import prediction_log
 from serving.models import PredictionLog
 from serving.prediction_log import LogEntry
@@ -89,8 +89,8 @@ def test_feedback_for_a_reused_id_attaches_to_the_latest_prediction_of_that_mode
         id__in=[PredictionLog.objects.filter(request_id=r).latest("id").pk for r in ids]
     ).update(created_at=timezone.now() - timedelta(minutes=5))
     assert PredictionLog.objects.filter(request_id__in=ids).count() == 16
-    result = feedback_record(items=[FeedbackItem(request_id=r, actual=[1, 0]) for r in ids])
-    assert result == {"received": 8, "joined": 8}
+    assert feedback_record(items=[FeedbackItem(request_id=r, actual=[1, 0]) for r in ids]) == {"received": 8}
+    assert feedback_join_pending() == 8  # the task feedback_record queues after commit
     assert set(Feedback.objects.values_list("model_name", flat=True)) == {"cancer"}
     joined = joined_feedback("cancer", 1)  # each paired once, with the two-row request made last under its id
     assert joined.mismatched == 0 and joined.actual == [1, 0] * 8
@@ -104,6 +104,7 @@ def test_feedback_naming_its_model_joins_that_models_prediction_under_a_shared_i
         prediction_log.insert([LogEntry("shared", model, version, "k", [{"x": 1.0}], {"predictions": [1]}, 1.0,
                                         False, "alias:production", "ok", at)])  # fmt: skip
     feedback_record(items=[FeedbackItem(request_id="shared", model="cancer", actual=1)])
+    feedback_join_pending()
     assert Feedback.objects.values_list("model_name", "version").get() == ("cancer", 1)
     assert joined_feedback("cancer", 1).actual == [1] and joined_feedback("other", 7).actual == []
 
@@ -116,6 +117,7 @@ def test_feedback_joins_the_version_of_the_latest_prediction_whatever_order_the_
         prediction_log.insert([LogEntry(r, "cancer", version, "k", [{"x": float(version)}], {"predictions": [1]}, 1.0,
                                         False, "alias:production", "ok", at) for r in ids])  # fmt: skip
     feedback_record(items=[FeedbackItem(request_id=r, actual=1) for r in ids])
+    feedback_join_pending()
     assert list(Feedback.objects.values_list("version", flat=True).distinct()) == [2]
     assert joined_feedback("cancer", 2).actual == [1] * 8 and joined_feedback("cancer", 1).actual == []
 
