@@ -20,15 +20,12 @@ from features.models import FeatureValue
 from features.schema import parse_timestamp, parse_timestamps
 
 MIXED = ["2024-01-03T00:35:42Z", "2024-01-03T07:20:07.030864Z"]
+LOW, HIGH = datetime(1971, 1, 1), datetime(2200, 1, 1)  # noqa: DTZ001 (hypothesis takes naive bounds)
 T = [datetime(2024, 1, 3, 0, 35, 42, tzinfo=UTC), datetime(2024, 1, 3, 7, 20, 7, 30864, tzinfo=UTC)]
 
 
 @given(
-    moment=st.datetimes(
-        min_value=datetime(1971, 1, 1),
-        max_value=datetime(2200, 1, 1),
-        timezones=st.just(UTC),  # noqa: DTZ001 (bounds are naive)
-    ),
+    moment=st.datetimes(min_value=LOW, max_value=HIGH, timezones=st.just(UTC)),
     timespec=st.sampled_from(["seconds", "milliseconds", "microseconds", "auto"]),
     zulu=st.booleans(),
 )
