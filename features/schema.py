@@ -19,6 +19,7 @@ DTYPES = ("float", "int", "bool", "string")
 REF = re.compile(r"^([a-z][a-z0-9_]{0,62}):([A-Za-z_][A-Za-z0-9_]{0,99})$")
 FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 EVENT_TIMESTAMP = "event_timestamp"
+CREATED_TIMESTAMP = "created_timestamp"  # a view's default created-timestamp column
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
