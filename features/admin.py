@@ -58,6 +58,10 @@ class EntityForm(_DefinitionForm):
 
 class FeatureViewForm(_DefinitionForm):
     kind = "views"
+    created_timestamp_column = forms.CharField(
+        required=False, max_length=63, help_text="the column of ingested/pushed rows giving each value's created time "
+        "(left empty: created_timestamp); rows without it are created when written",
+    )  # fmt: skip
 
     class Meta:
         model = FeatureView
