@@ -4,8 +4,10 @@ latest event time, then latest created time, then last written."""
 from __future__ import annotations
 
 import random
+import zlib
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pandas as pd
 import pytest
 from django.core.exceptions import ValidationError
@@ -19,6 +21,7 @@ from features.definitions import definitions_apply
 from features.historical import get_historical_features
 from features.ingest import feature_file_ingest
 from features.models import FeatureValue, FeatureView, IngestJob
+from features.online import OnlineRecord, RedisOnlineStore, redis_key
 from features.retrieval import get_online_features, view_cache
 from features.services import RowsRejected, feature_values_push, feature_view_materialize
 from tests.features.conftest import PATIENT, VITALS, ago
@@ -200,3 +203,26 @@ def test_the_same_rows_ingested_in_any_order_give_the_same_training_data(vitals,
         ])  # fmt: skip
     assert answers[0] == answers[1] == answers[2]
     assert answers[0] == [_oracle(rows, entity_rows, ttl_min, flag) for flag in (False, True)]
+
+
+def test_both_online_stores_order_by_event_then_created_then_value_id(vitals, store):
+    assert store.write(vitals, {"1": OnlineRecord(10, 5, {"heart_rate": 1.0}, 7)}) == 1
+    assert store.write(vitals, {"1": OnlineRecord(10, 5, {"heart_rate": 2.0}, 6)}) == 0  # written before it
+    assert store.write(vitals, {"1": OnlineRecord(10, 5, {"heart_rate": 1.0}, 7)}) == 0  # itself again
+    assert store.write(vitals, {"1": OnlineRecord(10, 4, {"heart_rate": 3.0}, 9)}) == 0  # created earlier
+    assert store.write(vitals, {"1": OnlineRecord(10, 5, {"heart_rate": 4.0}, 8)}) == 1  # written after it
+    assert store.write(vitals, {"1": OnlineRecord(11, 0, {"heart_rate": 5.0}, 1)}) == 1  # a later event
+    (record,), = store.read([(vitals, ["1"])])  # fmt: skip
+    assert (record.event_us, record.created_us, record.value_id, record.data["heart_rate"]) == (11, 0, 1, 5.0)
+
+
+def test_a_redis_value_of_the_layout_before_value_ids_reads_as_absent_and_is_replaced(vitals, settings):
+    store = RedisOnlineStore(settings.REDIS_URL)
+    old_schema = zlib.crc32("\x1f".join(vitals.feature_names).encode())
+    store.client.hset(redis_key(vitals), "1", orjson.dumps([10, 5, old_schema, 72.0, 3, None, "A"]))
+    assert store.read([(vitals, ["1"])]) == [[None]]  # the offline fallback serves it meanwhile
+    assert store.write(vitals, {"1": OnlineRecord(10, 5, {"heart_rate": 1.0}, 1)}) == 1  # same times, new layout
+    (record,), = store.read([(vitals, ["1"])])  # fmt: skip
+    assert (record.event_us, record.created_us, record.value_id, record.data["heart_rate"]) == (10, 5, 1, 1.0)
+    store.client.hset(redis_key(vitals), "2", orjson.dumps([10, 5, old_schema, 72.0, 3, None, "A"]))
+    assert store.write(vitals, {"2": OnlineRecord(9, 5, {"heart_rate": 1.0}, 1)}) == 0  # an older event does not
