@@ -1,9 +1,10 @@
 """Point-in-time training data: `get_historical_features(entity_df, ["view:feature", ...])`.
 
 For each entity row (entity keys + an event timestamp) and each view, the newest value whose event time lies in
-[row time - view TTL, row time], both ends inclusive; on equal event times the one created last wins (then the later
-insert). With `as_of_created=True` a value also needs created time <= row time, so a late backfill cannot leak into
-training data. Every row comes back, in its original order, with nulls where nothing qualifies.
+[row time - view TTL, row time], both ends inclusive; on equal event times the one created last wins (then the last
+written, the highest id): the tie rule of every read (features/models.py FeatureValue). With `as_of_created=True` a
+value also needs created time <= row time, so a late backfill cannot leak into training data. Every row comes back,
+in its original order, with nulls where nothing qualifies.
 
 The join runs in the database: the entity rows are loaded into a temporary table (COPY on Postgres), and one
 correlated subquery per view picks each row's value down the (view, entity_key, event_ts desc, created_ts desc, id
