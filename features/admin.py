@@ -28,7 +28,7 @@ def _view_spec(data: dict) -> dict:
     return {
         "name": data.get("name"), "entity": entity.name if entity else None, "features": data.get("features"),
         "ttl": data.get("ttl_seconds"), "owner": data.get("owner"), "description": data.get("description"),
-        "tags": data.get("tags") or {}, "created_timestamp_column": data.get("created_timestamp_column"),
+        "tags": data.get("tags") or {}, "created_timestamp_column": data.get("created_timestamp_column") or None,
     }  # fmt: skip
 
 
@@ -60,7 +60,8 @@ class FeatureViewForm(_DefinitionForm):
     kind = "views"
     created_timestamp_column = forms.CharField(
         required=False, max_length=63, help_text="the column of ingested/pushed rows giving each value's created time "
-        "(left empty: created_timestamp); rows without it are created when written",
+        "(left empty: created_timestamp, or none if a feature has that name); rows without it are created when "
+        "written",
     )  # fmt: skip
 
     class Meta:

@@ -100,8 +100,12 @@ def view_spec(raw: Any) -> dict[str, Any]:
         raise ValidationError({f"{name}.tags": ["must be a mapping"]})
     if "ttl" not in raw:
         raise ValidationError({f"{name}.ttl": ["is required"]})
-    created_column = _name(raw.get("created_timestamp_column") or CREATED_TIMESTAMP, f"{name}.created_timestamp_column")
-    if created_column in seen:
+    created_column = raw.get("created_timestamp_column")
+    if created_column is None:  # the default name, unless the view has a feature of that name: then none
+        created_column = "" if CREATED_TIMESTAMP in seen else CREATED_TIMESTAMP
+    elif created_column != "":  # "": no created times, every value is created when written
+        created_column = _name(created_column, f"{name}.created_timestamp_column")
+    if created_column and created_column in seen:
         raise ValidationError({f"{name}.created_timestamp_column": [f"'{created_column}' is a feature of the view"]})
     if created_column == EVENT_TIMESTAMP:
         raise ValidationError({f"{name}.created_timestamp_column": [f"'{created_column}' is the event time"]})
@@ -145,7 +149,7 @@ def _apply_view(spec: dict[str, Any], dry_run: bool, planned_entities: dict[str,
     if entity is None and spec["entity"] not in planned_entities:
         raise ValidationError({f"{spec['name']}.entity": [f"no entity named '{spec['entity']}'"]})
     join_key = planned_entities.get(spec["entity"]) or entity.join_key
-    if spec["created_timestamp_column"] == join_key:
+    if spec["created_timestamp_column"] and spec["created_timestamp_column"] == join_key:
         raise ValidationError({f"{spec['name']}.created_timestamp_column": [f"'{join_key}' is the entity's join key"]})
     wanted = {**spec, "entity": entity}
     view = FeatureView.objects.select_for_update().filter(name=spec["name"]).first()
@@ -178,9 +182,8 @@ def _apply_view(spec: dict[str, Any], dry_run: bool, planned_entities: dict[str,
     if "ttl_seconds" in changed:
         details.append(f"ttl {view.ttl_seconds}s -> {spec['ttl_seconds']}s")
     if "created_timestamp_column" in changed:
-        details.append(
-            f"created timestamp column {view.created_timestamp_column} -> {spec['created_timestamp_column']}"
-        )
+        old, new = view.created_timestamp_column or "(none)", spec["created_timestamp_column"] or "(none)"
+        details.append(f"created timestamp column {old} -> {new}")
     details += [field for field in ("owner", "description", "tags") if field in changed]
     if not dry_run:
         for field in changed:

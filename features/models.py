@@ -46,8 +46,11 @@ class FeatureView(models.Model):
     entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="views")
     features = models.JSONField()
     ttl_seconds = models.PositiveIntegerField()
-    # The column of ingested/pushed rows that gives each value's created time (absent or empty: the write time).
-    created_timestamp_column = models.CharField(max_length=63, default="created_timestamp", validators=[NAME])
+    # The column of ingested/pushed rows that gives each value's created time (a row without it: the write time);
+    # "" when the view takes no created times (the default name was a feature of it already).
+    created_timestamp_column = models.CharField(
+        max_length=63, default="created_timestamp", blank=True, validators=[NAME]
+    )
     owner = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
     tags = models.JSONField(default=dict, blank=True)

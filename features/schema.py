@@ -21,6 +21,7 @@ FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"  # a view's default created-timestamp column
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH_TEXT = re.compile(r"-?\d{1,12}(\.\d{1,9})?")
 
 
 def parse_ref(ref: Any) -> tuple[str, str] | None:
@@ -92,7 +93,8 @@ def parse_timestamp(value: Any) -> datetime | None:
 
     An aware datetime from ISO-8601 text of any precision ("2024-01-03T00:35:42Z" and "...07.030864Z" alike; digits
     past microseconds are dropped; naive means UTC), a datetime / pandas Timestamp / numpy datetime64 (naive means
-    UTC), or epoch seconds as a number; None when unreadable (NaN, NaT, booleans, anything else)."""
+    UTC), or epoch seconds as a number or as text that is a plain number but no ISO-8601 date (a CSV cell: "1704240000";
+    "20240103" is 3 January 2024); None when unreadable (NaN, NaT, booleans, anything else)."""
     if isinstance(value, np.datetime64):
         value = None if np.isnat(value) else value.astype("datetime64[us]").item()  # a naive datetime (or int)
         if not isinstance(value, datetime):
@@ -111,10 +113,11 @@ def parse_timestamp(value: Any) -> datetime | None:
         except (OverflowError, OSError, ValueError):
             return None
     elif isinstance(value, str):
+        text = value.strip()
         try:
-            parsed = datetime.fromisoformat(value.strip())
+            parsed = datetime.fromisoformat(text)
         except ValueError:
-            return None
+            return parse_timestamp(float(text)) if EPOCH_TEXT.fullmatch(text) else None
     else:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

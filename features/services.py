@@ -65,8 +65,8 @@ def feature_rows_check(*, view: FeatureView, rows: Any, first_row: int = 0, now:
         raise RowsRejected([_problem(first_row, "rows", "must be a non-empty list of objects")])
     entity = view.entity
     dtypes = view.dtypes
-    created_column = view.created_timestamp_column
-    own = (entity.join_key, EVENT_TIMESTAMP, created_column)
+    created_column = view.created_timestamp_column  # "": the view takes no created times
+    own = (entity.join_key, EVENT_TIMESTAMP, created_column) if created_column else (entity.join_key, EVENT_TIMESTAMP)
     latest_allowed = (now or timezone.now()) + timedelta(seconds=settings.MODELWORKS_FEATURES_FUTURE_TOLERANCE_S)
     checked, errors = [], []
     for index, row in enumerate(rows, start=first_row):
@@ -82,7 +82,7 @@ def feature_rows_check(*, view: FeatureView, rows: Any, first_row: int = 0, now:
         elif event_ts > latest_allowed:
             row_errors.append(_problem(index, EVENT_TIMESTAMP, f"{event_ts.isoformat()} is in the future"))
         created_ts = None
-        if (raw_created := row.get(created_column)) is not None and raw_created != "":
+        if created_column and (raw_created := row.get(created_column)) is not None and raw_created != "":
             created_ts = parse_timestamp(raw_created)
             if created_ts is None:
                 row_errors.append(_problem(index, created_column, "is not an ISO-8601 time / epoch seconds"))

@@ -18,6 +18,16 @@ def written_at_from_created(apps, schema_editor) -> None:
     apps.get_model("features", "FeatureValue").objects.update(written_at=F("created_ts"))
 
 
+def no_created_column_where_it_is_a_feature(apps, schema_editor) -> None:
+    """A view that already has a feature named created_timestamp keeps it as a feature (and takes no created times
+    until its definition names another column)."""
+    views = apps.get_model("features", "FeatureView").objects.all()
+    for view in views:
+        if any(feature.get("name") == "created_timestamp" for feature in view.features):
+            view.created_timestamp_column = ""
+            view.save(update_fields=["created_timestamp_column"])
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("features", "0001_initial"),
@@ -45,6 +55,7 @@ class Migration(migrations.Migration):
             name="created_timestamp_column",
             field=models.CharField(
                 default="created_timestamp",
+                blank=True,
                 max_length=63,
                 validators=[
                     django.core.validators.RegexValidator(
@@ -53,6 +64,7 @@ class Migration(migrations.Migration):
                 ],
             ),
         ),
+        migrations.RunPython(no_created_column_where_it_is_a_feature, migrations.RunPython.noop),
         migrations.AddField(
             model_name="onlinevalue",
             name="value_id",

@@ -3,6 +3,7 @@ latest event time, then latest created time, then last written."""
 
 from __future__ import annotations
 
+import importlib
 import random
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -226,3 +227,38 @@ def test_a_redis_value_of_the_layout_before_value_ids_reads_as_absent_and_is_rep
     assert (record.event_us, record.created_us, record.value_id, record.data["heart_rate"]) == (10, 5, 1, 1.0)
     store.client.hset(redis_key(vitals), "2", orjson.dumps([10, 5, old_schema, 72.0, 3, None, "A"]))
     assert store.write(vitals, {"2": OnlineRecord(9, 5, {"heart_rate": 1.0}, 1)}) == 0  # an older event does not
+
+
+def test_a_view_with_a_feature_named_created_timestamp_keeps_it_as_a_feature(db):
+    features = [*VITALS["features"], {"name": "created_timestamp", "dtype": "string"}]
+    plan = definitions_apply(entities=[PATIENT], views=[{**VITALS, "features": features}])
+    view = FeatureView.objects.select_related("entity").get(name="vitals")
+    assert view.created_timestamp_column == ""  # the default name was taken: no created times
+    row = {"patient_id": 1, "event_timestamp": minute(0).isoformat(), "created_timestamp": "account opened in May"}
+    stored = feature_values_push(view=view, rows=[row])
+    assert FeatureValue.objects.get().data["created_timestamp"] == "account opened in May"
+    assert FeatureValue.objects.get().created_ts == FeatureValue.objects.get().written_at and stored["stored"] == 1
+    assert (
+        "created timestamp column (none) -> known_at"
+        in definitions_apply(
+            entities=[], views=[{**VITALS, "features": features, "created_timestamp_column": "known_at"}]
+        )[0]
+    )
+    with pytest.raises(ValidationError, match="is a feature of the view"):
+        definitions_apply(entities=[], views=[{**VITALS, "features": features,
+                                               "created_timestamp_column": "created_timestamp"}])  # fmt: skip
+    assert plan and definitions_apply(entities=[], views=[{**VITALS, "created_timestamp_column": ""}])
+    assert FeatureView.objects.get(name="vitals").created_timestamp_column == ""
+
+
+def test_the_migration_leaves_a_feature_named_created_timestamp_alone(db):
+    from django.apps import apps
+
+    migration = importlib.import_module("features.migrations.0002_created_timestamps_and_write_order")
+    features = [*VITALS["features"], {"name": "created_timestamp", "dtype": "string"}]
+    definitions_apply(entities=[PATIENT], views=[VITALS, {**VITALS, "name": "other", "features": features}])
+    FeatureView.objects.update(created_timestamp_column="created_timestamp")  # as the AddField leaves every view
+    migration.no_created_column_where_it_is_a_feature(apps, None)
+    assert dict(FeatureView.objects.values_list("name", "created_timestamp_column")) == {
+        "vitals": "created_timestamp", "other": ""
+    }  # fmt: skip

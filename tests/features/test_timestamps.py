@@ -44,7 +44,22 @@ def test_the_parser_reads_naive_as_utc_and_refuses_what_is_not_a_time():
     assert parse_timestamp("2024-01-03T00:35:42") == T[0]
     assert parse_timestamp("2024-01-03T01:35:42+01:00") == T[0]
     assert parse_timestamp(int(T[0].timestamp())) == T[0]
-    for bad in ["yesterday", "", "2024-13-01", True, None, float("nan"), pd.NaT, np.datetime64("NaT"), [1]]:
+    assert parse_timestamp(f" {int(T[0].timestamp())} ") == T[0]  # a CSV cell of epoch seconds
+    assert parse_timestamp(f"{T[1].timestamp():.6f}") == T[1]
+    assert parse_timestamp("20240103") == datetime(2024, 1, 3, tzinfo=UTC)  # ISO-8601's basic date, not epoch
+    for bad in [
+        "yesterday",
+        "",
+        "2024-13-01",
+        "1e9",
+        "12345678901234",
+        True,
+        None,
+        float("nan"),
+        pd.NaT,
+        np.datetime64("NaT"),
+        [1],
+    ]:
         assert parse_timestamp(bad) is None, bad
 
 
@@ -119,3 +134,14 @@ def test_ingest_and_push_accept_mixed_precision_and_name_a_bad_row(api, vitals, 
     response = api.post("/api/v1/features/vitals/push", {"rows": rows}, format="json")
     assert response.status_code == 200, response.json()
     assert sorted(FeatureValue.objects.filter(entity_key="3").values_list("event_ts", flat=True)) == T
+
+
+@pytest.mark.django_db
+def test_one_csv_of_epoch_seconds_reads_the_same_as_feature_rows_and_as_entity_rows(vitals, tmp_path):
+    path, output = tmp_path / "rows.csv", tmp_path / "out.csv"
+    seconds = [int(T[0].timestamp()), int(T[0].timestamp()) + 60]
+    pd.DataFrame({"patient_id": [1, 2], "event_timestamp": seconds, "heart_rate": [1.0, 2.0]}).to_csv(path, index=False)
+    call_command("ingest_features", "vitals", str(path), "--no-progress")  # cells are text here
+    assert sorted(FeatureValue.objects.values_list("event_ts", flat=True)) == [T[0], T[0] + timedelta(minutes=1)]
+    call_command("historical_features", str(path), str(output), "--features", "vitals:heart_rate")  # integers here
+    assert pd.read_csv(output)["vitals:heart_rate"].tolist() == [1.0, 2.0]
