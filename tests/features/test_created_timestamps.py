@@ -262,3 +262,42 @@ def test_the_migration_leaves_a_feature_named_created_timestamp_alone(db):
     assert dict(FeatureView.objects.values_list("name", "created_timestamp_column")) == {
         "vitals": "created_timestamp", "other": ""
     }  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    keys=st.lists(
+        st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6)), unique=True, min_size=1, max_size=15
+    ),  # fmt: skip
+    seed=st.integers(0, 2**32),
+    batch=st.integers(1, 5),
+)
+def test_the_same_rows_pushed_in_any_order_give_the_same_online_values(vitals, store, keys, seed, batch):
+    """(entity, minutes before now of the event, minutes of created after the event): pushed in shuffled batches,
+    the online value per entity, its offline fallback and training data are the oracle's latest (event, created)."""
+    now = timezone.now()
+    rows = [{"patient_id": e, "event_timestamp": (now - timedelta(minutes=ev)).isoformat(),
+             "created_timestamp": (now - timedelta(minutes=ev) + timedelta(seconds=cr)).isoformat(),
+             "heart_rate": float(i)} for i, (e, ev, cr) in enumerate(keys)]  # fmt: skip
+    expected = {}
+    for e, ev, cr in keys:
+        best = expected.get(e)
+        if best is None or (-ev, cr) > (-best[0], best[1]):
+            expected[e] = (ev, cr)
+    expected_rate = {e: float(keys.index((e, *best))) for e, best in expected.items()}
+    entities = [{"patient_id": e} for e in sorted(expected_rate)]
+    seen = []
+    for order in (rows, random.Random(seed).sample(rows, len(rows))):
+        FeatureValue.objects.all().delete()
+        store.drop(vitals)
+        for start in range(0, len(order), batch):
+            feature_values_push(view=vitals, rows=order[start : start + batch])
+        online = get_online_features(entities, ["vitals:heart_rate"]).features["vitals:heart_rate"]
+        assert online.sources == ["online"] * len(entities)
+        store.drop(vitals)
+        offline = get_online_features(entities, ["vitals:heart_rate"]).features["vitals:heart_rate"]
+        frame = pd.DataFrame({"patient_id": sorted(expected_rate), "event_timestamp": [now] * len(entities)})
+        training = get_historical_features(frame, ["vitals:heart_rate"])["vitals:heart_rate"].tolist()
+        seen.append((online.values, offline.values, training))
+    want = [expected_rate[e] for e in sorted(expected_rate)]
+    assert seen[0] == seen[1] == (want, want, want)
