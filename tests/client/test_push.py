@@ -55,3 +55,13 @@ def test_a_refused_push_names_row_and_field(mw, vitals):
     ):
         mw.push_features("vitals", rows)
     assert not FeatureValue.objects.exists()
+
+
+def test_training_data_for_a_frame_of_mixed_precision_times(mw, vitals):
+    """pandas writes a whole-second Timestamp without fractional digits and the others with them: one request."""
+    now = timezone.now().replace(microsecond=0)
+    mw.push_features("vitals", [{"patient_id": 1, "event_timestamp": now - timedelta(minutes=10), "heart_rate": 9.0}])
+    times = pd.to_datetime([now, now - timedelta(microseconds=30864)], utc=True)
+    entities = pd.DataFrame({"patient_id": [1, 1], "event_timestamp": times})
+    result = mw.historical_features(entities, ["vitals:heart_rate"])
+    assert result["vitals:heart_rate"].tolist() == [9.0, 9.0]
