@@ -50,8 +50,7 @@ def get_historical_features(
     missing = [c for c in [*join_keys, timestamp_column] if c not in entity_df.columns]
     if missing:
         raise ValidationError({"entity_df": [f"missing column(s): {', '.join(missing)}"]})
-    # The same reader as every write path (pandas' own would refuse mixed precision and read integers as ns).
-    times = [t.astimezone(UTC) for t in parse_timestamps(entity_df[timestamp_column].tolist(), timestamp_column)]
+    times = _row_times(entity_df[timestamp_column], timestamp_column)
     result = entity_df.copy()
     if len(entity_df) == 0:
         for ref, _, _ in resolved:
@@ -108,6 +107,16 @@ def _load(cursor, table: str, columns: list[str], key_count: int, rows) -> None:
             f"INSERT INTO {table} VALUES ({placeholders})",  # noqa: S608 (names are ours)
             [[adapt(v) if isinstance(v, datetime) else v for v in row] for row in rows],
         )
+
+
+def _row_times(column: pd.Series, name: str) -> list[datetime]:
+    """The rows' times in UTC, read as every write path reads times (schema.parse_timestamp: pandas' own reader
+    would refuse mixed precision and read integers as nanoseconds). A datetime column without NaT converts as a
+    whole: the same instants, several times faster than value by value."""
+    if pd.api.types.is_datetime64_any_dtype(column.dtype) and not column.isna().any():
+        utc = column.dt.tz_localize(UTC) if column.dt.tz is None else column.dt.tz_convert(UTC)
+        return list(utc.dt.to_pydatetime())
+    return [moment.astimezone(UTC) for moment in parse_timestamps(column.tolist(), name)]
 
 
 def _minus(moment: datetime, seconds: int) -> datetime:

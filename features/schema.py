@@ -104,7 +104,8 @@ def parse_timestamp(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         if value != value:  # noqa: PLR0124 (pandas' NaT, a datetime that is not equal to itself)
             return None
-        parsed = value.to_pydatetime() if hasattr(value, "to_pydatetime") else value  # a pandas Timestamp
+        # a pandas Timestamp: digits past microseconds are dropped, as in text
+        parsed = value.to_pydatetime(warn=False) if hasattr(value, "to_pydatetime") else value
     elif isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
             return None

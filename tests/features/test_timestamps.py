@@ -47,6 +47,8 @@ def test_the_parser_reads_naive_as_utc_and_refuses_what_is_not_a_time():
     assert parse_timestamp(f" {int(T[0].timestamp())} ") == T[0]  # a CSV cell of epoch seconds
     assert parse_timestamp(f"{T[1].timestamp():.6f}") == T[1]
     assert parse_timestamp("20240103") == datetime(2024, 1, 3, tzinfo=UTC)  # ISO-8601's basic date, not epoch
+    nanoseconds = "2024-01-03T07:20:07.030864123Z"  # past microseconds: dropped, in text and in a Timestamp alike
+    assert parse_timestamp(nanoseconds) == parse_timestamp(pd.Timestamp(nanoseconds)) == T[1]
     for bad in [
         "yesterday",
         "",
