@@ -149,8 +149,8 @@ def feature_view_materialize(*, view: FeatureView, start: datetime | None = None
 
     Incremental (no start/end): the values written since the view's watermark (by `written_at`, so a backfill with
     old created times is copied too), up to a few seconds ago (so rows of transactions still committing are not
-    skipped), and move the watermark. With start/end: the values whose event
-    time is in [start, end], watermark untouched. Either way only newer values are written, so running it again
+    skipped), and move the watermark. With start/end: the values whose event time is in [start, end], watermark
+    untouched. Either way only newer values are written, so running it again
     writes nothing. Answers None when another run holds this view right now."""
     started = timezone.now()
     incremental = start is None and end is None

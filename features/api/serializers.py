@@ -34,7 +34,10 @@ class FeatureViewWriteSerializer(serializers.Serializer):
     features = FeatureSpecSerializer(many=True)
     ttl = serializers.JSONField(help_text="seconds, or a duration like 90m, 12h, 30d")
     created_timestamp_column = serializers.CharField(
-        required=False, help_text="the column of pushed/ingested rows giving each value's created time"
+        required=False,
+        allow_blank=True,
+        help_text="the column of pushed/ingested rows giving each value's created time (default created_timestamp; "
+        "empty: none, every value is created when written)",
     )
     owner = serializers.CharField(required=False, allow_blank=True)
     description = serializers.CharField(required=False, allow_blank=True)
