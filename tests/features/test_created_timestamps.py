@@ -301,3 +301,16 @@ def test_the_same_rows_pushed_in_any_order_give_the_same_online_values(vitals, s
         seen.append((online.values, offline.values, training))
     want = [expected_rate[e] for e in sorted(expected_rate)]
     assert seen[0] == seen[1] == (want, want, want)
+
+
+def test_the_view_api_sets_and_shows_the_created_column(api, db):
+    definitions_apply(entities=[PATIENT], views=[])
+    response = api.post("/api/v1/features/views/", {**VITALS, "created_timestamp_column": "known_at"}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["created_timestamp_column"] == "known_at"
+    assert [line.split(" on ")[0] for line in response.json()["changes"]] == ["create view vitals"]
+    bad = api.post("/api/v1/features/views/", {**VITALS, "created_timestamp_column": "steps"}, format="json")
+    assert bad.status_code == 400
+    assert bad.json() == {"vitals.created_timestamp_column": ["'steps' is a feature of the view"]}
+    changed = api.post("/api/v1/features/views/", VITALS, format="json").json()
+    assert changed["changes"] == ["update view vitals: created timestamp column known_at -> created_timestamp"]
