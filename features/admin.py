@@ -16,6 +16,7 @@ from features.online import online_store
 from features.retrieval import view_cache
 
 SAMPLE_ROWS = 10
+VIEW_FIELDS = ["name", "entity", "features", "ttl_seconds", "created_timestamp_column", "owner", "description", "tags"]
 
 
 def _entity_spec(data: dict) -> dict:
@@ -27,7 +28,7 @@ def _view_spec(data: dict) -> dict:
     return {
         "name": data.get("name"), "entity": entity.name if entity else None, "features": data.get("features"),
         "ttl": data.get("ttl_seconds"), "owner": data.get("owner"), "description": data.get("description"),
-        "tags": data.get("tags") or {},
+        "tags": data.get("tags") or {}, "created_timestamp_column": data.get("created_timestamp_column") or None,
     }  # fmt: skip
 
 
@@ -57,10 +58,15 @@ class EntityForm(_DefinitionForm):
 
 class FeatureViewForm(_DefinitionForm):
     kind = "views"
+    created_timestamp_column = forms.CharField(
+        required=False, max_length=63, help_text="the column of ingested/pushed rows giving each value's created time "
+        "(left empty: created_timestamp, or none if a feature has that name); rows without it are created when "
+        "written",
+    )  # fmt: skip
 
     class Meta:
         model = FeatureView
-        fields = ["name", "entity", "features", "ttl_seconds", "owner", "description", "tags"]
+        fields = VIEW_FIELDS
         help_texts = {"features": 'a list like [{"name": "mean_radius", "dtype": "float"}] (float, int, bool, string)'}
 
 
@@ -95,7 +101,7 @@ class FeatureViewAdmin(admin.ModelAdmin):
         return ["name", *self.readonly_fields] if obj else self.readonly_fields
 
     def get_fields(self, request: HttpRequest, obj=None):
-        fields = ["name", "entity", "features", "ttl_seconds", "owner", "description", "tags"]
+        fields = list(VIEW_FIELDS)
         return fields + self.readonly_fields if obj else fields
 
     def save_model(self, request: HttpRequest, obj: FeatureView, form, change: bool) -> None:
@@ -120,7 +126,7 @@ class FeatureViewAdmin(admin.ModelAdmin):
 
     @admin.display(description=f"newest {SAMPLE_ROWS} values written")
     def sample(self, view: FeatureView) -> str:
-        rows = FeatureValue.objects.filter(view=view).order_by("-created_ts", "-id")[:SAMPLE_ROWS]
+        rows = FeatureValue.objects.filter(view=view).order_by("-id")[:SAMPLE_ROWS]
         names = view.feature_names
         header = format_html_join("", "<th>{}</th>", [(n,) for n in ["entity", "event time", "created", *names]])
         body = format_html_join(

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from features.models import NAME, Entity, FeatureView, ValueType
-from features.schema import DTYPES, FEATURE_NAME
+from features.schema import CREATED_TIMESTAMP, DTYPES, EVENT_TIMESTAMP, FEATURE_NAME
 
 DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
 UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -65,7 +65,16 @@ def entity_spec(raw: Any) -> dict[str, Any]:
 def view_spec(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValidationError({"feature_views": ["each view must be a mapping with name, entity, features, ttl"]})
-    unknown = set(raw) - {"name", "entity", "features", "ttl", "owner", "description", "tags"}
+    unknown = set(raw) - {
+        "name",
+        "entity",
+        "features",
+        "ttl",
+        "owner",
+        "description",
+        "tags",
+        "created_timestamp_column",
+    }
     if unknown:
         raise ValidationError({"feature_views": [f"unknown keys {', '.join(sorted(unknown))}"]})
     name = _name(raw.get("name"), "feature_views.name")
@@ -91,6 +100,15 @@ def view_spec(raw: Any) -> dict[str, Any]:
         raise ValidationError({f"{name}.tags": ["must be a mapping"]})
     if "ttl" not in raw:
         raise ValidationError({f"{name}.ttl": ["is required"]})
+    created_column = raw.get("created_timestamp_column")
+    if created_column is None:  # the default name, unless the view has a feature of that name: then none
+        created_column = "" if CREATED_TIMESTAMP in seen else CREATED_TIMESTAMP
+    elif created_column != "":  # "": no created times, every value is created when written
+        created_column = _name(created_column, f"{name}.created_timestamp_column")
+    if created_column and created_column in seen:
+        raise ValidationError({f"{name}.created_timestamp_column": [f"'{created_column}' is a feature of the view"]})
+    if created_column == EVENT_TIMESTAMP:
+        raise ValidationError({f"{name}.created_timestamp_column": [f"'{created_column}' is the event time"]})
     return {
         "name": name,
         "entity": _name(raw.get("entity"), f"{name}.entity"),
@@ -99,6 +117,7 @@ def view_spec(raw: Any) -> dict[str, Any]:
         "owner": str(raw.get("owner") or ""),
         "description": str(raw.get("description") or ""),
         "tags": {str(k): str(v) for k, v in tags.items()},
+        "created_timestamp_column": created_column,
     }
 
 
@@ -125,10 +144,13 @@ def _apply_entity(spec: dict[str, Any], dry_run: bool) -> str | None:
     return line
 
 
-def _apply_view(spec: dict[str, Any], dry_run: bool, planned_entities: set[str]) -> str | None:
+def _apply_view(spec: dict[str, Any], dry_run: bool, planned_entities: dict[str, str]) -> str | None:
     entity = Entity.objects.filter(name=spec["entity"]).first()
     if entity is None and spec["entity"] not in planned_entities:
         raise ValidationError({f"{spec['name']}.entity": [f"no entity named '{spec['entity']}'"]})
+    join_key = planned_entities.get(spec["entity"]) or entity.join_key
+    if spec["created_timestamp_column"] and spec["created_timestamp_column"] == join_key:
+        raise ValidationError({f"{spec['name']}.created_timestamp_column": [f"'{join_key}' is the entity's join key"]})
     wanted = {**spec, "entity": entity}
     view = FeatureView.objects.select_for_update().filter(name=spec["name"]).first()
     if view is None:
@@ -136,7 +158,8 @@ def _apply_view(spec: dict[str, Any], dry_run: bool, planned_entities: set[str])
             FeatureView.objects.create(**wanted)
         names = ", ".join(f"{f['name']}:{f['dtype']}" for f in spec["features"])
         return f"create view {spec['name']} on {spec['entity']} (ttl {spec['ttl_seconds']}s): {names}"
-    changed = _diff(view, wanted, ["entity", "features", "ttl_seconds", "owner", "description", "tags"])
+    changed = _diff(view, wanted, ["entity", "features", "ttl_seconds", "owner", "description", "tags",
+                                   "created_timestamp_column"])  # fmt: skip
     if not changed:
         return None
     details = []
@@ -158,6 +181,9 @@ def _apply_view(spec: dict[str, Any], dry_run: bool, planned_entities: set[str])
             details.append("feature descriptions or order")
     if "ttl_seconds" in changed:
         details.append(f"ttl {view.ttl_seconds}s -> {spec['ttl_seconds']}s")
+    if "created_timestamp_column" in changed:
+        old, new = view.created_timestamp_column or "(none)", spec["created_timestamp_column"] or "(none)"
+        details.append(f"created timestamp column {old} -> {new}")
     details += [field for field in ("owner", "description", "tags") if field in changed]
     if not dry_run:
         for field in changed:
@@ -177,7 +203,7 @@ def definitions_apply(*, entities: list[Any], views: list[Any], dry_run: bool = 
         if len(names) != len(set(names)):
             raise ValidationError({kind: ["a name appears twice"]})
     plan = [line for spec in entity_specs if (line := _apply_entity(spec, dry_run))]
-    planned = {spec["name"] for spec in entity_specs}
+    planned = {spec["name"]: spec["join_key"] for spec in entity_specs}
     plan += [line for spec in view_specs if (line := _apply_view(spec, dry_run, planned))]
     if dry_run:
         transaction.set_rollback(True)

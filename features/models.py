@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.functions import Now
+from django.utils import timezone
 
 NAME = RegexValidator(r"^[a-z][a-z0-9_]{0,62}$", "lowercase letters, digits or '_', starting with a letter")
 
@@ -44,6 +46,11 @@ class FeatureView(models.Model):
     entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="views")
     features = models.JSONField()
     ttl_seconds = models.PositiveIntegerField()
+    # The column of ingested/pushed rows that gives each value's created time (a row without it: the write time);
+    # "" when the view takes no created times (the default name was a feature of it already).
+    created_timestamp_column = models.CharField(
+        max_length=63, default="created_timestamp", blank=True, validators=[NAME]
+    )
     owner = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
     tags = models.JSONField(default=dict, blank=True)
@@ -72,14 +79,17 @@ class FeatureView(models.Model):
 class FeatureValue(models.Model):
     """The offline store: one row per write of a view's features for one entity at one event time. Never updated.
 
-    "Latest as of t" reads walk the (view, entity_key, event_ts desc, created_ts desc, id desc) index; materialization
-    scans (view, created_ts).
+    `created_ts` is when the value became known (the row's created timestamp, else the write time), `written_at` when
+    it reached this table, and `id` the write order. Of the values of one entity the newest is the one with the latest
+    event time, then the latest created time, then the last written (highest id): "latest as of t" reads walk the
+    (view, entity_key, event_ts desc, created_ts desc, id desc) index. Materialization scans (view, written_at).
     """
 
     view = models.ForeignKey(FeatureView, on_delete=models.PROTECT, related_name="values")
     entity_key = models.CharField(max_length=200)
     event_ts = models.DateTimeField()
     created_ts = models.DateTimeField()
+    written_at = models.DateTimeField(default=timezone.now, db_default=Now())
     data = models.JSONField()
 
     class Meta:
@@ -88,7 +98,7 @@ class FeatureValue(models.Model):
                 "view", "entity_key", models.F("event_ts").desc(), models.F("created_ts").desc(), models.F("id").desc(),
                 name="featurevalue_latest_as_of",
             ),
-            models.Index(fields=["view", "created_ts"], name="featurevalue_created"),
+            models.Index(fields=["view", "written_at"], name="featurevalue_written"),
         ]  # fmt: skip
 
     def __str__(self) -> str:
@@ -98,13 +108,15 @@ class FeatureValue(models.Model):
 class OnlineValue(models.Model):
     """The online store when no Redis is configured: the latest value per view and entity, in the database.
 
-    Times are integer microseconds so "newer" is one portable row-value comparison in SQL.
+    Times are integer microseconds so "newer" is one portable row-value comparison in SQL: (event_us, created_us,
+    value_id), value_id being the offline row's id (its write order; 0 for rows written before it was recorded).
     """
 
     view = models.ForeignKey(FeatureView, on_delete=models.CASCADE, related_name="+")
     entity_key = models.CharField(max_length=200)
     event_us = models.BigIntegerField()
     created_us = models.BigIntegerField()
+    value_id = models.BigIntegerField(default=0, db_default=0)
     data = models.JSONField()
 
     class Meta:

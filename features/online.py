@@ -12,7 +12,8 @@ Redis is an optimisation here: a read that times out or cannot connect raises On
 answers from on-demand functions and the offline store instead (features/retrieval.py). After such a failure reads
 skip Redis at once for config/cache.py's back-off (the same circuit as the Django cache: one Redis).
 
-"Newer" means a later event time, or the same event time created later.
+"Newer" means a later event time, then a later created time, then written later (a higher offline row id): the same
+order as every offline read, so online and offline answers agree whatever order values arrive in.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ from features.models import FeatureView, OnlineValue
 from serving.per_process import PerProcess
 
 WRITE_CHUNK = 1000
+VALUES_AT = 4  # a stored row is [event_us, created_us, schema_id, value_id, *values]
 
 
 class OnlineRecord(NamedTuple):  # a tuple: built once per entity per read, so it must be cheap
     event_us: int
     created_us: int
     data: dict[str, Any]
+    value_id: int = 0  # the offline row's id: its write order, the last tie-break
 
 
 class OnlineStoreUnavailable(Exception):
@@ -57,6 +60,9 @@ class OnlineStore(Protocol):
     def drop(self, view: FeatureView) -> None: ...
 
 
+# Values are [event_us, created_us, schema_id, value_id, ...]. Under the same schema id (so the same format) the
+# later (event, created, value id) wins; a value written under another feature list, or by a version that kept no
+# value id, is replaced by a later or equal (event, created).
 _WRITE_IF_NEWER = """
 local written = 0
 for i = 1, #ARGV, 2 do
@@ -65,9 +71,17 @@ for i = 1, #ARGV, 2 do
   local replace = true
   if old then
     local oe, oc, of = string.match(old, '^%[(%-?%d+),(%-?%d+),(%-?%d+)')
-    local ne, nc, nf = string.match(new, '^%[(%-?%d+),(%-?%d+),(%-?%d+)')
+    local ne, nc, nf, ni = string.match(new, '^%[(%-?%d+),(%-?%d+),(%-?%d+),(%-?%d+)')
     oe, oc, ne, nc = tonumber(oe), tonumber(oc), tonumber(ne), tonumber(nc)
-    replace = ne > oe or (ne == oe and (nc > oc or (nc == oc and nf ~= of)))
+    if not oe then
+      replace = true
+    elseif nf ~= of then
+      replace = ne > oe or (ne == oe and nc >= oc)
+    else
+      local oi = tonumber(string.match(old, '^%[%-?%d+,%-?%d+,%-?%d+,(%-?%d+)'))
+      ni = tonumber(ni)
+      replace = ne > oe or (ne == oe and (nc > oc or (nc == oc and ni > oi)))
+    end
   end
   if replace then
     redis.call('HSET', KEYS[1], ARGV[i], new)
@@ -91,17 +105,18 @@ def schema_id(view: FeatureView) -> int:
 
 @lru_cache(maxsize=1024)
 def _schema_id(names: tuple[str, ...]) -> int:
-    return zlib.crc32("\x1f".join(names).encode())
+    # "v2": the layout with the value id; values of the layout before it (no value id) read as another schema.
+    return zlib.crc32(("v2\x1e" + "\x1f".join(names)).encode())
 
 
 def to_record(view: FeatureView, row: list[Any] | None) -> OnlineRecord | None:
     if row is None or row[2] != schema_id(view):
         return None
-    return OnlineRecord(row[0], row[1], dict(zip(view.feature_names, row[3:], strict=True)))
+    return OnlineRecord(row[0], row[1], dict(zip(view.feature_names, row[VALUES_AT:], strict=True)), row[3])
 
 
 class RedisOnlineStore:
-    """Values are stored as the JSON array [event_us, created_us, schema_id, value per feature in view order]:
+    """Values are stored as the JSON array [event_us, created_us, schema_id, value_id, value per feature in view order]:
     decoding an array is cheaper than an object, and rows of arrays turn into columns with one zip()."""
 
     def __init__(self, url: str) -> None:
@@ -119,12 +134,13 @@ class RedisOnlineStore:
         for start in range(0, len(items), WRITE_CHUNK):
             args: list[Any] = []
             for key, r in items[start : start + WRITE_CHUNK]:
-                args += [key, orjson.dumps([r.event_us, r.created_us, schema, *[r.data.get(n) for n in names]])]
+                row = [r.event_us, r.created_us, schema, r.value_id, *[r.data.get(n) for n in names]]
+                args += [key, orjson.dumps(row)]
             written += int(self._write_script(keys=[redis_key(view)], args=args))
         return written
 
     def read_rows(self, wanted: list[tuple[FeatureView, list[str]]]) -> list[list[list[Any] | None]]:
-        """Per view, per key: [event_us, created_us, schema_id, *values] or None; one pipelined round trip.
+        """Per view, per key: [event_us, created_us, schema_id, value_id, *values] or None; one pipelined round trip.
         A row whose schema_id is not the view's current one was written under another feature list.
         OnlineStoreUnavailable when Redis fails (or failed within the back-off)."""
         try:
@@ -164,14 +180,21 @@ class DatabaseOnlineStore:
                 chunk = items[start : start + WRITE_CHUNK]
                 params: list[Any] = []
                 for key, record in chunk:
-                    params += [view.pk, key, record.event_us, record.created_us, json.dumps(record.data)]
+                    params += [
+                        view.pk,
+                        key,
+                        record.event_us,
+                        record.created_us,
+                        record.value_id,
+                        json.dumps(record.data),
+                    ]
                 cursor.execute(
-                    f"INSERT INTO {table} (view_id, entity_key, event_us, created_us, data) "  # noqa: S608 (our table)
-                    f"VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(chunk))} "
+                    f"INSERT INTO {table} (view_id, entity_key, event_us, created_us, value_id, data) "  # noqa: S608 (our table)
+                    f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s)'] * len(chunk))} "
                     "ON CONFLICT (view_id, entity_key) DO UPDATE SET event_us = excluded.event_us, "
-                    "created_us = excluded.created_us, data = excluded.data "
-                    f"WHERE excluded.event_us > {table}.event_us "
-                    f"OR (excluded.event_us = {table}.event_us AND excluded.created_us > {table}.created_us)",
+                    "created_us = excluded.created_us, value_id = excluded.value_id, data = excluded.data "
+                    f"WHERE (excluded.event_us, excluded.created_us, excluded.value_id) "
+                    f"> ({table}.event_us, {table}.created_us, {table}.value_id)",
                     params,
                 )
                 written += max(cursor.rowcount, 0)
@@ -182,9 +205,9 @@ class DatabaseOnlineStore:
         for view, keys in wanted:
             query |= Q(view_id=view.pk, entity_key__in=keys)
         found = {
-            (view_id, key): OnlineRecord(event_us, created_us, data)
-            for view_id, key, event_us, created_us, data in OnlineValue.objects.filter(query).values_list(
-                "view_id", "entity_key", "event_us", "created_us", "data"
+            (view_id, key): OnlineRecord(event_us, created_us, data, value_id)
+            for view_id, key, event_us, created_us, value_id, data in OnlineValue.objects.filter(query).values_list(
+                "view_id", "entity_key", "event_us", "created_us", "value_id", "data"
             )
         }
         return [[found.get((view.pk, key)) for key in keys] for view, keys in wanted]
@@ -193,7 +216,8 @@ class DatabaseOnlineStore:
         answers = []
         for (view, _), block in zip(wanted, self.read(wanted), strict=True):
             names, schema = view.feature_names, schema_id(view)
-            answers.append([None if r is None else [r.event_us, r.created_us, schema, *[r.data.get(n) for n in names]]
+            answers.append([None if r is None else [r.event_us, r.created_us, schema, r.value_id,
+                                                    *[r.data.get(n) for n in names]]
                             for r in block])  # fmt: skip
         return answers
 
@@ -213,12 +237,13 @@ def _build() -> OnlineStore:
 online_store = PerProcess(_build)
 
 
-def latest_per_entity(rows: Iterable[tuple[str, int, int, dict[str, Any]]]) -> dict[str, OnlineRecord]:
-    """Of (entity_key, event_us, created_us, data) rows, the newest per entity; on equal times the later row wins
-    (rows come in id order)."""
+def latest_per_entity(rows: Iterable[tuple[str, int, int, int, dict[str, Any]]]) -> dict[str, OnlineRecord]:
+    """Of (entity_key, event_us, created_us, value_id, data) rows, the newest per entity: latest event, then latest
+    created, then highest value id (the last written)."""
     latest: dict[str, OnlineRecord] = {}
-    for key, event_us, created_us, data in rows:
+    for key, event_us, created_us, value_id, data in rows:
         current = latest.get(key)
-        if current is None or (event_us, created_us) >= (current.event_us, current.created_us):
-            latest[key] = OnlineRecord(event_us, created_us, data)
+        if current is None or (event_us, created_us, value_id) >= (current.event_us, current.created_us,
+                                                                   current.value_id):  # fmt: skip
+            latest[key] = OnlineRecord(event_us, created_us, data, value_id)
     return latest

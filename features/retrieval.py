@@ -37,7 +37,7 @@ from features import metrics
 from features.models import FeatureValue, FeatureView
 from features.on_demand import generation as on_demand_generation
 from features.on_demand import on_demand_for
-from features.online import DatabaseOnlineStore, OnlineStoreUnavailable, online_store, schema_id
+from features.online import VALUES_AT, DatabaseOnlineStore, OnlineStoreUnavailable, online_store, schema_id
 from features.schema import dtype_problem, entity_key, entity_key_problem, parse_ref, to_us
 from serving.routing import PROCESSOR_THREAD, BackgroundReads
 
@@ -306,8 +306,8 @@ def _database_read(read: str, key: Any, load: Any, nothing: Any) -> Any:
 
 def _columns(resolved, views, rows, now_us: int) -> tuple[OnlineFeatures, list[tuple[int, str]], set[str]]:
     """Online values fresher than their view's TTL, one column per ref. Rows are [event_us, created_us, schema,
-    *values]; when every entity has a fresh row, zip() turns them into columns in C. This is the part of a call
-    that runs per value, and the benchmark holds it against a bare Redis read."""
+    value_id, *values]; when every entity has a fresh row, zip() turns them into columns in C. This is the part of a
+    call that runs per value, and the benchmark holds it against a bare Redis read."""
     result, pending, mixed = OnlineFeatures(), [], set()
     for name, view in views.items():
         oldest, schema = now_us - view.ttl_seconds * 1_000_000, schema_id(view)
@@ -318,7 +318,7 @@ def _columns(resolved, views, rows, now_us: int) -> tuple[OnlineFeatures, list[t
             columns = None
         events = columns[0] if columns else [None if r is None else r[0] for r in block]
         ages = [None if e is None else max(now_us - e, 0) / 1e6 for e in events]
-        position = {feature: 3 + i for i, feature in enumerate(view.feature_names)}
+        position = {feature: VALUES_AT + i for i, feature in enumerate(view.feature_names)}
         for ref, ref_view, feature in resolved:
             if ref_view.name != name:
                 continue

@@ -38,6 +38,7 @@ class CheckedRow:
     entity_key: str
     event_ts: datetime
     data: dict[str, Any]
+    created_ts: datetime | None = None  # None: the write time
 
 
 class RowsRejected(Exception):
@@ -56,12 +57,16 @@ def feature_rows_check(*, view: FeatureView, rows: Any, first_row: int = 0, now:
                        max_errors: int = 20) -> list[CheckedRow]:  # fmt: skip
     """Every row checked against the view's schema; RowsRejected with all problems (up to max_errors) otherwise.
 
-    A row is {join_key: id, "event_timestamp": ISO-8601 or epoch seconds, feature: value, ...}; features it leaves
-    out are stored as null. Row numbers in errors count from `first_row` (a file's line, a request's index)."""
+    A row is {join_key: id, "event_timestamp": time, feature: value, ...} and optionally the view's created-timestamp
+    column (`created_timestamp` unless the view names another; absent, null or empty: the write time). Times are read
+    by schema.parse_timestamp; neither may lie more than the future tolerance ahead. Features a row leaves out are
+    stored as null. Row numbers in errors count from `first_row` (a file's line, a request's index)."""
     if not isinstance(rows, list) or not rows:
         raise RowsRejected([_problem(first_row, "rows", "must be a non-empty list of objects")])
     entity = view.entity
     dtypes = view.dtypes
+    created_column = view.created_timestamp_column  # "": the view takes no created times
+    own = (entity.join_key, EVENT_TIMESTAMP, created_column) if created_column else (entity.join_key, EVENT_TIMESTAMP)
     latest_allowed = (now or timezone.now()) + timedelta(seconds=settings.MODELWORKS_FEATURES_FUTURE_TOLERANCE_S)
     checked, errors = [], []
     for index, row in enumerate(rows, start=first_row):
@@ -76,9 +81,16 @@ def feature_rows_check(*, view: FeatureView, rows: Any, first_row: int = 0, now:
             row_errors.append(_problem(index, EVENT_TIMESTAMP, "is missing or not an ISO-8601 time / epoch seconds"))
         elif event_ts > latest_allowed:
             row_errors.append(_problem(index, EVENT_TIMESTAMP, f"{event_ts.isoformat()} is in the future"))
+        created_ts = None
+        if created_column and (raw_created := row.get(created_column)) is not None and raw_created != "":
+            created_ts = parse_timestamp(raw_created)
+            if created_ts is None:
+                row_errors.append(_problem(index, created_column, "is not an ISO-8601 time / epoch seconds"))
+            elif created_ts > latest_allowed:
+                row_errors.append(_problem(index, created_column, f"{created_ts.isoformat()} is in the future"))
         data = {}
         for name, value in row.items():
-            if name in (entity.join_key, EVENT_TIMESTAMP):
+            if name in own:
                 continue
             if name not in dtypes:
                 row_errors.append(_problem(index, name, f"is not a feature of view {view.name}"))
@@ -89,18 +101,22 @@ def feature_rows_check(*, view: FeatureView, rows: Any, first_row: int = 0, now:
         if row_errors:
             errors += row_errors
             continue
-        checked.append(CheckedRow(entity_key(row[entity.join_key]), event_ts, {n: data.get(n) for n in dtypes}))
+        key = entity_key(row[entity.join_key])
+        checked.append(CheckedRow(key, event_ts, {n: data.get(n) for n in dtypes}, created_ts))
     if errors:
         raise RowsRejected(errors[:max_errors])
     return checked
 
 
-def feature_values_store(*, view: FeatureView, rows: list[CheckedRow], created_ts: datetime | None = None) -> datetime:
-    """Append rows to the offline store and keep the view's freshness; answers the created time they share."""
-    created_ts = created_ts or timezone.now()
+def feature_values_store(*, view: FeatureView, rows: list[CheckedRow], written_at: datetime | None = None
+                         ) -> list[FeatureValue]:  # fmt: skip
+    """Append rows to the offline store, in their order (ids are the write order), and keep the view's freshness;
+    answers the stored values. A row without its own created time gets the write time, `written_at` (default now)."""
+    written_at = written_at or timezone.now()
     with transaction.atomic():
-        FeatureValue.objects.bulk_create(
-            [FeatureValue(view=view, entity_key=r.entity_key, event_ts=r.event_ts, created_ts=created_ts, data=r.data)
+        stored = FeatureValue.objects.bulk_create(
+            [FeatureValue(view=view, entity_key=r.entity_key, event_ts=r.event_ts,
+                          created_ts=r.created_ts or written_at, written_at=written_at, data=r.data)
              for r in rows],
             batch_size=2000,
         )  # fmt: skip
@@ -109,17 +125,16 @@ def feature_values_store(*, view: FeatureView, rows: list[CheckedRow], created_t
         FeatureView.objects.filter(pk=view.pk).filter(
             Q(newest_event_at__isnull=True) | Q(newest_event_at__lt=newest)
         ).update(newest_event_at=newest)
-    return created_ts
+    return stored
 
 
 def feature_values_push(*, view: FeatureView, rows: Any) -> dict[str, int]:
     """The push API: all rows or none go offline; then each entity's newest row goes online unless a newer value is
     already there. If the online write fails the values are safe offline and the next materialization copies them."""
     checked = feature_rows_check(view=view, rows=rows)
-    created_ts = feature_values_store(view=view, rows=checked)
+    stored = feature_values_store(view=view, rows=checked)
     metrics.VALUES_WRITTEN.labels(view.name, "push").inc(len(checked))
-    created_us = to_us(created_ts)
-    latest = latest_per_entity((r.entity_key, to_us(r.event_ts), created_us, r.data) for r in checked)
+    latest = latest_per_entity((v.entity_key, to_us(v.event_ts), to_us(v.created_ts), v.pk, v.data) for v in stored)
     try:
         online = online_store().write(view, latest)
     except Exception:
@@ -132,9 +147,10 @@ def feature_view_materialize(*, view: FeatureView, start: datetime | None = None
                              ) -> MaterializationRun | None:  # fmt: skip
     """Copy the newest offline values to the online store.
 
-    Incremental (no start/end): the values created since the view's watermark, up to a few seconds ago (so rows of
-    transactions still committing are not skipped), and move the watermark. With start/end: the values whose event
-    time is in [start, end], watermark untouched. Either way only newer values are written, so running it again
+    Incremental (no start/end): the values written since the view's watermark (by `written_at`, so a backfill with
+    old created times is copied too), up to a few seconds ago (so rows of transactions still committing are not
+    skipped), and move the watermark. With start/end: the values whose event time is in [start, end], watermark
+    untouched. Either way only newer values are written, so running it again
     writes nothing. Answers None when another run holds this view right now."""
     started = timezone.now()
     incremental = start is None and end is None
@@ -147,9 +163,9 @@ def feature_view_materialize(*, view: FeatureView, start: datetime | None = None
             window_start = locked.materialized_until
             window_end = max(started - timedelta(seconds=settings.MODELWORKS_FEATURES_MATERIALIZE_LAG_S),
                              window_start or started - timedelta(days=365_000))  # fmt: skip
-            values = values.filter(created_ts__lte=window_end)
+            values = values.filter(written_at__lte=window_end)
             if window_start is not None:
-                values = values.filter(created_ts__gt=window_start)
+                values = values.filter(written_at__gt=window_start)
             # A value already older than the TTL can never be served online.
             values = values.filter(event_ts__gte=started - timedelta(seconds=locked.ttl_seconds))
         else:
@@ -180,10 +196,10 @@ def _claim(view: FeatureView) -> bool:
 def _copy_latest(view: FeatureView, values) -> tuple[int, int]:
     read = written = 0
     store = online_store()
-    chunk: list[tuple[str, int, int, dict[str, Any]]] = []
-    rows = values.order_by("id").values_list("entity_key", "event_ts", "created_ts", "data")
-    for key, event_ts, created_ts, data in rows.iterator(chunk_size=MATERIALIZE_CHUNK):
-        chunk.append((key, to_us(event_ts), to_us(created_ts), data))
+    chunk: list[tuple[str, int, int, int, dict[str, Any]]] = []
+    rows = values.order_by("id").values_list("entity_key", "event_ts", "created_ts", "id", "data")
+    for key, event_ts, created_ts, value_id, data in rows.iterator(chunk_size=MATERIALIZE_CHUNK):
+        chunk.append((key, to_us(event_ts), to_us(created_ts), value_id, data))
         if len(chunk) == MATERIALIZE_CHUNK:
             read, written = read + len(chunk), written + store.write(view, latest_per_entity(chunk))
             chunk = []

@@ -18,8 +18,8 @@ class FeatureViewSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = FeatureView
-        fields = ["name", "entity", "features", "ttl_seconds", "owner", "description", "tags", "newest_event_at",
-                  "materialized_until", "created_at", "updated_at"]  # fmt: skip
+        fields = ["name", "entity", "features", "ttl_seconds", "created_timestamp_column", "owner", "description",
+                  "tags", "newest_event_at", "materialized_until", "created_at", "updated_at"]  # fmt: skip
 
 
 class FeatureSpecSerializer(serializers.Serializer):
@@ -33,6 +33,12 @@ class FeatureViewWriteSerializer(serializers.Serializer):
     entity = serializers.CharField()
     features = FeatureSpecSerializer(many=True)
     ttl = serializers.JSONField(help_text="seconds, or a duration like 90m, 12h, 30d")
+    created_timestamp_column = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="the column of pushed/ingested rows giving each value's created time (default created_timestamp; "
+        "empty: none, every value is created when written)",
+    )
     owner = serializers.CharField(required=False, allow_blank=True)
     description = serializers.CharField(required=False, allow_blank=True)
     tags = serializers.DictField(child=serializers.CharField(), required=False)
@@ -47,7 +53,8 @@ class EntityWriteSerializer(serializers.Serializer):
 
 class PushSerializer(serializers.Serializer):
     rows = serializers.ListField(
-        child=serializers.DictField(), help_text='[{join_key: id, "event_timestamp": ISO-8601, feature: value, ...}]'
+        child=serializers.DictField(),
+        help_text='[{join_key: id, "event_timestamp": time, "created_timestamp": time (optional), feature: value}]',
     )
 
 

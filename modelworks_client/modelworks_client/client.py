@@ -617,6 +617,17 @@ class Client:
             items = [{k: v for k, v in item.items() if v is not None}]
         return self._json("POST", f"{API}/events", body={"items": items})
 
+    def push_features(self, view: str, rows: pd.DataFrame | Sequence[dict[str, Any]]) -> dict[str, int]:
+        """Write rows to a feature view, all or none: {"stored", "online"} (online: entities that got a newer value).
+
+        Each row holds the entity's join key, `event_timestamp` and features, and optionally the view's created-
+        timestamp column (`created_timestamp` unless the view names another; without it a value is created when
+        written). Times may be datetimes, pandas Timestamps or ISO-8601 text of any precision (naive means UTC), or
+        epoch seconds; the server reads them all with one parser. A refusal (ApiError, 400) names each bad row and
+        field; at most the server's MODELWORKS_FEATURES_MAX_ROWS rows per call."""
+        records = _records(rows) if _is_frame(rows) else [dict(row) for row in rows]
+        return self._json("POST", f"{API}/features/{view}/push", body={"rows": records})
+
     def historical_features(
         self,
         entity_df: pd.DataFrame,

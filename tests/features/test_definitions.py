@@ -118,3 +118,4 @@ def test_freshness_and_sample_in_the_admin(client, staff, vitals, store):
         "ttl_seconds": 60, "owner": "", "description": "", "tags": "{}",
     })  # fmt: skip
     assert FeatureView.objects.get(name="labs").features == [{"name": "ldl", "dtype": "float", "description": ""}]
+    assert FeatureView.objects.get(name="labs").created_timestamp_column == "created_timestamp"  # left empty

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 def store_offline(view, rows, created_ago_s: int = 60):
     created = timezone.now() - timedelta(seconds=created_ago_s)
-    feature_values_store(view=view, rows=feature_rows_check(view=view, rows=rows), created_ts=created)
+    feature_values_store(view=view, rows=feature_rows_check(view=view, rows=rows), written_at=created)
 
 
 def test_incremental_copies_the_newest_per_entity_and_a_rerun_writes_nothing(vitals, store, settings):
