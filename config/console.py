@@ -2,7 +2,7 @@
 
 It lives in config/ because it is the one page that joins every app (registry, serving, rollouts, experiments,
 monitoring); the apps themselves keep their layering. Every figure is a bounded aggregate: the last hour of the
-prediction log is counted per minute in SQL (at most 60 rows per model and outcome), never fetched.
+prediction log is read from its per-minute rollup (monitoring/traffic.py), never counted whole.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count
-from django.db.models.functions import TruncMinute
 from django.urls import reverse
 from django.utils import timezone
 
 from experiments.models import Experiment, ExperimentEvent, ExperimentStatus, Exposure
+from monitoring import traffic
 from monitoring.models import Alert, DriftReport
 from registry.models import ModelAlias, RegisteredModel, RegistryEvent
 from rollouts.models import ACTIVE_ROLLOUT_STATUSES, Rollout, RolloutEvent
-from serving.models import Outcome, PredictionLog
 
 TRAFFIC_WINDOW = timedelta(hours=1)
 ACTIVITY_ITEMS = 20
@@ -60,29 +59,22 @@ def _words(action: str) -> str:
 
 
 def _minutes(now: datetime) -> list[datetime]:
+    """The last hour as minutes: from the one an hour ago to the current one (61 buckets, both partly covered)."""
     start = (now - TRAFFIC_WINDOW).replace(second=0, microsecond=0)
     return [start + timedelta(minutes=i) for i in range(61)]
 
 
 def _traffic(statuses: dict[str, ModelStatus], now: datetime) -> None:
-    since = now - TRAFFIC_WINDOW
-    counts: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
-    rows = (
-        PredictionLog.objects.filter(created_at__gte=since, model_name__in=statuses)
-        .annotate(minute=TruncMinute("created_at"))
-        .values("model_name", "minute", "outcome")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    for row in rows:
-        status = statuses[row["model_name"]]
-        status.requests += row["n"]
-        if row["outcome"] != Outcome.OK:
-            status.errors += row["n"]
-        counts[row["model_name"]][row["minute"].replace(second=0, microsecond=0)] += row["n"]
     minutes = _minutes(now)
+    counted = traffic.traffic_per_minute(list(statuses), since=minutes[0], now=now)
     for name, status in statuses.items():
-        status.per_minute = [(m, counts[name].get(m, 0)) for m in minutes]
+        per_minute: dict[datetime, int] = defaultdict(int)
+        for by_minute in counted.get(name, {}).values():
+            for minute, (requests, errors) in by_minute.items():
+                status.requests += requests
+                status.errors += errors
+                per_minute[minute] += requests
+        status.per_minute = [(m, per_minute.get(m, 0)) for m in minutes]
 
 
 def _rollouts(statuses: dict[str, ModelStatus]) -> None:

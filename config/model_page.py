@@ -15,8 +15,6 @@ from datetime import timedelta
 from typing import Any
 
 from django import forms
-from django.db.models import Count
-from django.db.models.functions import TruncHour
 from django.urls import reverse
 from django.utils import timezone
 
@@ -25,7 +23,6 @@ from experiments.models import Experiment
 from monitoring.models import DriftReport
 from registry.models import ModelVersion, RegisteredModel
 from rollouts.models import Rollout
-from serving.models import PredictionLog
 
 TRAFFIC_HISTORY = timedelta(days=1)
 TIMELINE_ITEMS = 5
@@ -189,18 +186,16 @@ def comparison(versions: list[ModelVersion]) -> dict[str, Any]:
 
 
 def _traffic_by_version(model: RegisteredModel) -> dict[str, list[tuple[Any, int]]]:
-    since = timezone.now() - TRAFFIC_HISTORY
-    rows = (
-        PredictionLog.objects.filter(model_name=model.name, created_at__gte=since)
-        .annotate(hour=TruncHour("created_at"))
-        .values("version", "hour")
-        .annotate(n=Count("id"))
-        .order_by("hour")
-    )
-    series: dict[str, list[tuple[Any, int]]] = defaultdict(list)
-    for row in rows:
-        series[f"v{row['version']}"].append((row["hour"], row["n"]))
-    return dict(sorted(series.items()))
+    from monitoring.traffic import traffic_per_minute
+
+    counted = traffic_per_minute([model.name], since=timezone.now() - TRAFFIC_HISTORY).get(model.name, {})
+    series: dict[str, list[tuple[Any, int]]] = {}
+    for version, by_minute in sorted(counted.items()):
+        hours: dict[Any, int] = defaultdict(int)
+        for minute, (requests, _errors) in by_minute.items():
+            hours[minute.replace(minute=0)] += requests
+        series[f"v{version}"] = sorted(hours.items())
+    return series
 
 
 def _feature_views(versions: list[ModelVersion]) -> list[dict[str, Any]]:

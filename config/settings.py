@@ -352,6 +352,12 @@ CELERY_BEAT_SCHEDULE.update(
             "schedule": every(env_int("MODELWORKS_MONITOR_TICK_S", 60), name="MODELWORKS_MONITOR_TICK_S"),
             "options": {"expires": 50},
         },
+        # The console's traffic charts read a per-minute rollup of the prediction log (monitoring/traffic.py).
+        "monitoring-rollup-traffic": {
+            "task": "monitoring.rollup_traffic",
+            "schedule": every(60, name="MODELWORKS_TRAFFIC_ROLLUP_S"),
+            "options": {"expires": 50},
+        },
         # Feedback that arrived before its prediction was logged (or by routing key) gets its model and version.
         "monitoring-join-feedback": {
             "task": "monitoring.join_feedback",

@@ -231,3 +231,23 @@ class Alert(models.Model):
         if self.resolved_at is not None:
             return AlertStatus.RESOLVED
         return AlertStatus.ACKNOWLEDGED if self.acknowledged_at is not None else AlertStatus.OPEN
+
+
+class TrafficMinute(models.Model):
+    """The prediction log counted per model, version and minute (monitoring/traffic.py keeps it): what the console's
+    charts of traffic read, so that no page counts the log itself. Recomputed for a trailing window every minute."""
+
+    model_name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    minute = models.DateTimeField()
+    requests = models.PositiveIntegerField()
+    errors = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_name", "version", "minute"], name="unique_traffic_minute")
+        ]
+        indexes = [models.Index(fields=["minute"], name="traffic_minute_time")]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} v{self.version} {self.minute:%Y-%m-%d %H:%M}: {self.requests}"

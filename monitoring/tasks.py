@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
-from monitoring import webhooks
+from monitoring import traffic, webhooks
 from monitoring.models import Alert, Monitor
 from monitoring.services import feedback, monitors
 
@@ -41,3 +41,9 @@ def deliver_webhook(self: Task, alert_id: int, status: str) -> bool:
 def join_feedback() -> int:
     """Feedback that arrived before its prediction was logged, or named only a routing key, joins here."""
     return feedback.feedback_join_pending()
+
+
+@shared_task(name="monitoring.rollup_traffic", acks_late=True, reject_on_worker_lost=True)
+def rollup_traffic() -> int:
+    """The beat tick: recount the prediction log's last minutes into the console's traffic rollup."""
+    return traffic.traffic_rollup()
