@@ -150,3 +150,52 @@ def test_missing_values_are_dropped_per_feature_and_empty_features_skipped():
     theirs = stats.ks_2samp([1.0, 2.0, 4.0], [1.0, 3.0, 5.0])
     assert a["p_value"] == pytest.approx(theirs.pvalue, abs=1e-12) and a["missing_share_current"] == 0.25
     assert "skipped" in b and report["tested"] == 1
+
+
+DECILES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def _psi_by_definition(ref, cur) -> float:
+    """PSI as documented, written out directly: np.quantile deciles of the reference, bins (-inf, e1], (e1, e2], ...,
+    (e9, inf), shares floored at 1e-4, sum (c - r) ln(c / r)."""
+    edges = np.quantile(np.asarray(ref, dtype=float), DECILES)
+
+    def shares(values):
+        x = np.asarray(values, dtype=float)
+        at_most = np.array([(x <= e).sum() for e in edges] + [len(x)])
+        return np.maximum(np.diff(at_most, prepend=0) / len(x), 1e-4)
+
+    r, c = shares(ref), shares(cur)
+    return float(((c - r) * np.log(c / r)).sum())
+
+
+def test_psi_on_a_tie_group_at_a_decile_keeps_the_group_in_its_bin():
+    # Issue 19 item 3: interpolating a*(1-f) + b*f between equal neighbours -0.1, -0.1 landed one ulp below -0.1,
+    # and the right-closed bin then sent the whole tie group to the next bin (3.687 instead of 4.156).
+    ref = [-2.3, -1.2, -0.9, -0.9, -0.3, -0.2, -0.1, -0.1, 0.8, 1.3]
+    cur = [-0.9, -0.9, -0.9, -0.8, -0.5, -0.5, -0.5, -0.2, -0.0, 0.3, 0.5, 0.6, 1.2]
+    assert _psi_by_definition(ref, cur) == pytest.approx(4.15585192, abs=1e-8)
+    assert _numeric(ref, cur).psi[0] == pytest.approx(_psi_by_definition(ref, cur), abs=1e-12)
+
+
+rounded = st.lists(
+    st.floats(-3, 3, allow_nan=False).map(lambda v: round(v, 1)), min_size=1, max_size=80
+)  # real-looking values rounded to one decimal: tie groups everywhere, decimal values that are not exact in binary
+
+
+@settings(max_examples=400, deadline=None)
+@given(rounded, rounded)
+def test_psi_equals_the_np_quantile_definition_on_tie_heavy_data(ref, cur):
+    assert _numeric(ref, cur).psi[0] == pytest.approx(_psi_by_definition(ref, cur), abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(rounded.filter(lambda v: len(v) >= 2), min_size=2, max_size=2), rounded)
+def test_psi_block_of_features_equals_the_definition_per_feature(columns, cur):
+    # A block of features of equal size: the edges are per feature (row), as one feature at a time.
+    n = min(len(c) for c in columns)
+    ref_block = np.sort(np.array([c[:n] for c in columns], dtype=float), axis=1)
+    cur_block = np.sort(np.array([cur, cur[::-1]], dtype=float), axis=1)
+    psi = numeric_drift(ref_block, cur_block).psi
+    for j in range(2):
+        assert psi[j] == pytest.approx(_psi_by_definition(ref_block[j], cur_block[j]), abs=1e-9)
