@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import warnings
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,8 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from monitoring.drift import ks as ks_module
 from monitoring.drift.categorical import categorical_drift, chi2_contingency_2xk
 from monitoring.drift.corrections import benjamini_hochberg, bonferroni
+from monitoring.drift.ks_exact import ks_2samp_exact_sf, lattice_statistic
 from monitoring.drift.numeric import numeric_drift, psi_from_shares
 from monitoring.drift.report import DriftOptions, drift_report
 
@@ -25,14 +30,82 @@ def _numeric(ref, cur):
     return numeric_drift(r, c)
 
 
-@pytest.mark.filterwarnings("ignore:ks_2samp. Exact calculation unsuccessful")  # scipy's own, from the oracle
+def _exact_by_counting(n1: int, n2: int, d: float) -> float:
+    """P(D >= d) by counting lattice paths in exact integers: the paths from (0, 0) to (n1, n2) that stay where
+    |x/n1 - y/n2| < d, against all C(n1 + n2, n1) of them. Slow, but no floating point until the last division."""
+    g = math.gcd(n1, n2)
+    h = round(d * (n1 // g) * n2)
+    a, b = n1 // g, n2 // g
+
+    def inside(x: int, y: int) -> bool:
+        return abs(b * x - a * y) < h
+
+    column = [1 if inside(0, y) else 0 for y in range(n2 + 1)]
+    for y in range(1, n2 + 1):
+        column[y] = column[y - 1] if column[y] else 0
+    for x in range(1, n1 + 1):
+        column[0] = column[0] if inside(x, 0) else 0
+        for y in range(1, n2 + 1):
+            column[y] = column[y] + column[y - 1] if inside(x, y) else 0
+    return float(Fraction(math.comb(n1 + n2, n1) - column[n2], math.comb(n1 + n2, n1)))
+
+
+def _scipy_exact(ref, cur) -> tuple[float, float | None]:
+    """ks_2samp(method="exact")'s statistic and p-value, the p-value None where scipy gives up on it (it then answers
+    asymptotically: for instance 2 * P rounds above 1 at the smallest lattice step, where the exact value is 1)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = stats.ks_2samp(ref, cur, method="exact")
+    if any("Exact calculation unsuccessful" in str(w.message) for w in caught):
+        return float(result.statistic), None
+    return float(result.statistic), float(result.pvalue)
+
+
 @settings(max_examples=300, deadline=None)
 @given(samples, samples)
 def test_ks_equals_scipy_exact_mode_with_ties(ref, cur):
     ours = _numeric(ref, cur)
-    theirs = stats.ks_2samp(ref, cur)
-    assert abs(ours.ks_statistic[0] - theirs.statistic) <= 1e-9
-    assert abs(ours.p_value[0] - theirs.pvalue) <= 1e-9
+    statistic, theirs = _scipy_exact(ref, cur)
+    assert abs(ours.ks_statistic[0] - statistic) <= 1e-9
+    if theirs is None:
+        theirs = _exact_by_counting(len(ref), len(cur), ours.ks_statistic[0])
+    assert abs(ours.p_value[0] - theirs) <= 1e-9
+
+
+def test_the_exact_ks_distribution_uses_no_private_scipy_function():
+    # Issue 19 item 5: scipy.stats._stats_py._attempt_exact_2kssamp can move or change in any scipy release.
+    source = "\n".join(path.read_text() for path in Path(ks_module.__file__).parent.glob("*.py"))
+    assert "scipy.stats._" not in source and "_attempt_exact" not in source
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 400), st.booleans(), st.floats(0, 3), st.integers(0, 2**32 - 1))
+def test_exact_ks_distribution_equals_scipy_exact_mode(n1, n2, same_size, shift, seed):
+    # Continuous samples (no ties), shifted anywhere from no drift to nearly disjoint: every region of the lattice;
+    # equal sizes often, since they take their own formula.
+    n2 = n1 if same_size else n2
+    rng = np.random.default_rng(seed)
+    ref, cur = rng.normal(size=n1), rng.normal(shift, size=n2)
+    statistic, theirs = _scipy_exact(ref, cur)
+    h, snapped = lattice_statistic(n1, n2, statistic)
+    ours = ks_2samp_exact_sf(n1, n2, h)
+    if theirs is None or n1 * n2 <= 2_000:
+        assert ours == pytest.approx(_exact_by_counting(n1, n2, snapped), abs=1e-12)
+    if theirs is not None:
+        assert ours == pytest.approx(theirs, abs=1e-12, rel=1e-9)
+    assert _numeric(ref, cur).p_value[0] == pytest.approx(ours, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("n1", "n2", "shift"), [(9_000, 10_000, 0.03), (9_999, 10_000, 0.1), (10_000, 10_000, 0.25), (7, 5_000, 1.0)]
+)
+def test_exact_ks_distribution_near_the_exact_limit_and_far_in_the_tail(n1, n2, shift):
+    # 10,000 a side is ks_2samp's exact limit; p-values down to about 1e-50 keep their relative precision.
+    rng = np.random.default_rng(n1 + n2)
+    ref, cur = rng.normal(size=n1), rng.normal(shift, size=n2)
+    _, theirs = _scipy_exact(ref, cur)
+    assert theirs is not None
+    assert _numeric(ref, cur).p_value[0] == pytest.approx(theirs, abs=1e-15, rel=1e-9)
 
 
 @settings(max_examples=60, deadline=None)
