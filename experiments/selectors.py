@@ -101,7 +101,7 @@ def series(data: MetricData, arms: list[ExperimentArm]) -> dict[str, Any]:
         for day in days:
             add = data.daily[arm.name].get(day)
             if add is not None:
-                running = Moments(running.n + add.n, running.total + add.total, running.total_sq + add.total_sq)
+                running = running + add
             points.append(_number(running.mean) if running.n else None)
         out[arm.name] = points
     return {"days": [day.isoformat() for day in days], "arms": out}

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from scipy import stats as sps
 from statsmodels.stats import proportion as smprop
+from statsmodels.stats.weightstats import DescrStatsW, ttest_ind
 
 from experiments import exposures, selectors, services
 from experiments.models import Exposure
@@ -92,6 +93,33 @@ def test_mean_value_results_are_welch_tests_on_per_key_sums(production, challeng
     assert primary["control"]["mean"] == pytest.approx(c.mean())
     assert primary["forest"]["vs_control"]["p_value"] == pytest.approx(sps.ttest_ind(t, c, equal_var=False).pvalue)
     assert primary["forest"]["vs_control"]["test"] == "welch t"
+
+
+@pytest.mark.parametrize("offset", [1e8, 1e9])
+def test_mean_value_variances_survive_values_far_from_zero(production, challenger, offset):
+    # Issue 19 item 4: the database summed value * value and the variance came from E[x^2] - E[x]^2, which at
+    # values near 1e8 with a standard deviation of 1 has no correct digit left; now it answers AVG and VAR_POP.
+    experiment = services.experiment_create(
+        model=production.model, name="big-values", primary_metric={"kind": "mean_value", "event": "order"},
+        arms=[{"name": "control", "version": 1, "weight": 1}, {"name": "forest", "version": 2, "weight": 1}],
+    )  # fmt: skip
+    services.experiment_start(experiment=experiment)
+    arms = expose(experiment, [f"shopper-{i}" for i in range(1500)])
+    rng = np.random.default_rng(11)
+    later = timezone.now() + timedelta(seconds=1)
+    per_key = {key: offset + (0.1 if arm == "forest" else 0.0) + rng.normal() for key, arm in arms.items()}
+    business_events_record(items=[EventItem(key=k, name="order", value=v, time=later) for k, v in per_key.items()])
+    primary = {row["arm"]: row for row in selectors.experiment_results(experiment)["primary"]["arms"]}
+    c = np.array([v for k, v in per_key.items() if arms[k] == "control"])
+    t = np.array([v for k, v in per_key.items() if arms[k] == "forest"])
+    _, p_value, _ = ttest_ind(t, c, usevar="unequal")
+    versus = primary["forest"]["vs_control"]
+    assert versus["p_value"] == pytest.approx(p_value, rel=1e-3)  # statsmodels' own float sums: ~1e-5 here
+    assert versus["significant"] == (p_value < experiment.alpha)
+    low, high = DescrStatsW(c).tconfint_mean()
+    assert primary["control"]["ci"] == pytest.approx([low, high], abs=1e-5)  # a few spacings of 1e9: the means
+    ours = primary["control"]["ci"]
+    assert ours[1] - ours[0] == pytest.approx(high - low, rel=1e-6)  # the width: the variance's precision
 
 
 def test_a_planted_52_48_split_on_50_50_weights_is_flagged_untrustworthy(experiment):
