@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.db.models import Avg, Case, Count, Exists, FloatField, OuterRef, Subquery, Sum, Value, Variance, When
@@ -48,14 +48,17 @@ def metric_label(spec: dict[str, Any], task: str) -> str:
     return "accuracy (feedback)" if task == Task.CLASSIFICATION else "absolute error (feedback)"
 
 
-def metric_data(experiment: Experiment, spec: dict[str, Any], arm_names: list[str]) -> MetricData:
+def metric_data(
+    experiment: Experiment, spec: dict[str, Any], arm_names: list[str], since: datetime | None = None
+) -> MetricData:
+    """The metric per arm; with `since`, only keys first exposed from then on (quality: predictions made since)."""
     task = experiment.model.task
     if spec["kind"] == MetricKind.QUALITY:
         data = MetricData(task == Task.CLASSIFICATION, task != Task.CLASSIFICATION, metric_label(spec, task))
-        rows = _quality_rows(experiment, arm_names, classification=task == Task.CLASSIFICATION)
+        rows = _quality_rows(experiment, arm_names, classification=task == Task.CLASSIFICATION, since=since)
     else:
         data = MetricData(spec["kind"] == MetricKind.CONVERSION, False, metric_label(spec, task))
-        rows = _event_rows(experiment, spec)
+        rows = _event_rows(experiment, spec, since=since)
     for name in arm_names:
         data.total[name], data.daily[name] = Moments(0, 0.0, 0.0), {}
     for arm, day, moments in rows:
@@ -66,7 +69,7 @@ def metric_data(experiment: Experiment, spec: dict[str, Any], arm_names: list[st
     return data
 
 
-def _event_rows(experiment: Experiment, spec: dict[str, Any]) -> list[tuple]:
+def _event_rows(experiment: Experiment, spec: dict[str, Any], *, since: datetime | None) -> list[tuple]:
     events = BusinessEvent.objects.filter(
         key=OuterRef("key"), name=spec["event"], occurred_at__gte=OuterRef("first_seen_at")
     )
@@ -77,9 +80,11 @@ def _event_rows(experiment: Experiment, spec: dict[str, Any]) -> list[tuple]:
     else:
         summed = events.order_by().values("key").annotate(total=Sum("value")).values("total")[:1]
         value = Coalesce(Subquery(summed, output_field=FloatField()), Value(0.0))
+    exposed = Exposure.objects.filter(experiment=experiment)
+    if since is not None:
+        exposed = exposed.filter(first_seen_at__gte=since)
     rows = (
-        Exposure.objects.filter(experiment=experiment)
-        .annotate(value=value, day=TruncDate("first_seen_at"))
+        exposed.annotate(value=value, day=TruncDate("first_seen_at"))
         .values("arm", "day")
         .annotate(n=Count("id"), mean=Avg("value"), var_pop=Variance("value", sample=False))
         .values_list("arm", "day", "n", "mean", "var_pop")
@@ -87,14 +92,17 @@ def _event_rows(experiment: Experiment, spec: dict[str, Any]) -> list[tuple]:
     return [(arm, day, Moments.of_group(n, mean, var_pop)) for arm, day, n, mean, var_pop in rows]
 
 
-def _quality_rows(experiment: Experiment, arm_names: list[str], *, classification: bool) -> list[tuple]:
+def _quality_rows(
+    experiment: Experiment, arm_names: list[str], *, classification: bool, since: datetime | None
+) -> list[tuple]:
     """Predictions the experiment routed to each arm, paired with their feedback, one value per predicted row."""
     prefix = RouteReason.routed_by(experiment.route_owner)
-    logs = (
-        predictions_with_feedback(experiment.model.name)
-        .filter(route_reason__in=[experiment.arm_reason(name) for name in arm_names])
-        .values_list("request_id", "route_reason", "outputs", "created_at")
+    logs = predictions_with_feedback(experiment.model.name).filter(
+        route_reason__in=[experiment.arm_reason(name) for name in arm_names]
     )
+    if since is not None:
+        logs = logs.filter(created_at__gte=since)
+    logs = logs.values_list("request_id", "route_reason", "outputs", "created_at")
     logged = {request_id: (reason, outputs, at) for request_id, reason, outputs, at in logs.iterator(chunk_size=5000)}
     buckets: dict[tuple[str, date], list[float]] = defaultdict(list)
     actuals = Feedback.objects.filter(request_id__in=list(logged)).values_list("request_id", "actual")
