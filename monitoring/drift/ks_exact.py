@@ -6,10 +6,11 @@ over the C(n1 + n2, n1) paths. At (x, y) the ECDFs differ by x/n1 - y/n2 = g (b 
 g = gcd(n1, n2), a = n1 / g, b = n2 / g, so D >= h / lcm(n1, n2) exactly when the path reaches a point with
 |b x - a y| >= h (Hodges 1958; the same lattice as scipy.stats.ks_2samp's exact mode, computed here independently).
 
-The paths are counted one anti-diagonal (x + y = t) at a time, only those that have not yet left the band
+The paths are counted one column at a time (one cumsum each), only those that have not yet left the band
 |b x - a y| < h; each one that steps out is weighted by its number of completions and added up as it leaves, so
 p = P(D >= d) is a sum of positive terms and small p-values keep their relative precision (about 1e-10, from the
 log-binomials) instead of being 1 minus the inside share. Counts are rescaled as they grow: nothing overflows.
+Equal sizes take the reflection formula instead (_square).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import special
 
 
 def lattice_statistic(n1: int, n2: int, d: float) -> tuple[int, float]:
@@ -34,58 +36,60 @@ def ks_2samp_exact_sf(n1: int, n2: int, h: int) -> float:
         return 1.0
     if n1 == n2:
         return _square(n1, h)
-    m, n = max(n1, n2), min(n1, n2)  # symmetric in n1, n2; x runs over the larger sample
+    return _rectangle(min(n1, n2), max(n1, n2), h)
+
+
+def _rectangle(m: int, n: int, h: int) -> float:
+    """The lattice (0, 0) -> (m, n), m < n, one column per value of the smaller sample.
+
+    In column x the band is a_n x - h < a_m y < a_n x + h (a_m = m / g, a_n = n / g). A path inside the band at
+    (x, y) came from (x - 1, y) or (x, y - 1), so the column's counts are a running sum of the previous column's
+    from the band's bottom up: one cumsum per column. A path leaves the band either by a step right below the new
+    bottom (every previous count under it) or by a step up from the column's top; each leaver is weighted by its
+    C(remaining steps, remaining right steps) completions out of C(m + n, m) and added to the p-value.
+    """
     g = math.gcd(m, n)
-    a, b = m // g, n // g
-    if h > a * n:  # beyond the largest possible |b x - a y| (a n, at (0, n) and at (m, 0))
+    a_m, a_n = m // g, n // g
+    if h > a_m * n:  # beyond the largest possible |a_n x - a_m y| (a_m n, at (0, n) and at (m, 0))
         return 0.0
-    # Diagonal t holds the points (x, t - x); |b x - a (t - x)| < h <=> a t - h < (a + b) x < a t + h.
-    # counts[x] is the number of paths to (x, t - x) that stayed in the band, divided by e^log_scale; Pascal's rule
-    # moves it to the next diagonal in one vector add. A path that steps out at (x, y) is completed by any of
-    # C(m + n - x - y, m - x) paths of the C(m + n, m): that share of the paths is added to the p-value.
-    total = m + n
-    log_all = _log_binom(total, m)
-    # Two buffers, this diagonal's counts and the next's, indexed x + 1 so that x - 1 = -1 reads a zero; both are zero
-    # outside the band.
-    counts, following = np.zeros(m + 3), np.zeros(m + 3)
-    counts[1] = 1.0
+    lg = math.lgamma
+    log_all = lg(m + n + 1) - lg(m + 1) - lg(n + 1)
+    # counts[y]: paths to (x, y) that never left the band, divided by e^log_scale (rescaled as they grow).
+    counts = np.zeros(n + 2)
+    lo, hi = 0, min(-(-h // a_m) - 1, n)  # column 0's band, inclusive
+    counts[lo : hi + 1] = 1.0
     log_scale = 0.0
-    lo, hi = 0, 0  # the band's x range on the current diagonal (inclusive)
     p = 0.0
-    for t in range(1, total + 1):
-        # Pascal's rule onto candidates lo .. hi + 1: old[x - 1] + old[x]; following[lo] (x = lo - 1) is stale from two
-        # diagonals ago and is cleared.
-        np.add(counts[lo : hi + 2], counts[lo + 1 : hi + 3], out=following[lo + 1 : hi + 3])
-        following[lo] = 0.0
-        counts, following = following, counts
-        hi += 1
-        new_lo = max((a * t - h) // (a + b) + 1, 0, t - n)
-        new_hi = min(-(-(a * t + h) // (a + b)) - 1, m, t)
-        # The band moves by less than one point per diagonal: at most one candidate leaves on each side. Candidates
-        # off the lattice (x > m or y > n) are dropped, not counted as leaving.
-        for x in (*range(lo, min(new_lo, hi + 1)), *range(max(new_hi + 1, new_lo, lo), hi + 1)):
-            if x <= m and t - x <= n:
-                p += _share(float(counts[x + 1]), log_scale, total - t, m - x, log_all)
-            counts[x + 1] = 0.0
-        if new_hi < new_lo:  # no path stays in the band: each one has stepped out once
+    if hi < n:  # up out of column 0
+        p += math.exp(lg(m + n - hi) - lg(m + 1) - lg(n - hi) - log_all)
+    for x in range(1, m + 1):
+        new_lo = max((a_n * x - h) // a_m + 1, 0)
+        new_hi = min(-(-(a_n * x + h) // a_m) - 1, n)
+        rest = m - x  # right steps still to come after this column
+        stop = min(new_lo, hi + 1)  # right steps from y in [lo, stop) land below the band
+        if stop == lo + 1:  # the usual case: the bottom rises by at most one point per column
+            if counts[lo] > 0:
+                log_paths = math.log(counts[lo]) + log_scale
+                p += math.exp(log_paths + lg(rest + n - lo + 1) - lg(rest + 1) - lg(n - lo + 1) - log_all)
+        elif stop > lo:
+            ys = np.arange(lo, stop)
+            logs = special.gammaln(rest + n - ys + 1) - special.gammaln(n - ys + 1) - (lg(rest + 1) + log_all)
+            with np.errstate(divide="ignore"):  # log(0) for points no path reached: exp(-inf) = 0
+                p += float(np.exp(np.log(counts[lo:stop]) + log_scale + logs).sum())
+        if new_hi < new_lo:  # the band has closed: every path has left it
             return min(1.0, p)
+        np.cumsum(counts[new_lo : hi + 1], out=counts[new_lo : hi + 1])
+        if new_hi > hi:  # above the previous band nothing comes from the left: the sum carries on unchanged
+            counts[hi + 1 : new_hi + 1] = counts[hi]
         lo, hi = new_lo, new_hi
-        if t % 256 == 0:  # counts grow at most 2x per diagonal: rescale long before float64 overflows
-            top = float(counts[lo + 1 : hi + 2].max())
-            if top > 0:
-                counts[lo + 1 : hi + 2] /= top
-                log_scale += math.log(top)
+        top = float(counts[hi])
+        if top > 1e200:
+            counts[lo : hi + 1] /= top
+            log_scale += math.log(top)
+            top = 1.0
+        if hi < n and top > 0:  # up out of this column's top
+            p += math.exp(math.log(top) + log_scale + lg(rest + n - hi) - lg(rest + 1) - lg(n - hi) - log_all)
     return min(1.0, p)
-
-
-def _log_binom(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def _share(count: float, log_scale: float, steps_left: int, rights_left: int, log_all: float) -> float:
-    if count <= 0:
-        return 0.0
-    return math.exp(math.log(count) + log_scale + _log_binom(steps_left, rights_left) - log_all)
 
 
 def _square(n: int, h: int) -> float:
