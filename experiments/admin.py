@@ -104,8 +104,8 @@ class ExperimentAdmin(admin.ModelAdmin):
         "minimum_sample_size", "minimum_detectable_effect", "power", "alpha", "keyless_to_control", "winner",
         "created_by", "created_at", "started_at", "stopped_at", "concluded_at", "allocation_changed_at",
     ]  # fmt: skip
-    result_fields = ["srm_verdict", "allocation_table", "primary_results", "metric_chart", "progress",
-                     "guardrail_results"]  # fmt: skip
+    result_fields = ["srm_verdict", "results_period", "allocation_table", "primary_results", "metric_chart",
+                     "progress", "guardrail_results"]  # fmt: skip
     readonly_fields = settings_fields + result_fields
     fieldsets = [("Results", {"fields": result_fields}), ("Experiment", {"fields": settings_fields})]
 
@@ -118,9 +118,17 @@ class ExperimentAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # exposures and history stay for the record
 
+    def get_object(self, request: HttpRequest, object_id: str, from_field=None):
+        experiment = super().get_object(request, object_id, from_field)
+        if experiment is not None:  # ?period=all on the results page, as on the API; anything else: the default
+            asked = request.GET.get("period")
+            experiment._period = asked if asked in selectors.PERIODS else selectors.SINCE_WEIGHT_CHANGE
+        return experiment
+
     def _results(self, experiment: Experiment) -> dict[str, Any]:
         if not hasattr(experiment, "_results"):
-            experiment._results = selectors.experiment_results(experiment)
+            period = getattr(experiment, "_period", selectors.SINCE_WEIGHT_CHANGE)
+            experiment._results = selectors.experiment_results(experiment, period)
         return experiment._results
 
     @admin.display(description="arms")
@@ -137,6 +145,19 @@ class ExperimentAdmin(admin.ModelAdmin):
                 f"{srm['p_value']:.2g}",
             )
         return format_html('<span style="color:#198754">ok (p={})</span>', f"{srm['p_value']:.3g}")
+
+    @admin.display(description="period")
+    def results_period(self, experiment: Experiment) -> str:
+        period = self._results(experiment)["period"]
+        here = reverse("admin:experiments_experiment_change", args=[experiment.pk])
+        if period["mixed_allocations"]:
+            return format_html(
+                '<b style="color:#dc3545">{}</b> <a href="{}">Show the results since the last weight change</a>',
+                period["note"], here,
+            )  # fmt: skip
+        if period["since"] is not None:
+            return format_html('{} <a href="{}?period=all">Show all periods</a>', period["note"], here)
+        return period["note"]
 
     @admin.display(description="allocation")
     def allocation_table(self, experiment: Experiment) -> str:

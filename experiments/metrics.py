@@ -1,11 +1,14 @@
 """Per-arm metric data for an experiment, read from monitoring's feedback and business events.
 
-Each reader answers, per arm, the moments (n, sum, sum of squares) of one value per unit, overall and per day:
+Each reader answers, per arm, the moments (n, mean, sum of squared deviations) of one value per unit, overall and per
+day:
 - conversion: per exposed key, 1 if the key had the business event after its first exposure, else 0;
 - mean_value: per exposed key, the summed value of the event after its first exposure (0 without one);
 - quality: per prediction the arm served that has feedback, 1 if correct (classifiers) or the absolute error
   (regressors, lower is better). Its unit is the prediction, not the key: a key with many predictions weighs more.
-Events count from a key's first exposure until the experiment stopped. Aggregation happens in the database.
+Events count from a key's first exposure until the experiment stopped. Aggregation happens in the database: COUNT,
+AVG and VAR_POP per arm and day (Django registers VAR_POP on SQLite too), never a sum of squares, whose difference
+E[x^2] - E[x]^2 loses the variance when values are large next to their spread.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from django.db.models import Case, Count, Exists, F, FloatField, OuterRef, Subquery, Sum, Value, When
+from django.db.models import Avg, Case, Count, Exists, FloatField, OuterRef, Subquery, Sum, Value, Variance, When
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -45,29 +48,28 @@ def metric_label(spec: dict[str, Any], task: str) -> str:
     return "accuracy (feedback)" if task == Task.CLASSIFICATION else "absolute error (feedback)"
 
 
-def metric_data(experiment: Experiment, spec: dict[str, Any], arm_names: list[str]) -> MetricData:
+def metric_data(
+    experiment: Experiment, spec: dict[str, Any], arm_names: list[str], since: datetime | None = None
+) -> MetricData:
+    """The metric per arm; with `since`, only keys first exposed from then on (quality: predictions made since)."""
     task = experiment.model.task
     if spec["kind"] == MetricKind.QUALITY:
         data = MetricData(task == Task.CLASSIFICATION, task != Task.CLASSIFICATION, metric_label(spec, task))
-        rows = _quality_rows(experiment, arm_names, classification=task == Task.CLASSIFICATION)
+        rows = _quality_rows(experiment, arm_names, classification=task == Task.CLASSIFICATION, since=since)
     else:
         data = MetricData(spec["kind"] == MetricKind.CONVERSION, False, metric_label(spec, task))
-        rows = _event_rows(experiment, spec)
+        rows = _event_rows(experiment, spec, since=since)
     for name in arm_names:
         data.total[name], data.daily[name] = Moments(0, 0.0, 0.0), {}
-    for arm, day, n, total, total_sq in rows:
+    for arm, day, moments in rows:
         if arm not in data.total:
             continue  # an arm that no longer exists cannot be compared
-        data.daily[arm][day] = _add(data.daily[arm].get(day), Moments(n, total, total_sq))
-        data.total[arm] = _add(data.total[arm], Moments(n, total, total_sq))
+        data.daily[arm][day] = data.daily[arm].get(day, Moments(0, 0.0, 0.0)) + moments
+        data.total[arm] = data.total[arm] + moments
     return data
 
 
-def _add(a: Moments | None, b: Moments) -> Moments:
-    return b if a is None else Moments(a.n + b.n, a.total + b.total, a.total_sq + b.total_sq)
-
-
-def _event_rows(experiment: Experiment, spec: dict[str, Any]) -> list[tuple]:
+def _event_rows(experiment: Experiment, spec: dict[str, Any], *, since: datetime | None) -> list[tuple]:
     events = BusinessEvent.objects.filter(
         key=OuterRef("key"), name=spec["event"], occurred_at__gte=OuterRef("first_seen_at")
     )
@@ -78,24 +80,29 @@ def _event_rows(experiment: Experiment, spec: dict[str, Any]) -> list[tuple]:
     else:
         summed = events.order_by().values("key").annotate(total=Sum("value")).values("total")[:1]
         value = Coalesce(Subquery(summed, output_field=FloatField()), Value(0.0))
+    exposed = Exposure.objects.filter(experiment=experiment)
+    if since is not None:
+        exposed = exposed.filter(first_seen_at__gte=since)
     rows = (
-        Exposure.objects.filter(experiment=experiment)
-        .annotate(value=value, day=TruncDate("first_seen_at"))
+        exposed.annotate(value=value, day=TruncDate("first_seen_at"))
         .values("arm", "day")
-        .annotate(n=Count("id"), total=Sum("value"), total_sq=Sum(F("value") * F("value")))
-        .values_list("arm", "day", "n", "total", "total_sq")
+        .annotate(n=Count("id"), mean=Avg("value"), var_pop=Variance("value", sample=False))
+        .values_list("arm", "day", "n", "mean", "var_pop")
     )
-    return [(arm, day, n, float(total or 0), float(total_sq or 0)) for arm, day, n, total, total_sq in rows]
+    return [(arm, day, Moments.of_group(n, mean, var_pop)) for arm, day, n, mean, var_pop in rows]
 
 
-def _quality_rows(experiment: Experiment, arm_names: list[str], *, classification: bool) -> list[tuple]:
+def _quality_rows(
+    experiment: Experiment, arm_names: list[str], *, classification: bool, since: datetime | None
+) -> list[tuple]:
     """Predictions the experiment routed to each arm, paired with their feedback, one value per predicted row."""
     prefix = RouteReason.routed_by(experiment.route_owner)
-    logs = (
-        predictions_with_feedback(experiment.model.name)
-        .filter(route_reason__in=[experiment.arm_reason(name) for name in arm_names])
-        .values_list("request_id", "route_reason", "outputs", "created_at")
+    logs = predictions_with_feedback(experiment.model.name).filter(
+        route_reason__in=[experiment.arm_reason(name) for name in arm_names]
     )
+    if since is not None:
+        logs = logs.filter(created_at__gte=since)
+    logs = logs.values_list("request_id", "route_reason", "outputs", "created_at")
     logged = {request_id: (reason, outputs, at) for request_id, reason, outputs, at in logs.iterator(chunk_size=5000)}
     buckets: dict[tuple[str, date], list[float]] = defaultdict(list)
     actuals = Feedback.objects.filter(request_id__in=list(logged)).values_list("request_id", "actual")
@@ -108,7 +115,7 @@ def _quality_rows(experiment: Experiment, arm_names: list[str], *, classificatio
             value = float(truth == predicted) if classification else _absolute_error(truth, predicted)
             if not math.isnan(value):
                 values.append(value)
-    return [(arm, day, len(v), math.fsum(v), math.fsum(x * x for x in v)) for (arm, day), v in buckets.items() if v]
+    return [(arm, day, Moments.of(v)) for (arm, day), v in buckets.items() if v]
 
 
 def _absolute_error(truth: Any, predicted: Any) -> float:

@@ -1,10 +1,12 @@
-"""Experiment reads: the results page (allocation, sample ratio check, per-arm metrics, sample size, progress)."""
+"""Experiment reads: the results page (period, allocation, sample ratio check, per-arm metrics, sample size,
+progress)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 
 from experiments import stats
@@ -101,7 +103,7 @@ def series(data: MetricData, arms: list[ExperimentArm]) -> dict[str, Any]:
         for day in days:
             add = data.daily[arm.name].get(day)
             if add is not None:
-                running = Moments(running.n + add.n, running.total + add.total, running.total_sq + add.total_sq)
+                running = running + add
             points.append(_number(running.mean) if running.n else None)
         out[arm.name] = points
     return {"days": [day.isoformat() for day in days], "arms": out}
@@ -127,13 +129,77 @@ def planned_sample_size(experiment: Experiment, control: Moments, binary: bool) 
             "alpha": experiment.alpha}  # fmt: skip
 
 
-def experiment_results(experiment: Experiment) -> dict[str, Any]:
+SINCE_WEIGHT_CHANGE, ALL_PERIODS = "since_weight_change", "all"
+PERIODS = (SINCE_WEIGHT_CHANGE, ALL_PERIODS)
+
+
+def results_period(value: str | None) -> str:
+    """The results period asked for (`?period=`), the default when none: since the last weight change."""
+    if value in (None, ""):
+        return SINCE_WEIGHT_CHANGE
+    if value not in PERIODS:
+        raise ValidationError({"period": [f"'{value}' is not a period: {' or '.join(PERIODS)}"]})
+    return value
+
+
+def period_of(experiment: Experiment, period: str = SINCE_WEIGHT_CHANGE) -> dict[str, Any]:
+    """Which exposures the results count, and whether they mix allocations.
+
+    A key keeps the arm of its first exposure, so after a weight change the arms hold keys that arrived under
+    different weights: an arm that grew holds more late keys than the others, and anything that changed over time
+    (weekdays, a campaign, novelty) then reads as a difference between arms. Results over all periods mix those
+    allocations; the default counts only keys first exposed since the last change (GrowthBook refuses the mix).
+    """
+    started, changed = experiment.started_at, experiment.allocation_changed_at
+    last_change = changed if started is not None and changed is not None and changed > started else None
+    changes = (
+        list(
+            experiment.events.filter(action="experiment.weights_changed", created_at__gte=started)
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+        )
+        if last_change is not None
+        else []
+    )
+    since = last_change if period == SINCE_WEIGHT_CHANGE else None
+    mixed = last_change is not None and since is None
+    left_out = (
+        Exposure.objects.filter(experiment=experiment, first_seen_at__lt=since).count() if since is not None else 0
+    )
+    if mixed:
+        note = (
+            "These results mix periods with different allocations: the weights changed while the experiment ran "
+            f"(last at {last_change.isoformat()}), and keys keep the arm of their first exposure, so the arms hold "
+            "keys from different periods and the comparison can be biased. The default view counts only keys first "
+            "exposed since the last weight change."
+        )
+    elif since is not None:
+        note = (
+            f"Results since the last weight change ({since.isoformat()}): {left_out} key(s) first exposed before it "
+            "are left out, because they were split by the earlier weights. Ask for period=all to include them."
+        )
+    else:
+        note = "One allocation throughout: the weights did not change while the experiment ran."
+    return {
+        "selected": period,
+        "since": since,
+        "weights_changed_at": changes,
+        "mixed_allocations": mixed,
+        "left_out": left_out,
+        "note": note,
+    }
+
+
+def experiment_results(experiment: Experiment, period: str = SINCE_WEIGHT_CHANGE) -> dict[str, Any]:
+    """The results page; by default over the keys first exposed since the last weight change (see period_of)."""
+    period_block = period_of(experiment, results_period(period))
+    since = period_block["since"]
     arms = list(experiment.arms.select_related("version").order_by("position"))
     names = [arm.name for arm in arms]
-    data = metric_data(experiment, experiment.primary_metric, names)
+    data = metric_data(experiment, experiment.primary_metric, names, since)
     primary = {"metric": experiment.primary_metric, **metric_result(experiment, data, arms)}
     guardrails = [
-        {"metric": spec, **metric_result(experiment, metric_data(experiment, spec, names), arms)}
+        {"metric": spec, **metric_result(experiment, metric_data(experiment, spec, names, since), arms)}
         for spec in experiment.guardrail_metrics
     ]
     sample = planned_sample_size(experiment, data.total[names[0]], data.binary)
@@ -143,10 +209,13 @@ def experiment_results(experiment: Experiment) -> dict[str, Any]:
     sample["progress"] = smallest / sample["planned"] if sample["planned"] else 0.0
     sample["complete"] = smallest >= sample["planned"]
     checks = allocation(experiment, arms)
+    checks["srm"]["mixed_allocations"] = period_block["mixed_allocations"]
     return {
         "experiment": experiment.name,
         "status": experiment.status,
-        "trustworthy": not checks["srm"]["mismatch"],
+        # A broken split, or arms compared across allocations: either way the comparison is not a fair one.
+        "trustworthy": not checks["srm"]["mismatch"] and not period_block["mixed_allocations"],
+        "period": period_block,
         "allocation": checks,
         "primary": primary,
         "guardrails": guardrails,

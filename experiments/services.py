@@ -241,10 +241,13 @@ def experiment_set_weights(*, experiment: Experiment, weights: dict[str, int], a
     before = _allocation(locked)
     current = [[(low, high) for low, high in arm.ranges] for arm in arms]
     new_ranges = allocation.reallocate(current, [weights[arm.name] for arm in arms])
+    moved = [list(map(list, ranges)) for ranges in new_ranges] != [arm.ranges for arm in arms]
     for arm, ranges in zip(arms, new_ranges, strict=True):
         arm.weight, arm.ranges = weights[arm.name], [list(r) for r in ranges]
         arm.save(update_fields=["weight", "ranges"])
-    if locked.status == ExperimentStatus.RUNNING:
+    # Only a change of the buckets starts a new allocation period (results and the sample ratio check count from
+    # it): the same split written with other numbers (50/50 -> 1/1) leaves every key where it was.
+    if locked.status == ExperimentStatus.RUNNING and moved:
         locked.allocation_changed_at = timezone.now()
         locked.save(update_fields=["allocation_changed_at"])
     _event(locked, "experiment.weights_changed", actor, before=before, after=_allocation(locked))

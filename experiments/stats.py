@@ -1,4 +1,4 @@
-"""Experiment statistics: pure functions of per-arm sufficient statistics (n, sum, sum of squares).
+"""Experiment statistics: pure functions of per-arm sufficient statistics (n, mean, sum of squared deviations).
 
 Frequentist, fixed horizon: a p-value or interval is valid when read once, at the planned sample size. Reading it
 every day and stopping at the first "significant" day inflates false positives (peeking), so results say how far the
@@ -22,27 +22,59 @@ PEEKING_NOTE = (
 
 @dataclass(frozen=True)
 class Moments:
-    """One arm's data for one metric: count, sum and sum of squares of the per-unit values."""
+    """One arm's data for one metric: count, mean and m2, the sum of squared deviations from that mean.
+
+    Not raw sums: E[x^2] - E[x]^2 cancels catastrophically when the spread is small next to the mean (values near
+    1e8 with a standard deviation of 1 lose every digit of the variance). Groups combine with Chan's update (`+`),
+    and the database answers each group's AVG and VAR_POP (metrics.py), never a sum of squares.
+    """
 
     n: int
-    total: float
-    total_sq: float
+    avg: float  # the mean; 0.0 without values, where `mean` is NaN
+    m2: float
 
     @classmethod
     def of(cls, values) -> Moments:
+        """Two passes: the mean, then the squared deviations from it (both correctly rounded sums)."""
         values = [float(v) for v in values]
-        return cls(len(values), math.fsum(values), math.fsum(v * v for v in values))
+        if not values:
+            return cls(0, 0.0, 0.0)
+        mean = math.fsum(values) / len(values)
+        return cls(len(values), mean, math.fsum((v - mean) ** 2 for v in values))
+
+    @classmethod
+    def of_group(cls, n: int, mean: float | None, var_pop: float | None) -> Moments:
+        """From a database group's COUNT, AVG and VAR_POP."""
+        if not n:
+            return cls(0, 0.0, 0.0)
+        return cls(n, float(mean or 0.0), max(float(var_pop or 0.0), 0.0) * n)
+
+    def __add__(self, other: Moments) -> Moments:
+        """The moments of both groups together (Chan, Golub and LeVeque's pairwise update)."""
+        if not other.n:
+            return self
+        if not self.n:
+            return other
+        n = self.n + other.n
+        delta = other.avg - self.avg
+        mean = self.avg + delta * (other.n / n)
+        return Moments(n, mean, self.m2 + other.m2 + delta * delta * (self.n * other.n / n))
 
     @property
     def mean(self) -> float:
-        return self.total / self.n if self.n else math.nan
+        return self.avg if self.n else math.nan
+
+    @property
+    def total(self) -> float:
+        """The sum of the values (the number of successes for 0/1 values)."""
+        return self.avg * self.n
 
     @property
     def variance(self) -> float:
         """Sample variance (ddof=1); for 0/1 values n/(n-1) * p(1-p)."""
         if self.n < 2:
             return math.nan
-        return max(self.total_sq - self.total * self.total / self.n, 0.0) / (self.n - 1)
+        return self.m2 / (self.n - 1)
 
 
 @dataclass(frozen=True)
@@ -189,5 +221,8 @@ def required_sample_size(effect_size: float, alpha: float = 0.05, power: float =
     """
     if effect_size == 0 or math.isnan(effect_size):
         return math.inf
+    lower = 1e-6
+    if power_two_sample(effect_size, lower, alpha) >= power:
+        return lower  # an effect this large next to the spread (values near 1e8, sd 1): any sample detects it
     upper = 2 * ((_z(alpha) + float(stats.norm.ppf(power))) / abs(effect_size)) ** 2 + 10
-    return float(optimize.brentq(lambda n: power_two_sample(effect_size, n, alpha) - power, 1e-6, upper, xtol=1e-10))
+    return float(optimize.brentq(lambda n: power_two_sample(effect_size, n, alpha) - power, lower, upper, xtol=1e-10))

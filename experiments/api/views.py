@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -90,9 +90,19 @@ class ExperimentConclude(APIView):
 
 
 class ExperimentResults(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        responses=OpenApiTypes.OBJECT,
+        parameters=[
+            OpenApiParameter(
+                "period", str, enum=list(selectors.PERIODS),
+                description="since_weight_change (default): keys first exposed since the last weight change; all: "
+                "every exposure, mixing the allocations of before and after each change",
+            )
+        ],
+    )  # fmt: skip
     def get(self, request: Request, name: str) -> Response:
-        return Response(selectors.experiment_results(_experiment(name)))
+        period = selectors.results_period(request.query_params.get("period"))
+        return Response(selectors.experiment_results(_experiment(name), period))
 
 
 class ExperimentEvents(generics.ListAPIView):

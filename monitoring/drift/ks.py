@@ -2,19 +2,17 @@
 
 The statistic comes from samples sorted once (columns of equal size at a time); the p-value follows ks_2samp:
 exact when both samples have at most 10,000 values (the statistic then rounded to the lattice h/lcm as ks_2samp
-does), otherwise Smirnov's asymptotic distribution scipy.stats.kstwo at round(n1*n2/(n1+n2)), vectorised, except
-that p-values provably below 1e-12 are given as that proof's bound (see ks_pvalues).
+does; the exact distribution is computed in monitoring.drift.ks_exact, not by scipy's private helper), otherwise
+Smirnov's asymptotic distribution scipy.stats.kstwo at round(n1*n2/(n1+n2)), vectorised, except that p-values
+provably below 1e-12 are given as that proof's bound (see ks_pvalues).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import stats
 
-# ks_2samp's own exact path (private in scipy, imported rather than copied) so exact p-values are scipy's bit for bit.
-from scipy.stats._stats_py import _attempt_exact_2kssamp
+from monitoring.drift.ks_exact import ks_2samp_exact_sf, lattice_statistic
 
 MAX_EXACT_N = 10_000  # ks_2samp's MAX_AUTO_N
 TINY_P = 1e-12
@@ -40,14 +38,11 @@ def ks_pvalues(d: np.ndarray, n1: int, n2: int) -> tuple[np.ndarray, np.ndarray]
     """(statistic, p-value) per column as ks_2samp(method="auto", alternative="two-sided") answers them."""
     d = np.asarray(d, dtype=float).copy()
     p = np.full(d.shape, np.nan)
-    exact = max(n1, n2) <= MAX_EXACT_N
-    asymp = np.ones(d.shape, dtype=bool)
-    if exact:
-        g = math.gcd(n1, n2)
+    if max(n1, n2) <= MAX_EXACT_N:
+        # Unlike scipy's helper, which can overflow and then fall back to the asymptotic value, this never fails.
         for j, value in enumerate(d):
-            ok, d[j], p[j] = _exact(n1, n2, g, float(value))
-            asymp[j] = not ok
-    if not asymp.any():
+            h, d[j] = lattice_statistic(n1, n2, float(value))
+            p[j] = ks_2samp_exact_sf(n1, n2, h)
         return d, np.clip(p, 0, 1)
     m, n = sorted([float(n1), float(n2)], reverse=True)
     effective_n = np.round(m * n / (m + n))
@@ -55,14 +50,8 @@ def ks_pvalues(d: np.ndarray, n1: int, n2: int) -> tuple[np.ndarray, np.ndarray]
     # value (whose computation costs ~40 ms per feature at N = 50,000) is below it too: store the bound, which is
     # within TINY_P of scipy's value and can never flip a verdict. Everywhere else: scipy's kstwo, as ks_2samp.
     bound = 2 * np.exp(-2 * effective_n * d**2)
-    tiny = asymp & (bound < TINY_P)
+    tiny = bound < TINY_P
     p[tiny] = bound[tiny]
-    rest = asymp & ~tiny
+    rest = ~tiny
     p[rest] = stats.kstwo.sf(d[rest], effective_n)
     return d, np.clip(p, 0, 1)
-
-
-def _exact(n1: int, n2: int, g: int, d: float) -> tuple[bool, float, float]:
-    # On failure (floating-point overflow) ks_2samp falls back to the asymptotic p-value of the lattice-rounded
-    # statistic; the caller does the same.
-    return _attempt_exact_2kssamp(n1, n2, g, d, "two-sided")

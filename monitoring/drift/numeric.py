@@ -52,13 +52,12 @@ def wasserstein(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> np.ndarray:
 
 
 def _quantile_edges(ref_sorted: np.ndarray, bins: int) -> np.ndarray:
-    """Interior bin edges at the reference's quantiles (numpy's linear rule), shape (features, bins - 1)."""
-    n = ref_sorted.shape[1]
-    position = np.linspace(0, 1, bins + 1)[1:-1] * (n - 1)
-    low = np.floor(position).astype(int)
-    high = np.minimum(low + 1, n - 1)
-    frac = position - low
-    return ref_sorted[:, low] * (1 - frac) + ref_sorted[:, high] * frac
+    """Interior bin edges at the reference's quantiles k/bins, by np.quantile itself: shape (features, bins - 1).
+
+    np.quantile's linear rule returns a tie value exactly when both neighbours equal it; a hand-written
+    a*(1-f) + b*f can land one ulp below, and a right-closed bin then moves the whole tie group (issue 19).
+    """
+    return np.quantile(ref_sorted, np.arange(1, bins) / bins, axis=1).T
 
 
 def _shares(sorted_block: np.ndarray, edges: np.ndarray) -> np.ndarray:

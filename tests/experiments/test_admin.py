@@ -113,3 +113,15 @@ def test_the_console_requires_a_staff_login_and_actions_need_post(client, user, 
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     experiment.refresh_from_db()
     assert experiment.status == "draft"
+
+
+def test_after_a_weight_change_the_page_shows_the_period_and_links_to_all_of_it(console, experiment):
+    services.experiment_start(experiment=experiment)
+    services.experiment_set_weights(experiment=experiment, weights={"control": 80, "forest": 20})
+    html = page(console, experiment)
+    assert "Results since the last weight change" in html and "?period=all" in html
+    url = reverse("admin:experiments_experiment_change", args=[experiment.pk])
+    everything = console.get(url + "?period=all").content.decode()
+    assert "mix periods with different allocations" in everything
+    assert "Show the results since the last weight change" in everything
+    assert "mix periods" not in console.get(url + "?period=nonsense").content.decode()  # the default

@@ -83,6 +83,19 @@ def test_wrong_state_and_unknown_arms_are_400s(api, challenger):
     assert api.get(BASE + "missing/").status_code == 404
 
 
+def test_results_default_to_the_period_since_the_last_weight_change_and_period_all_mixes(api, challenger):
+    api.post(BASE, body(start=True), format="json")
+    api.post(BASE + "api-test/weights/", {"weights": {"control": 90, "forest": 10}}, format="json")
+    default = api.get(BASE + "api-test/results/").json()
+    assert default["period"]["selected"] == "since_weight_change" and default["period"]["since"] is not None
+    assert default["allocation"]["srm"]["mixed_allocations"] is False
+    everything = api.get(BASE + "api-test/results/?period=all").json()
+    assert everything["period"]["mixed_allocations"] is True and everything["trustworthy"] is False
+    assert "mix periods with different allocations" in everything["period"]["note"]
+    wrong = api.get(BASE + "api-test/results/?period=yesterday")
+    assert wrong.status_code == 400 and "period" in wrong.json()
+
+
 def test_every_endpoint_needs_authentication_and_api_keys_need_the_registry_scopes(challenger, api):
     api.post(BASE, body(), format="json")
     anonymous = APIClient()

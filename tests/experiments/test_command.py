@@ -26,6 +26,9 @@ def test_the_whole_life_of_an_experiment_from_the_terminal(challenger, capsys):
     out = capsys.readouterr().out
     assert "sample ratio ok" in out and "conversion to 'purchase'" in out and "accuracy (feedback)" in out
     assert "hold only when read once at the planned sample size" in out
+    assert "Results since the last weight change" in out  # the weights changed while it ran
+    call_command("experiment", "results", "cli-test", "--period", "all")
+    assert "MIXED ALLOCATIONS: These results mix periods with different allocations" in capsys.readouterr().out
     call_command("experiment", "results", "cli-test", "--json")
     assert json.loads(capsys.readouterr().out)["sample_size"]["planned"] == 500
     call_command("experiment", "list")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 from statsmodels.stats import power as smp
 from statsmodels.stats import proportion as smprop
-from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttest_ind
 
 from experiments import stats
 from experiments.stats import Moments
@@ -71,6 +72,55 @@ def test_welch_t_test_and_intervals_equal_scipy_and_statsmodels(seed):
     )
     arm = stats.summarize(c, binary=False).ci
     assert (arm.low, arm.high) == pytest.approx(DescrStatsW(control).tconfint_mean(), rel=1e-9)
+
+
+def large_offset(seed: int, offset: float) -> tuple[np.ndarray, np.ndarray]:
+    """Values near `offset` with a standard deviation of 1 and a difference near the 5% boundary."""
+    r = np.random.default_rng(seed)
+    n_c, n_t = int(r.integers(20, 3000)), int(r.integers(20, 3000))
+    shift = r.uniform(0.5, 3.0) * math.sqrt(1 / n_c + 1 / n_t)  # from clearly null to clearly significant
+    return offset + r.normal(size=n_c), offset + shift + r.normal(size=n_t)
+
+
+@pytest.mark.parametrize("offset", [1e8, 1e9])
+@pytest.mark.parametrize("seed", range(40))
+def test_welch_verdicts_and_p_values_equal_statsmodels_on_large_offsets(seed, offset):
+    # Issue 19 item 4: with E[x^2] - E[x]^2 a quarter of these verdicts flipped near 1e8 and half near 1e9.
+    control, treatment = large_offset(seed, offset)
+    result = stats.compare_means(Moments.of(control), Moments.of(treatment))
+    _, p_value, _ = ttest_ind(treatment, control, usevar="unequal")
+    # statsmodels sums 1e8-sized values in plain floating point: its means (and so p-values) are good to ~1e-5.
+    assert result.p_value == pytest.approx(p_value, rel=1e-4, abs=1e-12)
+    assert (result.p_value < 0.05) == (p_value < 0.05)
+    low, high = CompareMeans(DescrStatsW(treatment), DescrStatsW(control)).tconfint_diff(usevar="unequal")
+    assert (result.absolute_ci.low, result.absolute_ci.high) == pytest.approx((low, high), abs=1e-6)
+    assert Moments.of(control).variance == pytest.approx(np.var(control, ddof=1), rel=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.floats(-1e3, 1e3), max_size=30), min_size=1, max_size=8),
+    st.sampled_from([0.0, 1e8, 1e9, -1e9]),
+)
+def test_moments_of_groups_combine_to_the_moments_of_all_values(groups, offset):
+    # metrics.py adds up per-day groups (from the database's AVG and VAR_POP) in any order. The oracle is the
+    # statistics module, exact in rational arithmetic (numpy's own sums are not, at these offsets).
+    groups = [[offset + v for v in group] for group in groups]
+    combined = Moments(0, 0.0, 0.0)
+    for group in groups:
+        combined = combined + Moments.of(group)
+    values = [v for group in groups for v in group]
+    assert combined.n == len(values)
+    if len(values):
+        assert combined.mean == pytest.approx(statistics.mean(values), rel=1e-15)
+    if len(values) > 1:
+        exact = statistics.variance(values)
+        # A group's mean is a float: off by up to half a spacing at the offset. Chan's update turns that into an
+        # error of about |delta| * spacing in m2, at most ~spacing * sqrt(variance * n) in the variance.
+        tolerance = 1e-9 * (1 + exact) + 50 * float(np.spacing(abs(offset))) * math.sqrt(exact * len(values))
+        assert combined.variance == pytest.approx(exact, abs=tolerance)
+        parts = [Moments.of_group(len(g), statistics.mean(g), statistics.pvariance(g)) for g in groups if g]
+        assert sum(parts, Moments(0, 0.0, 0.0)).variance == pytest.approx(exact, abs=tolerance)
 
 
 def numeric_delta_method(mean_t, var_t, mean_c, var_c, z=1.959963984540054):
@@ -153,4 +203,6 @@ def test_degenerate_inputs_give_nan_not_errors():
     same = stats.compare_means(Moments.of([2.0, 2.0]), Moments.of([2.0, 2.0]))
     assert same.p_value == 1.0 and same.absolute_lift == 0.0
     assert stats.required_sample_size(0.0) == math.inf
+    # A 5% MDE on values near 1e8 with a standard deviation of 1 is an effect of 5e6 sd: no root to bracket.
+    assert 0 < stats.required_sample_size(5e6) <= 1
     assert not stats.sample_ratio_mismatch([0, 0], [1, 1]).mismatch

@@ -73,6 +73,10 @@ class Command(BaseCommand):
         results = sub.add_parser("results")
         results.add_argument("name")
         results.add_argument("--json", action="store_true")
+        results.add_argument(
+            "--period", choices=selectors.PERIODS, default=selectors.SINCE_WEIGHT_CHANGE,
+            help="keys first exposed since the last weight change (default), or all of them, mixing allocations",
+        )  # fmt: skip
         sub.add_parser("list")
 
     def handle(self, *args, action: str, **opts) -> None:
@@ -137,7 +141,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{experiment.name}\t{experiment.model.name}\t{experiment.status}\t{arms}")
 
     def do_results(self, opts: dict[str, Any]) -> None:
-        results = selectors.experiment_results(self._experiment(opts["name"]))
+        results = selectors.experiment_results(self._experiment(opts["name"]), opts["period"])
         if opts["json"]:
             self.stdout.write(json.dumps(results, cls=DjangoJSONEncoder, indent=2))
             return
@@ -146,6 +150,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{results['experiment']} ({results['status']}): sample ratio {verdict} (p={srm['p_value']:.3g})"
         )
+        self.stdout.write(("MIXED ALLOCATIONS: " if srm["mixed_allocations"] else "") + results["period"]["note"])
         for block in [results["primary"], *results["guardrails"]]:
             self.stdout.write(f"\n{block['label']}{' (lower is better)' if block['lower_is_better'] else ''}")
             for row in block["arms"]:
