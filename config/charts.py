@@ -6,6 +6,7 @@ axis, labelled axes, a legend below the plot, hover values and, where there is n
 
     line(series, y_label=...)        numbers over time, one line per named series
     bars(labels, series, ...)        grouped bars over labelled bins or categories
+    points(labels, series, ...)      values over labelled steps (a metric across versions), y fitted to the values
     sparkline(points)                a small line without axes (the home page's traffic)
 """
 
@@ -84,6 +85,29 @@ def bars(
     spec = {
         "kind": "bars",
         "title": title,
+        "y_label": y_label,
+        "x_label": x_label,
+        "labels": list(labels),
+        "datasets": [{"label": name, "values": list(values)} for name, values in series.items() if len(values)],
+        "empty": empty,
+    }
+    return _render(spec, height=height)
+
+
+def points(
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    *,
+    y_label: str,
+    x_label: str = "",
+    empty: str = "No data yet.",
+    height: int = 180,
+) -> SafeString:
+    """Values over labelled steps (a metric across versions) as points joined by a line, the y axis fitted to the
+    values (not from zero), so that 0.979 against 0.986 is visible."""
+    spec = {
+        "kind": "points",
+        "title": "",
         "y_label": y_label,
         "x_label": x_label,
         "labels": list(labels),

@@ -244,7 +244,7 @@ def page_context(model: RegisteredModel, compare: list[int]) -> dict[str, Any]:
         "metric_charts": [
             {
                 "name": name,
-                "chart": charts.bars(
+                "chart": charts.points(
                     [f"v{v.version}" for v in versions if name in metrics_of(v)],
                     {name: [metrics_of(v)[name] for v in versions if name in metrics_of(v)]},
                     y_label=name,

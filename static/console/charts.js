@@ -5,6 +5,8 @@
 
   var COLOURS = ["#0d6efd", "#fd7e14", "#198754", "#6f42c1", "#dc3545", "#20c997", "#d63384", "#6c757d"];
   var DASHES = [[], [6, 3], [2, 2], [8, 3, 2, 3]];
+  // Every tick says its date: a chart of the last hour and one of the last month read alike.
+  var DATE_TICKS = { minute: "MMM d HH:mm", hour: "MMM d HH:mm", day: "MMM d", week: "MMM d", month: "MMM yyyy" };
 
   function axisTitle(text) {
     return { display: Boolean(text), text: text || "" };
@@ -46,7 +48,9 @@
         scales: {
           x: {
             type: "time",
-            time: spec.per_day ? { unit: "day", tooltipFormat: "yyyy-MM-dd" } : { tooltipFormat: "yyyy-MM-dd HH:mm" },
+            bounds: "ticks", // the axis runs from tick to tick: points a minute apart still get dated ticks
+            time: spec.per_day ? { unit: "day", tooltipFormat: "yyyy-MM-dd", displayFormats: DATE_TICKS }
+              : { minUnit: "minute", tooltipFormat: "yyyy-MM-dd HH:mm", displayFormats: DATE_TICKS },
             title: axisTitle(spec.x_label || (spec.per_day ? "day" : "time")),
           },
           y: y,
@@ -87,7 +91,20 @@
     return config;
   }
 
-  var BUILDERS = { line: lineConfig, bars: barsConfig, spark: sparkConfig };
+  function pointsConfig(spec) {
+    // values over labelled steps (a metric across versions): y fitted to the values, so small differences show
+    var config = barsConfig(spec);
+    config.type = "line";
+    config.data.datasets.forEach(function (d, i) {
+      d.borderColor = COLOURS[i % COLOURS.length];
+      d.pointRadius = 4;
+      d.borderDash = DASHES[i % DASHES.length];
+    });
+    config.options.scales.y.beginAtZero = false;
+    return config;
+  }
+
+  var BUILDERS = { line: lineConfig, bars: barsConfig, spark: sparkConfig, points: pointsConfig };
 
   function draw(element) {
     var source = document.getElementById(element.dataset.chart);
