@@ -6,6 +6,7 @@ Installed as the default admin site by `config.apps.ConsoleAdminConfig` (Django'
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -99,6 +100,7 @@ class ConsoleAdminSite(admin.AdminSite):
             "statuses": statuses,
             "activity": console.recent_activity(),
             "now": timezone.now(),
+            "refresh_seconds": settings.MODELWORKS_CONSOLE_REFRESH_S,
             **(extra_context or {}),
         }
         return super().index(request, context)

@@ -374,6 +374,8 @@ CELERY_BEAT_SCHEDULE.update(
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]  # the console's scripts and its vendored chart library
+# The console's live regions (the home's table and activity, a rollout's figures) refresh in place this often.
+MODELWORKS_CONSOLE_REFRESH_S = env_int("MODELWORKS_CONSOLE_REFRESH_S", 15)
 LOGIN_URL = "admin:login"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -20,7 +21,7 @@ from django.utils.safestring import mark_safe
 
 from registry.models import ModelVersion, RegisteredModel
 from rollouts import selectors, services
-from rollouts.models import Rollout, RolloutStatus
+from rollouts.models import ACTIVE_ROLLOUT_STATUSES, Rollout, RolloutStatus
 
 ROLLOUT_COLOURS = {
     RolloutStatus.PENDING: "#6c757d",
@@ -214,7 +215,10 @@ class RolloutAdmin(admin.ModelAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         rollout = self.get_object(request, object_id)
         controls = controls_for(rollout) if rollout is not None and self.has_add_permission(request) else []
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "controls": controls})
+        active = rollout is not None and rollout.status in ACTIVE_ROLLOUT_STATUSES
+        live = settings.MODELWORKS_CONSOLE_REFRESH_S if active else None  # a finished rollout's page stays still
+        extra = {**(extra_context or {}), "controls": controls, "live_seconds": live}
+        return super().change_view(request, object_id, form_url, extra)
 
     def get_urls(self):
         start = self.admin_site.admin_view(self.start_view)

@@ -106,8 +106,10 @@
 
   var BUILDERS = { line: lineConfig, bars: barsConfig, spark: sparkConfig, points: pointsConfig };
 
-  function draw(element) {
-    var source = document.getElementById(element.dataset.chart);
+  function draw(element, fromDocument) {
+    // a refreshed region's JSON blocks came with it (live.js), or are looked up in the document they came from
+    var source = element.parentNode.querySelector("script[id='" + element.dataset.chart + "']") ||
+      (fromDocument || document).getElementById(element.dataset.chart);
     if (!source) return;
     var spec = JSON.parse(source.textContent);
     element.style.height = (element.dataset.height || 240) + "px"; // set from script: no inline style attributes
@@ -123,12 +125,14 @@
     element.mwChart = chart; // for people (and tests) inspecting a page
   }
 
-  function drawAll() {
-    document.querySelectorAll("[data-chart]").forEach(draw);
+  function drawAll(root, fromDocument) {
+    (root || document).querySelectorAll("[data-chart]").forEach(function (element) { draw(element, fromDocument); });
   }
 
+  window.mwCharts = { drawAll: drawAll };
+
   if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", drawAll);
+    document.addEventListener("DOMContentLoaded", function () { drawAll(); });
   } else {
     drawAll();
   }

@@ -4,6 +4,7 @@ what is wrong, and what just happened; apps in the order people work; charts dra
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,31 @@ def test_apps_come_in_the_order_people_work_and_view_site_goes_home(page, consol
     assert page.locator("#live-heading").inner_text() == "Live now"
     if os.environ.get("MODELWORKS_SCREENSHOTS"):  # a folder: to look at the page as a person would
         page.screenshot(path=str(Path(os.environ["MODELWORKS_SCREENSHOTS"]) / "console-home.png"), full_page=True)
+
+
+def test_the_home_refreshes_in_place_when_traffic_arrives(page, console, browser, settings):
+    from django.db import connection
+
+    from tests.monitoring.conftest import flush
+
+    settings.MODELWORKS_CONSOLE_REFRESH_S = 2
+    page.goto(f"{console.url}/admin/")
+    page.evaluate("window.mwNotReloaded = true")
+    traffic = _row(page, "breast-cancer-forest").locator("td.mw-traffic")
+    before = int(traffic.inner_text().split()[-2])
+    other = page.context.new_page()  # a colleague tries a prediction in another tab
+    other.goto(f"{console.url}/admin/models/breast-cancer-forest/")
+    other.click("#try-form button[type=submit]")
+    assert "Prediction" in other.locator("#answer").inner_text()
+    # The live server answers in this process, so its log buffer is this one: flushed from a thread of its own (its
+    # own connection, committed), as the buffer's background thread would, not inside this test's transaction.
+    flusher = threading.Thread(target=lambda: (flush(), connection.close()))
+    flusher.start()
+    flusher.join()
+    page.wait_for_function(
+        f"document.querySelector(\"tr[data-model='breast-cancer-forest'] td.mw-traffic\").innerText.trim()"
+        f".endsWith('{before + 1} request{'' if before == 0 else 's'}')",
+        timeout=15_000,
+    )
+    assert page.evaluate("window.mwNotReloaded") is True  # refreshed in place, not reloaded
+    assert page.locator("#live-region").get_attribute("data-refreshed-at")
