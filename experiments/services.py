@@ -18,7 +18,7 @@ from django.utils import timezone
 from config.storable import check_storable
 from experiments import allocation, parsing
 from experiments.models import Experiment, ExperimentArm, ExperimentEvent, ExperimentStatus, MetricKind
-from registry import refs
+from registry import permissions, refs
 from registry import services as registry
 from registry.locking import lock_model, retry_on_conflict
 from registry.models import ModelVersion, RegisteredModel, VersionStatus
@@ -283,6 +283,7 @@ def experiment_conclude(
     which is what lets the registry's owner check pass; a refusal of either undoes the conclusion too.
     """
     locked = _locked(experiment)
+    permissions.check(actor, permissions.DEPLOY, locked.model)  # concluding moves production (registry/permissions)
     if locked.status not in (ExperimentStatus.RUNNING, ExperimentStatus.STOPPED):
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}: run it before concluding"]})
     if promote not in Promotion.values:

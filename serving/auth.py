@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 
-from config.access import RoutePermission
 from serving.keys import api_key_lookup, raw_api_key
 from serving.models import ApiKey
 
@@ -50,7 +49,3 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return "Api-Key"
-
-
-class IsAuthenticatedWithScope(RoutePermission):
-    """The API's permission map (config/access.py), kept under its old name for the views that extend it."""

@@ -77,7 +77,9 @@ def test_a_deployer_limited_to_a_cannot_promote_b(django_user_model, two_models)
     client = token_client(person)
     started = {}
     for name in ("a", "b"):  # started by the platform (no actor), steered by the limited deployer
-        started[name] = rollouts.rollout_start(model=two_models[name], candidate=two_models[name].versions.get(version=2))
+        started[name] = rollouts.rollout_start(
+            model=two_models[name], candidate=two_models[name].versions.get(version=2)
+        )
     refused = client.post(f"/api/v1/rollouts/{started['b'].pk}/promote/")
     assert refused.status_code == 403 and refused.json()["missing_permission"] == "deploy:b"
     assert production("b") == 1
@@ -96,3 +98,239 @@ def test_a_predict_key_or_a_registry_write_key_cannot_move_production(two_models
     deployer = key_client("deploy:a")
     assert deployer.put("/api/v1/models/a/aliases/production/", {"version": 2}, format="json").status_code == 200
     assert production("a") == 2
+
+
+# --- The matrix: every URL of the API against every role ------------------------------------------------------------
+
+READ, WRITE, ADMIN = "read", "write", "admin"
+DEPLOY_A, DEPLOY_B = "deploy:a", "deploy:b"
+
+# What each route needs, written out here (not read from config/access.py), so that a changed or new route fails
+# until it is classified. Routes on a model run on models a and b; DEPLOY means deploy on that model.
+DEPLOY = "deploy"
+EXPECTED_API: dict[str, dict[str, str]] = {
+    "model-list": {"GET": READ, "POST": WRITE},
+    "model-detail": {"GET": READ, "PATCH": WRITE},
+    "version-list": {"GET": READ, "POST": WRITE},
+    "version-detail": {"GET": READ},
+    "version-archive": {"POST": WRITE},
+    "artifact": {"GET": READ},
+    "alias-list": {"GET": READ, "POST": DEPLOY},  # posted: {"alias": "production"}, a protected alias
+    "alias-detail": {"GET": READ, "PUT": DEPLOY, "DELETE": DEPLOY},  # the production alias
+    "event-list": {"GET": READ},
+    "rollout-list": {"GET": READ, "POST": DEPLOY},
+    "model-rollback": {"POST": DEPLOY},
+    "rollout-detail": {"GET": READ},
+    "rollout-pause": {"POST": DEPLOY},
+    "rollout-resume": {"POST": DEPLOY},
+    "rollout-promote": {"POST": DEPLOY},
+    "rollout-abort": {"POST": DEPLOY},
+    "feedback": {"POST": WRITE},
+    "events": {"POST": WRITE},
+    "monitor-list": {"GET": READ, "POST": WRITE},
+    "monitor-detail": {"GET": READ},
+    "monitor-run": {"POST": WRITE},
+    "monitor-reports": {"GET": READ},
+    "monitor-alerts": {"GET": READ},
+    "alert-list": {"GET": READ},
+    "alert-detail": {"GET": READ},
+    "alert-acknowledge": {"POST": WRITE},
+    "alert-resolve": {"POST": WRITE},
+    "reference": {"POST": WRITE},
+    "quality": {"GET": READ},
+    "experiment-list": {"GET": READ, "POST": WRITE},
+    "experiment-detail": {"GET": READ},
+    "experiment-start": {"POST": WRITE},
+    "experiment-stop": {"POST": WRITE},
+    "experiment-weights": {"POST": WRITE},
+    "experiment-conclude": {"POST": DEPLOY},
+    "experiment-results": {"GET": READ},
+    "experiment-events": {"GET": READ},
+    "feature-entity-list": {"GET": READ, "POST": WRITE},
+    "feature-view-list": {"GET": READ, "POST": WRITE},
+    "feature-view-detail": {"GET": READ},
+    "feature-online": {"POST": READ},
+    "feature-historical": {"POST": READ},
+    "feature-push": {"POST": WRITE},
+    "api-key-list": {"GET": ADMIN, "POST": ADMIN},
+    "api-key-detail": {"GET": ADMIN},
+    "api-key-revoke": {"POST": ADMIN},
+}
+# Routes outside the API's permission map: public, the prediction endpoints (an API key with predict:<model>, or any
+# active user's token), or any logged-in caller (the schema and its docs page).
+PUBLIC, PREDICT, LOGGED_IN = "public", "predict", "logged in"
+EXPECTED_OTHER: dict[str, str] = {
+    "healthz": PUBLIC, "readyz": PUBLIC, "v2-server": PUBLIC, "v2-live": PUBLIC, "v2-ready": PUBLIC,
+    "api-token": PUBLIC, "prometheus-django-metrics": PUBLIC, "monitoring-metrics": PUBLIC,
+    "predict": PREDICT, "invocations": PREDICT, "v2-infer": PREDICT, "v2-model": PREDICT, "v2-model-ready": PREDICT,
+    "v2-model-version": PREDICT, "v2-model-version-ready": PREDICT,
+    "schema": LOGGED_IN, "api-docs": LOGGED_IN,
+}  # fmt: skip
+ON_A_MODEL = {"model-detail", "version-list", "version-detail", "version-archive", "artifact", "alias-list",
+              "alias-detail", "event-list", "rollout-list", "model-rollback", "reference", "quality"}  # fmt: skip
+ON_A_ROLLOUT = {"rollout-detail", "rollout-pause", "rollout-resume", "rollout-promote", "rollout-abort"}
+ON_AN_EXPERIMENT = {"experiment-detail", "experiment-start", "experiment-stop", "experiment-weights",
+                    "experiment-conclude", "experiment-results", "experiment-events"}  # fmt: skip
+
+# role -> what it holds; anonymous is answered 401, every other refusal 403
+ROLES: dict[str, set[str]] = {
+    "anonymous": set(),
+    "no permissions": set(),
+    "viewer": {READ},
+    "data scientist": {READ, WRITE},
+    "deployer": {READ, DEPLOY_A, DEPLOY_B},
+    "deployer of a": {READ, DEPLOY_A},
+    "admin": {READ, ADMIN},
+    "predict key": set(),
+    "superuser": {READ, WRITE, DEPLOY_A, DEPLOY_B, ADMIN},
+}
+
+
+def walk(patterns, prefix: str = ""):
+    from django.urls import URLResolver
+
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+        else:
+            yield prefix + str(pattern.pattern), pattern.name
+
+
+def test_every_url_is_in_the_matrix():
+    from django.urls import get_resolver
+
+    unclassified = [
+        (route, name)
+        for route, name in walk(get_resolver().url_patterns)
+        if not route.startswith("admin/") and name not in EXPECTED_API and name not in EXPECTED_OTHER
+    ]
+    assert unclassified == [], "classify these routes in EXPECTED_API or EXPECTED_OTHER (and config/access.py)"
+    from config.access import RULES
+
+    assert {name: set(rules) for name, rules in RULES.items()} == {
+        name: set(methods) for name, methods in EXPECTED_API.items()
+    }
+
+
+def client_for(role: str, django_user_model) -> APIClient:
+    if role == "anonymous":
+        return APIClient()
+    if role == "predict key":
+        return key_client("predict:*")
+    if role == "superuser":
+        return token_client(django_user_model.objects.create_superuser(username="root", password="x" * 12))
+    roles = {"viewer": [permissions.VIEWER], "data scientist": [permissions.DATA_SCIENTIST],
+             "deployer": [permissions.DEPLOYER], "deployer of a": [permissions.VIEWER],
+             "admin": [permissions.ADMIN_ROLE], "no permissions": []}[role]  # fmt: skip
+    person = with_roles(django_user_model, role.replace(" ", "-"), *roles)
+    if role == "deployer of a":
+        registry.model_grant_give(model=RegisteredModelByName("a"), permission="deploy", user=person)
+    return token_client(person)
+
+
+def RegisteredModelByName(name: str):  # noqa: N802
+    from registry.models import RegisteredModel
+
+    return RegisteredModel.objects.get(name=name)
+
+
+@pytest.fixture
+def world(two_models):
+    """A rollout and a draft experiment on each model, a monitor with an alert, an API key: every route has a row."""
+    from experiments import services as experiments
+    from monitoring.models import Alert, AlertKind, Monitor
+
+    made = {"rollout": {}, "experiment": {}}
+    for name, model in two_models.items():
+        made["experiment"][name] = experiments.experiment_create(
+            model=model, name=f"exp-{name}", primary_metric={"kind": "conversion", "event": "purchase"},
+            arms=[{"name": "control", "version": 1, "weight": 50}, {"name": "new", "version": 2, "weight": 50}],
+        )  # fmt: skip
+        made["rollout"][name] = rollouts.rollout_start(model=model, candidate=model.versions.get(version=2))
+    monitor = Monitor.objects.create(model=two_models["a"], name="hourly")
+    made["monitor"] = monitor
+    made["alert"] = Alert.objects.create(monitor=monitor, version=1, kind=AlertKind.QUALITY, subject="f1", message="m")
+    made["key"] = api_key_create(name="listed", scopes=["predict:*"])[0]
+    return made
+
+
+def requests_of(name: str, world) -> list[tuple[str, str, str | None]]:
+    """(method, path, the model it acts on) for each method of the route, once per model where it has one."""
+    from django.urls import reverse
+
+    targets: list[tuple[dict, str | None]]
+    if name in ON_A_MODEL:
+        targets = [({"name": m}, m) for m in ("a", "b")]
+    elif name in ON_A_ROLLOUT:
+        targets = [({"pk": world["rollout"][m].pk}, m) for m in ("a", "b")]
+    elif name in ON_AN_EXPERIMENT:
+        targets = [({"name": f"exp-{m}"}, m) for m in ("a", "b")]
+    elif name.startswith("monitor-") and name != "monitor-list":
+        targets = [({"pk": world["monitor"].pk}, "a")]
+    elif name.startswith("alert-") and name != "alert-list":
+        targets = [({"pk": world["alert"].pk}, None)]
+    elif name.startswith("api-key-") and name != "api-key-list":
+        targets = [({"pk": world["key"].pk}, None)]
+    elif name in ("feature-view-detail", "feature-push"):
+        targets = [({"name": "no-such-view"}, None)]
+    else:
+        targets = [({}, None)]
+    found = []
+    for kwargs, model in targets:
+        kwargs = dict(kwargs)
+        if name in ("version-detail", "version-archive", "artifact", "reference", "quality"):
+            kwargs["version"] = 2
+        if name == "alias-detail":
+            kwargs["alias"] = "production"
+        found += [(method, reverse(name, kwargs=kwargs), model) for method in EXPECTED_API[name]]
+    return found
+
+
+BODIES = {"alias-list": {"alias": "production", "version": 2}, "alias-detail": {"version": 2},
+          "api-key-list": {"name": "new", "scopes": ["predict:*"]}}  # fmt: skip
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+def test_every_api_route_against_every_role(role, django_user_model, world):
+    client = client_for(role, django_user_model)
+    wrong = []
+    for name, methods in EXPECTED_API.items():
+        for method, path, model in requests_of(name, world):
+            needed = methods[method]
+            needed = f"deploy:{model}" if needed == DEPLOY else needed
+            answer = getattr(client, method.lower())(path, BODIES.get(name, {}), format="json")
+            allowed = needed in ROLES[role]
+            refused_with = 401 if role == "anonymous" else 403
+            if allowed and answer.status_code in (401, 403) or answer.status_code >= 500:
+                wrong.append((method, path, "should pass", answer.status_code, answer.content[:200]))
+            elif not allowed and answer.status_code != refused_with:
+                wrong.append((method, path, f"should be {refused_with}", answer.status_code, answer.content[:200]))
+            elif not allowed and role != "anonymous" and "missing_permission" not in answer.json():
+                wrong.append((method, path, "should name the missing permission", answer.json()))
+    assert wrong == []
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+def test_every_other_route_against_every_role(role, django_user_model, two_models):
+    from django.urls import reverse
+
+    client = client_for(role, django_user_model)
+    paths = {"predict": reverse("predict", kwargs={"name": "a"}), "v2-infer": "/v2/models/a/infer",
+             "invocations": "/api/v1/models/a/invocations", "v2-model": "/v2/models/a",
+             "v2-model-ready": "/v2/models/a/ready", "v2-model-version": "/v2/models/a/versions/1",
+             "v2-model-version-ready": "/v2/models/a/versions/1/ready"}  # fmt: skip
+    wrong = []
+    for name, kind in EXPECTED_OTHER.items():
+        path = paths.get(name) or reverse(name)
+        method = "post" if name in ("predict", "v2-infer", "invocations", "api-token") else "get"
+        answer = getattr(client, method)(path, {}, format="json")
+        allowed = kind == PUBLIC or role != "anonymous"
+        if name == "api-docs":  # a page for a browser session: a token or key is sent to the login page
+            ok = answer.status_code == 302
+        elif allowed:
+            ok = answer.status_code not in (401, 403) and answer.status_code < 500
+        else:
+            ok = answer.status_code in (401, 403)
+        if not ok:
+            wrong.append((name, path, allowed, answer.status_code))
+    assert wrong == []
