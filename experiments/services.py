@@ -200,6 +200,7 @@ def experiment_start(*, experiment: Experiment, actor: Any = None) -> Experiment
     except TrafficConflict as exc:
         raise TrafficConflict(exc.message, field="status", owner=exc.owner) from None
     locked = _locked(experiment)
+    permissions.check(actor, permissions.WRITE, locked.model)
     if locked.status != ExperimentStatus.DRAFT:
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}; only a draft can start"]})
     # Read under the model's row lock: every status change (rollback, archive, an alias move) takes it too.
@@ -226,6 +227,7 @@ def experiment_start(*, experiment: Experiment, actor: Any = None) -> Experiment
 def experiment_set_weights(*, experiment: Experiment, weights: dict[str, int], actor: Any = None) -> Experiment:
     """New weights per arm name. Keys only move out of arms that shrink, and no more of them than needed."""
     locked = _locked(experiment)
+    permissions.check(actor, permissions.WRITE, locked.model)
     if locked.status not in (ExperimentStatus.DRAFT, ExperimentStatus.RUNNING):
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}: its weights are final"]})
     arms = list(locked.arms.order_by("position"))
@@ -256,6 +258,7 @@ def experiment_set_weights(*, experiment: Experiment, weights: dict[str, int], a
 def experiment_stop(*, experiment: Experiment, actor: Any = None) -> Experiment:
     """Send the model's traffic back to its production alias; the results stay for analysis and conclusion."""
     locked = _locked(experiment)
+    permissions.check(actor, permissions.WRITE, locked.model)
     if locked.status != ExperimentStatus.RUNNING:
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}, not running"]})
     locked.status, locked.stopped_at = ExperimentStatus.STOPPED, timezone.now()

@@ -334,3 +334,146 @@ def test_every_other_route_against_every_role(role, django_user_model, two_model
         if not ok:
             wrong.append((name, path, allowed, answer.status_code))
     assert wrong == []
+
+
+# --- Every admin action that changes traffic, against every role -----------------------------------------------------
+
+CONSOLE_ROLES: dict[str, tuple[list[str], set[str]]] = {  # role -> (groups, what it holds on model b)
+    "anonymous": ([], set()),
+    "no permissions": ([], set()),
+    "viewer": ([permissions.VIEWER], {READ}),
+    "data scientist": ([permissions.DATA_SCIENTIST], {READ, WRITE}),
+    "deployer": ([permissions.DEPLOYER], {READ, DEPLOY}),
+    "deployer of a": ([permissions.VIEWER], {READ}),
+    "admin": ([permissions.ADMIN_ROLE], {READ, ADMIN}),
+    "superuser": ([], {READ, WRITE, DEPLOY, ADMIN}),
+}
+
+
+def console_for(role: str, django_user_model, two_models):
+    from django.test import Client
+
+    client = Client()
+    if role == "anonymous":
+        return client
+    if role == "superuser":
+        person = django_user_model.objects.create_superuser(username="root", password="x" * 12)
+    else:
+        person = with_roles(django_user_model, role.replace(" ", "-"), *CONSOLE_ROLES[role][0])
+        person.is_staff = True  # the console lets staff in; what they may do is their roles'
+        person.save()
+    if role == "deployer of a":
+        registry.model_grant_give(model=two_models["a"], permission="deploy", user=person)
+    client.force_login(person)
+    return client
+
+
+def _status(app_model: str, pk: int) -> str:
+    from django.apps import apps
+
+    return apps.get_model(app_model).objects.get(pk=pk).status
+
+
+def admin_actions(two_models):
+    """action -> (what it needs, do it with a console client, did it happen): each on model b."""
+    from django.urls import reverse
+
+    from experiments import services as experiments
+
+    b = two_models["b"]
+    v1, v2 = b.versions.get(version=1), b.versions.get(version=2)
+
+    def changelist_action(app_model: str, action: str, pk: int):
+        url = reverse(f"admin:{app_model.replace('.', '_')}_changelist")
+        return lambda client: client.post(url, {"action": action, "_selected_action": [pk]})
+
+    def rollout_control(action: str):
+        def run(client):
+            rollout = rollouts.rollout_start(model=b, candidate=v2)
+            return client.post(reverse("admin:rollouts_rollout_control", args=[rollout.pk, action]))
+
+        return run
+
+    def experiment(action: str, running: bool, **data):
+        def run(client):
+            made = experiments.experiment_create(
+                model=b, name="exp-b", primary_metric={"kind": "conversion", "event": "purchase"},
+                arms=[{"name": "control", "version": 1, "weight": 50}, {"name": "new", "version": 2, "weight": 50}],
+            )  # fmt: skip
+            if running:
+                experiments.experiment_start(experiment=made)
+            return client.post(reverse("admin:experiments_experiment_act", args=[made.pk, action]), data)
+
+        return run
+
+    def rolled_back(client):
+        registry.alias_move(model=b, name="production", version=v2)
+        return changelist_action("registry.registeredmodel", "roll_back_production", b.pk)(client)
+
+    def started(client):
+        return client.post(
+            reverse("admin:rollouts_rollout_start"),
+            {"model": b.pk, "version": 2, "mode": "canary", "stages": "10,100", "stage_seconds": 60,
+             "shadow_percent": 0},
+        )  # fmt: skip
+
+    from experiments.models import Experiment
+    from rollouts.models import Rollout
+
+    def rollout_status():
+        return Rollout.objects.filter(model=b).values_list("status", flat=True).first()
+
+    def experiment_status():
+        return Experiment.objects.filter(model=b).values_list("status", flat=True).first()
+
+    return {
+        "version: promote to production": (
+            DEPLOY, changelist_action("registry.modelversion", "promote_to_production", v2.pk),
+            lambda: production("b") == 2,
+        ),
+        "version: archive": (
+            WRITE, changelist_action("registry.modelversion", "archive", v2.pk),
+            lambda: _status("registry.ModelVersion", v2.pk) == "archived",
+        ),
+        "model: roll back production": (DEPLOY, rolled_back, lambda: production("b") == 1),
+        "rollout: start": (DEPLOY, started, lambda: rollout_status() is not None),
+        "rollout: pause": (DEPLOY, rollout_control("pause"), lambda: rollout_status() == "paused"),
+        "rollout: promote": (DEPLOY, rollout_control("promote"), lambda: production("b") == 2),
+        "rollout: abort": (DEPLOY, rollout_control("abort"), lambda: rollout_status() == "aborted"),
+        "experiment: start": (WRITE, experiment("start", False), lambda: experiment_status() == "running"),
+        "experiment: stop": (WRITE, experiment("stop", True), lambda: experiment_status() == "stopped"),
+        "experiment: conclude": (
+            DEPLOY, experiment("conclude", True, winner="new"), lambda: production("b") == 2 and v1.pk,
+        ),
+    }  # fmt: skip
+
+
+ADMIN_ACTIONS = [
+    "version: promote to production", "version: archive", "model: roll back production", "rollout: start",
+    "rollout: pause", "rollout: promote", "rollout: abort", "experiment: start", "experiment: stop",
+    "experiment: conclude",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("action", ADMIN_ACTIONS)
+@pytest.mark.parametrize("role", list(CONSOLE_ROLES))
+def test_every_admin_action_against_every_role(role, action, django_user_model, two_models):
+    actions = admin_actions(two_models)
+    assert sorted(actions) == sorted(ADMIN_ACTIONS)
+    needed, run, happened = actions[action]
+    answer = run(console_for(role, django_user_model, two_models))
+    allowed = needed in CONSOLE_ROLES[role][1]
+    assert answer.status_code < 500
+    assert bool(happened()) == allowed, (answer.status_code, answer.content[:300])
+    if not allowed and role != "anonymous":
+        assert answer.status_code in (302, 403)  # refused outright, or sent back with the console's message
+
+
+def test_the_deployer_of_a_promotes_a_in_the_console(django_user_model, two_models):
+    from django.urls import reverse
+
+    client = console_for("deployer of a", django_user_model, two_models)
+    v2 = two_models["a"].versions.get(version=2)
+    url = reverse("admin:registry_modelversion_changelist")
+    client.post(url, {"action": "promote_to_production", "_selected_action": [v2.pk]})
+    assert production("a") == 2
