@@ -477,3 +477,109 @@ def test_the_deployer_of_a_promotes_a_in_the_console(django_user_model, two_mode
     url = reverse("admin:registry_modelversion_changelist")
     client.post(url, {"action": "promote_to_production", "_selected_action": [v2.pk]})
     assert production("a") == 2
+
+
+# --- Grants given and revoked while moves are attempted --------------------------------------------------------------
+
+
+def test_production_moves_only_when_the_actor_holds_deploy_at_that_moment(django_user_model, two_models):
+    from hypothesis import HealthCheck, settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
+    permissions.ensure_roles()
+    people = [django_user_model.objects.create_user(username=f"p{i}", password="x" * 12) for i in range(2)]
+    team = Group.objects.create(name="team")
+    deployers = Group.objects.get(name=permissions.DEPLOYER)
+    tokens = {person.pk: token_client(person) for person in people}
+    models = two_models
+
+    class Grants(RuleBasedStateMachine):
+        @initialize()
+        def reset(self) -> None:
+            from registry.models import ModelGrant
+
+            ModelGrant.objects.all().delete()
+            for person in people:
+                person.groups.clear()
+            for model in models.values():
+                registry.alias_move(model=model, name="production", version=model.versions.get(version=1))
+            self.direct: set[tuple[int, str]] = set()
+            self.team_grants: set[str] = set()
+            self.in_team: set[int] = set()
+            self.deployer_role: set[int] = set()
+            self.where = {name: 1 for name in models}
+
+        def holds(self, person, name: str) -> bool:
+            return (
+                (person.pk, name) in self.direct
+                or person.pk in self.deployer_role
+                or (person.pk in self.in_team and name in self.team_grants)
+            )
+
+        @rule(who=st.sampled_from(people), name=st.sampled_from(["a", "b"]), give=st.booleans())
+        def grant_to_person(self, who, name, give) -> None:
+            if give:
+                registry.model_grant_give(model=models[name], permission="deploy", user=who)
+                self.direct.add((who.pk, name))
+            else:
+                from registry.models import ModelGrant
+
+                ModelGrant.objects.filter(model=models[name], user=who).delete()
+                self.direct.discard((who.pk, name))
+
+        @rule(name=st.sampled_from(["a", "b"]), give=st.booleans(), permission=st.sampled_from(["deploy", "own"]))
+        def grant_to_team(self, name, give, permission) -> None:
+            from registry.models import ModelGrant
+
+            ModelGrant.objects.filter(model=models[name], group=team).delete()
+            if give:
+                registry.model_grant_give(model=models[name], permission=permission, group=team)
+                self.team_grants.add(name)
+            else:
+                self.team_grants.discard(name)
+
+        @rule(who=st.sampled_from(people), join=st.booleans(), group=st.sampled_from(["team", "deployer"]))
+        def membership(self, who, join, group) -> None:
+            target, members = (team, self.in_team) if group == "team" else (deployers, self.deployer_role)
+            if join:
+                who.groups.add(target)
+                members.add(who.pk)
+            else:
+                who.groups.remove(target)
+                members.discard(who.pk)
+
+        @rule(who=st.sampled_from(people), name=st.sampled_from(["a", "b"]), through_api=st.booleans())
+        def move_production(self, who, name, through_api) -> None:
+            target = 3 - self.where[name]
+            allowed = self.holds(who, name)
+            if through_api:
+                answer = tokens[who.pk].put(
+                    f"/api/v1/models/{name}/aliases/production/", {"version": target}, format="json"
+                )
+                assert answer.status_code == (200 if allowed else 403), answer.content
+            else:
+                try:
+                    registry.alias_move(
+                        model=models[name], name="production", version=models[name].versions.get(version=target),
+                        actor=who,
+                    )  # fmt: skip
+                except permissions.PermissionRefused:
+                    assert not allowed
+                else:
+                    assert allowed
+            if allowed:
+                self.where[name] = target
+
+        @invariant()
+        def production_is_where_allowed_moves_put_it(self) -> None:
+            if hasattr(self, "where"):
+                assert {name: production(name) for name in models} == self.where
+
+    run_state_machine_as_test(
+        Grants,
+        settings=settings(
+            max_examples=15, stateful_step_count=12, deadline=None, derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )  # fmt: skip
