@@ -59,9 +59,20 @@ class PermissionRefused(PermissionDenied):
     def __init__(self, permission: str, model: RegisteredModel | None = None, actor: Any = None) -> None:
         self.permission = permission
         self.model = model
-        self.missing = f"{permission}:{model.name}" if model is not None and permission in PER_MODEL else permission
-        who = getattr(actor, "username", None) or "an anonymous caller"
-        self.message = f"{who} lacks the permission {self.missing}"
+        per_model = model is not None and permission in PER_MODEL
+        self.missing = f"{permission}:{model.name}" if per_model else permission
+        if key_scopes(actor) is not None:
+            # a key is told the scope that would give it: registry:read, registry:write, deploy:<model>, ...
+            if permission in _KEY_GLOBAL:
+                self.missing = _KEY_GLOBAL[permission][0]
+            elif permission in _KEY_PER_MODEL:
+                self.missing = f"{_KEY_PER_MODEL[permission]}:{model.name if model is not None else '*'}"
+            self.message = f"this API key lacks the scope {self.missing}"
+            if permission not in _KEY_GLOBAL and permission not in _KEY_PER_MODEL:
+                self.message = f"this API key cannot hold {permission}: only a user can"
+        else:
+            who = getattr(actor, "username", None) or "an anonymous caller"
+            self.message = f"{who} lacks the permission {self.missing}"
         super().__init__(self.message)
 
     def as_response_body(self) -> dict[str, str]:

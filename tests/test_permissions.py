@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -583,3 +584,82 @@ def test_production_moves_only_when_the_actor_holds_deploy_at_that_moment(django
             suppress_health_check=list(HealthCheck),
         ),
     )  # fmt: skip
+
+
+# --- Protected aliases, grants, raw inputs ---------------------------------------------------------------------------
+
+
+def test_protected_aliases_are_per_model_and_guarded_by_deploy(django_user_model, two_models):
+    scientist = token_client(with_roles(django_user_model, "sci", permissions.DATA_SCIENTIST))
+    made = scientist.post("/api/v1/models/a/aliases/", {"alias": "staging", "version": 2}, format="json")
+    assert made.status_code == 201  # an unprotected alias: write is enough
+    widened = scientist.patch("/api/v1/models/a/", {"protected_aliases": ["production", "staging"]}, format="json")
+    assert widened.status_code == 403 and widened.json()["missing_permission"] == "deploy:a"
+    deployer = with_roles(django_user_model, "dep", permissions.DEPLOYER, permissions.DATA_SCIENTIST)
+    both = token_client(deployer)
+    dropped = both.patch("/api/v1/models/a/", {"protected_aliases": ["staging"]}, format="json")
+    assert dropped.status_code == 400 and "always protected" in str(dropped.json()["protected_aliases"])
+    widened = both.patch("/api/v1/models/a/", {"protected_aliases": ["production", "staging"]}, format="json")
+    assert widened.status_code == 200 and widened.json()["protected_aliases"] == ["production", "staging"]
+    moved = scientist.put("/api/v1/models/a/aliases/staging/", {"version": 1}, format="json")
+    assert moved.status_code == 403 and moved.json()["missing_permission"] == "deploy:a"
+    assert scientist.delete("/api/v1/models/a/aliases/staging/").status_code == 403
+    assert both.put("/api/v1/models/a/aliases/staging/", {"version": 1}, format="json").status_code == 200
+    # model b keeps the default: staging there is the data scientist's
+    assert (
+        scientist.post("/api/v1/models/b/aliases/", {"alias": "staging", "version": 2}, format="json").status_code
+        == 201
+    )
+
+
+def test_grants_are_given_by_admins_only(django_user_model, two_models):
+    person = with_roles(django_user_model, "dee", permissions.VIEWER)
+    deployer = with_roles(django_user_model, "boss", permissions.DEPLOYER)
+    with pytest.raises(permissions.PermissionRefused, match="admin"):
+        registry.model_grant_give(model=two_models["a"], permission="deploy", user=person, actor=deployer)
+    admin = with_roles(django_user_model, "root-ish", permissions.ADMIN_ROLE)
+    grant = registry.model_grant_give(model=two_models["a"], permission="deploy", user=person, actor=admin)
+    assert permissions.holds(person, "deploy", two_models["a"]) and not permissions.holds(
+        person, "deploy", two_models["b"]
+    )
+    with pytest.raises(ValidationError):
+        registry.model_grant_give(model=two_models["a"], permission="fly", user=person, actor=admin)
+    registry.model_grant_revoke(grant=grant, actor=admin)
+    assert not permissions.holds(person, "deploy", two_models["a"])
+
+
+def test_the_console_grants_page_gives_and_revokes_through_the_service(django_user_model, two_models):
+    from django.urls import reverse
+
+    from registry.models import ModelGrant
+
+    person = with_roles(django_user_model, "dee", permissions.VIEWER)
+    admin = console_for("admin", django_user_model, two_models)
+    answer = admin.post(
+        reverse("admin:registry_modelgrant_add"),
+        {"model": two_models["b"].pk, "user": person.pk, "permission": "deploy"},
+    )
+    assert answer.status_code == 302, answer.content[:500]
+    assert permissions.holds(person, "deploy", two_models["b"])
+    viewer = console_for("viewer", django_user_model, two_models)
+    assert viewer.get(reverse("admin:registry_modelgrant_changelist")).status_code == 403
+    grant = ModelGrant.objects.get()
+    admin.post(reverse("admin:registry_modelgrant_delete", args=[grant.pk]), {"post": "yes"})
+    assert not ModelGrant.objects.exists()
+
+
+def test_the_prediction_log_shows_raw_inputs_to_data_scientists_not_viewers(django_user_model, two_models):
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from serving.models import PredictionLog
+
+    row = PredictionLog.objects.create(
+        request_id="r1", model_name="a", version=1, inputs=[{"secret_feature": 123456789}], outputs={},
+        latency_ms=1.0, route_reason="pinned", created_at=timezone.now(),
+    )  # fmt: skip
+    page = reverse("admin:serving_predictionlog_change", args=[row.pk])
+    seen_by_viewer = console_for("viewer", django_user_model, two_models).get(page)
+    assert seen_by_viewer.status_code == 200 and b"123456789" not in seen_by_viewer.content
+    seen_by_scientist = console_for("data scientist", django_user_model, two_models).get(page)
+    assert seen_by_scientist.status_code == 200 and b"123456789" in seen_by_scientist.content
