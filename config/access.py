@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.apps import apps
+from rest_framework import exceptions
 from rest_framework import permissions as drf
 
 from registry import permissions
@@ -143,5 +144,9 @@ class RoutePermission(drf.BasePermission):
         if need is None:
             return bool(request.user.is_superuser)  # unclassified: refused, and the matrix test fails
         permission, model = need.resolve(request, match.kwargs)
-        permissions.check(request.user, permission, model)
+        try:
+            permissions.check(request.user, permission, model)
+        except permissions.PermissionRefused as refused:
+            # DRF's own exception: the browsable API asks this class about forms it might show and expects that one
+            raise exceptions.PermissionDenied(refused.as_response_body()) from None
         return True

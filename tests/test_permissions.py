@@ -663,3 +663,14 @@ def test_the_prediction_log_shows_raw_inputs_to_data_scientists_not_viewers(djan
     assert seen_by_viewer.status_code == 200 and b"123456789" not in seen_by_viewer.content
     seen_by_scientist = console_for("data scientist", django_user_model, two_models).get(page)
     assert seen_by_scientist.status_code == 200 and b"123456789" in seen_by_scientist.content
+
+
+def test_the_browsable_api_shows_a_viewer_the_page_without_the_forms_it_may_not_use(django_user_model, two_models):
+    from django.test import Client
+
+    viewer = with_roles(django_user_model, "vera", permissions.VIEWER)
+    client = Client()
+    client.force_login(viewer)
+    for path in ("/api/v1/models/a/", "/api/v1/models/a/aliases/production/", "/api/v1/models/a/rollouts/"):
+        page = client.get(path, HTTP_ACCEPT="text/html")
+        assert page.status_code == 200, (path, page.content[:300])
