@@ -674,3 +674,25 @@ def test_the_browsable_api_shows_a_viewer_the_page_without_the_forms_it_may_not_
     for path in ("/api/v1/models/a/", "/api/v1/models/a/aliases/production/", "/api/v1/models/a/rollouts/"):
         page = client.get(path, HTTP_ACCEPT="text/html")
         assert page.status_code == 200, (path, page.content[:300])
+
+
+def test_the_model_grant_command_gives_lists_and_revokes(django_user_model, two_models, capsys):
+    from django.core.management import CommandError, call_command
+
+    person = with_roles(django_user_model, "dee", permissions.VIEWER)
+    call_command("model_grant", "give", "a", "deploy", "--user", "dee")
+    assert permissions.holds(person, "deploy", two_models["a"])
+    call_command("model_grant", "give", "b", "own", "--group", permissions.VIEWER)
+    assert permissions.holds(person, "deploy", two_models["b"]) and permissions.holds(person, "write", two_models["b"])
+    call_command("model_grant", "list", "a")
+    assert "deploy\tuser dee" in capsys.readouterr().out
+    call_command("model_grant", "revoke", "a", "deploy", "--user", "dee")
+    assert not permissions.holds(person, "deploy", two_models["a"])
+    for args, message in (
+        (["give", "nope", "deploy", "--user", "dee"], "no registered model named 'nope'"),
+        (["give", "a", "deploy", "--user", "nobody"], "no user named 'nobody'"),
+        (["give", "a", "deploy"], "needs a permission and --user or --group"),
+        (["revoke", "a", "write", "--user", "dee"], "user dee has no write grant on a"),
+    ):
+        with pytest.raises(CommandError, match=message):
+            call_command("model_grant", *args)
