@@ -13,12 +13,16 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.queueing import TaskNotQueued
 from registry.locking import CONFLICT_MESSAGE, ConcurrentChangeError, is_conflict
+from registry.permissions import PermissionRefused
 from registry.traffic import TrafficConflict
 from serving.services import Unavailable
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Services raise django's ValidationError (they know nothing of HTTP); answer it like a serializer error."""
+    if isinstance(exc, PermissionRefused):
+        # registry/permissions.py: the body names the missing permission ("deploy:churn").
+        return Response(exc.as_response_body(), status=403)
     if isinstance(exc, TrafficConflict):
         # Refused because a rollout or experiment holds the model's traffic (registry/traffic.py): a conflict with
         # the platform's state, not a malformed request.

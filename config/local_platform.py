@@ -19,7 +19,7 @@ from serving.keys import api_key_create, hash_key
 from serving.models import ApiKey
 
 DEMO_KEY_NAME = "demo (make run)"
-DEMO_KEY_SCOPES = ["predict:*", "registry:read", "registry:write"]
+DEMO_KEY_SCOPES = ["predict:*", "registry:read", "registry:write", "deploy:*"]
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,18 @@ def demo_api_key(path: Path) -> tuple[str, bool]:
 
     The raw value of a key is never stored in the database, so the demo keeps it in `path` (mode 0600): every
     `make run` prints the same key. When the stored key no longer authenticates (revoked, expired, the file is gone or
-    the database was replaced) a new one is created (scopes predict:*, registry:read, registry:write) and stored.
+    the database was replaced) a new one is created (DEMO_KEY_SCOPES) and stored. A demo key from before a scope
+    joined DEMO_KEY_SCOPES (deploy:*, for the README's rollouts) is given it.
     """
     try:
         stored = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         stored = ""
     if stored and _authenticates(stored):
+        key = ApiKey.objects.get(key_hash=hash_key(stored))
+        if key.name == DEMO_KEY_NAME and not set(DEMO_KEY_SCOPES) <= set(key.scopes):
+            key.scopes = [*key.scopes, *(s for s in DEMO_KEY_SCOPES if s not in key.scopes)]
+            key.save(update_fields=["scopes"])
         return stored, False
     with transaction.atomic():
         _, raw = api_key_create(name=DEMO_KEY_NAME, scopes=list(DEMO_KEY_SCOPES))

@@ -408,7 +408,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["serving.auth.IsAuthenticatedWithScope"],
+    # Every route's permission, from one map (config/access.py), decided by registry/permissions.py.
+    "DEFAULT_PERMISSION_CLASSES": ["config.access.RoutePermission"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PARSER_CLASSES": [  # DRF's defaults, with JSON refusing what Postgres cannot store (config/parsers.py)
         "config.parsers.StorableJSONParser",

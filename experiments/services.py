@@ -18,7 +18,7 @@ from django.utils import timezone
 from config.storable import check_storable
 from experiments import allocation, parsing
 from experiments.models import Experiment, ExperimentArm, ExperimentEvent, ExperimentStatus, MetricKind
-from registry import refs
+from registry import permissions, refs
 from registry import services as registry
 from registry.locking import lock_model, retry_on_conflict
 from registry.models import ModelVersion, RegisteredModel, VersionStatus
@@ -200,6 +200,7 @@ def experiment_start(*, experiment: Experiment, actor: Any = None) -> Experiment
     except TrafficConflict as exc:
         raise TrafficConflict(exc.message, field="status", owner=exc.owner) from None
     locked = _locked(experiment)
+    permissions.check(actor, permissions.WRITE, locked.model)
     if locked.status != ExperimentStatus.DRAFT:
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}; only a draft can start"]})
     # Read under the model's row lock: every status change (rollback, archive, an alias move) takes it too.
@@ -226,6 +227,7 @@ def experiment_start(*, experiment: Experiment, actor: Any = None) -> Experiment
 def experiment_set_weights(*, experiment: Experiment, weights: dict[str, int], actor: Any = None) -> Experiment:
     """New weights per arm name. Keys only move out of arms that shrink, and no more of them than needed."""
     locked = _locked(experiment)
+    permissions.check(actor, permissions.WRITE, locked.model)
     if locked.status not in (ExperimentStatus.DRAFT, ExperimentStatus.RUNNING):
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}: its weights are final"]})
     arms = list(locked.arms.order_by("position"))
@@ -259,6 +261,7 @@ def experiment_set_weights(*, experiment: Experiment, weights: dict[str, int], a
 def experiment_stop(*, experiment: Experiment, actor: Any = None) -> Experiment:
     """Send the model's traffic back to its production alias; the results stay for analysis and conclusion."""
     locked = _locked(experiment)
+    permissions.check(actor, permissions.WRITE, locked.model)
     if locked.status != ExperimentStatus.RUNNING:
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}, not running"]})
     locked.status, locked.stopped_at = ExperimentStatus.STOPPED, timezone.now()
@@ -286,6 +289,7 @@ def experiment_conclude(
     which is what lets the registry's owner check pass; a refusal of either undoes the conclusion too.
     """
     locked = _locked(experiment)
+    permissions.check(actor, permissions.DEPLOY, locked.model)  # concluding moves production (registry/permissions)
     if locked.status not in (ExperimentStatus.RUNNING, ExperimentStatus.STOPPED):
         raise ValidationError({"status": [f"experiment '{locked.name}' is {locked.status}: run it before concluding"]})
     if promote not in Promotion.values:

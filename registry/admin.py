@@ -19,6 +19,7 @@ from registry import gates, services
 from registry.models import (
     ArtifactFormat,
     ModelAlias,
+    ModelGrant,
     ModelVersion,
     RegisteredModel,
     RegistryEvent,
@@ -97,7 +98,7 @@ class EventInline(ReadOnlyInline):
 class RegisteredModelForm(forms.ModelForm):
     class Meta:
         model = RegisteredModel
-        fields = ["name", "task", "description", "tags", "gate_rules"]
+        fields = ["name", "task", "description", "tags", "gate_rules", "protected_aliases"]
 
     def clean_gate_rules(self):
         rules = self.cleaned_data["gate_rules"]
@@ -134,13 +135,17 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         if change:
             services.registered_model_update(
                 model=obj, actor=request.user, description=data["description"], tags=data["tags"],
-                gate_rules=data["gate_rules"],
+                gate_rules=data["gate_rules"], protected_aliases=data["protected_aliases"],
             )  # fmt: skip
             return
         created = services.registered_model_create(
             name=data["name"], task=data["task"], description=data["description"], tags=data["tags"],
             gate_rules=data["gate_rules"], owner=request.user, actor=request.user,
         )  # fmt: skip
+        if data["protected_aliases"] != created.protected_aliases:
+            services.registered_model_update(
+                model=created, actor=request.user, protected_aliases=data["protected_aliases"]
+            )
         obj.pk = created.pk
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -337,3 +342,44 @@ class RegistryEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+class ModelGrantForm(forms.ModelForm):
+    class Meta:
+        model = ModelGrant
+        fields = ["model", "user", "group", "permission"]
+
+    def clean(self):
+        data = super().clean()
+        if (data.get("user") is None) == (data.get("group") is None):
+            raise forms.ValidationError("give the grant to a user or to a group (exactly one)")
+        return data
+
+
+@admin.register(ModelGrant)
+class ModelGrantAdmin(admin.ModelAdmin):
+    """Per-model permissions (registry/permissions.py): given and revoked, never edited; admins only."""
+
+    form = ModelGrantForm
+    list_display = ["model", "permission", "user", "group", "created_at"]
+    list_filter = ["permission", "model"]
+    search_fields = ["model__name", "user__username", "group__name"]
+    list_select_related = ["model", "user", "group"]
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ModelGrant, form, change: bool) -> None:
+        data = form.cleaned_data
+        grant = services.model_grant_give(
+            model=data["model"], permission=data["permission"], user=data["user"], group=data["group"],
+            actor=request.user,
+        )  # fmt: skip
+        obj.pk = grant.pk
+
+    def delete_model(self, request: HttpRequest, obj: ModelGrant) -> None:
+        services.model_grant_revoke(grant=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for grant in queryset:
+            services.model_grant_revoke(grant=grant, actor=request.user)

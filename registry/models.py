@@ -30,6 +30,10 @@ class VersionStatus(models.TextChoices):
     ROLLED_BACK = "rolled_back"
 
 
+def default_protected_aliases() -> list[str]:
+    return ["production"]
+
+
 class RegisteredModel(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
@@ -38,6 +42,8 @@ class RegisteredModel(models.Model):
     tags = models.JSONField(default=dict, blank=True)
     # Quality gates, e.g. ["accuracy >= 0.9", "f1 >= production - 0.01"]; parsed by registry/gates.py.
     gate_rules = models.JSONField(default=list, blank=True)
+    # Aliases whose moves need `deploy` on this model (registry/permissions.py); the others need `write`.
+    protected_aliases = models.JSONField(default=default_protected_aliases, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -137,3 +143,36 @@ class RegistryEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("registry events are append-only")
+
+
+class GrantPermission(models.TextChoices):
+    """What a grant gives on one model (registry/permissions.py): `own` includes the other two."""
+
+    WRITE = "write", "register versions, move unprotected aliases, run experiments and monitors"
+    DEPLOY = "deploy", "move protected aliases, start/promote/abort rollouts, roll back, conclude experiments"
+    OWN = "own", "owner: write and deploy"
+
+
+class ModelGrant(models.Model):
+    """A permission on one model, given to a user or to a group (exactly one of the two)."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE)
+    permission = models.CharField(max_length=10, choices=GrantPermission.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model__name", "permission", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, group__isnull=True)
+                | models.Q(user__isnull=True, group__isnull=False),
+                name="grant_to_user_or_group",
+            ),
+            models.UniqueConstraint(fields=["model", "user", "permission"], name="unique_user_grant"),
+            models.UniqueConstraint(fields=["model", "group", "permission"], name="unique_group_grant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.permission} on {self.model} to {self.user or self.group}"

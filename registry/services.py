@@ -19,12 +19,14 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from config.storable import check_storable
-from registry import artifacts, evaluation, gates
+from registry import artifacts, evaluation, gates, permissions
 from registry.locking import lock_model, retry_on_conflict
 from registry.models import (
     ALIAS_NAME,
     ArtifactFormat,
+    GrantPermission,
     ModelAlias,
+    ModelGrant,
     ModelVersion,
     RegisteredModel,
     RegistryEvent,
@@ -96,6 +98,7 @@ def registered_model_create(
     owner: Any = None,
     actor: Any = None,
 ) -> RegisteredModel:
+    permissions.check(actor, permissions.WRITE)
     check_storable(name=name, description=description, tags=tags, gate_rules=gate_rules)
     errors: dict[str, list[str]] = {}
     if not name or slugify(name) != name:
@@ -134,10 +137,14 @@ def registered_model_update(
     description: str | None = None,
     tags: dict[str, Any] | None = None,
     gate_rules: list[str] | None = None,
+    protected_aliases: list[str] | None = None,
 ) -> RegisteredModel:
-    check_storable(description=description, tags=tags, gate_rules=gate_rules)
+    check_storable(description=description, tags=tags, gate_rules=gate_rules, protected_aliases=protected_aliases)
     model = lock_model(model.pk)
+    permissions.check(actor, permissions.WRITE, model)
     before = _model_snapshot(model)
+    if protected_aliases is not None:
+        model.protected_aliases = _checked_protected_aliases(model, protected_aliases, actor)
     if gate_rules is not None:
         problems = gates.rule_problems(gate_rules)
         if problems:
@@ -160,7 +167,29 @@ def _model_snapshot(model: RegisteredModel) -> dict[str, Any]:
         "tags": model.tags,
         "gate_rules": model.gate_rules,
         "task": model.task,
+        "protected_aliases": model.protected_aliases,
     }
+
+
+def _checked_protected_aliases(model: RegisteredModel, names: Any, actor: Any) -> list[str]:
+    """Which aliases need deploy: changing the list needs deploy itself (or it would be a way round it), and
+    production is always among them."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValidationError({"protected_aliases": ["a list of alias names"]})
+    problems = []
+    for name in names:
+        try:
+            ALIAS_NAME(name)
+        except ValidationError as exc:
+            problems.append(f"'{name}': {' '.join(exc.messages)}")
+    if PRODUCTION_ALIAS not in names:
+        problems.append(f"'{PRODUCTION_ALIAS}' is always protected")
+    if problems:
+        raise ValidationError({"protected_aliases": problems})
+    cleaned = sorted(set(names))
+    if cleaned != sorted(model.protected_aliases or []):
+        permissions.check(actor, permissions.DEPLOY, model)
+    return cleaned
 
 
 # --- Versions -------------------------------------------------------------------------------------------------------
@@ -187,6 +216,7 @@ def model_version_register(
     Everything that can fail is checked before anything is written; the database rows are written in one
     transaction, and the stored files are removed again if that transaction fails.
     """
+    permissions.check(actor, permissions.WRITE, model)
     check_storable(
         signature=signature, metrics=metrics, params=params, tags=tags, lineage=lineage,
         library_versions=library_versions, target_column=target_column,
@@ -419,6 +449,7 @@ def model_version_archive(*, version: ModelVersion, actor: Any = None) -> ModelV
     """Take a version out of traffic for good. Refused (409) while anything routes to it: an alias, or the rollout or
     experiment holding the model's traffic (its candidate, baseline or arms), so the archived status never lies."""
     lock_model(version.model_id)
+    permissions.check(actor, permissions.WRITE, version.model)
     locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
     aliases = list(locked.aliases.values_list("name", flat=True))
     if aliases:
@@ -522,6 +553,7 @@ def _refuse_while_owned(model: RegisteredModel, name: str, doing: str) -> None:
 @transaction.atomic
 def alias_create(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
     lock_model(model.pk)
+    permissions.check(actor, permissions.alias_permission(model, name), model)
     version = _check_alias_target(model, name, version)
     if ModelAlias.objects.filter(model=model, name=name).exists():
         raise ValidationError({"alias": [f"the alias '{name}' already exists on {model.name}; move it instead"]})
@@ -556,6 +588,8 @@ def _locked_alias(model: RegisteredModel, name: str) -> ModelAlias:
 @transaction.atomic
 def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, actor: Any = None) -> ModelAlias:
     lock_model(model.pk)
+    # Checked under the model's lock, before anything else: the grants as they are at the moment of the move.
+    permissions.check(actor, permissions.alias_permission(model, name), model)
     version = _check_alias_target(model, name, version)
     alias = _locked_alias(model, name)
     previous = alias.version
@@ -580,6 +614,7 @@ def alias_move(*, model: RegisteredModel, name: str, version: ModelVersion, acto
 @transaction.atomic
 def alias_delete(*, model: RegisteredModel, name: str, actor: Any = None) -> None:
     alias = _locked_alias(model, name)
+    permissions.check(actor, permissions.alias_permission(model, name), model)
     if name == PRODUCTION_ALIAS:
         raise ValidationError({"alias": ["the production alias can be moved but not deleted"]})
     version = alias.version
@@ -608,3 +643,29 @@ def _on_alias_target(alias: ModelAlias, *, previous: ModelVersion | None) -> Non
     alias.version.status = VersionStatus.PRODUCTION
     if previous is not None:
         ModelVersion.objects.filter(pk=previous.pk).update(status=VersionStatus.ARCHIVED)
+
+
+# --- Per-model grants -----------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def model_grant_give(
+    *, model: RegisteredModel, permission: str, user: Any = None, group: Any = None, actor: Any = None
+) -> ModelGrant:
+    """Give `permission` (write, deploy or own) on `model` to a user or a group; idempotent. Needs admin."""
+    permissions.check(actor, permissions.ADMIN)
+    errors: dict[str, list[str]] = {}
+    if permission not in GrantPermission.values:
+        errors["permission"] = [f"must be one of {', '.join(GrantPermission.values)}"]
+    if (user is None) == (group is None):
+        errors["user"] = ["give the grant to a user or to a group (exactly one)"]
+    if errors:
+        raise ValidationError(errors)
+    grant, _ = ModelGrant.objects.get_or_create(model=model, user=user, group=group, permission=permission)
+    return grant
+
+
+@transaction.atomic
+def model_grant_revoke(*, grant: ModelGrant, actor: Any = None) -> None:
+    permissions.check(actor, permissions.ADMIN)
+    ModelGrant.objects.filter(pk=grant.pk).delete()

@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from registry import permissions
 from registry import services as registry
 from registry.locking import lock_model
 from registry.models import ModelVersion, RegisteredModel, Task, VersionStatus
@@ -134,6 +135,7 @@ def rollout_start(
 ) -> Rollout:
     """Start moving production traffic of `model` to `candidate` (or, mode shadow, mirror a share to it)."""
     model = claim_model(model, starting=f"a rollout of v{candidate.version}")
+    permissions.check(actor, permissions.DEPLOY, model)
     errors: dict[str, list[str]] = {}
     if candidate.model_id != model.pk:
         errors["version"] = [f"version {candidate.version} belongs to another model"]
@@ -294,9 +296,10 @@ def _roll_back(rollout: Rollout, status: str, reason: str, *, figures=None, now:
 # --- Manual control ------------------------------------------------------------------------------------------------
 
 
-def _locked(rollout: Rollout, allowed: tuple[str, ...], action: str) -> Rollout:
+def _locked(rollout: Rollout, allowed: tuple[str, ...], action: str, actor: Any) -> Rollout:
     lock_model(rollout.model_id)  # the model row first: registry.locking's one lock order (model_rollback holds it)
     locked = Rollout.objects.select_for_update().select_related("model", "candidate").get(pk=rollout.pk)
+    permissions.check(actor, permissions.DEPLOY, locked.model)  # every control moves traffic (registry/permissions)
     if locked.status not in allowed:
         raise ValidationError({"status": [f"cannot {action} a rollout that is {locked.status}"]})
     return locked
@@ -305,7 +308,7 @@ def _locked(rollout: Rollout, allowed: tuple[str, ...], action: str) -> Rollout:
 @transaction.atomic
 def rollout_pause(*, rollout: Rollout, actor: Any = None, reason: str = "paused by hand") -> Rollout:
     """Hold the current split; the stage clock stops until resumed."""
-    locked = _locked(rollout, (RolloutStatus.PENDING, RolloutStatus.RUNNING), "pause")
+    locked = _locked(rollout, (RolloutStatus.PENDING, RolloutStatus.RUNNING), "pause", actor)
     locked.status, locked.reason = RolloutStatus.PAUSED, reason
     locked.save(update_fields=["status", "reason", "updated_at"])
     _event(locked, "paused", message=reason, actor=actor)
@@ -315,7 +318,7 @@ def rollout_pause(*, rollout: Rollout, actor: Any = None, reason: str = "paused 
 @transaction.atomic
 def rollout_resume(*, rollout: Rollout, actor: Any = None) -> Rollout:
     """Run the current stage again from now, with a fresh analysis window and fresh extensions."""
-    locked = _locked(rollout, (RolloutStatus.PAUSED,), "resume")
+    locked = _locked(rollout, (RolloutStatus.PAUSED,), "resume", actor)
     now = timezone.now()
     locked.status, locked.reason = RolloutStatus.RUNNING, ""
     locked.stage_started_at, locked.stage_extensions = now, 0
@@ -327,7 +330,7 @@ def rollout_resume(*, rollout: Rollout, actor: Any = None) -> Rollout:
 @transaction.atomic
 def rollout_promote(*, rollout: Rollout, actor: Any = None) -> Rollout:
     """Skip the remaining stages: the candidate becomes production now."""
-    locked = _locked(rollout, ACTIVE_ROLLOUT_STATUSES, "promote")
+    locked = _locked(rollout, ACTIVE_ROLLOUT_STATUSES, "promote", actor)
     candidate = locked.candidate
     registry.model_version_verify_integrity(version=candidate)  # re-hashed now, as the tick does before promoting
     if not candidate.routable:
@@ -342,7 +345,7 @@ def rollout_promote(*, rollout: Rollout, actor: Any = None) -> Rollout:
 @transaction.atomic
 def rollout_abort(*, rollout: Rollout, actor: Any = None, reason: str = "aborted by hand") -> Rollout:
     """Roll back: the candidate's traffic drops to 0 and the version is marked rolled back."""
-    locked = _locked(rollout, ACTIVE_ROLLOUT_STATUSES, "abort")
+    locked = _locked(rollout, ACTIVE_ROLLOUT_STATUSES, "abort", actor)
     _roll_back(locked, RolloutStatus.ABORTED, reason, now=timezone.now(), actor=actor)
     return locked
 
@@ -358,6 +361,7 @@ def model_rollback(
     from registry.traffic import TrafficConflict, traffic_owner
 
     model = lock_model(model.pk)
+    permissions.check(actor, permissions.DEPLOY, model)
     active = Rollout.objects.filter(model=model, status__in=ACTIVE_ROLLOUT_STATUSES).first()
     if active is not None:
         _check_expected(expected, active.candidate, f"rollout {active.pk}'s candidate")

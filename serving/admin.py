@@ -11,6 +11,7 @@ from django.db import connections
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
+from registry import permissions
 from registry.models import RegisteredModel
 from serving.keys import api_key_create, api_key_revoke, scope_problems
 from serving.models import ApiKey, DeadLetter, PredictionLog, ServingPolicy
@@ -20,7 +21,9 @@ class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ["name", "scopes", "rate_limit_per_second", "expires_at"]
-        help_texts = {"scopes": '["predict:my-model"], ["predict:*"], ["registry:read", "registry:write"]'}
+        help_texts = {
+            "scopes": '["predict:my-model"], ["predict:*"], ["registry:read", "registry:write"], ["deploy:my-model"]'
+        }
 
     def clean_scopes(self):
         scopes = self.cleaned_data["scopes"]
@@ -131,6 +134,15 @@ class PredictionLogAdmin(admin.ModelAdmin):
     paginator = EstimatingPaginator
     show_full_result_count = False
     readonly_fields = [f.name for f in PredictionLog._meta.fields]
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        # Raw inputs are for those holding read_inputs (data scientists), not viewers (registry/permissions.py).
+        fields = [f.name for f in PredictionLog._meta.fields if f.name != "id"]
+        return (
+            fields
+            if permissions.holds(request.user, permissions.READ_INPUTS)
+            else [name for name in fields if name != "inputs"]
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -27,7 +27,8 @@ from serving.routing import PROCESSOR_THREAD
 
 KEY_PREFIX = "mwk_"
 NAME_LENGTH = ApiKey._meta.get_field("name").max_length
-SCOPE = re.compile(r"^(predict:(\*|[-a-zA-Z0-9_]+)|registry:(read|write|\*))$")
+SCOPE = re.compile(r"^((predict|deploy):(\*|[-a-zA-Z0-9_]+)|registry:(read|write|\*))$")
+SCOPES_HELP = "predict:<model>, predict:*, registry:read, registry:write, deploy:<model> or deploy:*"
 
 
 class CredentialUnavailable(DatabaseError):
@@ -49,8 +50,8 @@ def hash_key(raw: str) -> str:
 
 def scope_problems(scopes: Any) -> list[str]:
     if not isinstance(scopes, list) or not scopes:
-        return ["give at least one scope: predict:<model>, predict:*, registry:read or registry:write"]
-    return [f"'{s}' is not a scope (predict:<model>, predict:*, registry:read, registry:write)" for s in scopes
+        return [f"give at least one scope: {SCOPES_HELP}"]
+    return [f"'{s}' is not a scope ({SCOPES_HELP})" for s in scopes
             if not isinstance(s, str) or not SCOPE.match(s)]  # fmt: skip
 
 

@@ -14,7 +14,8 @@ from registry.models import RegisteredModel
 class ApiKey(models.Model):
     """A key for machine clients. Only its sha256 is stored; the raw key is shown once at creation.
 
-    Scopes: "predict:<model>", "predict:*", "registry:read", "registry:write".
+    Scopes: "predict:<model>", "predict:*", "registry:read", "registry:write", "deploy:<model>", "deploy:*"
+    (what each allows: registry/permissions.py).
     """
 
     name = models.CharField(max_length=100)

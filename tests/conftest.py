@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -22,6 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from registry import services
+from registry.permissions import DATA_SCIENTIST, DEPLOYER, ensure_roles
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -119,7 +121,11 @@ def ridge() -> Trained:
 
 @pytest.fixture
 def user(django_user_model):
-    return django_user_model.objects.create_user(username="ada", password="correct horse battery staple")
+    """An ML engineer: registers, experiments, deploys (the data scientist and deployer roles), not an admin."""
+    ada = django_user_model.objects.create_user(username="ada", password="correct horse battery staple")
+    ensure_roles()
+    ada.groups.add(*Group.objects.filter(name__in=[DATA_SCIENTIST, DEPLOYER]))
+    return ada
 
 
 @pytest.fixture

@@ -134,7 +134,7 @@ def test_demo_api_key_is_created_once_and_replaced_when_revoked(settings, tmp_pa
     assert stored.read_text().strip() == raw and raw.startswith("mwk_")
     assert stored.stat().st_mode & 0o777 == 0o600
     key = ApiKey.objects.get(key_hash=hash_key(raw))
-    assert sorted(key.scopes) == ["predict:*", "registry:read", "registry:write"]
+    assert sorted(key.scopes) == ["deploy:*", "predict:*", "registry:read", "registry:write"]
     assert models_list(raw) == 200
 
     call_command("demo_api_key")  # every later run prints the same key

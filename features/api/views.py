@@ -14,8 +14,6 @@ from features import definitions, services
 from features.api import serializers as s
 from features.models import Entity, FeatureView
 from features.retrieval import get_online_features
-from serving.auth import IsAuthenticatedWithScope
-from serving.models import ApiKey
 
 
 def _rejected(exc: services.RowsRejected) -> Response:
@@ -63,18 +61,7 @@ class Push(APIView):
             return _rejected(exc)
 
 
-class ReadsByPost(IsAuthenticatedWithScope):
-    """Online reads are POSTed (entity lists do not fit a URL) but change nothing: API keys need registry:read."""
-
-    def has_permission(self, request, view) -> bool:
-        if isinstance(request.auth, ApiKey):
-            return request.auth.allows("registry:read")
-        return super().has_permission(request, view)
-
-
 class Online(APIView):
-    permission_classes = [ReadsByPost]
-
     @extend_schema(request=s.OnlineRequestSerializer, responses={200: None})
     def post(self, request: Request) -> Response:
         data = s.OnlineRequestSerializer(data=request.data)

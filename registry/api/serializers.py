@@ -34,8 +34,8 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
     class Meta:
         model = RegisteredModel
         fields = [
-            "name", "description", "task", "owner", "tags", "gate_rules", "aliases", "latest_version",
-            "created_at", "updated_at",
+            "name", "description", "task", "owner", "tags", "gate_rules", "protected_aliases", "aliases",
+            "latest_version", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -59,6 +59,8 @@ class RegisteredModelUpdateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
     tags = serializers.DictField(required=False)
     gate_rules = serializers.ListField(child=serializers.CharField(), required=False)
+    # changing which aliases need deploy needs deploy itself (registry/services.py)
+    protected_aliases = serializers.ListField(child=serializers.CharField(), required=False)
 
 
 class VersionRegisterSerializer(serializers.Serializer):

@@ -50,13 +50,16 @@ def test_start_inspect_and_steer_a_rollout_over_the_api(api, baseline, candidate
     assert rolled.status_code == 200 and rolled.json() == {"taken_out": 2, "serving": 1}
 
 
-def test_the_rollout_api_needs_registry_scopes(baseline, candidate):
+def test_the_rollout_api_needs_registry_and_deploy_scopes(baseline, candidate):
     reader = Client(HTTP_AUTHORIZATION=f"Api-Key {make_key('registry:read')}")
     assert reader.get("/api/v1/models/cancer/rollouts/").status_code == 200
     assert reader.post("/api/v1/models/cancer/rollouts/", {"version": 2}).status_code == 403
     assert Client().get("/api/v1/models/cancer/rollouts/").status_code in (401, 403)
     writer = Client(HTTP_AUTHORIZATION=f"Api-Key {make_key('registry:write', 'registry:read')}")
-    created = writer.post("/api/v1/models/cancer/rollouts/", {"version": 2}, content_type="application/json")
+    refused = writer.post("/api/v1/models/cancer/rollouts/", {"version": 2}, content_type="application/json")
+    assert refused.status_code == 403 and refused.json()["missing_permission"] == "deploy:cancer"  # moves traffic
+    deployer = Client(HTTP_AUTHORIZATION=f"Api-Key {make_key('deploy:cancer', 'registry:read')}")
+    created = deployer.post("/api/v1/models/cancer/rollouts/", {"version": 2}, content_type="application/json")
     assert created.status_code == 201
 
 

@@ -17,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("name")
         parser.add_argument(
             "--scope", action="append", required=True, dest="scopes",
-            help="predict:<model>, predict:*, registry:read or registry:write (repeatable)",
+            help="predict:<model>, predict:*, registry:read, registry:write, deploy:<model> or deploy:* (repeatable)",
         )  # fmt: skip
         parser.add_argument("--expires-in-days", type=int, help="default: never expires")
         parser.add_argument("--rate-limit", type=int, default=0, help="requests per second, 0 for no limit")

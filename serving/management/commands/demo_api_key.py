@@ -8,7 +8,8 @@ from config.local_platform import DEMO_KEY_SCOPES, demo_api_key
 
 class Command(BaseCommand):
     help = (
-        "Print the demo API key (scopes predict:*, registry:read, registry:write), creating it the first time. "
+        "Print the demo API key (scopes predict:*, registry:read, registry:write, deploy:*), creating it the first "
+        "time. "
         "Its raw value is kept in <var>/demo-api-key (mode 0600), so every `make run` prints the same key; a key "
         "that no longer authenticates (revoked, expired) is replaced by a new one."
     )
