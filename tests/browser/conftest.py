@@ -21,6 +21,7 @@ from django.conf import settings
 
 CHROMIUM = os.environ.get("MODELWORKS_CHROMIUM", "/usr/bin/chromium")
 ADMIN_USER, ADMIN_PASSWORD = "console-admin", "a-long-console-password"
+VIEWER_USER = "console-viewer"  # staff in the viewer role (same password)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ def _storages(storages: dict, root: Path) -> dict:
 def console(django_db_setup, django_db_blocker, console_artifacts) -> Iterator[Console]:
     """The demo platform, seeded and served for the whole module."""
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from django.core.management import call_command
     from django.test.utils import override_settings
     from pytest_django.live_server_helper import LiveServer
@@ -86,6 +88,8 @@ def console(django_db_setup, django_db_blocker, console_artifacts) -> Iterator[C
     with django_db_blocker.unblock(), override_settings(STORAGES=_storages(settings.STORAGES, console_artifacts)):
         call_command("seed_demo", stdout=open(os.devnull, "w"))  # noqa: SIM115 (closed with the process)
         get_user_model().objects.create_superuser(ADMIN_USER, "admin@example.com", ADMIN_PASSWORD)
+        viewer = get_user_model().objects.create_user(VIEWER_USER, "viewer@example.com", ADMIN_PASSWORD, is_staff=True)
+        viewer.groups.add(Group.objects.get(name="viewer"))
         server = LiveServer("localhost")
         server._live_server_modified_settings.enable()
         try:
@@ -96,16 +100,26 @@ def console(django_db_setup, django_db_blocker, console_artifacts) -> Iterator[C
             call_command("flush", interactive=False, verbosity=0)
 
 
-@pytest.fixture
-def page(browser, console: Console) -> Iterator:
-    """A browser tab logged in to the console as a superuser."""
+def _logged_in(browser, console: Console, username: str) -> Iterator:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     tab = context.new_page()
     tab.set_default_timeout(15_000)
     tab.goto(f"{console.url}/admin/login/")
-    tab.fill("#id_username", console.username)
+    tab.fill("#id_username", username)
     tab.fill("#id_password", console.password)
     tab.click("input[type=submit]")
     tab.wait_for_url(f"{console.url}/admin/")
     yield tab
     context.close()
+
+
+@pytest.fixture
+def page(browser, console: Console) -> Iterator:
+    """A browser tab logged in to the console as a superuser."""
+    yield from _logged_in(browser, console, console.username)
+
+
+@pytest.fixture
+def viewer_page(browser, console: Console) -> Iterator:
+    """A browser tab logged in to the console as a member of the viewer role."""
+    yield from _logged_in(browser, console, VIEWER_USER)

@@ -75,3 +75,21 @@ def test_an_alias_move_goes_through_the_registrys_rules(page, console):
     row.locator("button").click()
     assert "production was not moved: cannot move" in page.locator("ul.messagelist").text_content().lower()
     assert ModelAlias.objects.get(model__name="diabetes-ridge", name="production").version.version == 1
+
+
+def test_a_viewer_sees_the_page_but_no_move_button_and_a_forged_move_is_refused(viewer_page, console):
+    page = viewer_page
+    _open(page, console, "breast-cancer-forest")
+    row = page.locator("tr[data-alias='production']")
+    assert row.locator("button").count() == 0
+    assert "moving it needs deploy on breast-cancer-forest" in row.inner_text()
+    # the form posted anyway (as a crafted request would): the registry's service refuses it, in words
+    page.evaluate(
+        """() => { const f = document.createElement('form'); f.method = 'post';
+        for (const [k, v] of [['action', 'move'], ['alias', 'production'], ['version', '1'],
+             ['csrfmiddlewaretoken', document.querySelector('[name=csrfmiddlewaretoken]').value]]) {
+            const i = document.createElement('input'); i.name = k; i.value = v; f.appendChild(i); }
+        document.body.appendChild(f); f.submit(); }"""
+    )
+    page.wait_for_load_state()
+    assert "deploy" in page.locator("ul.messagelist").text_content()
