@@ -1,0 +1,62 @@
+"""Feedback, events and reference samples uploaded as CSV in the console: a preview naming each row's problems,
+then the rows without problems stored by the API's services and the others refused by row number and reason."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from monitoring.api.csv_rows import UnreadableCSV, parse_rows, store_rows
+from monitoring.models import BusinessEvent, Feedback
+
+pytestmark = pytest.mark.django_db
+
+FEEDBACK = b"request_id,actual,time\nr-1,1,2026-12-01T10:00:00Z\nr-2,0,\n,1,\nr-4,yes,not-a-time\n"
+
+
+def test_rows_are_checked_by_the_api_serializer_and_numbered_as_a_spreadsheet_shows_them():
+    rows = parse_rows("feedback", FEEDBACK)
+    assert [r.number for r in rows] == [2, 3, 4, 5]
+    assert [bool(r.problems) for r in rows] == [False, False, True, True]
+    assert "request_id: give a request_id, or a routing_key" in rows[2].problems[0]
+    assert rows[3].problems[0].startswith("time: Datetime has wrong format")
+    assert rows[0].item.actual == 1 and rows[1].item.time is None  # numbers read as numbers; empty = not given
+    summary = store_rows("feedback", rows)
+    assert summary["refused"] == [(4, rows[2].problems[0]), (5, rows[3].problems[0])]
+    assert sorted(Feedback.objects.values_list("request_id", "actual")) == [("r-1", 1), ("r-2", 0)]
+
+
+def test_a_file_that_cannot_be_read_says_why_in_one_line():
+    with pytest.raises(UnreadableCSV, match="lacks the column"):
+        parse_rows("events", b"key,value\nk,1\n")
+    with pytest.raises(UnreadableCSV, match="not UTF-8"):
+        parse_rows("feedback", b"\xff\xfeactual\n")
+    with pytest.raises(UnreadableCSV, match="no rows"):
+        parse_rows("feedback", b"request_id,actual\n")
+
+
+def test_events_upload_previews_then_stores_through_the_admin(admin_client):
+    url = reverse("admin:monitoring_businessevent_upload")
+    csv = b"key,name,value,event_id\nc-1,purchase,10,e1\nc-2,purchase,nan,e2\nc-3,purchase,,e1\n"
+    preview = admin_client.post(url, {"file": SimpleUploadedFile("events.csv", csv)})
+    text = preview.content.decode()
+    assert "3 rows" in text and "1 with problems" in text and "value: A valid number is required." in text
+    assert BusinessEvent.objects.count() == 0  # the preview stores nothing
+    token = re.search(r'name="token" value="([0-9a-f]+)"', text).group(1)
+    stored = admin_client.post(url, {"token": token}).content.decode()
+    assert "1 of 3 rows stored, 1 duplicate(s)" in stored
+    assert "row 3" in stored and "A valid number is required" in stored
+    assert list(BusinessEvent.objects.values_list("event_id", flat=True)) == ["e1"]
+    assert "no longer waiting" in admin_client.post(url, {"token": token}).content.decode()  # not stored twice
+
+
+def test_a_reference_sample_the_model_cannot_use_is_refused_with_the_services_reason(admin_client, cancer_v1):
+    version = cancer_v1
+    url = reverse("admin:monitoring_referencedataset_upload")
+    preview = admin_client.post(url, {"version": version.pk, "file": SimpleUploadedFile("r.csv", b"a,b\n1,2\n")})
+    token = re.search(r'name="token" value="([0-9a-f]+)"', preview.content.decode()).group(1)
+    stored = admin_client.post(url, {"token": token}).content.decode()
+    assert "Nothing was stored: the sample lacks the features" in stored
