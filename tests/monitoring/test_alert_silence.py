@@ -50,3 +50,17 @@ def test_a_resolved_alert_cannot_be_silenced(alert):
     alert_resolve(alert=alert, note="fixed")
     with pytest.raises(AlertStateConflict, match="cannot be silenced"):
         alert_silence(alert=alert, period="1h")
+
+
+def test_silence_over_rest_answers_the_end_time_and_refuses_other_periods_with_400(api, alert):
+    url = f"/api/v1/alerts/{alert.pk}/silence/"
+    answer = api.post(url, {"period": "7d"}, format="json")
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["silenced_until"] == Alert.objects.get(pk=alert.pk).silenced_until.isoformat().replace(
+        "+00:00", "Z"
+    )
+    refused = api.post(url, {"period": "1y"}, format="json")
+    assert refused.status_code == 400 and "period" in refused.json()
+    assert api.post(url, {"period": "0"}, format="json").json()["silenced_until"] is None
+    alert_resolve(alert=alert)
+    assert api.post(url, {"period": "1h"}, format="json").status_code == 409
