@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from monitoring.api.csv_rows import UnreadableCSV, parse_rows, store_rows
-from monitoring.models import BusinessEvent, Feedback
+from monitoring.models import BusinessEvent, Feedback, ReferenceDataset
 
 pytestmark = pytest.mark.django_db
 
@@ -60,3 +60,16 @@ def test_a_reference_sample_the_model_cannot_use_is_refused_with_the_services_re
     token = re.search(r'name="token" value="([0-9a-f]+)"', preview.content.decode()).group(1)
     stored = admin_client.post(url, {"token": token}).content.decode()
     assert "Nothing was stored: the sample lacks the features" in stored
+
+
+def test_a_reference_sample_is_stored_for_the_chosen_version(admin_client, cancer_v1, logreg):
+    url = reverse("admin:monitoring_referencedataset_upload")
+    sample = logreg.X_test.head(40).to_csv(index=False).encode()
+    preview = admin_client.post(url, {"version": cancer_v1.pk, "file": SimpleUploadedFile("r.csv", sample)})
+    text = preview.content.decode()
+    assert "40 rows" in text and f"checked against {cancer_v1}" in text
+    token = re.search(r'name="token" value="([0-9a-f]+)"', text).group(1)
+    stored = admin_client.post(url, {"token": token}).content.decode()
+    assert f"40 rows ({logreg.X_test.shape[1] + 1} columns) as the reference of {cancer_v1}" in stored
+    dataset = ReferenceDataset.objects.get(version=cancer_v1)
+    assert dataset.source == "upload" and dataset.rows == 40
