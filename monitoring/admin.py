@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pandas as pd
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.staticfiles import finders
 from django.core.exceptions import ValidationError
@@ -299,6 +300,13 @@ UPLOAD_INTROS = {
 
 class CSVUploadForm(forms.Form):
     file = forms.FileField(label="CSV file")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        limit = settings.MODELWORKS_MAX_BODY_MB
+        if upload.size > limit * 1024 * 1024:  # the API's bound on a request body (MODELWORKS_MAX_BODY_MB)
+            raise forms.ValidationError(f"at most {limit} MB per upload ({upload.size / 2**20:.1f} MB given)")
+        return upload
 
 
 class ReferenceUploadForm(CSVUploadForm):

@@ -17,6 +17,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from config.storable import unstorable
 from monitoring.api.serializers import MAX_ITEMS, EventItemSerializer, FeedbackItemSerializer
 from monitoring.services.events import EventItem, business_events_record
 from monitoring.services.feedback import FeedbackItem, feedback_record
@@ -51,10 +52,14 @@ class UnreadableCSV(ValueError):
 def _cell(name: str, text: str) -> Any:
     if name == "actual":  # a number, a boolean or a list of them reads as one; a class label stays text
         try:
-            return json.loads(text)
+            return json.loads(text, parse_constant=_not_json)  # NaN and Infinity stay text, as JSON has neither
         except ValueError:
             return text
     return text
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(constant)
 
 
 def _problems(errors: Any, prefix: str = "") -> list[str]:
@@ -90,6 +95,8 @@ def parse_rows(kind: str, data: bytes) -> list[Row]:
         if None in record:
             row.problems.append(f"{len(record[None])} cell(s) more than the header has columns")
         data = {k: _cell(k, v) for k, v in cells.items() if k in known and v != ""}
+        # What the API's JSON parser refuses before its serializers run (config/parsers.py), refused here too.
+        row.problems += [f"{k}: cannot be stored: {problem}" for k, v in data.items() if (problem := unstorable(v))]
         checked = spec.serializer(data=data)
         if checked.is_valid():
             row.item = spec.item(**checked.validated_data)

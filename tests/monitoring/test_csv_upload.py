@@ -3,11 +3,16 @@ then the rows without problems stored by the API's services and the others refus
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import transaction
 from django.urls import reverse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from monitoring.api.csv_rows import UnreadableCSV, parse_rows, store_rows
 from monitoring.models import BusinessEvent, Feedback, ReferenceDataset
@@ -73,3 +78,52 @@ def test_a_reference_sample_is_stored_for_the_chosen_version(admin_client, cance
     assert f"40 rows ({logreg.X_test.shape[1] + 1} columns) as the reference of {cancer_v1}" in stored
     dataset = ReferenceDataset.objects.get(version=cancer_v1)
     assert dataset.source == "upload" and dataset.rows == 40
+
+
+CELLS = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["NaN", "Infinity", "-1e999", "1" * 5000, "[1, 0]", "[]", "{}", "true", "\x00", "2026-13-01"]),
+)
+
+
+@pytest.mark.parametrize("kind", ["feedback", "events"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.fixed_dictionaries({}, optional=dict.fromkeys(
+    ["request_id", "routing_key", "model", "time", "actual", "key", "name", "value", "event_id", "extra"], CELLS,
+)), min_size=1, max_size=6))  # fmt: skip
+def test_any_csv_is_stored_or_refused_by_row_never_a_server_error(kind, rows):
+    buffer = io.StringIO()
+    columns = ["actual", "key", "name", *sorted({c for r in rows for c in r} - {"actual", "key", "name"})]
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    try:
+        parsed = parse_rows(kind, buffer.getvalue().encode("utf-8", "surrogatepass"))
+    except UnreadableCSV as exc:
+        assert str(exc)
+        return
+    with transaction.atomic():  # each example's rows are stored and rolled back
+        summary = store_rows(kind, parsed)
+        transaction.set_rollback(True)
+    numbers = [r.number for r in parsed]
+    assert numbers == list(range(2, 2 + len(parsed)))
+    assert {n for n, _ in summary["refused"]} == {r.number for r in parsed if r.problems}
+    assert all(reason for _, reason in summary["refused"])
+
+
+def test_values_postgres_cannot_store_are_refused_by_row_not_a_server_error():
+    rows = parse_rows("feedback", b"request_id,actual\nr-1,a\x00b\nr-2,NaN\n")
+    assert rows[0].problems == ["actual: cannot be stored: the value holds a NUL character (\\u0000)"]
+    assert rows[1].item.actual == "NaN"  # text, as JSON has no NaN (jsonb would refuse the number)
+    summary = store_rows("feedback", rows)
+    assert summary["refused"] == [(2, rows[0].problems[0])]
+    assert Feedback.objects.get().actual == "NaN"
+
+
+def test_an_upload_larger_than_the_apis_body_bound_is_refused_in_words(admin_client, settings):
+    settings.MODELWORKS_MAX_BODY_MB = 1
+    big = b"request_id,actual\n" + b"r,1\n" * 300_000
+    answer = admin_client.post(
+        reverse("admin:monitoring_feedback_upload"), {"file": SimpleUploadedFile("big.csv", big)}
+    ).content.decode()
+    assert "at most 1 MB per upload (1.1 MB given)" in answer
