@@ -129,7 +129,8 @@ class FeatureViewAdmin(admin.ModelAdmin):
     list_select_related = ["entity"]
     list_filter = ["entity"]
     search_fields = ["name", "owner", "description"]
-    readonly_fields = ["newest_event_at", "materialized_until", "online_rows", "last_materialization", "sample"]
+    readonly_fields = ["newest_event_at", "materialized_until", "online_rows", "last_materialization", "ingests",
+                       "sample"]  # fmt: skip
 
     change_form_template = "admin/features/featureview/change_form.html"
     change_list_template = "admin/features/featureview/change_list.html"
@@ -248,6 +249,23 @@ class FeatureViewAdmin(admin.ModelAdmin):
         return (
             getattr(view, "last_materialized", None)
             or view.materializations.values_list("finished_at", flat=True).first()
+        )
+
+    @admin.display(description="file ingests")
+    def ingests(self, view: FeatureView) -> str:
+        jobs = view.ingests.order_by("-updated_at", "-id")[:SAMPLE_ROWS]
+        if not jobs:
+            return "none yet: use Ingest a file"
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            [(j.file_name, j.file_sha256[:12], j.rows_done,
+              f"finished {timezone.localtime(j.finished_at):%Y-%m-%d %H:%M}" if j.finished_at else
+              "stopped or running: upload the same file to resume") for j in jobs],
+        )  # fmt: skip
+        return format_html(
+            "<table><thead><tr><th>file</th><th>sha256</th><th>rows stored</th><th>state</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            rows,
         )
 
     @admin.display(description=f"newest {SAMPLE_ROWS} values written")

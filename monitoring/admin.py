@@ -238,7 +238,7 @@ def _alert_action(action: str):
             modeladmin.message_user(request, message, messages.SUCCESS if done else messages.ERROR)
 
     run.__name__ = action.replace("-", "_")
-    return admin.action(description=f"{ALERT_CONTROLS[action][0]} the selected alerts")(run)
+    return admin.action(description=f"{ALERT_CONTROLS[action][0]} the selected alerts", permissions=["change"])(run)
 
 
 @admin.register(Alert)

@@ -35,6 +35,8 @@ def test_a_file_with_a_bad_row_is_refused_with_the_row_named_then_ingested_and_m
 
     stored = admin_client.post(url, {"file": _csv(good)}).content.decode()
     assert "3 rows stored" in stored
+    page = admin_client.get(reverse("admin:features_featureview_change", args=[vitals.pk])).content.decode()
+    assert "vitals.csv" in page and "stopped or running" in page and "finished" in page  # both jobs, with state
     assert FeatureValue.objects.filter(view=vitals).count() == 3
 
     answer = admin_client.post(reverse("admin:features_featureview_materialize", args=[vitals.pk]), follow=True)

@@ -50,3 +50,19 @@ def test_the_drift_report_exports_as_one_file_with_nothing_to_fetch(admin_client
     html = answer.content.decode()
     assert "<script src" not in html and "<link" not in html and "/static/" not in html
     assert "Chart.js" in html and "data-chart" in html and "No drift report with tested features yet" in html
+
+
+def test_a_view_only_user_is_offered_no_alert_action_or_button(client, alert, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_alert"))
+    client.force_login(viewer)
+    listing = client.get(reverse("admin:monitoring_alert_changelist")).content.decode()
+    assert "Silence 1d the selected alerts" not in listing
+    page = client.get(reverse("admin:monitoring_alert_change", args=[alert.pk])).content.decode()
+    assert "Silence 1d" not in page
+    client.post(reverse("admin:monitoring_alert_control", args=[alert.pk, "silence-1d"]))
+    client.post(reverse("admin:monitoring_alert_changelist"), {"action": "silence_1d", "_selected_action": [alert.pk]})
+    alert.refresh_from_db()
+    assert alert.silenced_until is None
