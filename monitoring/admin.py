@@ -1,6 +1,8 @@
 """Monitoring in the admin: per model the latest drift report (table and histograms), drift and quality over time,
-open alerts; monitors can be run from here. Charts are drawn by the console's vendored Chart.js (config/charts.py):
-nothing from a CDN."""
+open alerts; monitors can be run from here, and the dashboard exports as one standalone HTML file. Alerts are
+acknowledged, silenced and resolved by button or list action; feedback, business events and reference samples are
+uploaded as CSV (preview, then a summary by row). Every change goes through monitoring's services, with the API's
+checks. Charts are drawn by the console's vendored Chart.js (config/charts.py): nothing from a CDN."""
 
 from __future__ import annotations
 

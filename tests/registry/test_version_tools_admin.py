@@ -46,6 +46,7 @@ def test_gates_re_run_from_the_model_page_after_the_rules_changed(admin_client, 
     rerun = reverse("admin:registry_modelversion_rerun_gates", args=[version.pk])
     assert f'action="{rerun}"' in page and "re-run gates" in page
     assert reverse("admin:registry_modelversion_artifact", args=[version.pk]) in page
+    assert reverse("admin:monitoring_model_report", args=[classifier_model.name]) in page
 
     services.registered_model_update(model=classifier_model, gate_rules=["accuracy >= 0.9999"])
     answer = admin_client.post(rerun, {"next": page_url}, follow=True)
