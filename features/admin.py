@@ -3,17 +3,30 @@ each view's freshness: newest event time, online row count, last materialization
 
 from __future__ import annotations
 
+import io
+import tempfile
+from pathlib import Path
+
+import pandas as pd
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Max
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from features.definitions import definitions_apply
-from features.models import Entity, FeatureValue, FeatureView
+from features.historical import get_historical_features
+from features.ingest import feature_file_ingest, file_sha256
+from features.models import Entity, FeatureValue, FeatureView, IngestJob
 from features.online import online_store
 from features.retrieval import view_cache
+from features.schema import EVENT_TIMESTAMP
+from features.services import RowsRejected, feature_view_materialize
 
 SAMPLE_ROWS = 10
 VIEW_FIELDS = ["name", "entity", "features", "ttl_seconds", "created_timestamp_column", "owner", "description", "tags"]
@@ -70,6 +83,36 @@ class FeatureViewForm(_DefinitionForm):
         help_texts = {"features": 'a list like [{"name": "mean_radius", "dtype": "float"}] (float, int, bool, string)'}
 
 
+class IngestForm(forms.Form):
+    file = forms.FileField(
+        label="CSV or Parquet file", help_text="the entity's join key, event_timestamp and the features"
+    )
+    restart = forms.BooleanField(required=False, help_text="ingest this same file again from its first row")
+
+
+def _feature_refs() -> list[tuple[str, str]]:
+    return [
+        (f"{view.name}:{name}", f"{view.name}:{name}")
+        for view in FeatureView.objects.order_by("name")
+        for name in view.feature_names
+    ]
+
+
+class TrainingDataForm(forms.Form):
+    entities = forms.FileField(label="entity CSV", help_text="the join key(s) and a timestamp column, one row each")
+    features = forms.MultipleChoiceField(choices=_feature_refs, widget=forms.CheckboxSelectMultiple)
+    timestamp_column = forms.CharField(initial=EVENT_TIMESTAMP, max_length=100)
+    as_of_created = forms.BooleanField(
+        required=False, help_text="only values already written at each row's time (no late backfills)"
+    )
+
+
+def _one_line(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return "; ".join(f"{field}: {' '.join(problems)}" for field, problems in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
 @admin.register(Entity)
 class EntityAdmin(admin.ModelAdmin):
     form = EntityForm
@@ -92,10 +135,100 @@ class FeatureViewAdmin(admin.ModelAdmin):
     list_select_related = ["entity"]
     list_filter = ["entity"]
     search_fields = ["name", "owner", "description"]
-    readonly_fields = ["newest_event_at", "materialized_until", "online_rows", "last_materialization", "sample"]
+    readonly_fields = ["newest_event_at", "materialized_until", "online_rows", "last_materialization", "ingests",
+                       "sample"]  # fmt: skip
+
+    change_form_template = "admin/features/featureview/change_form.html"
+    change_list_template = "admin/features/featureview/change_list.html"
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(last_materialized=Max("materializations__finished_at"))
+
+    # --- Bulk work: ingest a file, materialize, build point-in-time training data (all through features' services)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/ingest/", wrap(self.ingest_view), name="features_featureview_ingest"),
+            path("<int:pk>/materialize/", wrap(self.materialize_view), name="features_featureview_materialize"),
+            path("training-data/", wrap(self.training_data_view), name="features_featureview_training_data"),
+            *super().get_urls(),
+        ]
+
+    def _page(self, request: HttpRequest, title: str, context: dict) -> TemplateResponse:
+        context = {**self.admin_site.each_context(request), "title": title, "opts": self.model._meta, **context}
+        return TemplateResponse(request, "admin/features/bulk.html", context)
+
+    def ingest_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        view = get_object_or_404(FeatureView.objects.select_related("entity"), pk=pk)
+        if not self.has_change_permission(request, view):
+            return HttpResponseRedirect(reverse("admin:index"))
+        form = IngestForm(request.POST or None, request.FILES or None)
+        result: dict = {}
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            suffix = Path(upload.name).suffix.lower()
+            with tempfile.TemporaryDirectory() as folder:
+                # The ingest reads a file by path (in chunks, resumable by content hash): keep the upload's name.
+                target = Path(folder) / Path(upload.name).name
+                with target.open("wb") as handle:
+                    for chunk in upload.chunks():
+                        handle.write(chunk)
+                sha = file_sha256(target) if suffix in (".csv", ".parquet") else ""
+                try:
+                    job = feature_file_ingest(view=view, path=target, restart=form.cleaned_data["restart"])
+                except RowsRejected as exc:
+                    job = IngestJob.objects.filter(view=view, file_sha256=sha).first()
+                    result = {"rejected": exc.errors, "job": job}
+                except ValidationError as exc:
+                    form.add_error("file", _one_line(exc))
+                else:
+                    result = {"job": job}
+        context = {"form": form, "view": view, "submit_label": "Ingest", "intro": INGEST_INTRO, **result}
+        return self._page(request, f"Ingest a file into {view.name}", context)
+
+    def materialize_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        view = get_object_or_404(FeatureView.objects.select_related("entity"), pk=pk)
+        back = HttpResponseRedirect(reverse("admin:features_featureview_change", args=[pk]))
+        if request.method != "POST" or not self.has_change_permission(request, view):
+            return back
+        run = feature_view_materialize(view=view)
+        view_cache.clear()
+        if run is None:
+            self.message_user(request, f"{view.name}: another materialization holds this view; try again shortly.",
+                              messages.WARNING)  # fmt: skip
+        else:
+            until = timezone.localtime(run.window_end)
+            self.message_user(
+                request,
+                f"{view.name}: materialized, {run.rows_read} values read, {run.rows_written} written to the online"
+                f" store, up to {until:%Y-%m-%d %H:%M:%S}.",
+            )
+        return back
+
+    def training_data_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        form = TrainingDataForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                entities = pd.read_csv(io.BytesIO(data["entities"].read()))
+            except (ValueError, UnicodeDecodeError) as exc:
+                form.add_error("entities", f"not readable CSV: {exc}")
+            else:
+                try:
+                    result = get_historical_features(entities, data["features"], as_of_created=data["as_of_created"],
+                                                     timestamp_column=data["timestamp_column"])  # fmt: skip
+                except ValidationError as exc:
+                    form.add_error(None, _one_line(exc))
+                else:
+                    response = HttpResponse(result.to_csv(index=False), content_type="text/csv; charset=utf-8")
+                    name = f"training-data-{timezone.now():%Y%m%d-%H%M%S}.csv"
+                    response["Content-Disposition"] = f'attachment; filename="{name}"'
+                    return response
+        context = {"form": form, "submit_label": "Build and download", "intro": TRAINING_INTRO}
+        return self._page(request, "Build point-in-time training data", context)
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         return ["name", *self.readonly_fields] if obj else self.readonly_fields
@@ -124,6 +257,23 @@ class FeatureViewAdmin(admin.ModelAdmin):
             or view.materializations.values_list("finished_at", flat=True).first()
         )
 
+    @admin.display(description="file ingests")
+    def ingests(self, view: FeatureView) -> str:
+        jobs = view.ingests.order_by("-updated_at", "-id")[:SAMPLE_ROWS]
+        if not jobs:
+            return "none yet: use Ingest a file"
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            [(j.file_name, j.file_sha256[:12], j.rows_done,
+              f"finished {timezone.localtime(j.finished_at):%Y-%m-%d %H:%M}" if j.finished_at else
+              "stopped or running: upload the same file to resume") for j in jobs],
+        )  # fmt: skip
+        return format_html(
+            "<table><thead><tr><th>file</th><th>sha256</th><th>rows stored</th><th>state</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            rows,
+        )
+
     @admin.display(description=f"newest {SAMPLE_ROWS} values written")
     def sample(self, view: FeatureView) -> str:
         rows = FeatureValue.objects.filter(view=view).order_by("-id")[:SAMPLE_ROWS]
@@ -138,3 +288,15 @@ class FeatureViewAdmin(admin.ModelAdmin):
         if not rows:
             return "no values yet"
         return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, body)
+
+
+INGEST_INTRO = (
+    "Rows are checked against the view's schema and stored in chunks of 10,000, each committed with the job's"
+    " progress: a chunk with a bad row stops the ingest with its rows named, and the same file uploaded again resumes"
+    " after the last stored chunk. The online store gets the values when the view is materialized."
+)
+TRAINING_INTRO = (
+    "Each entity row gets, per view, the newest value with event time in [row time - TTL, row time]: what was known"
+    " then, never later values. The answer is your CSV with one column per feature, as the historical_features"
+    " command and POST /api/v1/features/historical/ build it."
+)

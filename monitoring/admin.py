@@ -1,26 +1,41 @@
 """Monitoring in the admin: per model the latest drift report (table and histograms), drift and quality over time,
-open alerts; monitors can be run from here. Charts are drawn by the console's vendored Chart.js (config/charts.py):
-nothing from a CDN."""
+open alerts; monitors can be run from here, and the dashboard exports as one standalone HTML file. Alerts are
+acknowledged, silenced and resolved by button or list action; feedback, business events and reference samples are
+uploaded as CSV (preview, then a summary by row). Every change goes through monitoring's services, with the API's
+checks. Charts are drawn by the console's vendored Chart.js (config/charts.py): nothing from a CDN."""
 
 from __future__ import annotations
 
+import base64
+import io
+import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
-from django.contrib import admin
+import pandas as pd
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.staticfiles import finders
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from config import charts
+from monitoring.api import csv_rows
 from monitoring.models import Alert, BusinessEvent, DriftReport, Feedback, Monitor, ReferenceDataset
 from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from monitoring.selectors import business_impact
+from monitoring.services import alerts, references
 from monitoring.services.monitors import monitor_run
-from registry.models import RegisteredModel, Task
+from registry.models import ModelVersion, RegisteredModel, Task
 
 HISTORY = 60
 IMPACT_DAYS = 30
@@ -61,6 +76,27 @@ def model_dashboard_context(model: RegisteredModel) -> dict:
     }
 
 
+INLINE_SCRIPTS = [
+    "console/vendor/chart.umd.min.js",
+    "console/vendor/chartjs-adapter-date-fns.bundle.min.js",
+    "console/charts.js",
+]
+
+
+def _static_text(name: str) -> str:
+    found = finders.find(name)
+    if not found:
+        raise FileNotFoundError(f"static file {name} is missing: the exported report could not draw its charts")
+    with open(found, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _inline_assets() -> dict[str, object]:
+    # "</" inside a script element would end it early; "<\/" means the same to JavaScript.
+    scripts = [mark_safe(_static_text(name).replace("</", "<\\/")) for name in INLINE_SCRIPTS]  # noqa: S308
+    return {"scripts": scripts, "css": mark_safe(_static_text("console/console.css").replace("</", "<\\/"))}  # noqa: S308
+
+
 @admin.register(Monitor)
 class MonitorAdmin(admin.ModelAdmin):
     list_display = ["name", "model", "version", "enabled", "every_minutes", "last_run_at", "dashboard"]
@@ -79,6 +115,13 @@ class MonitorAdmin(admin.ModelAdmin):
                 name="monitoring_model_dashboard",
             )
         ]
+        extra.append(
+            path(
+                "model/<slug:name>/report.html",
+                self.admin_site.admin_view(self.report_view),
+                name="monitoring_model_report",
+            )
+        )
         return extra + super().get_urls()
 
     @admin.display(description="dashboard")
@@ -95,6 +138,18 @@ class MonitorAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/monitoring/dashboard.html", context)
+
+    def report_view(self, request: HttpRequest, name: str) -> HttpResponse:
+        """The dashboard as one HTML file to download: data, chart library and drawing code inline, nothing fetched,
+        so it opens from disk offline and can be mailed."""
+        model = get_object_or_404(RegisteredModel, name=name)
+        now = timezone.now()
+        context = {**model_dashboard_context(model), "standalone": True, "generated_at": now, **_inline_assets()}
+        html = render_to_string("admin/monitoring/report_standalone.html", context, request=request)
+        response = HttpResponse(html, content_type="text/html; charset=utf-8")
+        filename = f"drift-report-{model.name}-{now:%Y%m%d-%H%M}.html"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
 
     @admin.action(description="Run the selected monitors now")
     def run_now(self, request: HttpRequest, queryset) -> HttpResponseRedirect | None:
@@ -139,6 +194,55 @@ class DriftReportAdmin(admin.ModelAdmin):
         return False
 
 
+ALERT_CONTROLS: dict[str, tuple[str, Callable[..., Alert]]] = {
+    "acknowledge": ("Acknowledge", lambda alert, actor: alerts.alert_acknowledge(alert=alert, actor=actor)),
+    **{
+        f"silence-{period}": (
+            f"Silence {period}",
+            lambda alert, actor, p=period: alerts.alert_silence(alert=alert, period=p, actor=actor),
+        )  # fmt: skip
+        for period in alerts.SILENCE_PERIODS
+    },
+    "unsilence": (
+        "Lift the silence",
+        lambda alert, actor: alerts.alert_silence(alert=alert, period=timedelta(0), actor=actor),
+    ),  # fmt: skip
+    "resolve": ("Resolve", lambda alert, actor: alerts.alert_resolve(alert=alert, actor=actor)),
+}
+
+
+def _alert_controls(alert: Alert) -> list[tuple[str, str]]:
+    """The buttons that make sense in the alert's state (the services refuse the others anyway)."""
+    if not alert.open:
+        return []
+    names = [] if alert.acknowledged_at else ["acknowledge"]
+    names += [f"silence-{period}" for period in alerts.SILENCE_PERIODS]
+    names += ["unsilence"] if alert.silenced else []
+    return [(name, ALERT_CONTROLS[name][0]) for name in [*names, "resolve"]]
+
+
+def _alert_change(request: HttpRequest, alert: Alert, action: str) -> tuple[bool, str]:
+    try:
+        changed = ALERT_CONTROLS[action][1](alert, request.user)
+    except alerts.AlertStateConflict as exc:
+        return False, exc.message
+    except ValidationError as exc:
+        return False, " ".join(exc.messages)
+    if action.startswith("silence"):
+        return True, f"Alert {alert.pk} silenced until {timezone.localtime(changed.silenced_until):%Y-%m-%d %H:%M}."
+    return True, f"Alert {alert.pk}: {ALERT_CONTROLS[action][0].lower()} done."
+
+
+def _alert_action(action: str):
+    def run(modeladmin: AlertAdmin, request: HttpRequest, queryset) -> None:
+        for alert in queryset:
+            done, message = _alert_change(request, alert, action)
+            modeladmin.message_user(request, message, messages.SUCCESS if done else messages.ERROR)
+
+    run.__name__ = action.replace("-", "_")
+    return admin.action(description=f"{ALERT_CONTROLS[action][0]} the selected alerts", permissions=["change"])(run)
+
+
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
     list_display = ["opened_at", "kind", "subject", "monitor", "version_label", "state", "message", "webhook_status"]
@@ -146,6 +250,7 @@ class AlertAdmin(admin.ModelAdmin):
     list_select_related = ["monitor__model"]
     raw_id_fields = ["monitor", "last_report"]
     readonly_fields = [f.name for f in Alert._meta.fields]
+    actions = [_alert_action(name) for name in ALERT_CONTROLS if name != "unsilence"]
 
     @admin.display(description="version", ordering="version")
     def version_label(self, alert: Alert) -> str:
@@ -154,30 +259,188 @@ class AlertAdmin(admin.ModelAdmin):
     @admin.display(description="state")
     def state(self, alert: Alert) -> str:
         if alert.open:
-            return "open"
+            state = "acknowledged" if alert.acknowledged_at else "open"
+            if alert.silenced:
+                state += f", silenced until {timezone.localtime(alert.silenced_until):%Y-%m-%d %H:%M}"
+            return state
         resolved = f"resolved {alert.resolved_at:%Y-%m-%d %H:%M}"
         return f"{resolved}: {alert.resolution}" if alert.resolution else resolved
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def get_urls(self):
+        control = self.admin_site.admin_view(self.control_view)
+        return [path("<int:pk>/control/<str:action>/", control, name="monitoring_alert_control"), *super().get_urls()]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        alert = self.get_object(request, object_id)
+        allowed = alert is not None and self.has_change_permission(request, alert)
+        controls = _alert_controls(alert) if allowed else []
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "controls": controls})
+
+    def control_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
+        back = HttpResponseRedirect(reverse("admin:monitoring_alert_change", args=[pk]))
+        alert = get_object_or_404(Alert, pk=pk)
+        if request.method != "POST" or action not in ALERT_CONTROLS or not self.has_change_permission(request, alert):
+            return back
+        done, message = _alert_change(request, alert, action)
+        self.message_user(request, message, messages.SUCCESS if done else messages.ERROR)
+        return back
+
+
+UPLOAD_PREVIEW_ROWS = 20
+UPLOAD_INTROS = {
+    "feedback": "Ground truth for logged predictions, one row each: columns request_id (or routing_key and time),"
+    " actual, and optionally model and time. It is checked and stored as POST /api/v1/feedback does.",
+    "events": "Business events, one row each: columns key (the routing key), name, and optionally value, time and"
+    " event_id (a repeated event id is a duplicate). Checked and stored as POST /api/v1/events does.",
+    "reference": "A reference sample for one version: one column per signature input. The version predicts on it"
+    " and drift is measured against it, as POST /api/v1/models/NAME/versions/N/reference does.",
+}
+
+
+class CSVUploadForm(forms.Form):
+    file = forms.FileField(label="CSV file")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        limit = settings.MODELWORKS_MAX_BODY_MB
+        if upload.size > limit * 1024 * 1024:  # the API's bound on a request body (MODELWORKS_MAX_BODY_MB)
+            raise forms.ValidationError(f"at most {limit} MB per upload ({upload.size / 2**20:.1f} MB given)")
+        return upload
+
+
+class ReferenceUploadForm(CSVUploadForm):
+    version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.select_related("model").order_by("model__name", "-version")
+    )
+    field_order = ["version", "file"]
+
+
+class CSVUploadMixin:
+    """An "Upload CSV" page: choose a file, see its first rows parsed with each row's problems, then store it and
+    see what was stored and what refused, by row. The checks and the storing are the API's (monitoring.api.csv_rows
+    and the services behind it); between the preview and the store the file waits in the session."""
+
+    upload_kind = ""
+    change_list_template = "admin/monitoring/upload_change_list.html"
+
+    def get_urls(self):
+        opts = self.model._meta
+        upload = self.admin_site.admin_view(self.upload_view)
+        name = f"{opts.app_label}_{opts.model_name}_upload"
+        return [path("upload/", upload, name=name), *super().get_urls()]
+
+    def upload_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        form_class = ReferenceUploadForm if self.upload_kind == "reference" else CSVUploadForm
+        context: dict = {}
+        form = form_class()
+        if request.method == "POST" and "token" in request.POST:
+            context = self._store(request)
+        elif request.method == "POST":
+            form = form_class(request.POST, request.FILES)
+            if form.is_valid():
+                context = self._preview(request, form)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Upload {self.model._meta.verbose_name_plural} as CSV",
+            "opts": self.model._meta,
+            "intro": UPLOAD_INTROS[self.upload_kind],
+            "form": form,
+            **context,
+        }
+        return TemplateResponse(request, "admin/monitoring/upload.html", context)
+
+    def _preview(self, request: HttpRequest, form: forms.Form) -> dict:
+        data = form.cleaned_data["file"].read()
+        version = form.cleaned_data.get("version")
+        token = uuid.uuid4().hex
+        pending = {"data": base64.b64encode(data).decode(), "name": form.cleaned_data["file"].name}
+        if version is not None:
+            pending["version"] = version.pk
+        if self.upload_kind == "reference":
+            try:
+                frame = pd.read_csv(io.BytesIO(data), nrows=UPLOAD_PREVIEW_ROWS, dtype=str, keep_default_na=False)
+            except Exception as exc:
+                form.add_error("file", f"not readable CSV: {exc}")
+                return {}
+            preview = {
+                "columns": list(frame.columns),
+                "rows": [(i + 2, list(values), []) for i, values in enumerate(frame.itertuples(index=False))],
+                "total": sum(1 for _ in io.BytesIO(data)) - 1,
+                "refusing": 0,
+            }
+        else:
+            try:
+                rows = csv_rows.parse_rows(self.upload_kind, data)
+            except csv_rows.UnreadableCSV as exc:
+                form.add_error("file", str(exc))
+                return {}
+            columns = list(rows[0].cells)
+            shown = rows[:UPLOAD_PREVIEW_ROWS] + [r for r in rows[UPLOAD_PREVIEW_ROWS:] if r.problems][:50]
+            preview = {
+                "columns": columns,
+                "rows": [(r.number, [r.cells.get(c, "") for c in columns], r.problems) for r in shown],
+                "total": len(rows),
+                "refusing": sum(1 for r in rows if r.problems),
+            }
+        request.session[f"mw-upload-{token}"] = pending
+        return {"preview": preview, "token": token, "file_name": pending["name"], "version": version}
+
+    def _store(self, request: HttpRequest) -> dict:
+        pending = request.session.pop(f"mw-upload-{request.POST['token']}", None)
+        if pending is None:
+            return {"gone": True}
+        data = base64.b64decode(pending["data"])
+        summary: dict = {"file_name": pending["name"]}
+        if self.upload_kind == "reference":
+            version = ModelVersion.objects.select_related("model").get(pk=pending["version"])
+            summary["version"] = version
+            try:
+                dataset = references.reference_dataset_upload(version=version, data=data)
+            except ValidationError as exc:
+                summary["failed"] = " ".join(exc.messages)
+            else:
+                summary["stored"] = (
+                    f"{dataset.rows} rows ({len(dataset.columns)} columns) as the reference of {version}"
+                )
+        else:
+            try:
+                result = csv_rows.store_rows(self.upload_kind, csv_rows.parse_rows(self.upload_kind, data))
+            except csv_rows.UnreadableCSV as exc:
+                summary["failed"] = str(exc)
+            else:
+                recorded = result["recorded"]
+                stored = recorded.get("stored", recorded.get("received", 0))
+                words = [f"{stored} of {result['rows']} rows stored"]
+                if recorded.get("duplicates"):
+                    words.append(f"{recorded['duplicates']} duplicate(s) of events stored before")
+                summary |= {"stored": ", ".join(words), "refused": result["refused"]}
+        return {"summary": summary}
+
 
 @admin.register(Feedback)
-class FeedbackAdmin(admin.ModelAdmin):
+class FeedbackAdmin(CSVUploadMixin, admin.ModelAdmin):
+    upload_kind = "feedback"
     list_display = ["request_id", "model_name", "version", "routing_key", "actual", "observed_at", "joined_at"]
     list_filter = ["model_name", ("joined_at", admin.EmptyFieldListFilter)]
     search_fields = ["request_id", "routing_key"]
 
 
 @admin.register(BusinessEvent)
-class BusinessEventAdmin(admin.ModelAdmin):
+class BusinessEventAdmin(CSVUploadMixin, admin.ModelAdmin):
+    upload_kind = "events"
     list_display = ["occurred_at", "name", "key", "value", "event_id"]
     list_filter = ["name"]
     search_fields = ["key", "event_id"]
 
 
 @admin.register(ReferenceDataset)
-class ReferenceDatasetAdmin(admin.ModelAdmin):
+class ReferenceDatasetAdmin(CSVUploadMixin, admin.ModelAdmin):
+    upload_kind = "reference"
     list_display = ["version", "source", "rows", "created_at"]
     list_select_related = ["version__model"]
     raw_id_fields = ["version"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from registry.models import ModelVersion, RegisteredModel
 
@@ -206,6 +207,8 @@ class Alert(models.Model):
     acknowledgement = models.TextField(
         blank=True, default="", db_default="", help_text="the note given when it was acknowledged"
     )
+    # Silenced: no webhook is sent for it until then (it stays open and is still resolved by the monitor).
+    silenced_until = models.DateTimeField(null=True, blank=True, help_text="no webhook is sent before this time")
 
     class Meta:
         ordering = ["-opened_at"]
@@ -231,6 +234,10 @@ class Alert(models.Model):
         if self.resolved_at is not None:
             return AlertStatus.RESOLVED
         return AlertStatus.ACKNOWLEDGED if self.acknowledged_at is not None else AlertStatus.OPEN
+
+    @property
+    def silenced(self) -> bool:
+        return self.silenced_until is not None and self.silenced_until > timezone.now()
 
 
 class TrafficMinute(models.Model):

@@ -85,6 +85,9 @@ def webhook_send(*, alert: Alert, status: str, attempt: int = 1, attempts: int |
     raises RetryLater (outcome recorded, "retrying") when another attempt is worth making.
     """
     attempts = webhook_attempts() if attempts is None else attempts
+    if alert.silenced:
+        _record(alert, f"{status}: not sent, silenced until {alert.silenced_until:%Y-%m-%d %H:%M %Z}")
+        return False
     url = alert.monitor.webhook_url
     body = json.dumps(webhook_body(alert, status)).encode()
     retryable = True

@@ -11,9 +11,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from registry import gates, services
 from registry.models import (
@@ -230,7 +232,57 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
 
     def get_urls(self):
         register = self.admin_site.admin_view(self.register_view)
-        return [path("register/", register, name="registry_modelversion_register"), *super().get_urls()]
+        return [
+            path("register/", register, name="registry_modelversion_register"),
+            *self.version_tool_urls(),
+            *super().get_urls(),
+        ]
+
+    # --- The version page's buttons: re-run the gates, download the artifact (both through registry.services) ---
+
+    def version_tool_urls(self) -> list:
+        rerun = self.admin_site.admin_view(self.rerun_gates_view)
+        download = self.admin_site.admin_view(self.download_artifact_view)
+        return [
+            path("<int:pk>/rerun-gates/", rerun, name="registry_modelversion_rerun_gates"),
+            path("<int:pk>/artifact/", download, name="registry_modelversion_artifact"),
+        ]
+
+    def rerun_gates_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        version = get_object_or_404(ModelVersion.objects.select_related("model"), pk=pk)
+        target = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
+            target = reverse("admin:registry_modelversion_change", args=[pk])
+        back = HttpResponseRedirect(target)
+        if request.method != "POST" or not self.has_change_permission(request, version):
+            return back
+        before = version.status
+        try:
+            version = services.model_version_rerun_gates(version=version, actor=request.user)
+        except ValidationError as exc:
+            self.message_user(request, f"{version}: {' '.join(exc.messages)}", messages.ERROR)
+        else:
+            failed = [r["rule"] for r in version.gate_report["rules"] if not r["passed"]]
+            verdict = f"{before} → {version.status}" if before != version.status else f"still {version.status}"
+            detail = f"; failed: {', '.join(failed)}" if failed else ""
+            self.message_user(request, f"{version}: gates re-run against the current rules, {verdict}{detail}.")
+        return back
+
+    def download_artifact_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        version = get_object_or_404(ModelVersion.objects.select_related("model"), pk=pk)
+        if not self.has_view_permission(request, version):
+            return HttpResponseRedirect(reverse("admin:index"))
+        try:
+            data = services.model_version_read_artifact(version)  # sha256 checked first, as loading does
+        except (services.ArtifactIntegrityError, FileNotFoundError) as exc:
+            problem = str(exc) if isinstance(exc, services.ArtifactIntegrityError) else "the stored artifact is missing"
+            self.message_user(request, f"{version}: not downloaded: {problem}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:registry_modelversion_change", args=[pk]))
+        response = HttpResponse(data, content_type="application/octet-stream")
+        filename = f"{version.model.name}-v{version.version}.{version.format}"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response["X-Content-SHA256"] = version.sha256
+        return response
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None) -> HttpResponse:
         return HttpResponseRedirect(reverse("admin:registry_modelversion_register"))

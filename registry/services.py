@@ -500,6 +500,45 @@ def model_version_set_status(*, version: ModelVersion, status: str, actor: Any =
     )
 
 
+# Versions whose status the gates still decide: the others are in traffic or out of it for good.
+_GATED = (VersionStatus.REGISTERED, VersionStatus.VALIDATED, VersionStatus.REJECTED)
+
+
+@retry_on_conflict
+@transaction.atomic
+def model_version_rerun_gates(*, version: ModelVersion, actor: Any = None) -> ModelVersion:
+    """Judge a version again by its model's current gate rules (after they changed) and the current production
+    version's metrics: a new gate report, the status it decides (validated or rejected) and a `version.gates_rerun`
+    event with the verdict before and after. The metrics are the ones the gates used at registration (computed from
+    its evaluation data, or submitted). Refused for versions in traffic or out of it (production, canary, archived,
+    rolled back): the gates no longer decide their status."""
+    locked_model = lock_model(version.model_id)
+    locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if locked.status not in _GATED:
+        raise ValidationError(
+            {"version": [f"{locked} is {locked.status}: gates are re-run only on registered, validated or rejected"
+                         " versions"]}
+        )  # fmt: skip
+    previous = locked.gate_report or {}
+    computed = previous.get("metrics") if previous.get("metrics_source") == "computed" else None
+    submitted = previous.get("submitted_metrics", locked.metrics) or {}
+    report = _gate_report(locked_model, submitted, computed, _production_metrics(locked_model))
+    before = {"status": locked.status, "failed": [r["rule"] for r in previous.get("rules", []) if not r["passed"]]}
+    locked.gate_report, locked.status = report, report["outcome"]
+    locked.save(update_fields=["gate_report", "status"])
+    _event(
+        model=locked_model,
+        version=locked,
+        action="version.gates_rerun",
+        actor=actor,
+        before=before,
+        after={"status": locked.status, "failed": [r["rule"] for r in report["rules"] if not r["passed"]],
+               "rules": list(locked_model.gate_rules)},
+        message="; ".join(r["reason"] for r in report["rules"] if not r["passed"]),
+    )  # fmt: skip
+    return locked
+
+
 # --- Aliases --------------------------------------------------------------------------------------------------------
 
 

@@ -123,7 +123,7 @@ class AlertSerializer(serializers.ModelSerializer):
         fields = [
             "id", "monitor", "model", "version", "kind", "subject", "status", "message", "details", "opened_at",
             "acknowledged_at", "acknowledged_by", "acknowledgement", "resolved_at", "resolution", "last_report",
-            "webhook_status",
+            "webhook_status", "silenced_until",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -137,6 +137,10 @@ class AlertQuerySerializer(serializers.Serializer):
 
 class AlertNoteSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+
+
+class AlertSilenceSerializer(serializers.Serializer):
+    period = serializers.ChoiceField(choices=["1h", "1d", "7d", "0"], help_text='"0" lifts the silence')
 
 
 class MonitorRunSerializer(serializers.Serializer):

@@ -16,6 +16,7 @@ urlpatterns = [
         path(f"alerts/<int:pk>/{action}/", views.AlertChange.as_view(), {"action": action}, name=f"alert-{action}")
         for action in views.AlertChange.actions
     ),
+    path("alerts/<int:pk>/silence/", views.AlertSilence.as_view(), name="alert-silence"),
     path("models/<slug:name>/versions/<int:version>/reference", views.VersionReference.as_view(), name="reference"),
     path("models/<slug:name>/versions/<int:version>/quality", views.VersionQuality.as_view(), name="quality"),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
@@ -159,6 +161,22 @@ class AlertChange(APIView):
         data.is_valid(raise_exception=True)
         try:
             self.actions[action](alert=alert, actor=request.user, **data.validated_data)
+        except alerts.AlertStateConflict as exc:
+            return Response({"detail": exc.message}, status=status.HTTP_409_CONFLICT)
+        return Response(s.AlertSerializer(_alerts().get(pk=pk)).data)
+
+
+class AlertSilence(APIView):
+    """POST /alerts/{id}/silence {"period": "1h"|"1d"|"7d"|"0"}: no webhook for it until then; 409 when resolved."""
+
+    @extend_schema(request=s.AlertSilenceSerializer, responses={200: s.AlertSerializer, 409: None})
+    def post(self, request: Request, pk: int) -> Response:
+        alert = get_object_or_404(Alert, pk=pk)
+        data = s.AlertSilenceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        period = data.validated_data["period"]
+        try:
+            alerts.alert_silence(alert=alert, period=timedelta(0) if period == "0" else period, actor=request.user)
         except alerts.AlertStateConflict as exc:
             return Response({"detail": exc.message}, status=status.HTTP_409_CONFLICT)
         return Response(s.AlertSerializer(_alerts().get(pk=pk)).data)

@@ -5,6 +5,7 @@ acknowledge an open alert (it stays open) before it is resolved."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -189,4 +190,28 @@ def alert_resolve(*, alert: Alert, actor: Any = None, note: str = "") -> Alert:
     locked.save(update_fields=["resolved_at", "resolution"])
     if locked.monitor.webhook_url:
         transaction.on_commit(lambda: _enqueue(deliver_webhook, locked.pk, "resolved"))
+    return locked
+
+
+SILENCE_PERIODS = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7)}
+MAX_SILENCE = timedelta(days=30)
+
+
+@transaction.atomic
+def alert_silence(*, alert: Alert, period: timedelta | str, actor: Any = None) -> Alert:
+    """No webhook for this alert until now + period ("1h", "1d", "7d" or a timedelta up to 30 days); it stays open
+    and the monitor still resolves it. Silencing again replaces the end time; a zero period lifts the silence.
+    AlertStateConflict when it is resolved."""
+    if isinstance(period, str):
+        if period not in SILENCE_PERIODS:
+            raise ValidationError({"period": [f"one of {', '.join(SILENCE_PERIODS)} ({period!r} given)"]})
+        period = SILENCE_PERIODS[period]
+    if period < timedelta(0) or period > MAX_SILENCE:
+        raise ValidationError({"period": ["between no time and 30 days"]})
+    locked = _locked(alert)
+    if locked.resolved_at is not None:
+        raise _closed(locked, "silenced")
+    locked.silenced_until = timezone.now() + period if period else None
+    locked.save(update_fields=["silenced_until"])
+    logger.info("alert %s silenced until %s by %s", locked.pk, locked.silenced_until, _actor_name(actor))
     return locked
