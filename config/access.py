@@ -66,7 +66,7 @@ def _rw(write: Need | None = None, *, method: str = "POST") -> dict[str, Need]:
 
 
 ROLLOUT_CONTROLS = ("pause", "resume", "promote", "abort")
-ALERT_ACTIONS = ("acknowledge", "resolve")
+ALERT_ACTIONS = ("acknowledge", "resolve", "silence")
 
 RULES: dict[str, dict[str, Need]] = {
     # registry

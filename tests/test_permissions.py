@@ -137,6 +137,7 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "alert-detail": {"GET": READ},
     "alert-acknowledge": {"POST": WRITE},
     "alert-resolve": {"POST": WRITE},
+    "alert-silence": {"POST": WRITE},
     "reference": {"POST": WRITE},
     "quality": {"GET": READ},
     "experiment-list": {"GET": READ, "POST": WRITE},
