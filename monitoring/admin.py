@@ -29,12 +29,19 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from config import charts
+from config.admin_forms import NumbersByNameField, add_service_errors
 from monitoring.api import csv_rows
 from monitoring.models import Alert, BusinessEvent, DriftReport, Feedback, Monitor, ReferenceDataset
 from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from monitoring.selectors import business_impact
 from monitoring.services import alerts, references
-from monitoring.services.monitors import monitor_run
+from monitoring.services.monitors import (
+    MONITOR_FIELDS,
+    monitor_create,
+    monitor_prepared,
+    monitor_run,
+    monitor_update,
+)
 from registry.models import ModelVersion, RegisteredModel, Task
 
 HISTORY = 60
@@ -97,15 +104,80 @@ def _inline_assets() -> dict[str, object]:
     return {"scripts": scripts, "css": mark_safe(_static_text("console/console.css").replace("</", "<\\/"))}  # noqa: S308
 
 
+def version_choices(model: RegisteredModel | None) -> list:
+    """ "Follow production" and the versions of `model` (of every model, grouped, when none is chosen yet)."""
+    versions = ModelVersion.objects.select_related("model").order_by("model__name", "-version")
+    if model is not None:
+        versions = versions.filter(model=model)
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for version in versions:
+        groups.setdefault(version.model.name, []).append((version.version, f"v{version.version} ({version.status})"))
+    return [("", "follow the production alias at each run"), *groups.items()]
+
+
+class MonitorForm(forms.ModelForm):
+    """Checked by monitoring.services.monitors.monitor_prepared, as the API's monitors are."""
+
+    version = forms.TypedChoiceField(
+        coerce=int, empty_value=None, required=False, help_text="pin a version, or follow production"
+    )
+    quality_thresholds = NumbersByNameField(
+        sorted(set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS)),
+        help_text="alert when a metric from ground truth crosses this (a minimum for accuracy, f1, precision, recall, "
+        "roc_auc, r2; a maximum for mae, rmse); empty: no alert on that metric",
+    )
+
+    class Meta:
+        model = Monitor
+        fields = ["model", "name", *MONITOR_FIELDS]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        model = self.instance.model if self.instance.pk else None
+        self.fields["version"].choices = version_choices(model)
+        if model is not None:
+            names = REGRESSION_METRICS if model.task == Task.REGRESSION else CLASSIFICATION_METRICS
+            self.fields["quality_thresholds"] = NumbersByNameField(
+                list(names), help_text=self.fields["quality_thresholds"].help_text
+            )
+
+    def _post_clean(self) -> None:
+        """After the model's own checks, the service's (in its words): ranges, metric names, the pinned version."""
+        super()._post_clean()
+        data = self.cleaned_data
+        model = data.get("model") or (self.instance.model if self.instance.pk else None)
+        if self.errors or model is None:
+            return
+        fields = {name: data[name] for name in MONITOR_FIELDS if name in data}
+        try:
+            monitor_prepared(
+                model=model, name=self.instance.name if self.instance.pk else data["name"], fields=fields,
+                monitor=Monitor.objects.get(pk=self.instance.pk) if self.instance.pk else None,
+            )  # fmt: skip
+        except ValidationError as exc:
+            add_service_errors(self, exc)
+
+
 @admin.register(Monitor)
 class MonitorAdmin(admin.ModelAdmin):
+    form = MonitorForm
     list_display = ["name", "model", "version", "enabled", "every_minutes", "last_run_at", "dashboard"]
     list_filter = ["enabled", "correction"]
     list_select_related = ["model"]
-    raw_id_fields = ["model"]
     search_fields = ["name", "model__name"]
     actions = ["run_now"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return ["model", "name", "last_run_at"] if obj else []
+
+    def save_model(self, request: HttpRequest, obj: Monitor, form, change: bool) -> None:
+        fields = {name: form.cleaned_data[name] for name in MONITOR_FIELDS if name in form.cleaned_data}
+        if change:
+            monitor_update(monitor=obj, **fields)
+            return
+        created = monitor_create(model=form.cleaned_data["model"], name=form.cleaned_data["name"], **fields)
+        obj.pk = created.pk
 
     def get_urls(self):
         extra = [
