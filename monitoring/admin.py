@@ -404,6 +404,14 @@ class CSVUploadMixin:
         name = f"{opts.app_label}_{opts.model_name}_upload"
         return [path("upload/", upload, name=name), *super().get_urls()]
 
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None) -> HttpResponse:
+        """Rows are added by upload (or the API), through the checks: there is no unchecked one-row form."""
+        opts = self.model._meta
+        return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_upload"))
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # what was stored is what was checked: rows are read-only here
+
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request):
             return HttpResponseRedirect(reverse("admin:index"))

@@ -139,3 +139,15 @@ def test_a_mapping_reads_back_as_written(mapping):
 def test_a_list_reads_back_as_written(items):
     field = LinesField()
     assert field.clean(field.prepare_value(items)) == items
+
+
+@pytest.mark.parametrize("kind", ["feedback", "businessevent", "referencedataset"])
+def test_rows_checked_by_the_api_are_added_only_by_upload(console, kind):
+    """Feedback, events and reference samples have no unchecked one-row form: "add" is the CSV upload, which goes
+    through the API's checks."""
+    added = console.get(f"/admin/monitoring/{kind}/add/")
+    assert added.status_code == 302 and added["Location"] == f"/admin/monitoring/{kind}/upload/"
+    refused = console.post(f"/admin/monitoring/{kind}/add/", {"request_id": "r1", "actual": "1"})
+    assert refused.status_code == 302 and refused["Location"].endswith("/upload/")
+    upload = console.get(added["Location"]).content.decode()
+    assert 'type="file"' in upload
