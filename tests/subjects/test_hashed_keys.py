@@ -75,3 +75,16 @@ def test_rows_stored_before_hashing_was_switched_on_are_erased_too(settings, exp
     )
     call_command("erase_subject", "hashed-user-x", stdout=StringIO())
     assert not PredictionLog.objects.exists()
+
+
+def test_the_console_finds_rows_by_the_clear_key_people_know(hashing, client, staff, production, logreg):
+    instance = {k: float(v) for k, v in logreg.X_test.iloc[0].items()}
+    served = serving.predict(model_name="cancer", payload={"instances": [instance]}, routing_key="hashed-user-7")
+    serving.predict(model_name="cancer", payload={"instances": [instance]}, routing_key="hashed-user-8")
+    prediction_log.prediction_log().flush()
+    business_events_record(items=[EventItem(key="hashed-user-7", name="purchase")])
+    client.force_login(staff)
+    page = client.get("/admin/serving/predictionlog/", {"q": "hashed-user-7"}).content.decode()
+    assert served.request_id in page and page.count("/change/") == 1
+    events = client.get("/admin/monitoring/businessevent/", {"q": "hashed-user-7"}).content.decode()
+    assert keyed_hash("hashed-user-7") in events
