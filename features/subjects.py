@@ -67,6 +67,4 @@ def _export_online(subject: Subject) -> dict[str, list[dict[str, Any]]]:
 
 def register() -> None:
     register_store("features_offline", erase=_erase_offline, export=_export_offline)
-    # Redis is outside any database transaction; the table store is one like the others.
-    register_store("features_online", erase=_erase_online, export=_export_online,
-                   atomic=settings.MODELWORKS_FEATURES_ONLINE_STORE != "redis")  # fmt: skip
+    register_store("features_online", erase=_erase_online, export=_export_online)

@@ -76,16 +76,16 @@ class Store:
     name: str
     erase: EraseFn
     export: ExportFn
-    atomic: bool = True  # a database store; False for one outside it (Redis), where a transaction means nothing
 
 
 _stores: dict[str, Store] = {}
 _request_ids: list[RequestIdsFn] = []
 
 
-def register_store(name: str, *, erase: EraseFn, export: ExportFn, atomic: bool = True) -> None:
-    """Called from an AppConfig.ready; registering a name again replaces it (autoreload runs ready twice)."""
-    _stores[name] = Store(name, erase, export, atomic)
+def register_store(name: str, *, erase: EraseFn, export: ExportFn) -> None:
+    """Called from an AppConfig.ready; registering a name again replaces it (autoreload runs ready twice). `erase`
+    runs in a transaction of its own (a store outside the database, Redis, simply gains nothing from it)."""
+    _stores[name] = Store(name, erase, export)
 
 
 def register_request_ids(resolver: RequestIdsFn) -> None:
@@ -130,10 +130,7 @@ def subject_erase(
     failed: dict[str, str] = {}
     for store in stores():
         try:
-            if store.atomic and not dry_run:
-                with transaction.atomic():
-                    counts[store.name] = store.erase(subject, False)
-            else:
+            with transaction.atomic():
                 counts[store.name] = store.erase(subject, dry_run)
         except Exception as exc:  # one store down must not keep the others from erasing; named in the receipt
             logger.exception("erasing subject %s from %s failed", subject.reference, store.name)

@@ -142,3 +142,23 @@ def test_a_store_that_fails_is_named_and_the_others_are_still_erased(everywhere,
 def test_a_key_that_is_not_text_is_refused_in_one_line():
     with pytest.raises(CommandError, match="^key: give the routing key"):
         run("erase_subject", "   ")
+
+
+@pytest.mark.django_db
+def test_the_database_online_store_is_erased_too(settings, monkeypatch):
+    from features.definitions import definitions_apply
+    from features.models import FeatureView, OnlineValue
+    from features.services import feature_values_push
+    from tests.subjects.conftest import PROFILE, USER
+
+    settings.MODELWORKS_FEATURES_ONLINE_STORE = "database"
+    monkeypatch.setattr(online.online_store, "_value", None)
+    definitions_apply(entities=[USER], views=[PROFILE])
+    view = FeatureView.objects.get(name="profile")
+    feature_values_push(view=view, rows=[{"user_id": k, "event_timestamp": "2026-01-01T00:00:00+00:00", "visits": 1}
+                                         for k in (ALICE, BOB)])  # fmt: skip
+    exported = json.loads(run("export_subject", ALICE))["stores"]["features_online"]["features_onlinevalue"]
+    assert [(row["entity_key"], row["data"]) for row in exported] == [(ALICE, {"visits": 1})]
+    assert "features_online\tfeatures_onlinevalue\t1" in run("erase_subject", ALICE)
+    assert list(OnlineValue.objects.values_list("entity_key", flat=True)) == [BOB]
+    monkeypatch.setattr(online.online_store, "_value", None)
