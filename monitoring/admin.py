@@ -43,6 +43,7 @@ from monitoring.services.monitors import (
     monitor_update,
 )
 from registry.models import ModelVersion, RegisteredModel, Task
+from serving.admin import KeyedSearchMixin
 
 HISTORY = 60
 IMPACT_DAYS = 30
@@ -503,7 +504,7 @@ class CSVUploadMixin:
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(CSVUploadMixin, admin.ModelAdmin):
+class FeedbackAdmin(KeyedSearchMixin, CSVUploadMixin, admin.ModelAdmin):
     upload_kind = "feedback"
     list_display = ["request_id", "model_name", "version", "routing_key", "actual", "observed_at", "joined_at"]
     list_filter = ["model_name", ("joined_at", admin.EmptyFieldListFilter)]
@@ -511,7 +512,7 @@ class FeedbackAdmin(CSVUploadMixin, admin.ModelAdmin):
 
 
 @admin.register(BusinessEvent)
-class BusinessEventAdmin(CSVUploadMixin, admin.ModelAdmin):
+class BusinessEventAdmin(KeyedSearchMixin, CSVUploadMixin, admin.ModelAdmin):
     upload_kind = "events"
     list_display = ["occurred_at", "name", "key", "value", "event_id"]
     list_filter = ["name"]
