@@ -117,6 +117,8 @@ RULES: dict[str, dict[str, Need]] = {
     "api-key-list": {"GET": Need(ADMIN), "POST": Need(ADMIN)},
     "api-key-detail": {"GET": Need(ADMIN)},
     "api-key-revoke": {"POST": Need(ADMIN)},
+    # the audit trail: actors, addresses and raw before/after are for admins only
+    "audit-list": {"GET": Need(ADMIN)},
 }
 
 

@@ -13,8 +13,9 @@ from django.utils.functional import cached_property
 
 from registry import permissions
 from registry.models import RegisteredModel
-from serving.keys import api_key_create, api_key_revoke, scope_problems
+from serving.keys import api_key_change, api_key_create, api_key_revoke, scope_problems
 from serving.models import ApiKey, DeadLetter, PredictionLog, ServingPolicy
+from serving.policies import serving_policy_delete, serving_policy_save
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -45,7 +46,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            api_key_change(key=obj, actor=request.user)
             return
         data = form.cleaned_data
         key, raw = api_key_create(
@@ -60,7 +61,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected keys (takes effect at once)")
     def revoke(self, request: HttpRequest, queryset) -> None:
         for key in queryset:
-            api_key_revoke(key=key)
+            api_key_revoke(key=key, actor=request.user)
         self.message_user(request, f"Revoked {queryset.count()} keys.")
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -78,6 +79,16 @@ class ServingPolicyAdmin(admin.ModelAdmin):
     ]
     list_select_related = ["model"]
     raw_id_fields = ["model"]
+
+    def save_model(self, request: HttpRequest, obj: ServingPolicy, form, change: bool) -> None:
+        serving_policy_save(policy=obj, actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: ServingPolicy) -> None:
+        serving_policy_delete(policy=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for policy in queryset:
+            serving_policy_delete(policy=policy, actor=request.user)
 
 
 class EstimatingPaginator(Paginator):

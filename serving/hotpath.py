@@ -245,6 +245,6 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
         body,
         version=request.GET.get("version"),
         alias=request.GET.get("alias"),
-        request_id=request.META.get("HTTP_X_REQUEST_ID"),
+        request_id=getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID"),
     )
     return to_response(services.run_steps(steps))

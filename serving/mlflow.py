@@ -344,6 +344,6 @@ def invocations(request: HttpRequest, name: str | None = None) -> HttpResponse:
         check=lambda scope: authenticate(request, scope),
         version=request.GET.get("version"),
         alias=request.GET.get("alias"),
-        request_id=request.META.get("HTTP_X_REQUEST_ID"),
+        request_id=getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID"),
     )
     return to_response(services.run_steps(steps))

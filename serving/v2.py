@@ -294,7 +294,7 @@ def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpRe
         version,
         body,
         header_length=request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"),
-        request_id=request.META.get("HTTP_X_REQUEST_ID"),
+        request_id=getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID"),
     )
     return to_response(services.run_steps(steps))
 

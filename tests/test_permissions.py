@@ -157,6 +157,7 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "api-key-list": {"GET": ADMIN, "POST": ADMIN},
     "api-key-detail": {"GET": ADMIN},
     "api-key-revoke": {"POST": ADMIN},
+    "audit-list": {"GET": ADMIN},
 }
 # Routes outside the API's permission map: public, the prediction endpoints (an API key with predict:<model>, or any
 # active user's token), or any logged-in caller (the schema and its docs page).

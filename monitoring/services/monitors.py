@@ -19,7 +19,7 @@ from monitoring.selectors import quality_metrics
 from monitoring.services.alerts import alerts_evaluate
 from monitoring.services.references import read_reference, reference_dataset_for
 from monitoring.windows import Window, current_frame, feature_kinds
-from registry import refs
+from registry import audit, refs
 from registry.models import ModelVersion, RegisteredModel
 from registry.selectors import production_version
 
@@ -53,7 +53,7 @@ def _check(monitor: Monitor) -> None:
 
 
 @transaction.atomic
-def monitor_create(*, model: RegisteredModel, name: str, **fields: Any) -> Monitor:
+def monitor_create(*, model: RegisteredModel, name: str, actor: Any = None, **fields: Any) -> Monitor:
     """A monitor of `model`. `version` pins it: a number or a reference (models:/NAME/3, models:/NAME@alias, resolved
     to the version it names now); without one it follows the production alias at every run."""
     unknown = set(fields) - set(MONITOR_FIELDS)
@@ -67,7 +67,16 @@ def monitor_create(*, model: RegisteredModel, name: str, **fields: Any) -> Monit
     _check(monitor)
     monitor.full_clean(validate_unique=False)
     monitor.save()
+    audit.record("monitor.created", target=monitor, before=None, after=monitor_snapshot(monitor), actor=actor,
+                 source=audit.current_source())  # fmt: skip
     return monitor
+
+
+def monitor_snapshot(monitor: Monitor) -> dict[str, Any]:
+    """The monitor's settings as the audit trail keeps them; the webhook URL (it may hold a secret) only as set."""
+    values = audit.snapshot(monitor, ("model", "name", *MONITOR_FIELDS))
+    values["webhook_url"] = bool(values["webhook_url"])
+    return values
 
 
 def watched_version(monitor: Monitor) -> tuple[ModelVersion | None, WatchedAs]:
