@@ -138,10 +138,10 @@ class PredictionLogAdmin(admin.ModelAdmin):
     """The log grows by every request: nothing on this page scans it whole (no full COUNT, no DISTINCT, no date
     hierarchy — its year/month links are a DISTINCT over the log; the date filter's choices are fixed)."""
 
-    list_display = ["created_at", "model_name", "version", "request_id", "latency_ms", "cached", "route_reason",
-                    "outcome"]  # fmt: skip
+    list_display = ["created_at", "model_name", "version", "request_id", "caller", "latency_ms", "cached",
+                    "route_reason", "outcome"]  # fmt: skip
     list_filter = [RegisteredModelNameFilter, "outcome", "cached", "created_at"]
-    search_fields = ["=request_id", "=routing_key"]
+    search_fields = ["=request_id", "=routing_key"]  # indexed; a caller search would scan the whole log
     paginator = EstimatingPaginator
     show_full_result_count = False
     readonly_fields = [f.name for f in PredictionLog._meta.fields]

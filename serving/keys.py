@@ -202,10 +202,11 @@ def token_valid(raw: str) -> bool:
 
 def _read_token(raw: str) -> bool:
     started = time.monotonic()  # trusted from before the read: a deletion during it is not missed
-    valid = Token.objects.filter(key=raw, user__is_active=True).exists()
+    user_id = Token.objects.filter(key=raw, user__is_active=True).values_list("user_id", flat=True).first()
+    valid = user_id is not None
     memory = remembered.token_cache()
     if valid:
-        memory.remember(raw, started)
+        memory.remember(raw, started, user_id)
     else:
         memory.forget(raw)
     return valid

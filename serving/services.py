@@ -190,13 +190,15 @@ def predict_steps(
     route: routing.Route | None = None,
     tensors: TensorDecoder | None = None,
     started: float | None = None,
+    caller: str = "",
 ) -> Steps[Prediction]:
     """Validate, answer from cache or the (breaker-guarded) model or its fallback, log, count.
 
     The request is routed here (route_request) unless the caller routed it already (`route`, from route_request, as
     V2 does: it needs the routed signature to decode tensors); either way once. `payload` is the native body
     ({"instances": [...]} or {"inputs": [...]}, passed through the registered input hooks: entity ids to features);
-    `tensors`, given instead by V2, decodes the request's rows for the signature of the version that serves."""
+    `tensors`, given instead by V2, decodes the request's rows for the signature of the version that serves.
+    `caller` ("key:<id>" or "user:<id>", from the credential the HTTP layer checked) is logged with the request."""
     started = time.perf_counter() if started is None else started
     if route is None:
         route = route_request(model_name, version=version, alias=alias, key=routing_key, started=started)
@@ -251,7 +253,7 @@ def predict_steps(
         )
         outputs = {"predictions": predictions, "probabilities": probabilities}
         _log(result.request_id, model_name, served.version, served.signature, route, routing_key, rows, outcome,
-             started, outputs=outputs, cached=bool(cached) and all(cached))  # fmt: skip
+             started, outputs=outputs, cached=bool(cached) and all(cached), caller=caller)  # fmt: skip
         metrics.PREDICTION_ROWS.labels(model_name, str(served.version)).inc(len(rows))
         # The live split needs no counter of its own: modelworks_predictions_total counts requests per version.
         if route.split is not None and route.split.shadow_version_id is not None:
@@ -264,7 +266,7 @@ def predict_steps(
         # Nobody answered: logged against the routed version, so a rollout's analysis counts its failures.
         signature = (loaded or route.version).signature
         _log(new_request_id(request_id), model_name, route.version.version, signature, route, routing_key,
-             rows or [], Outcome.ERROR, started, outputs={}, cached=False)  # fmt: skip
+             rows or [], Outcome.ERROR, started, outputs={}, cached=False, caller=caller)  # fmt: skip
         raise
     finally:
         metrics.PREDICTIONS.labels(model_name, str(route.version.version), outcome).inc()
@@ -315,7 +317,7 @@ def resolve(model_name: str, **request: Any) -> routing.Route:
 
 
 def _log(request_id, model_name, version, signature, route, routing_key, rows, outcome, started, *, outputs,
-         cached) -> None:  # fmt: skip
+         cached, caller="") -> None:  # fmt: skip
     prediction_log().append(
         LogEntry(
             request_id=request_id,
@@ -329,6 +331,7 @@ def _log(request_id, model_name, version, signature, route, routing_key, rows, o
             route_reason=route.reason[:100],
             outcome=outcome,
             created_at=timezone.now(),
+            caller=caller,
         )
     )
 
