@@ -7,6 +7,7 @@ from typing import Any
 
 from django.http import StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, renderers, serializers
 from rest_framework.exceptions import ValidationError
 
@@ -69,6 +70,20 @@ class AuditList(generics.ListAPIView):
 
     def get_queryset(self):
         return audit.entries(**_filters(self.request.query_params))
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", enum=["json", "csv", "jsonl"], description="csv/jsonl: the whole selection"),
+            OpenApiParameter("action", description='an action, or a prefix ending in "." (api_key.)'),
+            OpenApiParameter("source", enum=list(AuditSource.values)),
+            OpenApiParameter("actor", description="a user's name or id"),
+            *(OpenApiParameter(name) for name in ("target_type", "target_id", "request_id")),
+            OpenApiParameter("since", description="ISO 8601 time, inclusive"),
+            OpenApiParameter("until", description="ISO 8601 time, exclusive"),
+        ]
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
     def list(self, request, *args, **kwargs):
         chosen = request.accepted_renderer.format
