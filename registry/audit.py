@@ -186,6 +186,14 @@ def jsonl_lines(rows: QuerySet[AuditEntry]) -> Iterator[bytes]:
         yield orjson.dumps(_row(entry), option=orjson.OPT_APPEND_NEWLINE)
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text starting like a formula (a failed login's name is anyone's to
+    choose) gets a leading quote, as OWASP advises against CSV injection. JSON lines are exact."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
 def csv_lines(rows: QuerySet[AuditEntry]) -> Iterator[str]:
     """A header, then a line per entry; before/after as JSON text."""
     buffer = io.StringIO()
@@ -203,7 +211,7 @@ def csv_lines(rows: QuerySet[AuditEntry]) -> Iterator[str]:
         for column in ("before", "after"):
             row[column] = "" if row[column] is None else orjson.dumps(row[column]).decode()
         row["created_at"] = entry.created_at.isoformat()
-        yield line("" if value is None else value for value in row.values())
+        yield line(_cell(value) for value in row.values())
 
 
 def prune(*, days: int | None = None, chunk: int = 10_000) -> int:

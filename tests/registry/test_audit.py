@@ -364,8 +364,12 @@ def test_export_as_csv_and_jsonl_with_filters(admin_api):
     assert table["Content-Type"].startswith("text/csv")
     parsed = list(csv.DictReader(io.StringIO(b"".join(table.streaming_content).decode())))
     assert [r["action"] for r in parsed] == ["grant.given"] and parsed[0]["before"] == ""
+    audit.record("auth.login_failed", target="=HYPERLINK(1)", before=None, after=None, source="admin")
+    table = admin_api.get("/api/v1/audit/?format=csv&action=auth.login_failed")
+    parsed = list(csv.DictReader(io.StringIO(b"".join(table.streaming_content).decode())))
+    assert parsed[0]["target"] == "'=HYPERLINK(1)"  # never a formula in a spreadsheet
     paged = admin_api.get("/api/v1/audit/?limit=2").json()
-    assert paged["count"] == 4 and len(paged["results"]) == 2
+    assert paged["count"] == 5 and len(paged["results"]) == 2
     bad = admin_api.get("/api/v1/audit/?since=yesterday&source=nowhere")
     assert bad.status_code == 400 and set(bad.json()) >= {"since", "source"}
 
