@@ -175,9 +175,11 @@ class MonitorAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Monitor, form, change: bool) -> None:
         fields = {name: form.cleaned_data[name] for name in MONITOR_FIELDS if name in form.cleaned_data}
         if change:
-            monitor_update(monitor=obj, **fields)
+            monitor_update(monitor=obj, actor=request.user, **fields)
             return
-        created = monitor_create(model=form.cleaned_data["model"], name=form.cleaned_data["name"], **fields)
+        created = monitor_create(
+            model=form.cleaned_data["model"], name=form.cleaned_data["name"], actor=request.user, **fields
+        )
         obj.pk = created.pk
 
     def get_urls(self):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from registry import services
+from registry import audit, services
 from registry.models import ModelVersion
 
 
@@ -23,3 +23,9 @@ def verify_all_artifacts() -> dict[str, int]:
         checked += 1
         failed += not services.model_version_verify_integrity(version=version)
     return {"checked": checked, "failed": failed}
+
+
+@shared_task(name="registry.prune_audit", acks_late=True, reject_on_worker_lost=True)
+def prune_audit() -> int:
+    """The daily sweep: audit entries older than MODELWORKS_AUDIT_RETENTION_DAYS go."""
+    return audit.prune()
