@@ -155,7 +155,7 @@ def test_an_api_key_created_and_revoked_through_the_api(admin_api, root):
 
 
 def test_an_api_key_created_changed_and_revoked_in_the_console(console, root):
-    console.post("/admin/serving/apikey/add/", {"name": "console", "scopes": '["predict:*"]',
+    console.post("/admin/serving/apikey/add/", {"name": "console", "scopes": ["predict:*"],
                                                 "rate_limit_per_second": 0})  # fmt: skip
     key = ApiKey.objects.get(name="console")
     assert only("api_key.created").source == "admin" and only("api_key.created").actor_id == root.pk
