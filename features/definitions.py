@@ -7,17 +7,14 @@ transaction. Applying the same spec twice changes nothing. Changes that would re
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from config.env import duration_seconds
 from features.models import NAME, Entity, FeatureView, ValueType
 from features.schema import CREATED_TIMESTAMP, DTYPES, EVENT_TIMESTAMP, FEATURE_NAME
-
-DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
-UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_ttl(raw: Any) -> int:
@@ -25,10 +22,10 @@ def parse_ttl(raw: Any) -> int:
     if isinstance(raw, int) and not isinstance(raw, bool):
         seconds = raw
     else:
-        match = DURATION.match(str(raw).strip().lower()) if isinstance(raw, str | int) else None
-        if match is None:
+        parsed = duration_seconds(raw) if isinstance(raw, str) else None
+        if parsed is None:
             raise ValidationError({"ttl": [f"{raw!r} is not a duration (seconds, or like 90m, 12h, 30d)"]})
-        seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+        seconds = parsed
     if seconds <= 0:
         raise ValidationError({"ttl": ["must be positive"]})
     return seconds
