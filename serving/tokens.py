@@ -53,7 +53,9 @@ class UserTokenAuthentication(TokenAuthentication):
         found = AuthToken.objects.select_related("user").filter(digest=token_digest(raw)).first()
         if found is None:
             raise exceptions.AuthenticationFailed(refused_detail(raw) if OLD_TOKEN.fullmatch(raw) else "invalid token")
-        if found.expiry is not None and found.expiry <= timezone.now():
+        if found.expiry is None:  # made in the admin with the expiry left empty: tokens must expire
+            raise exceptions.AuthenticationFailed(f"this token has no expiry and is not accepted: {GET_ONE}")
+        if found.expiry <= timezone.now():
             expired_at: datetime = found.expiry
             found.delete()
             raise exceptions.AuthenticationFailed(f"this token expired at {expired_at:%Y-%m-%d %H:%M} UTC: {GET_ONE}")

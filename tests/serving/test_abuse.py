@@ -80,15 +80,14 @@ def test_the_token_endpoint_locks_out_after_five_failures_even_for_the_right_pas
     assert AuthToken.objects.filter(user=user).count() == 0
 
 
-def test_the_lockout_ends_after_the_cool_off(user, address, settings):
-    settings.AXES_COOLOFF_TIME = timedelta(seconds=1)
+def test_the_lockout_ends_after_the_cool_off(user, address):
     client = APIClient()
     for _ in range(5):
         token_request(client, address, "ada", "wrong")
     assert token_request(client, address, "ada", PASSWORD).status_code == 429
     from axes.models import AccessAttempt
 
-    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(seconds=5))  # the cool-off has passed
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=16))  # the 15 minutes have passed
     assert token_request(client, address, "ada", PASSWORD).status_code == 200
 
 
@@ -149,6 +148,16 @@ def test_an_expired_token_is_refused_on_the_prediction_path(user, production, lo
     refused = post(caller, PREDICT, body)
     assert refused.status_code == 401
     assert "POST /api/v1/auth/token/" in refused.json()["detail"]
+
+
+def test_a_token_without_an_expiry_is_refused(user):
+    token, raw = user_token_create(user=user)
+    AuthToken.objects.filter(digest=token.digest).update(expiry=None)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
+    answer = client.get("/api/v1/models/")
+    assert answer.status_code == 401
+    assert answer.json()["detail"].startswith("this token has no expiry and is not accepted")
 
 
 def test_an_old_raw_token_is_refused_with_a_message_saying_what_to_do(db):
