@@ -14,6 +14,7 @@ from typing import Any
 
 from axes.backends import AxesStandaloneBackend
 from axes.helpers import get_client_username, get_cool_off
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
@@ -28,6 +29,14 @@ class WebLoginLockout(AxesStandaloneBackend):
         if request is None:
             return None
         return super().authenticate(request, username=username, password=password, **kwargs)
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """AXES_CLIENT_IP_CALLABLE: REMOTE_ADDR, or behind a trusted proxy the address it appended to X-Forwarded-For."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if settings.MODELWORKS_TRUST_X_FORWARDED_FOR and forwarded.strip():
+        return forwarded.split(",")[-1].strip()
+    return request.META.get("REMOTE_ADDR")
 
 
 def in_words(delta: timedelta) -> str:

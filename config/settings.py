@@ -410,6 +410,12 @@ AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
+# Behind one trusted proxy (nginx: USE_X_FORWARDED_PROTO says there is one), the client's address is the last one in
+# X-Forwarded-For, which that proxy appended; without this every client would share the proxy's address.
+MODELWORKS_TRUST_X_FORWARDED_FOR = env_bool(
+    "MODELWORKS_TRUST_X_FORWARDED_FOR", env_bool("USE_X_FORWARDED_PROTO", False)
+)
+AXES_CLIENT_IP_CALLABLE = "config.lockout.client_address"
 # Users' API tokens (POST /api/v1/auth/token/) are kept as a SHA-512 digest and expire after this.
 MODELWORKS_TOKEN_TTL_S = env_duration("MODELWORKS_TOKEN_TTL", "30d")
 REST_KNOX = {
@@ -470,6 +476,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["config.throttles.ManagementRateThrottle"],
+    "NUM_PROXIES": 1 if MODELWORKS_TRUST_X_FORWARDED_FOR else None,  # the throttles' client address, as above
     "DEFAULT_PAGINATION_CLASS": "config.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api.exception_handler",

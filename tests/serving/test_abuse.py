@@ -80,6 +80,20 @@ def test_the_token_endpoint_locks_out_after_five_failures_even_for_the_right_pas
     assert AuthToken.objects.filter(user=user).count() == 0
 
 
+def test_behind_a_trusted_proxy_each_client_address_counts_on_its_own(user, address, settings):
+    settings.MODELWORKS_TRUST_X_FORWARDED_FOR = True
+    client = APIClient()
+
+    def through_proxy(forwarded: str, password: str):
+        return client.post(TOKEN_URL, {"username": "ada", "password": password}, format="json",
+                           REMOTE_ADDR=address, HTTP_X_FORWARDED_FOR=forwarded)  # fmt: skip
+
+    for _ in range(5):
+        through_proxy("203.0.113.7, 198.51.100.1", "wrong")  # the proxy appended 198.51.100.1
+    assert through_proxy("198.51.100.1", PASSWORD).status_code == 429
+    assert through_proxy("6.6.6.6, 198.51.100.2", PASSWORD).status_code == 200  # another client of the same proxy
+
+
 def test_the_lockout_ends_after_the_cool_off(user, address):
     client = APIClient()
     for _ in range(5):
