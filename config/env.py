@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+
+from config.durations import parse_duration
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -38,22 +39,15 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
 
 
-DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
-UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def duration_seconds(raw: str) -> int | None:
-    """Seconds from "3600", "90m", "12h", "30d" or "2w"; None when raw is not such a duration."""
-    match = DURATION.match(raw.strip().lower())
-    return None if match is None else int(match.group(1)) * UNIT_SECONDS[match.group(2)]
-
-
 def env_duration(name: str, default: str) -> int:
     """A positive duration in seconds from NAME ("30d", "15m", "3600")."""
     raw = os.environ.get(name) or default
-    seconds = duration_seconds(raw)
-    if not seconds:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a duration (seconds, or like 15m, 12h, 30d)")
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    if seconds <= 0:
+        raise ImproperlyConfigured(f"{name}={raw!r}: must be positive")
     return seconds
 
 

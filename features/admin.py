@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -19,14 +19,16 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from config.admin_forms import DurationField, FeatureListField, KeyValueField
+from config.durations import format_duration
 from features.definitions import definitions_apply
 from features.historical import get_historical_features
 from features.ingest import feature_file_ingest, file_sha256
-from features.models import Entity, FeatureValue, FeatureView, IngestJob
+from features.models import Entity, FeatureValue, FeatureView, IngestJob, MaterializationJob
 from features.online import online_store
 from features.retrieval import view_cache
 from features.schema import EVENT_TIMESTAMP
-from features.services import RowsRejected, feature_view_materialize
+from features.services import RowsRejected, materialization_request
 
 SAMPLE_ROWS = 10
 VIEW_FIELDS = ["name", "entity", "features", "ttl_seconds", "created_timestamp_column", "owner", "description", "tags"]
@@ -71,6 +73,10 @@ class EntityForm(_DefinitionForm):
 
 class FeatureViewForm(_DefinitionForm):
     kind = "views"
+    features = FeatureListField()
+    ttl_seconds = DurationField(label="TTL", min_seconds=1, help_text="how long a value stays valid after its event "
+                                "time, e.g. 30d, 12h or 90m")  # fmt: skip
+    tags = KeyValueField(help_text="one per line: name = value, e.g. pii = true")
     created_timestamp_column = forms.CharField(
         required=False, max_length=63, help_text="the column of ingested/pushed rows giving each value's created time "
         "(left empty: created_timestamp, or none if a feature has that name); rows without it are created when "
@@ -80,7 +86,6 @@ class FeatureViewForm(_DefinitionForm):
     class Meta:
         model = FeatureView
         fields = VIEW_FIELDS
-        help_texts = {"features": 'a list like [{"name": "mean_radius", "dtype": "float"}] (float, int, bool, string)'}
 
 
 class IngestForm(forms.Form):
@@ -130,7 +135,7 @@ class EntityAdmin(admin.ModelAdmin):
 @admin.register(FeatureView)
 class FeatureViewAdmin(admin.ModelAdmin):
     form = FeatureViewForm
-    list_display = ["name", "entity", "feature_count", "ttl_seconds", "owner", "newest_event_at", "online_rows",
+    list_display = ["name", "entity", "feature_count", "ttl", "owner", "newest_event_at", "online_rows",
                     "last_materialization"]  # fmt: skip
     list_select_related = ["entity"]
     list_filter = ["entity"]
@@ -140,6 +145,10 @@ class FeatureViewAdmin(admin.ModelAdmin):
 
     change_form_template = "admin/features/featureview/change_form.html"
     change_list_template = "admin/features/featureview/change_list.html"
+
+    @admin.display(description="TTL", ordering="ttl_seconds")
+    def ttl(self, view: FeatureView) -> str:
+        return format_duration(view.ttl_seconds)
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(last_materialized=Max("materializations__finished_at"))
@@ -151,6 +160,11 @@ class FeatureViewAdmin(admin.ModelAdmin):
         return [
             path("<int:pk>/ingest/", wrap(self.ingest_view), name="features_featureview_ingest"),
             path("<int:pk>/materialize/", wrap(self.materialize_view), name="features_featureview_materialize"),
+            path(
+                "<int:pk>/materialize/<int:job>/",
+                wrap(self.materialization_view),
+                name="features_featureview_materialization",
+            ),  # fmt: skip
             path("training-data/", wrap(self.training_data_view), name="features_featureview_training_data"),
             *super().get_urls(),
         ]
@@ -188,23 +202,25 @@ class FeatureViewAdmin(admin.ModelAdmin):
         return self._page(request, f"Ingest a file into {view.name}", context)
 
     def materialize_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Queue an incremental materialization for a worker and follow it on its own page."""
         view = get_object_or_404(FeatureView.objects.select_related("entity"), pk=pk)
         back = HttpResponseRedirect(reverse("admin:features_featureview_change", args=[pk]))
         if request.method != "POST" or not self.has_change_permission(request, view):
             return back
-        run = feature_view_materialize(view=view)
-        view_cache.clear()
-        if run is None:
-            self.message_user(request, f"{view.name}: another materialization holds this view; try again shortly.",
-                              messages.WARNING)  # fmt: skip
-        else:
-            until = timezone.localtime(run.window_end)
-            self.message_user(
-                request,
-                f"{view.name}: materialized, {run.rows_read} values read, {run.rows_written} written to the online"
-                f" store, up to {until:%Y-%m-%d %H:%M:%S}.",
-            )
-        return back
+        job = materialization_request(view=view, actor=request.user)
+        return HttpResponseRedirect(reverse("admin:features_featureview_materialization", args=[pk, job.pk]))
+
+    def materialization_view(self, request: HttpRequest, pk: int, job: int) -> HttpResponse:
+        view = get_object_or_404(FeatureView, pk=pk)
+        if not self.has_view_permission(request, view):
+            return HttpResponseRedirect(reverse("admin:index"))
+        found = get_object_or_404(MaterializationJob.objects.select_related("run"), pk=job, view=view)
+        if found.status == MaterializationJob.Status.DONE:
+            view_cache.clear()
+        context = {**self.admin_site.each_context(request), "title": f"Materializing {view.name}",
+                   "opts": self.model._meta, "view": view, "job": found,
+                   "refresh_seconds": 2}  # fmt: skip
+        return TemplateResponse(request, "admin/features/featureview/materialization.html", context)
 
     def training_data_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):

@@ -12,20 +12,17 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from config.env import duration_seconds
+from config.durations import parse_duration
 from features.models import NAME, Entity, FeatureView, ValueType
 from features.schema import CREATED_TIMESTAMP, DTYPES, EVENT_TIMESTAMP, FEATURE_NAME
 
 
 def parse_ttl(raw: Any) -> int:
     """Seconds from 3600, "3600", "90m", "12h", "30d" or "2w"."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        seconds = raw
-    else:
-        parsed = duration_seconds(raw) if isinstance(raw, str) else None
-        if parsed is None:
-            raise ValidationError({"ttl": [f"{raw!r} is not a duration (seconds, or like 90m, 12h, 30d)"]})
-        seconds = parsed
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as exc:
+        raise ValidationError({"ttl": [str(exc)]}) from None
     if seconds <= 0:
         raise ValidationError({"ttl": ["must be positive"]})
     return seconds

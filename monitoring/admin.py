@@ -29,13 +29,21 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from config import charts
+from config.admin_forms import NumbersByNameField, add_service_errors
 from monitoring.api import csv_rows
 from monitoring.models import Alert, BusinessEvent, DriftReport, Feedback, Monitor, ReferenceDataset
 from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from monitoring.selectors import business_impact
 from monitoring.services import alerts, references
-from monitoring.services.monitors import monitor_run
+from monitoring.services.monitors import (
+    MONITOR_FIELDS,
+    monitor_create,
+    monitor_prepared,
+    monitor_run,
+    monitor_update,
+)
 from registry.models import ModelVersion, RegisteredModel, Task
+from serving.admin import KeyedSearchMixin
 
 HISTORY = 60
 IMPACT_DAYS = 30
@@ -97,15 +105,80 @@ def _inline_assets() -> dict[str, object]:
     return {"scripts": scripts, "css": mark_safe(_static_text("console/console.css").replace("</", "<\\/"))}  # noqa: S308
 
 
+def version_choices(model: RegisteredModel | None) -> list:
+    """ "Follow production" and the versions of `model` (of every model, grouped, when none is chosen yet)."""
+    versions = ModelVersion.objects.select_related("model").order_by("model__name", "-version")
+    if model is not None:
+        versions = versions.filter(model=model)
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for version in versions:
+        groups.setdefault(version.model.name, []).append((version.version, f"v{version.version} ({version.status})"))
+    return [("", "follow the production alias at each run"), *groups.items()]
+
+
+class MonitorForm(forms.ModelForm):
+    """Checked by monitoring.services.monitors.monitor_prepared, as the API's monitors are."""
+
+    version = forms.TypedChoiceField(
+        coerce=int, empty_value=None, required=False, help_text="pin a version, or follow production"
+    )
+    quality_thresholds = NumbersByNameField(
+        sorted(set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS)),
+        help_text="alert when a metric from ground truth crosses this (a minimum for accuracy, f1, precision, recall, "
+        "roc_auc, r2; a maximum for mae, rmse); empty: no alert on that metric",
+    )
+
+    class Meta:
+        model = Monitor
+        fields = ["model", "name", *MONITOR_FIELDS]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        model = self.instance.model if self.instance.pk else None
+        self.fields["version"].choices = version_choices(model)
+        if model is not None:
+            names = REGRESSION_METRICS if model.task == Task.REGRESSION else CLASSIFICATION_METRICS
+            self.fields["quality_thresholds"] = NumbersByNameField(
+                list(names), help_text=self.fields["quality_thresholds"].help_text
+            )
+
+    def _post_clean(self) -> None:
+        """After the model's own checks, the service's (in its words): ranges, metric names, the pinned version."""
+        super()._post_clean()
+        data = self.cleaned_data
+        model = data.get("model") or (self.instance.model if self.instance.pk else None)
+        if self.errors or model is None:
+            return
+        fields = {name: data[name] for name in MONITOR_FIELDS if name in data}
+        try:
+            monitor_prepared(
+                model=model, name=self.instance.name if self.instance.pk else data["name"], fields=fields,
+                monitor=Monitor.objects.get(pk=self.instance.pk) if self.instance.pk else None,
+            )  # fmt: skip
+        except ValidationError as exc:
+            add_service_errors(self, exc)
+
+
 @admin.register(Monitor)
 class MonitorAdmin(admin.ModelAdmin):
+    form = MonitorForm
     list_display = ["name", "model", "version", "enabled", "every_minutes", "last_run_at", "dashboard"]
     list_filter = ["enabled", "correction"]
     list_select_related = ["model"]
-    raw_id_fields = ["model"]
     search_fields = ["name", "model__name"]
     actions = ["run_now"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return ["model", "name", "last_run_at"] if obj else []
+
+    def save_model(self, request: HttpRequest, obj: Monitor, form, change: bool) -> None:
+        fields = {name: form.cleaned_data[name] for name in MONITOR_FIELDS if name in form.cleaned_data}
+        if change:
+            monitor_update(monitor=obj, **fields)
+            return
+        created = monitor_create(model=form.cleaned_data["model"], name=form.cleaned_data["name"], **fields)
+        obj.pk = created.pk
 
     def get_urls(self):
         extra = [
@@ -332,6 +405,14 @@ class CSVUploadMixin:
         name = f"{opts.app_label}_{opts.model_name}_upload"
         return [path("upload/", upload, name=name), *super().get_urls()]
 
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None) -> HttpResponse:
+        """Rows are added by upload (or the API), through the checks: there is no unchecked one-row form."""
+        opts = self.model._meta
+        return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_upload"))
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # what was stored is what was checked: rows are read-only here
+
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request):
             return HttpResponseRedirect(reverse("admin:index"))
@@ -423,7 +504,7 @@ class CSVUploadMixin:
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(CSVUploadMixin, admin.ModelAdmin):
+class FeedbackAdmin(KeyedSearchMixin, CSVUploadMixin, admin.ModelAdmin):
     upload_kind = "feedback"
     list_display = ["request_id", "model_name", "version", "routing_key", "actual", "observed_at", "joined_at"]
     list_filter = ["model_name", ("joined_at", admin.EmptyFieldListFilter)]
@@ -431,7 +512,7 @@ class FeedbackAdmin(CSVUploadMixin, admin.ModelAdmin):
 
 
 @admin.register(BusinessEvent)
-class BusinessEventAdmin(CSVUploadMixin, admin.ModelAdmin):
+class BusinessEventAdmin(KeyedSearchMixin, CSVUploadMixin, admin.ModelAdmin):
     upload_kind = "events"
     list_display = ["occurred_at", "name", "key", "value", "event_id"]
     list_filter = ["name"]

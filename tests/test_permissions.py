@@ -157,6 +157,8 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "api-key-list": {"GET": ADMIN, "POST": ADMIN},
     "api-key-detail": {"GET": ADMIN},
     "api-key-revoke": {"POST": ADMIN},
+    "subject-erase": {"POST": ADMIN},
+    "subject-export": {"POST": ADMIN},
 }
 # Routes outside the API's permission map: public, the prediction endpoints (an API key with predict:<model>, or any
 # active user's token), any logged-in caller (the schema and its docs page), or a scraper (the scrape token or an
@@ -290,7 +292,8 @@ def requests_of(name: str, world) -> list[tuple[str, str, str | None]]:
 
 
 BODIES = {"alias-list": {"alias": "production", "version": 2}, "alias-detail": {"version": 2},
-          "api-key-list": {"name": "new", "scopes": ["predict:*"]}}  # fmt: skip
+          "api-key-list": {"name": "new", "scopes": ["predict:*"]},
+          "subject-erase": {"key": "nobody", "dry_run": True}, "subject-export": {"key": "nobody"}}  # fmt: skip
 
 
 @pytest.mark.parametrize("role", list(ROLES))
@@ -417,8 +420,7 @@ def admin_actions(two_models):
     def started(client):
         return client.post(
             reverse("admin:rollouts_rollout_start"),
-            {"model": b.pk, "version": 2, "mode": "canary", "stages": "10,100", "stage_seconds": 60,
-             "shadow_percent": 0},
+            {"candidate": v2.pk, "mode": "canary", "stages": "10,100", "stage_seconds": 60, "shadow_percent": 0},
         )  # fmt: skip
 
     from experiments.models import Experiment

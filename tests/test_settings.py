@@ -104,7 +104,7 @@ def test_deploy_check_is_clean_once_hsts_is_on(tmp_path):
             {"DEBUG": "0", "SECRET_KEY": "a-real-key-Zq8#pL2@vN5!xR7$wT4%", "MODELWORKS_METRICS_TOKEN": "change-me"},
             "MODELWORKS_METRICS_TOKEN is a placeholder",
         ),
-        ({"DEBUG": "1", "MODELWORKS_TOKEN_TTL": "a month"}, "MODELWORKS_TOKEN_TTL='a month' is not a duration"),
+        ({"DEBUG": "1", "MODELWORKS_TOKEN_TTL": "a month"}, "MODELWORKS_TOKEN_TTL: 'a month' is not a duration"),
         ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
         ({"DEBUG": "1", "ARTIFACT_STORAGE": "ftp"}, "ARTIFACT_STORAGE='ftp': use local, s3 or azure"),
         (

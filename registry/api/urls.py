@@ -1,6 +1,6 @@
 from django.urls import path
 
-from registry.api import artifacts, views
+from registry.api import artifacts, subjects, views
 
 urlpatterns = [
     path("models/", views.ModelListCreate.as_view(), name="model-list"),
@@ -16,4 +16,7 @@ urlpatterns = [
     path("models/<slug:name>/aliases/", views.AliasListCreate.as_view(), name="alias-list"),
     path("models/<slug:name>/aliases/<str:alias>/", views.AliasDetail.as_view(), name="alias-detail"),
     path("models/<slug:name>/events/", views.EventList.as_view(), name="event-list"),
+    # subject rights (GDPR): erase or export everything held for a routing key / entity id
+    path("subjects/erase/", subjects.SubjectErase.as_view(), name="subject-erase"),
+    path("subjects/export/", subjects.SubjectExport.as_view(), name="subject-export"),
 ]

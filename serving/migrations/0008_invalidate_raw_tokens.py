@@ -19,6 +19,6 @@ def drop_raw_tokens(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("serving", "0006_rollouts_move_to_their_app"), ("knox", "0009_extend_authtoken_field")]
+    dependencies = [("serving", "0007_prediction_log_key_index"), ("knox", "0009_extend_authtoken_field")]
 
     operations = [migrations.RunPython(drop_raw_tokens, migrations.RunPython.noop, elidable=False)]
