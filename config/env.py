@@ -7,6 +7,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from config.durations import parse_duration
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -35,6 +37,18 @@ def env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+
+
+def env_duration(name: str, default: str) -> int:
+    """A positive duration in seconds from NAME ("30d", "15m", "3600")."""
+    raw = os.environ.get(name) or default
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    if seconds <= 0:
+        raise ImproperlyConfigured(f"{name}={raw!r}: must be positive")
+    return seconds
 
 
 def env_list(name: str, default: list[str] | None = None) -> list[str]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_secret, env_str, load_env_file
+from config.env import env_bool, env_duration, env_int, env_list, env_secret, env_str, load_env_file
 from config.schedules import every
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -29,9 +30,26 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 DEBUG = env_bool("DEBUG", False)
 
 
+# Values shipped in templates (.env.example, the Kubernetes Secret) and other well-known ones: a deployment that kept
+# one would sign sessions and password resets with a key anyone can read.
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "django-insecure-", "secret", "your-secret", "replace-me", "xxx")
+
+
+def placeholder_problem(name: str, value: str) -> str | None:
+    lowered = value.strip().lower()
+    if any(lowered.startswith(p) for p in PLACEHOLDER_SECRETS) or len(set(lowered)) < 5:
+        return (
+            f"{name} is a placeholder ({value[:12]!r}...): set a long random value, e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+    return None
+
+
 def _secret_key() -> str:
     key = env_secret("SECRET_KEY")
     if key:
+        if not DEBUG and (problem := placeholder_problem("SECRET_KEY", key)):
+            raise ImproperlyConfigured(problem)
         return key
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (or point SECRET_KEY_FILE at it)")
@@ -55,7 +73,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # users' API tokens: stored hashed, expiring (serving/tokens.py)
+    "axes",  # failed logins: lockout of the admin login and the token endpoint (config/lockout.py)
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_prometheus",
@@ -70,6 +89,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.security_headers.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.request_id.RequestIdMiddleware",  # before anything that may record an audit entry
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -80,6 +100,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "axes.middleware.AxesMiddleware",  # turns a lockout into config/lockout.py's answer
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -423,6 +444,44 @@ STATICFILES_DIRS = [BASE_DIR / "static"]  # the console's scripts and its vendor
 # The console's live regions (the home's table and activity, a rollout's figures) refresh in place this often.
 MODELWORKS_CONSOLE_REFRESH_S = env_int("MODELWORKS_CONSOLE_REFRESH_S", 15)
 LOGIN_URL = "admin:login"
+# --- Abuse protections (README "Abuse protections") ---
+# Failed logins (the admin login, POST /api/v1/auth/token/) are counted per username and client address; past the
+# limit that pair is refused for the cool-off, a correct password included, and every attempt during it starts the
+# cool-off again. Only logins made from a request are counted (config/lockout.py).
+AUTHENTICATION_BACKENDS = ["config.lockout.WebLoginLockout", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("MODELWORKS_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_duration("MODELWORKS_LOGIN_LOCKOUT", "15m"))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+# Behind one trusted proxy (nginx: USE_X_FORWARDED_PROTO says there is one), the client's address is the last one in
+# X-Forwarded-For, which that proxy appended; without this every client would share the proxy's address.
+MODELWORKS_TRUST_X_FORWARDED_FOR = env_bool(
+    "MODELWORKS_TRUST_X_FORWARDED_FOR", env_bool("USE_X_FORWARDED_PROTO", False)
+)
+AXES_CLIENT_IP_CALLABLE = "config.lockout.client_address"
+# Users' API tokens (POST /api/v1/auth/token/) are kept as a SHA-512 digest and expire after this.
+MODELWORKS_TOKEN_TTL_S = env_duration("MODELWORKS_TOKEN_TTL", "30d")
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(seconds=MODELWORKS_TOKEN_TTL_S),
+    "TOKEN_PREFIX": "mwt_",
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
+# Per caller (a user, or an API key) on the management API, a sliding minute; the prediction endpoints are outside
+# DRF and keep only their API keys' own limits. Over it: 429 with Retry-After.
+MODELWORKS_API_RATE = env_str("MODELWORKS_API_RATE", "1200/min")
+# Token requests per client address: each costs a password hash (~0.2 s of CPU) whatever the username.
+MODELWORKS_TOKEN_RATE = env_str("MODELWORKS_TOKEN_RATE", "30/min")
+# Prometheus endpoints (/metrics, /metrics/monitoring) answer a scraper that sends this bearer token, or one whose
+# address is in these networks; everyone else gets 401 (config/scrape.py).
+MODELWORKS_METRICS_TOKEN = env_secret("MODELWORKS_METRICS_TOKEN")
+MODELWORKS_METRICS_ALLOWED_NETWORKS = env_list("MODELWORKS_METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+if MODELWORKS_METRICS_TOKEN and not DEBUG and (_problem := placeholder_problem("MODELWORKS_METRICS_TOKEN",
+                                                                               MODELWORKS_METRICS_TOKEN)):  # fmt: skip
+    raise ImproperlyConfigured(_problem)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -451,7 +510,7 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "serving.auth.ApiKeyAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "serving.tokens.UserTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Every route's permission, from one map (config/access.py), decided by registry/permissions.py.
@@ -462,6 +521,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
+    "DEFAULT_THROTTLE_CLASSES": ["config.throttles.ManagementRateThrottle"],
+    "NUM_PROXIES": 1 if MODELWORKS_TRUST_X_FORWARDED_FOR else None,  # the throttles' client address, as above
     "DEFAULT_PAGINATION_CLASS": "config.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api.exception_handler",

@@ -28,6 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from serving import routing, services
 from serving.key_cache import token_cache
 from serving.keys import CredentialUnavailable, api_key_lookup, raw_api_key, throttle_retry_after, token_valid
+from serving.tokens import refused_detail
 from serving.validation import MAX_KEY_LENGTH, InputError, string_problem
 
 MAX_VERSION = 2**31 - 1  # the registry's version column is a Postgres integer
@@ -71,7 +72,7 @@ def to_response(reply: Reply) -> HttpResponse:
 
 
 def presents_credential(authorization: str, api_key_header: str | None) -> bool:
-    """The request carries an API key or a DRF token (rather than, say, the admin session's cookie)."""
+    """The request carries an API key or a user's token (rather than, say, the admin session's cookie)."""
     scheme = authorization[:8].lower()
     return scheme == "api-key " or scheme[:6] == "token " or bool(api_key_header)
 
@@ -108,7 +109,7 @@ def _checked(authorization: str, api_key_header: str | None, scope: str) -> Repl
         token = authorization[6:].strip()
         if token_valid(token):
             return f"user:{token_cache().user_of(token) or ''}"
-        return error(401, "invalid token", WWW_Authenticate="Api-Key")
+        return error(401, refused_detail(token), WWW_Authenticate="Api-Key")
     return error(401, "authentication required: send 'Authorization: Api-Key <key>'", WWW_Authenticate="Api-Key")
 
 

@@ -16,7 +16,6 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from config.storable import unstorable
 from registry import audit
@@ -25,6 +24,7 @@ from serving import metrics
 from serving.key_cache import key_cache
 from serving.models import ApiKey
 from serving.routing import PROCESSOR_THREAD
+from serving.tokens import active_token_user
 
 KEY_PREFIX = "mwk_"
 NAME_LENGTH = ApiKey._meta.get_field("name").max_length
@@ -42,7 +42,7 @@ class CredentialUnavailable(DatabaseError):
         self.retry_after = retry_after
 
 
-TOKEN = re.compile(r"[0-9a-zA-Z]{1,40}")  # DRF's tokens are 40 hex digits; anything else cannot be one
+TOKEN = re.compile(r"mwt_[0-9a-f]{64}")  # serving/tokens.py's (knox's, prefixed); anything else cannot be one
 
 
 def hash_key(raw: str) -> str:
@@ -179,11 +179,11 @@ def _off_processor(key: tuple, read):
 
 
 def token_valid(raw: str) -> bool:
-    """The DRF token exists and its user is active. Trusted for key_cache.TOKEN_SECONDS after the read that verified
-    it, so the hot path does not query the database per request and a deleted token or a deactivated user stops
-    working within that time. On the request processor's thread the read is bounded (COLD_WAIT_SECONDS) and a token
-    in use is re-read in the background once half its time is gone. CredentialUnavailable when the database cannot
-    tell now."""
+    """The user's token exists, has not expired and its user is active. Trusted for key_cache.TOKEN_SECONDS after
+    the read that verified it, so the hot path does not query the database per request and a deleted or expired token
+    or a deactivated user stops working within that time. On the request processor's thread the read is bounded
+    (COLD_WAIT_SECONDS) and a token in use is re-read in the background once half its time is gone.
+    CredentialUnavailable when the database cannot tell now."""
     if not TOKEN.fullmatch(raw):
         return False
     memory = remembered.token_cache()
@@ -202,7 +202,7 @@ def token_valid(raw: str) -> bool:
 
 def _read_token(raw: str) -> bool:
     started = time.monotonic()  # trusted from before the read: a deletion during it is not missed
-    user_id = Token.objects.filter(key=raw, user__is_active=True).values_list("user_id", flat=True).first()
+    user_id = active_token_user(raw)
     valid = user_id is not None
     memory = remembered.token_cache()
     if valid:

@@ -25,6 +25,19 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
         }
 
 
+class UserTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "serving.tokens.UserTokenAuthentication"
+    name = "TokenAuth"
+
+    def get_security_definition(self, auto_schema) -> dict[str, Any]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Token <token>`, from POST /api/v1/auth/token/; expires after MODELWORKS_TOKEN_TTL",
+        }
+
+
 _ERROR = {
     "type": "object",
     "properties": {

@@ -13,7 +13,6 @@ import skops.io as sio
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from sklearn import datasets
 from sklearn.ensemble import RandomForestClassifier
@@ -24,6 +23,7 @@ from sklearn.preprocessing import StandardScaler
 
 from registry import services
 from registry.permissions import DATA_SCIENTIST, DEPLOYER, ensure_roles
+from serving.tokens import user_token_create
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -137,7 +137,7 @@ def staff(django_user_model):
 def api(user) -> APIClient:
     """An API client authenticating with a real token, as an ML engineer's script would."""
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user_token_create(user=user)[1]}")
     return client
 
 

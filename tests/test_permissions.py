@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from registry import permissions
@@ -14,13 +13,14 @@ from registry import services as registry
 from registry.models import ModelAlias
 from rollouts import services as rollouts
 from serving.keys import api_key_create
+from serving.tokens import user_token_create
 
 pytestmark = pytest.mark.django_db
 
 
 def token_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user_token_create(user=user)[1]}")
     return client
 
 
@@ -162,11 +162,12 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "audit-list": {"GET": ADMIN},
 }
 # Routes outside the API's permission map: public, the prediction endpoints (an API key with predict:<model>, or any
-# active user's token), or any logged-in caller (the schema and its docs page).
-PUBLIC, PREDICT, LOGGED_IN = "public", "predict", "logged in"
+# active user's token), any logged-in caller (the schema and its docs page), or a scraper (the scrape token or an
+# allowed network, whoever the caller is otherwise: config/scrape.py).
+PUBLIC, PREDICT, LOGGED_IN, SCRAPER = "public", "predict", "logged in", "scraper"
 EXPECTED_OTHER: dict[str, str] = {
     "healthz": PUBLIC, "readyz": PUBLIC, "v2-server": PUBLIC, "v2-live": PUBLIC, "v2-ready": PUBLIC,
-    "api-token": PUBLIC, "prometheus-django-metrics": PUBLIC, "monitoring-metrics": PUBLIC,
+    "api-token": PUBLIC, "prometheus-django-metrics": SCRAPER, "monitoring-metrics": SCRAPER,
     "predict": PREDICT, "invocations": PREDICT, "v2-infer": PREDICT, "v2-model": PREDICT, "v2-model-ready": PREDICT,
     "v2-model-version": PREDICT, "v2-model-version-ready": PREDICT,
     "schema": LOGGED_IN, "api-docs": LOGGED_IN,
@@ -329,8 +330,9 @@ def test_every_other_route_against_every_role(role, django_user_model, two_model
     for name, kind in EXPECTED_OTHER.items():
         path = paths.get(name) or reverse(name)
         method = "post" if name in ("predict", "v2-infer", "invocations", "api-token") else "get"
-        answer = getattr(client, method)(path, {}, format="json")
-        allowed = kind == PUBLIC or role != "anonymous"
+        # From outside the allowed networks (the test client's default address is loopback, which is allowed)
+        answer = getattr(client, method)(path, {}, format="json", REMOTE_ADDR="198.51.100.7")
+        allowed = kind == PUBLIC or role != "anonymous" and kind != SCRAPER
         if name == "api-docs":  # a page for a browser session: a token or key is sent to the login page
             ok = answer.status_code == 302
         elif allowed:

@@ -96,6 +96,15 @@ def test_deploy_check_is_clean_once_hsts_is_on(tmp_path):
     ("env", "message"),
     [
         ({"DEBUG": "0"}, "SECRET_KEY must be set when DEBUG is off"),
+        ({"DEBUG": "0", "SECRET_KEY": "change-me"}, "SECRET_KEY is a placeholder ('change-me'...): set a long random"),
+        ({"DEBUG": "0", "SECRET_KEY": "change-me-to-a-long-random-string"}, "SECRET_KEY is a placeholder"),
+        ({"DEBUG": "0", "SECRET_KEY": "django-insecure-abc123xyz"}, "SECRET_KEY is a placeholder"),
+        ({"DEBUG": "0", "SECRET_KEY": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}, "SECRET_KEY is a placeholder"),
+        (
+            {"DEBUG": "0", "SECRET_KEY": "a-real-key-Zq8#pL2@vN5!xR7$wT4%", "MODELWORKS_METRICS_TOKEN": "change-me"},
+            "MODELWORKS_METRICS_TOKEN is a placeholder",
+        ),
+        ({"DEBUG": "1", "MODELWORKS_TOKEN_TTL": "a month"}, "MODELWORKS_TOKEN_TTL: 'a month' is not a duration"),
         ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
         ({"DEBUG": "1", "ARTIFACT_STORAGE": "ftp"}, "ARTIFACT_STORAGE='ftp': use local, s3 or azure"),
         (
@@ -108,6 +117,15 @@ def test_bad_configuration_fails_with_one_clear_reason(tmp_path, env, message):
     result = run(["manage.py", "check"], bare_env(tmp_path, **env))
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_the_token_ttl_and_the_lockout_read_durations(tmp_path):
+    probe = ("import django; django.setup(); from django.conf import settings as s; "
+             "print(s.REST_KNOX['TOKEN_TTL'].total_seconds(), s.AXES_COOLOFF_TIME.total_seconds())")  # fmt: skip
+    env = bare_env(tmp_path, DEBUG="1", DJANGO_SETTINGS_MODULE="config.settings", MODELWORKS_TOKEN_TTL="12h",
+                   MODELWORKS_LOGIN_LOCKOUT="90m")  # fmt: skip
+    result = run(["-c", probe], env)
+    assert result.stdout.split() == ["43200.0", "5400.0"], result.stderr
 
 
 def test_secret_key_can_come_from_a_file(tmp_path):

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 USER_AGENT = "modelworks-client/0.1"
 API = "/api/v1"
-API_KEY_PREFIX = "mwk_"  # serving/keys.py: API keys start with it; anything else is a DRF token
+API_KEY_PREFIX = "mwk_"  # serving/keys.py: API keys start with it; anything else is a user's token (mwt_...)
 PREDICT_BATCH = 1000  # the server's default MODELWORKS_MAX_BATCH
 PAGE = 200
 ROLLOUT_DONE = ("promoted", "rolled_back", "aborted")

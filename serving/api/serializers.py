@@ -39,3 +39,13 @@ class ApiKeyCreateSerializer(serializers.Serializer):
         min_value=0, max_value=2**31 - 1, required=False, default=0, help_text="0: no limit"
     )
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False)
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="send as `Authorization: Token <token>`; shown once")
+    expiry = serializers.DateTimeField(help_text="after this the token is refused (MODELWORKS_TOKEN_TTL)")

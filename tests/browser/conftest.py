@@ -24,6 +24,18 @@ ADMIN_USER, ADMIN_PASSWORD = "console-admin", "a-long-console-password"
 VIEWER_USER = "console-viewer"  # staff in the viewer role (same password)
 
 
+def wait_until(page, expression: str, timeout_ms: int = 15_000) -> None:
+    """Poll a JavaScript expression from here until it is true. Playwright's own wait_for_function evaluates it with
+    eval inside the page, which the console's Content-Security-Policy (no 'unsafe-eval') refuses; page.evaluate
+    goes through the browser's debugging protocol, which the policy does not cover, so the page keeps its CSP."""
+    import time
+
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout_ms} ms: {expression}"
+        page.wait_for_timeout(100)
+
+
 @dataclass(frozen=True)
 class Console:
     url: str

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from registry.models import RegisteredModel
+from tests.browser.conftest import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -106,10 +107,11 @@ def test_the_home_refreshes_in_place_when_traffic_arrives(page, console, browser
     flusher = threading.Thread(target=lambda: (flush(), connection.close()))
     flusher.start()
     flusher.join()
-    page.wait_for_function(
+    wait_until(
+        page,
         f"document.querySelector(\"tr[data-model='breast-cancer-forest'] td.mw-traffic\").innerText.trim()"
         f".endsWith('{before + 1} request{'' if before == 0 else 's'}')",
-        timeout=15_000,
+        timeout_ms=15_000,
     )
     assert page.evaluate("window.mwNotReloaded") is True  # refreshed in place, not reloaded
     assert page.locator("#live-region").get_attribute("data-refreshed-at")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from rest_framework.authtoken.models import Token
 from sklearn import datasets
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -19,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from serving import model_cache as model_cache_module
 from serving import prediction_log as prediction_log_module
 from serving import routing
+from serving.tokens import user_token_create
 
 CLIENT_PACKAGE = Path(__file__).resolve().parents[2] / "modelworks_client"
 if str(CLIENT_PACKAGE) not in sys.path:  # the client is its own package; the suite uses this repo's copy of it
@@ -69,7 +69,7 @@ def fit_pipeline(data: Data, C: float = 1.0):
 
 @pytest.fixture
 def token(user) -> str:
-    return Token.objects.create(user=user).key
+    return user_token_create(user=user)[1]
 
 
 @pytest.fixture

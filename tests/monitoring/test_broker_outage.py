@@ -13,12 +13,12 @@ import time
 
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
 
 from config.api import exception_handler
 from config.queueing import TaskNotQueued
 from monitoring.models import Alert, Feedback
 from monitoring.services.monitors import monitor_create
+from serving.tokens import user_token_create
 from tests.monitoring.conftest import flush, predict_each, rows, shifted
 from tests.platform.envnames import ROOT
 from tests.platform.instances import own_redis, running_web
@@ -44,7 +44,7 @@ def test_a_hung_broker_answers_503_with_retry_after_and_keeps_the_alert(
     monitor = monitor_create(model=cancer_v1.model, name="hourly", window_hours=1, webhook_url=receiver.url)
     predict_each("cancer", rows(shifted(logreg.X_test)))
     flush()
-    headers = {"Authorization": f"Token {Token.objects.create(user=user).key}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Token {user_token_create(user=user)[1]}", "Content-Type": "application/json"}
     run = f"/api/v1/monitors/{monitor.pk}/run"
     web = {"var": tmp_path / "web", "artifact_root": artifact_root, "database_url": _database_url()}
     with own_redis() as broker, running_web(**web, redis_url=broker.url) as port:

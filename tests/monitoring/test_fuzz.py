@@ -7,8 +7,9 @@ import schemathesis
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
+
+from serving.tokens import user_token_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,7 +23,7 @@ def openapi() -> schemathesis.schemas.BaseSchema:
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_generated_bodies_never_produce_a_server_error(openapi, live_server, user, cancer_v1, path, data):
-    auth = {"Authorization": f"Token {Token.objects.get_or_create(user=user)[0].key}"}
+    auth = {"Authorization": f"Token {user_token_create(user=user)[1]}"}
     case = data.draw(openapi[path]["POST"].as_strategy())
     response = case.call_and_validate(base_url=live_server.url, headers=auth, checks=[not_a_server_error])
     assert response.status_code in (201, 202, 400, 404), response.text

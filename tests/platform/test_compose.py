@@ -20,6 +20,7 @@ COMPOSE_ONLY = {
     "POSTGRES_DB",
     "GRAFANA_ADMIN_PASSWORD",
     "HTTP_PORT",
+    "HTTPS_PORT",
     "MODELWORKS_TAG",
 }
 
@@ -104,6 +105,23 @@ def test_nginx_and_prometheus_point_at_the_web_service():
     prometheus = yaml.safe_load((ROOT / "platform" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
     targets = [t for job in prometheus["scrape_configs"] for c in job.get("static_configs", []) for t in c["targets"]]
     assert f"web:{port}" in targets
+
+
+def test_prometheus_sends_the_scrape_token_the_app_is_given():
+    prometheus = yaml.safe_load((ROOT / "platform" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    secret = COMPOSE["secrets"]["metrics_token"]
+    assert secret == {"environment": "MODELWORKS_METRICS_TOKEN"}
+    assert "metrics_token" in SERVICES["prometheus"]["secrets"]
+    for name in ("modelworks-web", "modelworks-monitoring"):
+        assert jobs[name]["authorization"] == {"credentials_file": "/run/secrets/metrics_token"}
+    for name in APP_SERVICES:
+        assert SERVICES[name]["environment"]["MODELWORKS_METRICS_TOKEN"].startswith("${MODELWORKS_METRICS_TOKEN:?")
+
+
+def test_nginx_gets_its_certificate_and_the_tls_port():
+    assert "./platform/nginx/tls:/etc/nginx/tls:ro" in SERVICES["nginx"]["volumes"]
+    assert "${HTTPS_PORT:-8443}:443" in SERVICES["nginx"]["ports"]
 
 
 def test_dockerfile_is_non_root_slim_and_starts_gunicorn():

@@ -10,9 +10,9 @@ import time
 from collections import Counter
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from serving import key_cache
+from serving.tokens import user_token_create
 from tests.platform.instances import SteadyLoad, own_postgres, own_redis, running_web
 from tests.platform.processes import request, wait_for
 from tests.platform.test_faults import PREDICT, RATE, SLOWEST_ANSWER_SECONDS, _assert_kept_answering, _headers, _warm
@@ -24,7 +24,7 @@ HANG_SECONDS = 9  # longer than a token is trusted without the database
 def test_token_callers_do_not_stall_predictions_while_postgres_hangs(production_and_key, user, artifact_root, tmp_path):
     assert HANG_SECONDS > key_cache.TOKEN_SECONDS + 2
     key, row = production_and_key
-    token = Token.objects.create(user=user).key
+    token = user_token_create(user=user)[1]
     token_headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
     body = json.dumps({"instances": [row]}).encode()
     with own_postgres() as pg, own_redis() as redis_server:

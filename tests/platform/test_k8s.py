@@ -147,6 +147,29 @@ def test_config_and_secret_keys_are_settings_the_platform_reads(rendered):
     assert config["MODELWORKS_MAX_BODY_MB"] == "10"
 
 
+def test_the_secret_template_does_not_start_as_shipped(rendered, tmp_path):
+    """Its SECRET_KEY and scrape token are placeholders the platform refuses with DEBUG off, in one line."""
+    import os
+    import sys
+
+    _, docs = rendered
+    secret = docs[("Secret", "modelworks-secrets")]["stringData"]
+    config = docs[("ConfigMap", "modelworks-config")]["data"]
+    assert "MODELWORKS_METRICS_TOKEN" in secret
+    platform = ("DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL")
+    env = {k: v for k, v in os.environ.items() if k not in platform}
+    env.update(DEBUG=config["DEBUG"], SECRET_KEY=secret["SECRET_KEY"], MODELWORKS_VAR_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert "SECRET_KEY is a placeholder" in result.stderr.strip().splitlines()[-1]
+    env["SECRET_KEY"] = "a-real-key-Zq8#pL2@vN5!xR7$wT4%yU6^aS3&dF9*gH1(jK0)"
+    env["MODELWORKS_METRICS_TOKEN"] = secret["MODELWORKS_METRICS_TOKEN"]
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert "MODELWORKS_METRICS_TOKEN is a placeholder" in result.stderr.strip().splitlines()[-1]
+
+
 def test_prometheus_adapter_rule_turns_the_counter_into_the_hpa_metric():
     (configmap,) = render(K8S / "prometheus-adapter")
     _validate(configmap)

@@ -35,14 +35,22 @@ if PROMTOOL is None:  # never skip: a missing tool must fail the run, not hide t
     pytest.fail("promtool is missing: run bin/ensure_tools.sh (make test does)", pytrace=False)
 
 
-def _promtool(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([PROMTOOL, *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=60, check=False)
+def _promtool(*args: str, cwd=PROMETHEUS) -> subprocess.CompletedProcess:
+    result = subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
-def test_promtool_checks_the_config_and_its_rule_files():
-    assert "SUCCESS" in _promtool("check", "config", "prometheus.yml").stdout
+def test_promtool_checks_the_config_and_its_rule_files(tmp_path):
+    # promtool wants the scrape token's file to exist: the shipped config, with only that path moved to a test file
+    # (compose mounts the real one at /run/secrets/metrics_token).
+    shipped = (PROMETHEUS / "prometheus.yml").read_text()
+    assert shipped.count("credentials_file: /run/secrets/metrics_token") == 2
+    token_file = tmp_path / "metrics_token"
+    token_file.write_text("a-test-token\n")
+    (tmp_path / "prometheus.yml").write_text(shipped.replace("/run/secrets/metrics_token", str(token_file)))
+    shutil.copy(PROMETHEUS / "alerts.yml", tmp_path / "alerts.yml")
+    assert "SUCCESS" in _promtool("check", "config", "prometheus.yml", cwd=tmp_path).stdout
 
 
 def test_promtool_checks_the_rules():

@@ -54,7 +54,10 @@ def test_prometheus_scrapes_the_app_and_the_adapter_query_tracks_the_request_rat
     headers = {"Authorization": f"Api-Key {key}", "Content-Type": "application/json"}
     try:
         # Two gunicorn workers: the scrape sees their counters merged (multiprocess mode).
-        processes.append((start_gunicorn(web, tmp_path / "web", artifact_root, logs, workers=2), True))
+        # The app answers /metrics to the scrape token alone (no allowed networks): the shipped config must send it.
+        token = "scrape-" + "Qw3rT" * 8
+        scrape_env = {"MODELWORKS_METRICS_TOKEN": token, "MODELWORKS_METRICS_ALLOWED_NETWORKS": ""}
+        processes.append((start_gunicorn(web, tmp_path / "web", artifact_root, logs, workers=2, env=scrape_env), True))
         wait_for(lambda: request(web, "GET", "/healthz")[0] == 200, 60, "gunicorn")
         # One prediction before the first scrape, so the series exists from Prometheus's first sample on.
         assert request(web, "POST", "/api/v1/models/cancer/predict", body, headers)[0] == 200
@@ -65,6 +68,10 @@ def test_prometheus_scrapes_the_app_and_the_adapter_query_tracks_the_request_rat
         config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
         config["rule_files"] = [str(ROOT / "platform" / "prometheus" / "alerts.yml")]
         (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "modelworks-web"]
+        assert job["authorization"] == {"credentials_file": "/run/secrets/metrics_token"}  # compose's secret
+        assert request(web, "GET", "/metrics")[0] == 401
+        (tmp_path / "metrics_token").write_text(token + "\n")
+        job["authorization"]["credentials_file"] = str(tmp_path / "metrics_token")
         job["static_configs"] = [{"targets": [f"127.0.0.1:{web}"], "labels": {"namespace": "test", "pod": "web-0"}}]
         config["scrape_configs"] = [job]
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))

@@ -11,10 +11,10 @@ import time
 from collections import Counter
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from config.web_worker import excess
 from registry.models import RegisteredModel
+from serving.tokens import user_token_create
 from tests.platform.processes import free_port, request, start_gunicorn, stop, wait_for
 
 
@@ -199,7 +199,7 @@ def test_a_slow_body_is_answered_408_and_lets_go_of_the_thread_reading_it(limite
     assert _metric(port, "modelworks_http_client_refusals_total", reason="body_timeout") == 5
 
     # What Django read of a body that timed out is not taken for the whole body: nothing is written from it.
-    token = Token.objects.create(user=staff).key
+    token = user_token_create(user=staff)[1]
     with _connect(port) as cut:
         api = head.format(path="/api/v1/models/", type="application/x-www-form-urlencoded",
                           auth=f"Authorization: Token {token}\r\n")  # fmt: skip

@@ -18,7 +18,6 @@ from django.test import Client
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from registry import audit, permissions
@@ -26,6 +25,7 @@ from registry.models import AppendOnlyError, AuditEntry, ModelGrant
 from serving.keys import api_key_create
 from serving.models import ApiKey, ServingPolicy
 from serving.services import REQUEST_ID
+from serving.tokens import user_token_create
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "correct horse battery staple"
@@ -39,7 +39,7 @@ def root(django_user_model):
 @pytest.fixture
 def admin_api(root) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=root).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user_token_create(user=root)[1]}")
     return client
 
 
@@ -169,7 +169,7 @@ def test_an_api_key_created_changed_and_revoked_in_the_console(console, root):
 
 def test_the_python_client_is_told_apart_from_raw_api_use(root):
     client = APIClient(HTTP_X_MODELWORKS_CLIENT="modelworks-client/0.1")
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=root).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user_token_create(user=root)[1]}")
     client.post("/api/v1/api-keys/", {"name": "from-client", "scopes": ["predict:*"]}, format="json")
     assert only("api_key.created").source == "client"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from serving.models import ApiKey
+from serving.tokens import user_token_create
 from tests.serving.conftest import make_key, rows_of
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +17,7 @@ KEYS = "/api/v1/api-keys/"
 
 def token_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user_token_create(user=user)[1]}")
     return client
 
 

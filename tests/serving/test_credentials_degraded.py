@@ -12,12 +12,13 @@ import time
 
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from serving import key_cache
 from serving.hotpath import check_credential
 from serving.key_cache import key_cache as process_key_cache
 from serving.keys import api_key_lookup
+from serving.tokens import token_digest, user_token_create
 from tests.serving.conftest import make_key, post, rows_of
 from tests.serving.test_degraded import on_processor_thread, sample
 from tests.serving.test_front import call, processor_lets_go_of_the_database  # noqa: F401 - the fixture
@@ -60,7 +61,7 @@ def hung_database():
 
 
 def token_for(user) -> str:
-    return Token.objects.create(user=user).key
+    return user_token_create(user=user)[1]
 
 
 def via_django(client, headers: dict[str, str], body) -> tuple[int, dict, str | None]:
@@ -125,7 +126,7 @@ def test_a_deleted_token_or_a_deactivated_user_stops_working_within_the_ttl(
     deactivated = {"Authorization": f"Token {token_for(other)}"}
     for headers in (deleted, deactivated):
         assert FRONTS[front](client, headers, body)[0] == 200
-    Token.objects.filter(user=user).delete()
+    AuthToken.objects.filter(user=user).delete()
     other.is_active = False
     other.save()
     time.sleep(0.6)
@@ -147,7 +148,7 @@ def test_a_token_in_use_is_reread_in_the_background_and_its_deletion_seen(produc
     while key_cache.token_cache().verified_at(raw) == first and time.monotonic() < deadline:
         time.sleep(0.01)
     assert key_cache.token_cache().verified_at(raw) > first  # re-read in the background
-    Token.objects.filter(key=raw).delete()
+    AuthToken.objects.filter(digest=token_digest(raw)).delete()
     time.sleep(1.1)
     denied = on_processor_thread(lambda: check_credential(f"Token {raw}", None, "predict:cancer"))
     assert denied.status == 401

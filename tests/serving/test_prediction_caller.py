@@ -7,10 +7,10 @@ import json
 
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from serving.models import ApiKey, PredictionLog
 from serving.prediction_log import prediction_log
+from serving.tokens import user_token_create
 from tests.serving.conftest import make_key, post, rows_of
 
 URL = "/api/v1/models/cancer/predict"
@@ -41,7 +41,7 @@ def test_an_api_key_caller_is_logged_by_the_keys_id(production, logreg):
 
 @pytest.mark.django_db
 def test_a_token_or_a_session_caller_is_logged_by_the_users_id(production, logreg, user):
-    by_token = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    by_token = Client(HTTP_AUTHORIZATION=f"Token {user_token_create(user=user)[1]}")
     post(by_token, URL, {"instances": rows_of(logreg.X_test, 1)}, HTTP_X_REQUEST_ID="by-token-1")
     assert logged("by-token-1").caller == f"user:{user.pk}"
     session = Client()
@@ -68,7 +68,7 @@ def test_the_asgi_front_logs_the_caller_it_checked(production, logreg, user):
 
     raw = make_key("predict:*")
     key = ApiKey.objects.get(prefix=raw[:12])
-    token = Token.objects.create(user=user).key
+    token = user_token_create(user=user)[1]
     try:
         for credential, request_id in ((f"Api-Key {raw}", "front-key"), (f"Token {token}", "front-token")):
             status, headers, content = call("POST", URL, predict_body(rows_of(logreg.X_test, 1)),

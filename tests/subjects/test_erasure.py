@@ -7,7 +7,6 @@ import json
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from experiments.models import Exposure
@@ -18,6 +17,7 @@ from monitoring.models import BusinessEvent, Feedback
 from registry import permissions
 from serving.models import DeadLetter, Outcome, PredictionLog
 from serving.shadow import shadow_request_id
+from serving.tokens import user_token_create
 from tests.subjects.conftest import redis_fields_holding, tables_holding
 
 pytestmark = pytest.mark.django_db(transaction=True)  # shadow copies are scored on their own thread
@@ -116,7 +116,7 @@ def test_the_api_exports_and_erases_for_admins_only(everywhere, django_user_mode
     permissions.ensure_roles()
     admin = django_user_model.objects.create_user(username="dpo", password="correct horse battery staple")
     admin.groups.add(Group.objects.get(name=permissions.ADMIN_ROLE))
-    client = APIClient(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin).key}")
+    client = APIClient(HTTP_AUTHORIZATION=f"Token {user_token_create(user=admin)[1]}")
 
     exported = client.post("/api/v1/subjects/export/", {"key": ALICE}, format="json")
     assert exported.status_code == 200
