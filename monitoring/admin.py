@@ -35,7 +35,10 @@ from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from monitoring.selectors import business_impact
 from monitoring.services import alerts, references
 from monitoring.services.monitors import monitor_run
+from registry import permissions
 from registry.models import ModelVersion, RegisteredModel, Task
+from registry.webhooks.signing import new_secret
+from registry.webhooks.targets import TargetRefused, check_target, mask_url
 
 HISTORY = 60
 IMPACT_DAYS = 30
@@ -97,8 +100,31 @@ def _inline_assets() -> dict[str, object]:
     return {"scripts": scripts, "css": mark_safe(_static_text("console/console.css").replace("</", "<\\/"))}  # noqa: S308
 
 
+def _may_see_webhook(user, monitor: Monitor) -> bool:
+    """A webhook URL often embeds a token: whole to those who may change the monitor's model, masked to the rest."""
+    return permissions.holds(user, permissions.WRITE, monitor.model) or permissions.holds(user, permissions.ADMIN)
+
+
+class MonitorForm(forms.ModelForm):
+    webhook_url = forms.URLField(required=False, assume_scheme="https", max_length=200)
+
+    class Meta:
+        model = Monitor
+        fields = "__all__"  # noqa: DJ007 (the admin's own form: every editable field, as ModelAdmin's default)
+
+    def clean_webhook_url(self) -> str:
+        url = self.cleaned_data.get("webhook_url") or ""
+        if url and "webhook_url" in self.changed_data:
+            try:
+                check_target(url)  # and again at every delivery
+            except TargetRefused as exc:
+                raise ValidationError(str(exc)) from None
+        return url
+
+
 @admin.register(Monitor)
 class MonitorAdmin(admin.ModelAdmin):
+    form = MonitorForm
     list_display = ["name", "model", "version", "enabled", "every_minutes", "last_run_at", "dashboard"]
     list_filter = ["enabled", "correction"]
     list_select_related = ["model"]
@@ -123,6 +149,34 @@ class MonitorAdmin(admin.ModelAdmin):
             )
         )
         return extra + super().get_urls()
+
+    def get_fields(self, request: HttpRequest, obj: Monitor | None = None):
+        fields = list(super().get_fields(request, obj))
+        if obj is not None and not _may_see_webhook(request.user, obj):
+            fields = ["webhook_target" if name == "webhook_url" else name for name in fields]
+        return fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Monitor | None = None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        return (
+            [*readonly, "webhook_target"] if obj is not None and not _may_see_webhook(request.user, obj) else readonly
+        )
+
+    @admin.display(description="webhook URL")
+    def webhook_target(self, monitor: Monitor) -> str:
+        return mask_url(monitor.webhook_url)
+
+    def save_model(self, request: HttpRequest, obj: Monitor, form, change: bool) -> None:
+        # A new webhook URL gets a new secret, shown in this message only.
+        fresh = bool(obj.webhook_url) and ("webhook_url" in form.changed_data or not obj.webhook_secret)
+        if fresh:
+            obj.webhook_secret = new_secret()
+        super().save_model(request, obj, form, change)
+        if fresh:
+            self.message_user(
+                request, f"The secret signing {obj}'s alert webhooks (shown once, store it now): {obj.webhook_secret}",
+                messages.WARNING,
+            )  # fmt: skip
 
     @admin.display(description="dashboard")
     def dashboard(self, monitor: Monitor) -> str:

@@ -22,6 +22,8 @@ from monitoring.windows import Window, current_frame, feature_kinds
 from registry import refs
 from registry.models import ModelVersion, RegisteredModel
 from registry.selectors import production_version
+from registry.webhooks.services import checked_url
+from registry.webhooks.signing import new_secret
 
 MONITOR_FIELDS = (
     "version", "enabled", "window_hours", "window_rows", "max_rows", "min_rows", "every_minutes", "p_threshold",
@@ -55,7 +57,8 @@ def _check(monitor: Monitor) -> None:
 @transaction.atomic
 def monitor_create(*, model: RegisteredModel, name: str, **fields: Any) -> Monitor:
     """A monitor of `model`. `version` pins it: a number or a reference (models:/NAME/3, models:/NAME@alias, resolved
-    to the version it names now); without one it follows the production alias at every run."""
+    to the version it names now); without one it follows the production alias at every run. With a webhook URL it
+    gets a secret signing its alert webhooks."""
     unknown = set(fields) - set(MONITOR_FIELDS)
     if unknown:
         raise ValidationError({field: ["unknown setting"] for field in sorted(unknown)})
@@ -65,6 +68,11 @@ def monitor_create(*, model: RegisteredModel, name: str, **fields: Any) -> Monit
         raise ValidationError({"name": [f"{model.name} already has a monitor named {name!r}"]})
     monitor = Monitor(model=model, name=name, **fields)
     _check(monitor)
+    if monitor.webhook_url:
+        # Refused at save when it may not receive webhooks (and again at every delivery); the secret is on the
+        # returned row for the caller to show now: it is never shown again.
+        checked_url(monitor.webhook_url, "webhook_url")
+        monitor.webhook_secret = new_secret()
     monitor.full_clean(validate_unique=False)
     monitor.save()
     return monitor

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from registry.api import artifacts, views
+from registry.api import artifacts, views, webhooks
 
 urlpatterns = [
     path("models/", views.ModelListCreate.as_view(), name="model-list"),
@@ -16,4 +16,7 @@ urlpatterns = [
     path("models/<slug:name>/aliases/", views.AliasListCreate.as_view(), name="alias-list"),
     path("models/<slug:name>/aliases/<str:alias>/", views.AliasDetail.as_view(), name="alias-detail"),
     path("models/<slug:name>/events/", views.EventList.as_view(), name="event-list"),
+    path("webhooks/", webhooks.WebhookListCreate.as_view(), name="webhook-list"),
+    path("webhooks/<int:pk>/", webhooks.WebhookDetail.as_view(), name="webhook-detail"),
+    path("webhooks/<int:pk>/deliveries/", webhooks.WebhookDeliveries.as_view(), name="webhook-deliveries"),
 ]
