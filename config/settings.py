@@ -445,6 +445,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "VersionStatusEnum": "registry.models.VersionStatus",
         "RolloutStatusEnum": "rollouts.models.RolloutStatus",
+        "MonitorCorrectionEnum": "monitoring.models.Correction",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
