@@ -19,6 +19,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from config.admin_forms import DurationField, FeatureListField, KeyValueField
+from config.durations import format_duration
 from features.definitions import definitions_apply
 from features.historical import get_historical_features
 from features.ingest import feature_file_ingest, file_sha256
@@ -71,6 +73,10 @@ class EntityForm(_DefinitionForm):
 
 class FeatureViewForm(_DefinitionForm):
     kind = "views"
+    features = FeatureListField()
+    ttl_seconds = DurationField(label="TTL", min_seconds=1, help_text="how long a value stays valid after its event "
+                                "time, e.g. 30d, 12h or 90m")  # fmt: skip
+    tags = KeyValueField(help_text="one per line: name = value, e.g. pii = true")
     created_timestamp_column = forms.CharField(
         required=False, max_length=63, help_text="the column of ingested/pushed rows giving each value's created time "
         "(left empty: created_timestamp, or none if a feature has that name); rows without it are created when "
@@ -80,7 +86,6 @@ class FeatureViewForm(_DefinitionForm):
     class Meta:
         model = FeatureView
         fields = VIEW_FIELDS
-        help_texts = {"features": 'a list like [{"name": "mean_radius", "dtype": "float"}] (float, int, bool, string)'}
 
 
 class IngestForm(forms.Form):
@@ -130,7 +135,7 @@ class EntityAdmin(admin.ModelAdmin):
 @admin.register(FeatureView)
 class FeatureViewAdmin(admin.ModelAdmin):
     form = FeatureViewForm
-    list_display = ["name", "entity", "feature_count", "ttl_seconds", "owner", "newest_event_at", "online_rows",
+    list_display = ["name", "entity", "feature_count", "ttl", "owner", "newest_event_at", "online_rows",
                     "last_materialization"]  # fmt: skip
     list_select_related = ["entity"]
     list_filter = ["entity"]
@@ -140,6 +145,10 @@ class FeatureViewAdmin(admin.ModelAdmin):
 
     change_form_template = "admin/features/featureview/change_form.html"
     change_list_template = "admin/features/featureview/change_list.html"
+
+    @admin.display(description="TTL", ordering="ttl_seconds")
+    def ttl(self, view: FeatureView) -> str:
+        return format_duration(view.ttl_seconds)
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(last_materialized=Max("materializations__finished_at"))

@@ -7,28 +7,22 @@ transaction. Applying the same spec twice changes nothing. Changes that would re
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from config.durations import parse_duration
 from features.models import NAME, Entity, FeatureView, ValueType
 from features.schema import CREATED_TIMESTAMP, DTYPES, EVENT_TIMESTAMP, FEATURE_NAME
-
-DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
-UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_ttl(raw: Any) -> int:
     """Seconds from 3600, "3600", "90m", "12h", "30d" or "2w"."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        seconds = raw
-    else:
-        match = DURATION.match(str(raw).strip().lower()) if isinstance(raw, str | int) else None
-        if match is None:
-            raise ValidationError({"ttl": [f"{raw!r} is not a duration (seconds, or like 90m, 12h, 30d)"]})
-        seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as exc:
+        raise ValidationError({"ttl": [str(exc)]}) from None
     if seconds <= 0:
         raise ValidationError({"ttl": ["must be positive"]})
     return seconds

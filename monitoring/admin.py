@@ -29,16 +29,22 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from config import charts
+from config.admin_forms import NumbersByNameField, add_service_errors
 from monitoring.api import csv_rows
 from monitoring.models import Alert, BusinessEvent, DriftReport, Feedback, Monitor, ReferenceDataset
 from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from monitoring.selectors import business_impact
 from monitoring.services import alerts, references
-from monitoring.services.monitors import monitor_run
+from monitoring.services.monitors import (
+    MONITOR_FIELDS,
+    monitor_create,
+    monitor_prepared,
+    monitor_run,
+    monitor_update,
+)
 from registry import permissions
 from registry.models import ModelVersion, RegisteredModel, Task
-from registry.webhooks.signing import new_secret
-from registry.webhooks.targets import TargetRefused, check_target, mask_url
+from registry.webhooks.targets import mask_url
 
 HISTORY = 60
 IMPACT_DAYS = 30
@@ -105,21 +111,62 @@ def _may_see_webhook(user, monitor: Monitor) -> bool:
     return permissions.holds(user, permissions.WRITE, monitor.model) or permissions.holds(user, permissions.ADMIN)
 
 
+def version_choices(model: RegisteredModel | None) -> list:
+    """ "Follow production" and the versions of `model` (of every model, grouped, when none is chosen yet)."""
+    versions = ModelVersion.objects.select_related("model").order_by("model__name", "-version")
+    if model is not None:
+        versions = versions.filter(model=model)
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for version in versions:
+        groups.setdefault(version.model.name, []).append((version.version, f"v{version.version} ({version.status})"))
+    return [("", "follow the production alias at each run"), *groups.items()]
+
+
 class MonitorForm(forms.ModelForm):
-    webhook_url = forms.URLField(required=False, assume_scheme="https", max_length=200)
+    """Checked by monitoring.services.monitors.monitor_prepared, as the API's monitors are."""
+
+    version = forms.TypedChoiceField(
+        coerce=int, empty_value=None, required=False, help_text="pin a version, or follow production"
+    )
+    webhook_url = forms.URLField(
+        required=False, max_length=200, assume_scheme="https",
+        help_text="http(s) only, never a private, loopback or link-local address; a new URL gets a new signing secret",
+    )  # fmt: skip
+    quality_thresholds = NumbersByNameField(
+        sorted(set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS)),
+        help_text="alert when a metric from ground truth crosses this (a minimum for accuracy, f1, precision, recall, "
+        "roc_auc, r2; a maximum for mae, rmse); empty: no alert on that metric",
+    )
 
     class Meta:
         model = Monitor
-        fields = "__all__"  # noqa: DJ007 (the admin's own form: every editable field, as ModelAdmin's default)
+        fields = ["model", "name", *MONITOR_FIELDS]
 
-    def clean_webhook_url(self) -> str:
-        url = self.cleaned_data.get("webhook_url") or ""
-        if url and "webhook_url" in self.changed_data:
-            try:
-                check_target(url)  # and again at every delivery
-            except TargetRefused as exc:
-                raise ValidationError(str(exc)) from None
-        return url
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        model = self.instance.model if self.instance.pk else None
+        self.fields["version"].choices = version_choices(model)
+        if model is not None:
+            names = REGRESSION_METRICS if model.task == Task.REGRESSION else CLASSIFICATION_METRICS
+            self.fields["quality_thresholds"] = NumbersByNameField(
+                list(names), help_text=self.fields["quality_thresholds"].help_text
+            )
+
+    def _post_clean(self) -> None:
+        """After the model's own checks, the service's (in its words): ranges, metric names, the pinned version."""
+        super()._post_clean()
+        data = self.cleaned_data
+        model = data.get("model") or (self.instance.model if self.instance.pk else None)
+        if self.errors or model is None:
+            return
+        fields = {name: data[name] for name in MONITOR_FIELDS if name in data}
+        try:
+            monitor_prepared(
+                model=model, name=self.instance.name if self.instance.pk else data["name"], fields=fields,
+                monitor=Monitor.objects.get(pk=self.instance.pk) if self.instance.pk else None,
+            )  # fmt: skip
+        except ValidationError as exc:
+            add_service_errors(self, exc)
 
 
 @admin.register(Monitor)
@@ -128,7 +175,6 @@ class MonitorAdmin(admin.ModelAdmin):
     list_display = ["name", "model", "version", "enabled", "every_minutes", "last_run_at", "dashboard"]
     list_filter = ["enabled", "correction"]
     list_select_related = ["model"]
-    raw_id_fields = ["model"]
     search_fields = ["name", "model__name"]
     actions = ["run_now"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
@@ -157,7 +203,7 @@ class MonitorAdmin(admin.ModelAdmin):
         return fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: Monitor | None = None):
-        readonly = list(super().get_readonly_fields(request, obj))
+        readonly = ["model", "name", "last_run_at"] if obj else []
         return (
             [*readonly, "webhook_target"] if obj is not None and not _may_see_webhook(request.user, obj) else readonly
         )
@@ -167,15 +213,17 @@ class MonitorAdmin(admin.ModelAdmin):
         return mask_url(monitor.webhook_url)
 
     def save_model(self, request: HttpRequest, obj: Monitor, form, change: bool) -> None:
-        # A new webhook URL gets a new secret, shown in this message only.
-        fresh = bool(obj.webhook_url) and ("webhook_url" in form.changed_data or not obj.webhook_secret)
-        if fresh:
-            obj.webhook_secret = new_secret()
-        super().save_model(request, obj, form, change)
-        if fresh:
+        fields = {name: form.cleaned_data[name] for name in MONITOR_FIELDS if name in form.cleaned_data}
+        before = Monitor.objects.filter(pk=obj.pk).values_list("webhook_secret", flat=True).first() if change else ""
+        if change:
+            saved = monitor_update(monitor=obj, **fields)
+        else:
+            saved = monitor_create(model=form.cleaned_data["model"], name=form.cleaned_data["name"], **fields)
+        obj.pk = saved.pk
+        if saved.webhook_secret and saved.webhook_secret != before:  # a new webhook URL: a new secret, shown once
             self.message_user(
-                request, f"The secret signing {obj}'s alert webhooks (shown once, store it now): {obj.webhook_secret}",
-                messages.WARNING,
+                request, f"The secret signing {saved}'s alert webhooks (shown once, store it now): "
+                f"{saved.webhook_secret}", messages.WARNING,
             )  # fmt: skip
 
     @admin.display(description="dashboard")
@@ -385,6 +433,14 @@ class CSVUploadMixin:
         upload = self.admin_site.admin_view(self.upload_view)
         name = f"{opts.app_label}_{opts.model_name}_upload"
         return [path("upload/", upload, name=name), *super().get_urls()]
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None) -> HttpResponse:
+        """Rows are added by upload (or the API), through the checks: there is no unchecked one-row form."""
+        opts = self.model._meta
+        return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_upload"))
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # what was stored is what was checked: rows are read-only here
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request):

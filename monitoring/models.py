@@ -54,7 +54,12 @@ class BusinessEvent(models.Model):
     event_id = models.CharField(max_length=100, unique=True, null=True, blank=True, help_text="the client's id")
 
     class Meta:
-        indexes = [models.Index(fields=["name", "occurred_at"], name="event_name_time")]
+        indexes = [
+            models.Index(fields=["name", "occurred_at"], name="event_name_time"),
+            # An experiment's metrics look up each exposed key's events after its first exposure: without this,
+            # every exposure scanned all of the event's rows (the demo experiment's page took 1.3 s).
+            models.Index(fields=["key", "name", "occurred_at"], name="event_key_name_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name}={self.value} for {self.key}"

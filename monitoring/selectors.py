@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Avg, Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 
 from monitoring import quality
 from monitoring.models import BusinessEvent, DriftReport, Feedback
@@ -121,13 +121,14 @@ def business_impact(model_name: str, since: datetime | None = None) -> list[dict
 
     Per event name: events, distinct keys, sum and mean value (since `since`, for both predictions and events).
     """
-    logs = PredictionLog.objects.filter(model_name=model_name).exclude(routing_key="")
-    events = BusinessEvent.objects.all()
+    # One probe of the log's key index per event (events are the small side), never a scan of the model's log.
+    logs = PredictionLog.objects.filter(model_name=model_name, routing_key=OuterRef("key")).exclude(routing_key="")
+    events = BusinessEvent.objects.exclude(key="")
     if since is not None:
         logs = logs.filter(created_at__gte=since)
         events = events.filter(occurred_at__gte=since)
     rows = (
-        events.filter(key__in=logs.values("routing_key"))
+        events.filter(Exists(logs))
         .order_by()
         .values("name")
         .annotate(events=Count("id"), keys=Count("key", distinct=True), total=Sum("value"), mean=Avg("value"))

@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from config.admin_forms import KeyValueField, LinesField
 from registry import gates, services
 from registry.models import (
     ArtifactFormat,
@@ -98,6 +99,14 @@ class EventInline(ReadOnlyInline):
 
 
 class RegisteredModelForm(forms.ModelForm):
+    tags = KeyValueField(help_text="one per line: name = value, e.g. team = growth")
+    gate_rules = LinesField(
+        help_text="one rule per line, e.g. accuracy >= 0.9, or f1 >= production - 0.01 (relative to production)"
+    )
+    protected_aliases = LinesField(
+        rows=2, help_text="one alias per line; moving one of these needs deploy permission on this model"
+    )
+
     class Meta:
         model = RegisteredModel
         fields = ["name", "task", "description", "tags", "gate_rules", "protected_aliases"]
@@ -161,8 +170,8 @@ class VersionRegistrationForm(forms.Form):
     evaluation_data = forms.FileField(required=False, help_text="CSV with the features and a target column")
     target_column = forms.CharField(initial="target")
     signature = forms.JSONField(required=False, help_text="leave empty to infer it from the model")
-    metrics = forms.JSONField(required=False, help_text='submitted metrics, e.g. {"accuracy": 0.95}')
-    lineage = forms.JSONField(required=False, help_text='e.g. {"source": "git:abc123"}')
+    metrics = KeyValueField(numbers=True, help_text="submitted metrics, one per line, e.g. accuracy = 0.95")
+    lineage = KeyValueField(help_text="one per line, e.g. source = git:abc123")
 
 
 REGISTER_INTRO = (

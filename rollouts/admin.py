@@ -19,7 +19,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from registry.models import ModelVersion, RegisteredModel
+from config.admin_forms import NumbersByNameField, add_service_errors
+from registry.models import ModelVersion, RegisteredModel, VersionStatus
+from rollouts import analysis as rollout_analysis
 from rollouts import selectors, services
 from rollouts.models import ACTIVE_ROLLOUT_STATUSES, Rollout, RolloutStatus
 
@@ -88,13 +90,26 @@ def split_now(rollout: Rollout) -> str:
             f"{mirrored}{held}")  # fmt: skip
 
 
+class CandidateChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, version: ModelVersion) -> str:
+        return f"{version.model.name} v{version.version}"
+
+
 class RolloutStartForm(forms.Form):
-    model = forms.ModelChoiceField(queryset=RegisteredModel.objects.all())
-    version = forms.IntegerField(min_value=1, help_text="the candidate: a validated version of that model")
+    candidate = CandidateChoiceField(
+        queryset=ModelVersion.objects.filter(status=VersionStatus.VALIDATED)
+        .select_related("model")
+        .order_by("model__name", "-version"),
+        help_text="a validated version; it takes its model's production traffic",
+    )
     mode = forms.ChoiceField(choices=Rollout.Mode.choices, initial=Rollout.Mode.CANARY)
     stages = forms.CharField(initial="10,25,50,100", help_text="candidate percent per stage")
     stage_seconds = forms.IntegerField(min_value=1, initial=300)
     shadow_percent = forms.FloatField(min_value=0, max_value=100, initial=0, help_text="requests mirrored")
+    analysis = NumbersByNameField(
+        list(rollout_analysis.DEFAULTS), placeholders=rollout_analysis.DEFAULTS,
+        help_text="thresholds the stages are judged by; empty boxes keep the default shown",
+    )  # fmt: skip
 
     def clean_stages(self) -> list[int]:
         try:
@@ -238,17 +253,15 @@ class RolloutAdmin(admin.ModelAdmin):
         form = RolloutStartForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
+            candidate = data["candidate"]
             try:
-                candidate = ModelVersion.objects.filter(model=data["model"], version=data["version"]).first()
-                if candidate is None:
-                    raise ValidationError({"version": [f"{data['model'].name} has no version {data['version']}"]})
                 rollout = services.rollout_start(
-                    model=data["model"], candidate=candidate, mode=data["mode"], stages=data["stages"],
-                    stage_seconds=data["stage_seconds"], shadow_percent=data["shadow_percent"], actor=request.user,
+                    model=candidate.model, candidate=candidate, mode=data["mode"], stages=data["stages"],
+                    stage_seconds=data["stage_seconds"], shadow_percent=data["shadow_percent"],
+                    analysis=data["analysis"] or None, actor=request.user,
                 )  # fmt: skip
             except ValidationError as exc:
-                for field, problems in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, problems)
+                add_service_errors(form, exc)
             else:
                 messages.success(request, f"Started {rollout}.")
                 return HttpResponseRedirect(reverse("admin:rollouts_rollout_change", args=[rollout.pk]))

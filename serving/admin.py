@@ -11,19 +11,37 @@ from django.db import connections
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
+from config.admin_forms import DurationField, VocabularyField
+from config.durations import format_duration
 from registry import permissions
 from registry.models import RegisteredModel
 from serving.keys import api_key_create, api_key_revoke, scope_problems
 from serving.models import ApiKey, DeadLetter, PredictionLog, ServingPolicy
+from serving.services import serving_policy_problems, serving_policy_set
+
+
+def scope_vocabulary() -> list[tuple[str, str]]:
+    """Every scope a key can hold, the per-model ones naming today's models."""
+    general = [
+        ("predict:*", "predict with every model"),
+        ("registry:read", "read the registry and the management API"),
+        ("registry:write", "register versions and change the registry"),
+        ("deploy:*", "move protected aliases of every model"),
+    ]
+    names = RegisteredModel.objects.order_by("name").values_list("name", flat=True)
+    per_model = [(f"{verb}:{name}", f"{verb} {name}") for name in names for verb in ("predict", "deploy")]
+    return general + per_model
 
 
 class ApiKeyForm(forms.ModelForm):
+    scopes = VocabularyField(
+        vocabulary=scope_vocabulary, help_text="what the key may do",
+        error_messages={"required": "Tick at least one scope: a key without one can do nothing."},
+    )  # fmt: skip
+
     class Meta:
         model = ApiKey
         fields = ["name", "scopes", "rate_limit_per_second", "expires_at"]
-        help_texts = {
-            "scopes": '["predict:my-model"], ["predict:*"], ["registry:read", "registry:write"], ["deploy:my-model"]'
-        }
 
     def clean_scopes(self):
         scopes = self.cleaned_data["scopes"]
@@ -67,17 +85,50 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return False  # revoke instead, so the audit trail keeps the key's name
 
 
+POLICY_FIELDS = [
+    "deterministic", "cache_ttl_seconds", "inference_budget_ms", "breaker_consecutive_failures",
+    "breaker_error_rate", "breaker_window_seconds", "breaker_min_requests", "breaker_cooldown_seconds",
+]  # fmt: skip
+
+
+class ServingPolicyForm(forms.ModelForm):
+    """Saved through serving.services.serving_policy_set, which checks every setting's range."""
+
+    cache_ttl_seconds = DurationField(label="cache TTL", help_text="how long a cached prediction is reused (e.g. 5m)")
+    breaker_window_seconds = DurationField(label="breaker window", min_seconds=1)
+    breaker_cooldown_seconds = DurationField(label="breaker cooldown", min_seconds=1, help_text="open this long "
+                                             "before a probe")  # fmt: skip
+
+    class Meta:
+        model = ServingPolicy
+        fields = ["model", *POLICY_FIELDS]
+
+    def _post_clean(self) -> None:
+        """After the model's own checks, the service's: the ranges it would refuse, in its words."""
+        super()._post_clean()
+        if not self.errors:
+            problems = serving_policy_problems({name: self.cleaned_data[name] for name in POLICY_FIELDS})
+            for field, messages_ in problems.items():
+                self.add_error(field if field in self.fields else None, messages_)
+
+
 @admin.register(ServingPolicy)
 class ServingPolicyAdmin(admin.ModelAdmin):
-    list_display = [
-        "model",
-        "deterministic",
-        "cache_ttl_seconds",
-        "inference_budget_ms",
-        "breaker_consecutive_failures",
-    ]
+    form = ServingPolicyForm
+    list_display = ["model", "deterministic", "cache_ttl", "inference_budget_ms", "breaker_consecutive_failures"]
     list_select_related = ["model"]
-    raw_id_fields = ["model"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return ["model"] if obj else []
+
+    @admin.display(description="cache TTL")
+    def cache_ttl(self, policy: ServingPolicy) -> str:
+        return format_duration(policy.cache_ttl_seconds)
+
+    def save_model(self, request: HttpRequest, obj: ServingPolicy, form, change: bool) -> None:
+        data = form.cleaned_data
+        saved = serving_policy_set(model=obj.model, **{name: data[name] for name in POLICY_FIELDS})
+        obj.pk = saved.pk
 
 
 class EstimatingPaginator(Paginator):

@@ -154,6 +154,13 @@ class PredictionLog(models.Model):
         indexes = [
             models.Index(fields=["model_name", "version", "created_at"], name="predlog_model_version_time"),
             models.Index(fields=["route_reason", "created_at"], name="predlog_route_time"),
+            # Who was served what, by key: business impact on the monitoring dashboard, a subject's erasure.
+            # Partial: keyless requests (most batch traffic) pay nothing for it.
+            models.Index(
+                fields=["routing_key", "model_name", "created_at"],
+                name="predlog_key_model_time",
+                condition=~models.Q(routing_key=""),
+            ),
         ]
         constraints = [
             # Also the index for every lookup by request id (feedback, shadow pairs).

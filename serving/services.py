@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
-from registry.models import ModelVersion
+from config.durations import format_duration
+from registry.models import ModelVersion, RegisteredModel
 from serving import inputs, metrics, prediction_cache, routing, shadow
 from serving.model_cache import LoadedModel, ModelLoadFailed, model_cache
 from serving.models import Outcome, PredictionLog, RouteReason, ServingPolicy
@@ -407,8 +410,6 @@ def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: floa
 
 def prediction_log_prune(*, before, chunk: int = 10_000) -> int:
     """Delete log rows older than `before` in chunks, so a large prune never holds one long lock."""
-    from django.db import transaction
-
     deleted = 0
     while True:
         with transaction.atomic():
@@ -416,3 +417,49 @@ def prediction_log_prune(*, before, chunk: int = 10_000) -> int:
             if not ids:
                 return deleted
             deleted += PredictionLog.objects.filter(pk__in=ids).delete()[0]
+
+
+POLICY_LIMITS: dict[str, tuple[float, float]] = {
+    "cache_ttl_seconds": (0, 30 * 86400),
+    "inference_budget_ms": (1, 600_000),
+    "breaker_consecutive_failures": (1, 10_000),
+    "breaker_error_rate": (0.01, 1),
+    "breaker_window_seconds": (1, 86400),
+    "breaker_min_requests": (1, 1_000_000),
+    "breaker_cooldown_seconds": (1, 86400),
+}
+
+
+def serving_policy_problems(fields: dict[str, Any]) -> dict[str, list[str]]:
+    """What is wrong with these policy settings, per field, in words (empty when nothing is)."""
+    known = {"deterministic", *POLICY_LIMITS}
+    errors: dict[str, list[str]] = {name: ["unknown setting"] for name in sorted(set(fields) - known)}
+    if "deterministic" in fields and not isinstance(fields["deterministic"], bool):
+        errors["deterministic"] = ["must be true or false"]
+    for name, (low, high) in POLICY_LIMITS.items():
+        if name not in fields:
+            continue
+        value = fields[name]
+        whole = name != "breaker_error_rate"
+        if isinstance(value, bool) or not isinstance(value, int | float) or (whole and value != int(value)):
+            errors[name] = ["must be a whole number" if whole else "must be a number"]
+        elif not low <= value <= high:
+            spell = format_duration if name.endswith("_seconds") else (lambda n: f"{n:,g}")
+            errors[name] = [
+                f"must be between {spell(int(low) if whole else low)} and {spell(int(high) if whole else high)}"
+            ]
+    return errors
+
+
+def serving_policy_set(*, model: RegisteredModel, **fields: Any) -> ServingPolicy:
+    """Create or change `model`'s serving policy; fields not given keep their value (or the default). Each setting
+    is checked against its range and refused in words; nothing is stored when one is wrong. Serving processes pick
+    the change up when they next refresh the model's route."""
+    if errors := serving_policy_problems(fields):
+        raise ValidationError(errors)
+    with transaction.atomic():
+        policy = ServingPolicy.objects.select_for_update().filter(model=model).first() or ServingPolicy(model=model)
+        for name, value in fields.items():
+            setattr(policy, name, value if name in ("deterministic", "breaker_error_rate") else int(value))
+        policy.save()
+    return policy

@@ -424,8 +424,7 @@ def admin_actions(two_models):
     def started(client):
         return client.post(
             reverse("admin:rollouts_rollout_start"),
-            {"model": b.pk, "version": 2, "mode": "canary", "stages": "10,100", "stage_seconds": 60,
-             "shadow_percent": 0},
+            {"candidate": v2.pk, "mode": "canary", "stages": "10,100", "stage_seconds": 60, "shadow_percent": 0},
         )  # fmt: skip
 
     from experiments.models import Experiment

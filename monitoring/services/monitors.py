@@ -54,28 +54,53 @@ def _check(monitor: Monitor) -> None:
         raise ValidationError(problems)
 
 
+def monitor_prepared(*, model: RegisteredModel, name: str, fields: dict[str, Any], monitor: Monitor | None = None):
+    """The monitor `fields` would make (a new one of `model` named `name`, or `monitor` changed), checked but not
+    saved: ValidationError by field, in words, when a setting is wrong. The API, the admin's forms and
+    monitor_create/monitor_update all check through here."""
+    unknown = set(fields) - set(MONITOR_FIELDS)
+    if unknown:
+        raise ValidationError({field: ["unknown setting"] for field in sorted(unknown)})
+    fields = dict(fields)
+    if fields.get("version") is not None:
+        fields["version"] = refs.resolve(model, fields["version"]).version
+    if monitor is None:
+        if Monitor.objects.filter(model=model, name=name).exists():
+            raise ValidationError({"name": [f"{model.name} already has a monitor named {name!r}"]})
+        monitor = Monitor(model=model, name=name)
+    previous_url = monitor.webhook_url
+    for field, value in fields.items():
+        setattr(monitor, field, value)
+    _check(monitor)
+    if monitor.webhook_url != previous_url:
+        # A new target is refused when it may not receive webhooks (it is checked again at every delivery), and
+        # gets a new secret: whoever knew the old one is not told the new one.
+        if monitor.webhook_url:
+            checked_url(monitor.webhook_url, "webhook_url")
+        monitor.webhook_secret = new_secret() if monitor.webhook_url else ""
+    monitor.full_clean(validate_unique=False)
+    return monitor
+
+
 @transaction.atomic
 def monitor_create(*, model: RegisteredModel, name: str, **fields: Any) -> Monitor:
     """A monitor of `model`. `version` pins it: a number or a reference (models:/NAME/3, models:/NAME@alias, resolved
     to the version it names now); without one it follows the production alias at every run. With a webhook URL it
-    gets a secret signing its alert webhooks."""
-    unknown = set(fields) - set(MONITOR_FIELDS)
-    if unknown:
-        raise ValidationError({field: ["unknown setting"] for field in sorted(unknown)})
-    if fields.get("version") is not None:
-        fields["version"] = refs.resolve(model, fields["version"]).version
-    if Monitor.objects.filter(model=model, name=name).exists():
-        raise ValidationError({"name": [f"{model.name} already has a monitor named {name!r}"]})
-    monitor = Monitor(model=model, name=name, **fields)
-    _check(monitor)
-    if monitor.webhook_url:
-        # Refused at save when it may not receive webhooks (and again at every delivery); the secret is on the
-        # returned row for the caller to show now: it is never shown again.
-        checked_url(monitor.webhook_url, "webhook_url")
-        monitor.webhook_secret = new_secret()
-    monitor.full_clean(validate_unique=False)
+    gets a secret signing its alert webhooks, on the returned row for the caller to show now: it is never shown
+    again."""
+    monitor = monitor_prepared(model=model, name=name, fields=fields)
     monitor.save()
     return monitor
+
+
+@transaction.atomic
+def monitor_update(*, monitor: Monitor, **fields: Any) -> Monitor:
+    """Change a monitor's settings (MONITOR_FIELDS) with the checks monitor_create makes; nothing is stored when one
+    fails. `version` takes a number or a reference, as at creation; None unpins it (follow production)."""
+    current = Monitor.objects.select_for_update().select_related("model").get(pk=monitor.pk)
+    current = monitor_prepared(model=current.model, name=current.name, fields=fields, monitor=current)
+    current.save()
+    return current
 
 
 def watched_version(monitor: Monitor) -> tuple[ModelVersion | None, WatchedAs]:

@@ -108,14 +108,25 @@ def test_freshness_and_sample_in_the_admin(client, staff, vitals, store):
     assert "vitals" in listing and "Online rows" in listing and "Last materialization" in listing
     page = client.get(f"/admin/features/featureview/{vitals.pk}/change/").content.decode()
     assert "ICU" in page and "41" in page
+    # Features are typed as lines, the TTL as a duration, tags as name = value; problems come back in words.
+    assert "ward: string" in page and 'value="1h"' in page  # vitals' features and TTL as a person writes them
     added = client.post("/admin/features/featureview/add/", {
-        "name": "labs", "entity": vitals.entity.pk, "features": '[{"name": "ldl", "dtype": "decimal"}]',
-        "ttl_seconds": 60, "owner": "", "description": "", "tags": "{}",
+        "name": "labs", "entity": vitals.entity.pk, "features": "ldl: decimal", "ttl_seconds": "soon", "owner": "",
+        "description": "", "tags": "pii",
+    })  # fmt: skip
+    body = added.content.decode()
+    assert added.status_code == 200 and "&#x27;soon&#x27; is not a duration" in body
+    assert "line 1 (&#x27;pii&#x27;) is not name = value" in body
+    added = client.post("/admin/features/featureview/add/", {
+        "name": "labs", "entity": vitals.entity.pk, "features": "ldl: decimal", "ttl_seconds": "2d", "owner": "",
+        "description": "", "tags": "",
     })  # fmt: skip
     assert added.status_code == 200 and "dtype &#x27;decimal&#x27; is not one of" in added.content.decode()
     client.post("/admin/features/featureview/add/", {
-        "name": "labs", "entity": vitals.entity.pk, "features": '[{"name": "ldl", "dtype": "float"}]',
-        "ttl_seconds": 60, "owner": "", "description": "", "tags": "{}",
+        "name": "labs", "entity": vitals.entity.pk, "features": "ldl: float  # low-density lipoprotein\n\n",
+        "ttl_seconds": "2d", "owner": "", "description": "", "tags": "source = lab",
     })  # fmt: skip
-    assert FeatureView.objects.get(name="labs").features == [{"name": "ldl", "dtype": "float", "description": ""}]
+    labs = FeatureView.objects.get(name="labs")
+    assert labs.features == [{"name": "ldl", "dtype": "float", "description": "low-density lipoprotein"}]
+    assert labs.ttl_seconds == 2 * 86400 and labs.tags == {"source": "lab"}
     assert FeatureView.objects.get(name="labs").created_timestamp_column == "created_timestamp"  # left empty

@@ -94,13 +94,17 @@ def test_promote_and_archive_actions(console, version, classifier_model, logreg)
 
 def test_gate_rules_edited_in_the_console_are_validated_and_recorded(console, classifier_model):
     url = reverse("admin:registry_registeredmodel_change", args=[classifier_model.pk])
-    form = {"description": "", "tags": "{}", "gate_rules": '["accuracy >> 1"]', **_empty_inlines()}
-    bad = console.post(url, form)
-    assert bad.status_code == 200 and "cannot read the rule" in bad.content.decode()
-    good = console.post(url, {**form, "gate_rules": '["accuracy >= 0.95"]'})
+    page = console.get(url).content.decode()
+    assert "production</textarea>" in page  # lists are shown one item per line, not as JSON
+    form = {"description": "", "tags": "team growth", "gate_rules": "accuracy >> 1", "protected_aliases": "production",
+            **_empty_inlines()}  # fmt: skip
+    bad = console.post(url, form).content.decode()
+    assert "cannot read the rule" in bad and "line 1 (&#x27;team growth&#x27;) is not name = value" in bad
+    good = console.post(url, {**form, "tags": "team = growth\n", "gate_rules": "accuracy >= 0.95\n\nf1 >= 0.9"})
     assert good.status_code == 302
     classifier_model.refresh_from_db()
-    assert classifier_model.gate_rules == ["accuracy >= 0.95"]
+    assert classifier_model.gate_rules == ["accuracy >= 0.95", "f1 >= 0.9"]
+    assert classifier_model.tags == {"team": "growth"} and classifier_model.protected_aliases == ["production"]
     assert RegistryEvent.objects.filter(model=classifier_model, action="model.updated").exists()
 
 

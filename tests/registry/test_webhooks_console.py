@@ -59,3 +59,25 @@ def test_a_monitor_webhook_url_is_masked_in_the_console_for_those_without_write(
     assert "https://hooks.example.com/…" in seen.content.decode()
     scientist = console(django_user_model, "sci", permissions.DATA_SCIENTIST).get(page)
     assert scientist.status_code == 200 and "tokentokentoken" in scientist.content.decode()
+
+
+def test_a_webhook_url_set_in_the_console_is_guarded_and_gets_a_secret_shown_once(
+    django_user_model, classifier_model, settings
+):
+    from tests.test_admin_forms import MONITOR_DEFAULTS
+
+    hook_url = "http://127.0.0.1:9/alerts"
+    monitor = Monitor.objects.create(model=classifier_model, name="hourly")
+    scientist = console(django_user_model, "sci", permissions.DATA_SCIENTIST)
+    page = reverse("admin:monitoring_monitor_change", args=[monitor.pk])
+    saved = scientist.post(page, {**MONITOR_DEFAULTS, "version": "", "webhook_url": hook_url}, follow=True)
+    monitor.refresh_from_db()
+    assert monitor.webhook_url == hook_url and monitor.webhook_secret.startswith("whsec_")
+    assert monitor.webhook_secret in saved.content.decode()
+    again = scientist.post(page, {**MONITOR_DEFAULTS, "version": "", "webhook_url": hook_url}, follow=True)
+    assert monitor.webhook_secret not in again.content.decode()  # the same URL: the same secret, not shown again
+    settings.MODELWORKS_WEBHOOK_ALLOWED_NETWORKS = []
+    refused = scientist.post(page, {**MONITOR_DEFAULTS, "version": "", "webhook_url": "http://169.254.169.254/x"})
+    assert refused.status_code == 200 and "link-local address" in refused.content.decode()
+    monitor.refresh_from_db()
+    assert monitor.webhook_url == hook_url  # nothing stored

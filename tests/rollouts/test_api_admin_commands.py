@@ -90,13 +90,24 @@ def test_the_admin_starts_shows_and_steers_a_rollout(client, staff, baseline, ca
     client.force_login(staff)
     page = client.get("/admin/rollouts/rollout/add/", follow=True)
     assert b"Start a rollout" in page.content
-    refused = client.post("/admin/rollouts/rollout/start/", {"model": baseline.model_id, "version": 1, "mode": "canary",
+    # Only validated versions are offered: the production version is not a candidate.
+    offered = page.context["form"].fields["candidate"].queryset
+    assert list(offered) == [candidate]
+    assert f'<option value="{candidate.pk}">cancer v2</option>' in page.content.decode()
+    refused = client.post("/admin/rollouts/rollout/start/", {"candidate": baseline.pk, "mode": "canary",
                           "stages": "10,25,50,100", "stage_seconds": 60, "shadow_percent": 0})  # fmt: skip
-    assert b"already in production" in refused.content
-    started = client.post("/admin/rollouts/rollout/start/", {"model": baseline.model_id, "version": 2, "mode": "canary",
-                          "stages": "10,50,100", "stage_seconds": 60, "shadow_percent": 0})  # fmt: skip
+    assert b"Select a valid choice" in refused.content
+    bad_threshold = client.post("/admin/rollouts/rollout/start/", {
+        "candidate": candidate.pk, "mode": "canary", "stages": "10,100", "stage_seconds": 60, "shadow_percent": 0,
+        "analysis_2": "-1"})  # fmt: skip
+    assert b"must be non-negative numbers: max_error_rate" in bad_threshold.content
+    assert not Rollout.objects.exists()
+    started = client.post("/admin/rollouts/rollout/start/", {"candidate": candidate.pk, "mode": "canary",
+                          "stages": "10,50,100", "stage_seconds": 60, "shadow_percent": 0,
+                          "analysis_0": "50"})  # fmt: skip
     rollout = Rollout.objects.get()
     assert started.status_code == 302 and started["Location"].endswith(f"/rollouts/rollout/{rollout.pk}/change/")
+    assert rollout.analysis == {"min_requests": 50.0}
     rollouts.tick()
     Traffic().send(sample_rows(logreg), count=50)
     prediction_log().flush()

@@ -87,11 +87,12 @@ def test_the_admin_session_can_predict_with_csrf(client, staff, production, logr
 
 def test_a_key_created_in_the_admin_is_shown_once_and_works(client, staff, production, logreg):
     client.force_login(staff)
-    response = client.post(
-        "/admin/serving/apikey/add/",
-        {"name": "from-console", "scopes": '["predict:cancer"]', "rate_limit_per_second": "0", "expires_at": ""},
-        follow=True,
-    )
+    form = client.get("/admin/serving/apikey/add/").content.decode()
+    assert 'value="predict:cancer"' in form and 'value="deploy:cancer"' in form  # ticked, not typed as JSON
+    fields = {"name": "from-console", "rate_limit_per_second": "0", "expires_at": ""}
+    none_ticked = client.post("/admin/serving/apikey/add/", fields).content.decode()
+    assert "Tick at least one scope" in none_ticked and not ApiKey.objects.filter(name="from-console").exists()
+    response = client.post("/admin/serving/apikey/add/", {**fields, "scopes": ["predict:cancer"]}, follow=True)
     shown = [str(m) for m in response.context["messages"]]
     raw = next(m.split("The new key is ")[1].split(" ")[0] for m in shown if "The new key is" in m)
     assert ApiKey.objects.get(name="from-console").key_hash == hash_key(raw)

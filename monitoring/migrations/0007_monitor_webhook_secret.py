@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('monitoring', '0005_alert_silenced_until'),
+        ('monitoring', '0006_business_event_key_index'),
     ]
 
     operations = [
