@@ -72,9 +72,10 @@ def monitor_prepared(*, model: RegisteredModel, name: str, fields: dict[str, Any
     for field, value in fields.items():
         setattr(monitor, field, value)
     _check(monitor)
-    if monitor.webhook_url != previous_url:
+    if monitor.webhook_url != previous_url or (monitor.webhook_url and not monitor.webhook_secret):
         # A new target is refused when it may not receive webhooks (it is checked again at every delivery), and
-        # gets a new secret: whoever knew the old one is not told the new one.
+        # gets a new secret: whoever knew the old one is not told the new one. A monitor made before alerts were
+        # signed gets its first secret when it is next saved.
         if monitor.webhook_url:
             checked_url(monitor.webhook_url, "webhook_url")
         monitor.webhook_secret = new_secret() if monitor.webhook_url else ""
