@@ -64,10 +64,25 @@ def resolve(host: str, port: int) -> list[str]:
     return found
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: an IPv4 address in the last 32 bits
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches (mapped, 6to4, NAT64), judged as that address."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def _refusal(address: IPAddress) -> str | None:
     """Why this address may not be a target, or None when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = _embedded_ipv4(address) or address
     if any(address in network for network in allowed_networks()):
         return None
     if address.is_loopback:
@@ -85,6 +100,8 @@ def _refusal(address: IPAddress) -> str | None:
 
 def check_target(url: str) -> Target:
     """The target `url` names, once every address it resolves to is allowed; TargetRefused saying why otherwise."""
+    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
+        raise TargetRefused("the URL holds spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -157,6 +157,9 @@ REFUSED_AT_SAVE = [
     "http://[::1]:8000/",
     "http://[fd00:ec2::254]/",  # the metadata service over IPv6
     "http://[::ffff:127.0.0.1]/",
+    "http://[2002:a9fe:a9fe::]/",  # 6to4 of 169.254.169.254
+    "http://[64:ff9b::a00:1]/",  # NAT64 of 10.0.0.1
+    "http://127.0.0.1:8000/hook\r\nX-Injected: 1",
     "http://localhost:8000/hook",
     "http://127.1/",  # short forms and integers resolve to loopback too
     "http://2130706433/",
@@ -194,8 +197,15 @@ NOT_PUBLIC = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.25
 def not_public_urls(draw) -> str:
     network = ipaddress.ip_network(draw(st.sampled_from(NOT_PUBLIC)))
     address = network[draw(st.integers(0, network.num_addresses - 1))]
-    mapped = address.version == 4 and draw(st.booleans())
-    host = f"[::ffff:{address}]" if mapped else (f"[{address}]" if address.version == 6 else str(address))
+    if address.version == 4:  # as itself, or inside an IPv6 address that reaches it (mapped, 6to4, NAT64)
+        wrapped = {
+            "plain": str(address), "mapped": f"[::ffff:{address}]",
+            "6to4": f"[{ipaddress.IPv6Address((0x2002 << 112) | (int(address) << 80))}]",
+            "nat64": f"[{ipaddress.IPv6Address(int(ipaddress.IPv6Address('64:ff9b::')) | int(address))}]",
+        }  # fmt: skip
+        host = wrapped[draw(st.sampled_from(sorted(wrapped)))]
+    else:
+        host = f"[{address}]"
     port = draw(st.sampled_from(["", ":80", ":6379", ":8443"]))
     userinfo = draw(st.sampled_from(["", "user:pw@"]))
     scheme = draw(st.sampled_from(["http", "https"]))
