@@ -240,6 +240,35 @@ def test_a_target_allowed_at_save_is_refused_at_delivery_once_it_is_not(settings
     assert endpoint.url.startswith("http://localhost")
 
 
+def test_each_attempt_resolves_once_and_dials_the_address_it_checked(monkeypatch, classifier_model, hook):
+    # A rebinding name: allowed when saved and at the delivery's check, internal whenever it is asked again. The
+    # resolver (the one DNS function) answers from a script; the attempt must dial what it checked, asking once.
+    from registry.webhooks import targets
+
+    script = ["127.0.0.1", "127.0.0.1", "169.254.169.254"]  # save, the delivery's check, anything after
+    asked: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return [script.pop(0) if len(script) > 1 else script[0]]
+
+    monkeypatch.setattr(targets, "resolve", rebinding)
+    url = f"http://hooks.rebind.test:{hook.port}/hook"
+    endpoint = webhooks.webhook_endpoint_create(url=url, event_types=["alias.moved"])
+    asked.clear()
+    (delivery,) = webhooks.webhook_event_fire(event_type="alias.moved", model=classifier_model, data={})
+    assert webhooks.webhook_delivery_attempt(delivery=delivery) is True
+    assert asked == ["hooks.rebind.test"]  # resolved once, for the check; the connection used that answer
+    (received,) = hook.received
+    assert received.headers["Host"] == f"hooks.rebind.test:{hook.port}"
+    assert Webhook(endpoint.secret).verify(received.body, received.headers) == delivery.payload
+    (again,) = webhooks.webhook_event_fire(event_type="alias.moved", model=classifier_model, data={})
+    assert webhooks.webhook_delivery_attempt(delivery=again) is False  # now it resolves to the metadata address
+    again.refresh_from_db()
+    assert again.outcome == "refused: the target is not an allowed address after 1 attempt(s)"
+    assert len(hook.received) == 1
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
