@@ -121,6 +121,9 @@ RULES: dict[str, dict[str, Need]] = {
     "api-key-list": {"GET": Need(ADMIN), "POST": Need(ADMIN)},
     "api-key-detail": {"GET": Need(ADMIN)},
     "api-key-revoke": {"POST": Need(ADMIN)},
+    # subject rights (GDPR): erasure and export of everything held for one key are an admin's
+    "subject-erase": {"POST": Need(ADMIN)},
+    "subject-export": {"POST": Need(ADMIN)},
 }
 
 

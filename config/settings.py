@@ -315,6 +315,9 @@ MODELWORKS_DEAD_LETTER_DIR = env_str("MODELWORKS_DEAD_LETTER_DIR", str(VAR_DIR /
 MODELWORKS_DEAD_LETTER_FILE_MAX_MB = env_int("MODELWORKS_DEAD_LETTER_FILE_MAX_MB", 100)
 # Keyed hash for features tagged pii in a signature before they reach the prediction log.
 MODELWORKS_PII_HASH_KEY = env_secret("MODELWORKS_PII_HASH_KEY") or f"pii:{SECRET_KEY}"
+# Store routing keys as their keyed hash (the same key) in the log, feedback, business events and exposures: joins
+# still work and the clear key is never at rest (registry/subjects.py). Erasure finds rows under either form.
+MODELWORKS_HASH_ROUTING_KEYS = env_bool("MODELWORKS_HASH_ROUTING_KEYS", False)
 
 # --- Feature store (see README "Feature store") -------------------------------------------------------------------
 # "redis" needs REDIS_URL; "database" keeps the latest values in a table (the embedded default, one process or many).
@@ -380,6 +383,39 @@ CELERY_BEAT_SCHEDULE.update(
     }
 )
 # --- end monitoring ---
+
+# --- Retention (see README "Subject rights") ------------------------------------------------------------------
+# Rows older than these many days are deleted by beat, daily by default; 0 keeps them. The prediction log (shadow
+# copies too) and the dead letters hold inputs and routing keys; feedback and business events feed experiments, so
+# they are kept unless a deployment says otherwise.
+MODELWORKS_RETENTION_PREDICTIONS_DAYS = env_int("MODELWORKS_RETENTION_PREDICTIONS_DAYS", 90)
+MODELWORKS_RETENTION_DEAD_LETTERS_DAYS = env_int("MODELWORKS_RETENTION_DEAD_LETTERS_DAYS", 90)
+MODELWORKS_RETENTION_FEEDBACK_DAYS = env_int("MODELWORKS_RETENTION_FEEDBACK_DAYS", 0)
+MODELWORKS_RETENTION_EVENTS_DAYS = env_int("MODELWORKS_RETENTION_EVENTS_DAYS", 0)
+_retention_every = every(
+    env_int("MODELWORKS_RETENTION_EVERY_S", 24 * 3600), name="MODELWORKS_RETENTION_EVERY_S", minute=30
+)  # at minute 30: clear of the hourly artifact check at minute 0
+CELERY_BEAT_SCHEDULE.update(
+    {
+        # Retention by the clock, not by hand: each task deletes in chunks and does nothing for a setting of 0.
+        "serving-prune-predictions": {
+            "task": "serving.prune_predictions",
+            "schedule": _retention_every,
+            "options": {"expires": 3000},
+        },
+        "serving-prune-dead-letters": {
+            "task": "serving.prune_dead_letters",
+            "schedule": _retention_every,
+            "options": {"expires": 3000},
+        },
+        "monitoring-prune-feedback-and-events": {
+            "task": "monitoring.prune_feedback_and_events",
+            "schedule": _retention_every,
+            "options": {"expires": 3000},
+        },
+    }
+)
+# --- end retention ---
 
 # --- Static files, auth, i18n -------------------------------------------------------------------------------------
 STATIC_URL = "static/"

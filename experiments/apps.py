@@ -14,3 +14,6 @@ class ExperimentsConfig(AppConfig):
 
         traffic.register_split_source(experiment_split)
         registry_traffic.register_owner_check(running_experiment_owner)
+        from experiments import subjects
+
+        subjects.register()  # exposures, for subject erasure and export (registry/subjects.py)

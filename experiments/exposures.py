@@ -23,6 +23,7 @@ from django.utils import timezone
 from prometheus_client import Counter
 
 from experiments.models import Experiment, Exposure
+from registry.subjects import stored_key
 from serving.background import BackgroundFlusher, store_dead_letters, write_isolating
 from serving.per_process import PerProcess
 from serving.traffic import Arm
@@ -55,7 +56,8 @@ class ExposureBuffer(BackgroundFlusher):
         if key is None:
             return
         try:
-            entry, name = (experiment_id, key[:KEY_LENGTH]), arm.name
+            # Stored as MODELWORKS_HASH_ROUTING_KEYS says, like the prediction log, so the two still join.
+            entry, name = (experiment_id, stored_key(key[:KEY_LENGTH])), arm.name
             with self._lock:
                 if entry in self._seen:
                     return

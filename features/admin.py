@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -24,11 +24,11 @@ from config.durations import format_duration
 from features.definitions import definitions_apply
 from features.historical import get_historical_features
 from features.ingest import feature_file_ingest, file_sha256
-from features.models import Entity, FeatureValue, FeatureView, IngestJob
+from features.models import Entity, FeatureValue, FeatureView, IngestJob, MaterializationJob
 from features.online import online_store
 from features.retrieval import view_cache
 from features.schema import EVENT_TIMESTAMP
-from features.services import RowsRejected, feature_view_materialize
+from features.services import RowsRejected, materialization_request
 
 SAMPLE_ROWS = 10
 VIEW_FIELDS = ["name", "entity", "features", "ttl_seconds", "created_timestamp_column", "owner", "description", "tags"]
@@ -160,6 +160,11 @@ class FeatureViewAdmin(admin.ModelAdmin):
         return [
             path("<int:pk>/ingest/", wrap(self.ingest_view), name="features_featureview_ingest"),
             path("<int:pk>/materialize/", wrap(self.materialize_view), name="features_featureview_materialize"),
+            path(
+                "<int:pk>/materialize/<int:job>/",
+                wrap(self.materialization_view),
+                name="features_featureview_materialization",
+            ),  # fmt: skip
             path("training-data/", wrap(self.training_data_view), name="features_featureview_training_data"),
             *super().get_urls(),
         ]
@@ -197,23 +202,25 @@ class FeatureViewAdmin(admin.ModelAdmin):
         return self._page(request, f"Ingest a file into {view.name}", context)
 
     def materialize_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Queue an incremental materialization for a worker and follow it on its own page."""
         view = get_object_or_404(FeatureView.objects.select_related("entity"), pk=pk)
         back = HttpResponseRedirect(reverse("admin:features_featureview_change", args=[pk]))
         if request.method != "POST" or not self.has_change_permission(request, view):
             return back
-        run = feature_view_materialize(view=view)
-        view_cache.clear()
-        if run is None:
-            self.message_user(request, f"{view.name}: another materialization holds this view; try again shortly.",
-                              messages.WARNING)  # fmt: skip
-        else:
-            until = timezone.localtime(run.window_end)
-            self.message_user(
-                request,
-                f"{view.name}: materialized, {run.rows_read} values read, {run.rows_written} written to the online"
-                f" store, up to {until:%Y-%m-%d %H:%M:%S}.",
-            )
-        return back
+        job = materialization_request(view=view, actor=request.user)
+        return HttpResponseRedirect(reverse("admin:features_featureview_materialization", args=[pk, job.pk]))
+
+    def materialization_view(self, request: HttpRequest, pk: int, job: int) -> HttpResponse:
+        view = get_object_or_404(FeatureView, pk=pk)
+        if not self.has_view_permission(request, view):
+            return HttpResponseRedirect(reverse("admin:index"))
+        found = get_object_or_404(MaterializationJob.objects.select_related("run"), pk=job, view=view)
+        if found.status == MaterializationJob.Status.DONE:
+            view_cache.clear()
+        context = {**self.admin_site.each_context(request), "title": f"Materializing {view.name}",
+                   "opts": self.model._meta, "view": view, "job": found,
+                   "refresh_seconds": 2}  # fmt: skip
+        return TemplateResponse(request, "admin/features/featureview/materialization.html", context)
 
     def training_data_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):

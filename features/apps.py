@@ -15,6 +15,10 @@ class FeaturesConfig(AppConfig):
 
         # Predictions by entity id: serving asks this app for the feature values (serving imports no app above it).
         register_input_hook(resolve_feature_inputs)
+        # Subject erasure and export reach the offline and online stores (registry/subjects.py).
+        from features import subjects
+
+        subjects.register()
         # On-demand feature functions register themselves when their module is imported.
         for module in settings.MODELWORKS_FEATURE_MODULES:
             import_module(module)

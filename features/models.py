@@ -7,6 +7,7 @@ when the platform runs embedded without Redis (features/online.py).
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Now
@@ -141,6 +142,45 @@ class MaterializationRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.view_id} {self.mode} {self.finished_at:%Y-%m-%d %H:%M:%S}"
+
+
+class MaterializationJob(models.Model):
+    """A materialization asked for from the console or the API and run by a worker: queued, running (with how many
+    of the values to copy are read so far), then done (its run), busy (another run held the view) or failed."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        BUSY = "busy", "busy: another materialization held the view"
+        FAILED = "failed"
+
+    view = models.ForeignKey(FeatureView, on_delete=models.CASCADE, related_name="materialization_jobs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    rows_total = models.PositiveBigIntegerField(null=True, blank=True)
+    rows_read = models.PositiveBigIntegerField(default=0)
+    rows_written = models.PositiveBigIntegerField(default=0)
+    message = models.TextField(blank=True)
+    run = models.ForeignKey(MaterializationRun, null=True, blank=True, on_delete=models.SET_NULL)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"materialization job {self.pk} of view {self.view_id}: {self.status}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.BUSY, self.Status.FAILED)
+
+    @property
+    def percent(self) -> int | None:
+        if self.status == self.Status.DONE:
+            return 100
+        if not self.rows_total:
+            return None
+        return min(100, round(100 * self.rows_read / self.rows_total))
 
 
 class IngestJob(models.Model):

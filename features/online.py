@@ -58,6 +58,7 @@ class OnlineStore(Protocol):
     def read_rows(self, wanted: list[tuple[FeatureView, list[str]]]) -> list[list[list[Any] | None]]: ...
     def count(self, view: FeatureView) -> int: ...
     def drop(self, view: FeatureView) -> None: ...
+    def delete(self, view: FeatureView, keys: list[str]) -> int: ...
 
 
 # Values are [event_us, created_us, schema_id, value_id, ...]. Under the same schema id (so the same format) the
@@ -169,6 +170,10 @@ class RedisOnlineStore:
     def drop(self, view: FeatureView) -> None:
         self.client.delete(redis_key(view))
 
+    def delete(self, view: FeatureView, keys: list[str]) -> int:
+        """Remove these entities' values (subject erasure); how many there were."""
+        return int(self.client.hdel(redis_key(view), *keys)) if keys else 0
+
 
 class DatabaseOnlineStore:
     def write(self, view: FeatureView, records: dict[str, OnlineRecord]) -> int:
@@ -226,6 +231,9 @@ class DatabaseOnlineStore:
 
     def drop(self, view: FeatureView) -> None:
         OnlineValue.objects.filter(view=view).delete()
+
+    def delete(self, view: FeatureView, keys: list[str]) -> int:
+        return OnlineValue.objects.filter(view=view, entity_key__in=keys).delete()[0]
 
 
 def _build() -> OnlineStore:

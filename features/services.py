@@ -6,6 +6,8 @@ Definitions (entities, views) are written by features/definitions.py; batch file
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from features import metrics
-from features.models import FeatureValue, FeatureView, MaterializationRun
+from features.models import FeatureValue, FeatureView, MaterializationJob, MaterializationRun
 from features.online import latest_per_entity, online_store
 from features.schema import (
     EVENT_TIMESTAMP,
@@ -143,19 +145,22 @@ def feature_values_push(*, view: FeatureView, rows: Any) -> dict[str, int]:
     return {"stored": len(checked), "online": online}
 
 
-def feature_view_materialize(*, view: FeatureView, start: datetime | None = None, end: datetime | None = None
-                             ) -> MaterializationRun | None:  # fmt: skip
+def feature_view_materialize(
+    *, view: FeatureView, start: datetime | None = None, end: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> MaterializationRun | None:  # fmt: skip
     """Copy the newest offline values to the online store.
 
     Incremental (no start/end): the values written since the view's watermark (by `written_at`, so a backfill with
     old created times is copied too), up to a few seconds ago (so rows of transactions still committing are not
     skipped), and move the watermark. With start/end: the values whose event time is in [start, end], watermark
     untouched. Either way only newer values are written, so running it again
-    writes nothing. Answers None when another run holds this view right now."""
+    writes nothing. Answers None when another run holds this view right now. `progress(read, total)` is called
+    after each chunk (outside any transaction of this function's own, so another process can show it)."""
     started = timezone.now()
     incremental = start is None and end is None
-    with transaction.atomic():
-        if not _claim(view):
+    with _claimed(view) as claimed:
+        if not claimed:
             return None
         locked = FeatureView.objects.select_related("entity").get(pk=view.pk)
         values = FeatureValue.objects.filter(view=locked)
@@ -173,28 +178,40 @@ def feature_view_materialize(*, view: FeatureView, start: datetime | None = None
             values = values.filter(event_ts__lte=window_end)
             if window_start is not None:
                 values = values.filter(event_ts__gte=window_start)
-        read, written = _copy_latest(locked, values)
-        if incremental:
-            FeatureView.objects.filter(pk=view.pk).update(materialized_until=window_end)
-        return MaterializationRun.objects.create(
-            view=locked, mode="incremental" if incremental else "range", window_start=window_start,
-            window_end=window_end, rows_read=read, rows_written=written, started_at=started,
-            finished_at=timezone.now(),
-        )  # fmt: skip
+        read, written = _copy_latest(locked, values, progress)
+        with transaction.atomic():
+            if incremental:
+                FeatureView.objects.filter(pk=view.pk).update(materialized_until=window_end)
+            return MaterializationRun.objects.create(
+                view=locked, mode="incremental" if incremental else "range", window_start=window_start,
+                window_end=window_end, rows_read=read, rows_written=written, started_at=started,
+                finished_at=timezone.now(),
+            )  # fmt: skip
 
 
-def _claim(view: FeatureView) -> bool:
-    """One materialization per view at a time, without locking the view's row (pushes update it): a transaction-scoped
-    advisory lock on Postgres. SQLite (embedded) has one writer at a time anyway."""
+@contextmanager
+def _claimed(view: FeatureView) -> Iterator[bool]:
+    """One materialization per view at a time, without locking the view's row (pushes update it): a session-level
+    advisory lock on Postgres, held for the run and released after it (or with the connection, should the process
+    die), so the run itself needs no long transaction and its progress can be committed as it goes. SQLite
+    (embedded) has one writer at a time, and a second run writes nothing the first has not."""
     if connection.vendor != "postgresql":
-        return True
+        yield True
+        return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_SPACE, view.pk])
-        return bool(cursor.fetchone()[0])
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [ADVISORY_LOCK_SPACE, view.pk])
+        held = bool(cursor.fetchone()[0])
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_LOCK_SPACE, view.pk])
 
 
-def _copy_latest(view: FeatureView, values) -> tuple[int, int]:
+def _copy_latest(view: FeatureView, values, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
     read = written = 0
+    total = values.count() if progress is not None else 0
     store = online_store()
     chunk: list[tuple[str, int, int, int, dict[str, Any]]] = []
     rows = values.order_by("id").values_list("entity_key", "event_ts", "created_ts", "id", "data")
@@ -203,6 +220,56 @@ def _copy_latest(view: FeatureView, values) -> tuple[int, int]:
         if len(chunk) == MATERIALIZE_CHUNK:
             read, written = read + len(chunk), written + store.write(view, latest_per_entity(chunk))
             chunk = []
+            if progress is not None:
+                progress(read, max(total, read))
     if chunk:
         read, written = read + len(chunk), written + store.write(view, latest_per_entity(chunk))
+    if progress is not None:
+        progress(read, max(total, read))
     return read, written
+
+
+def materialization_request(*, view: FeatureView, actor: Any = None) -> MaterializationJob:
+    """Queue an incremental materialization of `view` for a worker and answer its job, whose status and progress
+    the console shows as it runs. When the task queue cannot take it, the job is stored as failed saying so (nothing
+    is lost: the values stay offline, and beat's sweep materializes them later anyway)."""
+    from config.queueing import TaskNotQueued, enqueue
+    from features import tasks
+
+    job = MaterializationJob.objects.create(view=view, requested_by=actor if getattr(actor, "pk", None) else None)
+    try:
+        enqueue(tasks.run_materialization_job, job.pk)
+    except TaskNotQueued as exc:
+        MaterializationJob.objects.filter(pk=job.pk).update(
+            status=MaterializationJob.Status.FAILED, message=str(exc), finished_at=timezone.now()
+        )
+        job.refresh_from_db()
+    return job
+
+
+def materialization_job_run(*, job: MaterializationJob) -> MaterializationJob:
+    """Run a queued job (the worker's half of materialization_request), committing its progress as it goes."""
+    Status = MaterializationJob.Status
+    claimed = MaterializationJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+        status=Status.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:  # a redelivered task whose job another worker already ran
+        return MaterializationJob.objects.get(pk=job.pk)
+
+    def progress(read: int, total: int) -> None:
+        MaterializationJob.objects.filter(pk=job.pk).update(rows_read=read, rows_total=total)
+
+    try:
+        run = feature_view_materialize(view=job.view, progress=progress)
+    except Exception as exc:
+        MaterializationJob.objects.filter(pk=job.pk).update(
+            status=Status.FAILED, message=f"{exc.__class__.__name__}: {exc}", finished_at=timezone.now()
+        )
+        raise
+    if run is None:
+        outcome = {"status": Status.BUSY, "message": "another materialization held this view; nothing was copied"}
+    else:
+        outcome = {"status": Status.DONE, "run": run, "rows_read": run.rows_read, "rows_written": run.rows_written,
+                   "rows_total": run.rows_read}  # fmt: skip
+    MaterializationJob.objects.filter(pk=job.pk).update(**outcome, finished_at=timezone.now())
+    return MaterializationJob.objects.get(pk=job.pk)

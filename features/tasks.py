@@ -28,3 +28,12 @@ def materialize_all() -> dict[str, int]:
         if run is not None:
             views, read, written = views + 1, read + run.rows_read, written + run.rows_written
     return {"views": views, "read": read, "written": written}
+
+
+@shared_task(name="features.run_materialization_job", acks_late=True, reject_on_worker_lost=True)
+def run_materialization_job(job_id: int) -> str:
+    """A materialization the console or API asked for; its job row carries the status and progress."""
+    from features.models import MaterializationJob
+
+    job = services.materialization_job_run(job=MaterializationJob.objects.select_related("view__entity").get(pk=job_id))
+    return job.status

@@ -45,6 +45,7 @@ from monitoring.services.monitors import (
 from registry import permissions
 from registry.models import ModelVersion, RegisteredModel, Task
 from registry.webhooks.targets import mask_url
+from serving.admin import KeyedSearchMixin
 
 HISTORY = 60
 IMPACT_DAYS = 30
@@ -533,7 +534,7 @@ class CSVUploadMixin:
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(CSVUploadMixin, admin.ModelAdmin):
+class FeedbackAdmin(KeyedSearchMixin, CSVUploadMixin, admin.ModelAdmin):
     upload_kind = "feedback"
     list_display = ["request_id", "model_name", "version", "routing_key", "actual", "observed_at", "joined_at"]
     list_filter = ["model_name", ("joined_at", admin.EmptyFieldListFilter)]
@@ -541,7 +542,7 @@ class FeedbackAdmin(CSVUploadMixin, admin.ModelAdmin):
 
 
 @admin.register(BusinessEvent)
-class BusinessEventAdmin(CSVUploadMixin, admin.ModelAdmin):
+class BusinessEventAdmin(KeyedSearchMixin, CSVUploadMixin, admin.ModelAdmin):
     upload_kind = "events"
     list_display = ["occurred_at", "name", "key", "value", "event_id"]
     list_filter = ["name"]

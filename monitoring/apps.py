@@ -5,3 +5,8 @@ class MonitoringConfig(AppConfig):
     name = "monitoring"
     demo, demo_order = "monitoring.demo.seed_monitoring_demo", 20  # a drifting monitor on breast-cancer-logreg
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from monitoring import subjects
+
+        subjects.register()  # feedback and business events, for subject erasure and export (registry/subjects.py)

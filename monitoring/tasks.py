@@ -6,7 +6,7 @@ from celery import Task, shared_task
 
 from monitoring import traffic, webhooks
 from monitoring.models import Alert, Monitor
-from monitoring.services import feedback, monitors
+from monitoring.services import events, feedback, monitors
 
 
 @shared_task(name="monitoring.run_monitor", acks_late=True, reject_on_worker_lost=True, expires=3600)
@@ -47,3 +47,10 @@ def join_feedback() -> int:
 def rollup_traffic() -> int:
     """The beat tick: recount the prediction log's last minutes into the console's traffic rollup."""
     return traffic.traffic_rollup()
+
+
+@shared_task(name="monitoring.prune_feedback_and_events", acks_late=True, reject_on_worker_lost=True)
+def prune_feedback_and_events() -> dict[str, int]:
+    """Retention: feedback older than MODELWORKS_RETENTION_FEEDBACK_DAYS and business events older than
+    MODELWORKS_RETENTION_EVENTS_DAYS (0: kept)."""
+    return {"feedback": feedback.feedback_prune(), "business_events": events.business_events_prune()}

@@ -15,6 +15,7 @@ from config.admin_forms import DurationField, VocabularyField
 from config.durations import format_duration
 from registry import permissions
 from registry.models import RegisteredModel
+from registry.subjects import stored_key
 from serving.keys import api_key_create, api_key_revoke, scope_problems
 from serving.models import ApiKey, DeadLetter, PredictionLog, ServingPolicy
 from serving.services import serving_policy_problems, serving_policy_set
@@ -173,8 +174,21 @@ class RegisteredModelNameFilter(admin.SimpleListFilter):
         return queryset.filter(model_name=self.value()) if self.value() else queryset
 
 
+class KeyedSearchMixin:
+    """Search by the routing key people know: with MODELWORKS_HASH_ROUTING_KEYS the rows hold its keyed hash, so the
+    term is also looked up as stored (registry/subjects.py)."""
+
+    def get_search_results(self, request: HttpRequest, queryset, search_term: str):
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        hashed = stored_key(search_term.strip())
+        if search_term.strip() and hashed != search_term.strip():
+            more, more_duplicates = super().get_search_results(request, queryset, hashed)
+            found, duplicates = found | more, duplicates or more_duplicates
+        return found, duplicates
+
+
 @admin.register(PredictionLog)
-class PredictionLogAdmin(admin.ModelAdmin):
+class PredictionLogAdmin(KeyedSearchMixin, admin.ModelAdmin):
     """The log grows by every request: nothing on this page scans it whole (no full COUNT, no DISTINCT, no date
     hierarchy — its year/month links are a DISTINCT over the log; the date filter's choices are fixed)."""
 

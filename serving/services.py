@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from config.durations import format_duration
 from registry.models import ModelVersion, RegisteredModel
+from registry.subjects import stored_key
 from serving import inputs, metrics, prediction_cache, routing, shadow
 from serving.model_cache import LoadedModel, ModelLoadFailed, model_cache
 from serving.models import Outcome, PredictionLog, RouteReason, ServingPolicy
@@ -324,7 +325,7 @@ def _log(request_id, model_name, version, signature, route, routing_key, rows, o
             request_id=request_id,
             model_name=model_name,
             version=version,
-            routing_key=(routing_key or "")[:200],
+            routing_key=stored_key((routing_key or "")[:200]),  # hashed with MODELWORKS_HASH_ROUTING_KEYS
             inputs=masked_inputs(rows, signature),
             outputs=outputs,
             latency_ms=(time.perf_counter() - started) * 1000,
@@ -409,14 +410,18 @@ def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: floa
 
 
 def prediction_log_prune(*, before, chunk: int = 10_000) -> int:
-    """Delete log rows older than `before` in chunks, so a large prune never holds one long lock."""
-    deleted = 0
-    while True:
-        with transaction.atomic():
-            ids = list(PredictionLog.objects.filter(created_at__lt=before).values_list("pk", flat=True)[:chunk])
-            if not ids:
-                return deleted
-            deleted += PredictionLog.objects.filter(pk__in=ids).delete()[0]
+    """Delete log rows (shadow copies too) older than `before` in chunks, so a large prune never holds one long lock."""
+    from serving.retention import delete_older
+
+    return delete_older(PredictionLog.objects.all(), "created_at", before, chunk=chunk)
+
+
+def dead_letters_prune(*, before, chunk: int = 10_000) -> int:
+    """Delete dead letters kept since before `before` (they hold the refused rows' personal data too)."""
+    from serving.models import DeadLetter
+    from serving.retention import delete_older
+
+    return delete_older(DeadLetter.objects.all(), "created_at", before, chunk=chunk)
 
 
 POLICY_LIMITS: dict[str, tuple[float, float]] = {

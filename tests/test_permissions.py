@@ -160,6 +160,8 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "api-key-list": {"GET": ADMIN, "POST": ADMIN},
     "api-key-detail": {"GET": ADMIN},
     "api-key-revoke": {"POST": ADMIN},
+    "subject-erase": {"POST": ADMIN},
+    "subject-export": {"POST": ADMIN},
 }
 # Routes outside the API's permission map: public, the prediction endpoints (an API key with predict:<model>, or any
 # active user's token), or any logged-in caller (the schema and its docs page).
@@ -298,7 +300,8 @@ def requests_of(name: str, world) -> list[tuple[str, str, str | None]]:
 
 BODIES = {"alias-list": {"alias": "production", "version": 2}, "alias-detail": {"version": 2},
           "api-key-list": {"name": "new", "scopes": ["predict:*"]},
-          "webhook-list": {"url": "http://127.0.0.1:9/hook", "event_types": ["alias.moved"]}}  # fmt: skip
+          "webhook-list": {"url": "http://127.0.0.1:9/hook", "event_types": ["alias.moved"]},
+          "subject-erase": {"key": "nobody", "dry_run": True}, "subject-export": {"key": "nobody"}}  # fmt: skip
 
 
 @pytest.mark.parametrize("role", list(ROLES))

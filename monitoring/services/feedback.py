@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from config.queueing import enqueue
 from monitoring.models import Feedback, FeedbackMatch
+from registry.subjects import stored_key
 from serving.models import PredictionLog
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def feedback_record(*, items: list[FeedbackItem]) -> dict[str, int]:
     (`monitoring.selectors`) pair feedback with its prediction whether or not it has been joined.
     """
     now = timezone.now()
+    # Routing keys are stored (and matched against the log) as MODELWORKS_HASH_ROUTING_KEYS says.
+    items = [replace(item, routing_key=stored_key(item.routing_key)) for item in items]
     by_request: dict[str, Feedback] = {}
     for item in items:
         if item.request_id:
@@ -144,3 +147,11 @@ def feedback_join_pending() -> int:
             joined_at=now,
         )
     return joined
+
+
+def feedback_prune() -> int:
+    """Retention: feedback observed more than MODELWORKS_RETENTION_FEEDBACK_DAYS ago goes (0: kept); how many."""
+    from serving.retention import delete_older, retention_cutoff
+
+    before = retention_cutoff(settings.MODELWORKS_RETENTION_FEEDBACK_DAYS)
+    return delete_older(Feedback.objects.all(), "observed_at", before) if before is not None else 0

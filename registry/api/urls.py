@@ -1,6 +1,6 @@
 from django.urls import path
 
-from registry.api import artifacts, views, webhooks
+from registry.api import artifacts, subjects, views, webhooks
 
 urlpatterns = [
     path("models/", views.ModelListCreate.as_view(), name="model-list"),
@@ -19,4 +19,7 @@ urlpatterns = [
     path("webhooks/", webhooks.WebhookListCreate.as_view(), name="webhook-list"),
     path("webhooks/<int:pk>/", webhooks.WebhookDetail.as_view(), name="webhook-detail"),
     path("webhooks/<int:pk>/deliveries/", webhooks.WebhookDeliveries.as_view(), name="webhook-deliveries"),
+    # subject rights (GDPR): erase or export everything held for a routing key / entity id
+    path("subjects/erase/", subjects.SubjectErase.as_view(), name="subject-erase"),
+    path("subjects/export/", subjects.SubjectExport.as_view(), name="subject-export"),
 ]

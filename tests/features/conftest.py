@@ -66,8 +66,18 @@ def ago(**delta) -> str:
 @pytest.fixture
 def worker(tmp_path):
     """`celery worker` on its own queue against the test database and Redis; stopped (TERM, then KILL) afterwards."""
-    db = connection.settings_dict
     queue = f"test-{uuid.uuid4().hex[:8]}"
+    yield from _worker(tmp_path, ["-Q", queue], queue)
+
+
+@pytest.fixture
+def default_queue_worker(tmp_path):
+    """`celery worker` on the default queue (what services queue to) of this test worker's own Redis database."""
+    yield from _worker(tmp_path, [], tmp_path / "worker.log")
+
+
+def _worker(tmp_path, queue_args: list[str], answer):
+    db = connection.settings_dict
     env = {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
@@ -76,10 +86,10 @@ def worker(tmp_path):
     }
     log = (tmp_path / "worker.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-Q", queue, "--loglevel", "INFO"],
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", *queue_args, "--loglevel", "INFO"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    yield queue
+    yield answer
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=20)

@@ -3,6 +3,7 @@ by a real Celery worker running the beat-scheduled task."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -106,3 +107,73 @@ def test_a_real_worker_materializes_on_schedule_idempotently(worker, settings):
     online = RedisOnlineStore(settings.REDIS_URL)
     assert online.count(view) == 50 and online.read([(view, ["7"])])[0][0].data["heart_rate"] == 7.0
     assert FeatureValue.objects.count() == 50
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_materialization_asked_for_is_run_by_a_worker_with_its_progress_committed(default_queue_worker, settings):
+    """The console's "Materialize now": queued, picked up by a real worker process, then done with what it wrote."""
+    from features import services
+    from features.definitions import definitions_apply
+    from features.models import FeatureView, MaterializationJob
+    from features.online import RedisOnlineStore
+    from tests.features.conftest import PATIENT, VITALS
+
+    definitions_apply(entities=[PATIENT], views=[VITALS])
+    view = FeatureView.objects.select_related("entity").get(name="vitals")
+    rows = services.MATERIALIZE_CHUNK * 2 + 7
+    store_offline(view, [{"patient_id": i, "event_timestamp": ago(minutes=5), "heart_rate": float(i % 90)}
+                         for i in range(rows)])  # fmt: skip
+    job = services.materialization_request(view=view)
+    assert job.status == MaterializationJob.Status.QUEUED
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.finished:
+            break
+        time.sleep(0.05)
+    assert job.status == MaterializationJob.Status.DONE, job.message
+    assert (job.rows_read, job.rows_written, job.rows_total, job.percent) == (rows, rows, rows, 100)
+    assert job.run is not None and job.run.rows_written == rows
+    assert RedisOnlineStore(settings.REDIS_URL).count(view) == rows
+
+
+@pytest.mark.django_db(transaction=True)
+def test_progress_is_visible_to_other_processes_while_a_run_holds_the_view():
+    """A run holds no transaction around its copy: what its progress callback writes is committed at once, so the
+    console (another process) sees it while the run still holds the view's lock."""
+    import threading
+
+    from django.db import connection as main_connection
+
+    from features import services
+    from features.definitions import definitions_apply
+    from features.models import FeatureView, MaterializationJob
+    from tests.features.conftest import PATIENT, VITALS
+
+    definitions_apply(entities=[PATIENT], views=[VITALS])
+    view = FeatureView.objects.select_related("entity").get(name="vitals")
+    rows = services.MATERIALIZE_CHUNK * 2 + 7
+    store_offline(view, [{"patient_id": i, "event_timestamp": ago(minutes=5), "heart_rate": 1.0}
+                         for i in range(rows)])  # fmt: skip
+    job = MaterializationJob.objects.create(view=view, status=MaterializationJob.Status.RUNNING)
+    seen, refused = [], []
+
+    def elsewhere() -> None:  # another connection, as another process would read it
+        from django.db import connection
+
+        seen.append(MaterializationJob.objects.values_list("rows_read", "rows_total").get(pk=job.pk))
+        refused.append(services.feature_view_materialize(view=view) is None)  # the view is held meanwhile
+        connection.close()
+
+    def progress(read: int, total: int) -> None:
+        MaterializationJob.objects.filter(pk=job.pk).update(rows_read=read, rows_total=total)
+        assert not main_connection.in_atomic_block
+        reader = threading.Thread(target=elsewhere)
+        reader.start()
+        reader.join()
+
+    run = services.feature_view_materialize(view=view, progress=progress)
+    chunk = services.MATERIALIZE_CHUNK
+    assert seen == [(chunk, rows), (2 * chunk, rows), (rows, rows)]
+    assert refused == [True, True, True]
+    assert run is not None and run.rows_read == rows
