@@ -124,6 +124,8 @@ RULES: dict[str, dict[str, Need]] = {
     # subject rights (GDPR): erasure and export of everything held for one key are an admin's
     "subject-erase": {"POST": Need(ADMIN)},
     "subject-export": {"POST": Need(ADMIN)},
+    # the audit trail: actors, addresses and raw before/after are for admins only
+    "audit-list": {"GET": Need(ADMIN)},
 }
 
 

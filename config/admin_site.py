@@ -55,7 +55,7 @@ class ConsoleAdminSite(admin.AdminSite):
             form = model_page.TryPredictionForm(request.POST, signature=signature)
             if form.is_valid():
                 try:
-                    answer = model_page.try_prediction(model, form)
+                    answer = model_page.try_prediction(model, form, request=request)
                 except Exception as exc:  # a refused or failed prediction is shown as the API would say it
                     form.add_error(None, f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}")
         compare = [int(v) for v in request.GET.getlist("compare") if v.isdigit()]

@@ -15,6 +15,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from registry import audit
 from serving.keys import api_key_create, hash_key
 from serving.models import ApiKey
 
@@ -45,16 +46,21 @@ def admin_ensure(*, username: str, password: str | None = None, reset: bool = Fa
         return AdminLogin(username, "unchanged", None, False)
     generated = None if password else secrets.token_urlsafe(12)
     if user is None:
-        User.objects.create_superuser(username=username, email="", password=password or generated)
+        user = User.objects.create_superuser(username=username, email="", password=password or generated)
+        audit.record("user.created", target=user, before=None, after=audit.user_snapshot(user),
+                     source=audit.current_source())  # fmt: skip
         return AdminLogin(username, "created", generated, bool(password))
     if password:
         try:
             validate_password(password, user)
         except ValidationError as exc:
             raise ValidationError({"MODELWORKS_ADMIN_PASSWORD": exc.messages}) from None
+    before = audit.user_snapshot(user)
     user.set_password(password or generated)
     user.is_active = user.is_staff = user.is_superuser = True
     user.save(update_fields=["password", "is_active", "is_staff", "is_superuser"])
+    audit.record("user.password_reset", target=user, before=before, after=audit.user_snapshot(user),
+                 source=audit.current_source())  # fmt: skip
     return AdminLogin(username, "reset", generated, bool(password))
 
 
@@ -80,8 +86,11 @@ def demo_api_key(path: Path) -> tuple[str, bool]:
     if stored and _authenticates(stored):
         key = ApiKey.objects.get(key_hash=hash_key(stored))
         if key.name == DEMO_KEY_NAME and not set(DEMO_KEY_SCOPES) <= set(key.scopes):
+            before = {"scopes": list(key.scopes)}
             key.scopes = [*key.scopes, *(s for s in DEMO_KEY_SCOPES if s not in key.scopes)]
             key.save(update_fields=["scopes"])
+            audit.record("api_key.changed", target=key, before=before, after={"scopes": key.scopes},
+                         source=audit.current_source())  # fmt: skip
         return stored, False
     with transaction.atomic():
         _, raw = api_key_create(name=DEMO_KEY_NAME, scopes=list(DEMO_KEY_SCOPES))

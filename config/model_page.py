@@ -90,8 +90,9 @@ class TryPredictionForm(forms.Form):
         return {spec["name"]: self.cleaned_data.get(f"in_{spec['name']}") for spec in self.inputs}
 
 
-def try_prediction(model: RegisteredModel, form: TryPredictionForm) -> dict[str, Any]:
-    """Answer the form's row through the serving service, as the API would (routed, validated, logged)."""
+def try_prediction(model: RegisteredModel, form: TryPredictionForm, *, request: Any = None) -> dict[str, Any]:
+    """Answer the form's row through the serving service, as the API would (routed, validated, logged with the
+    request's id and its user as the caller)."""
     from serving import services as serving  # the prediction path, called once per click
 
     started = time.perf_counter()
@@ -99,6 +100,8 @@ def try_prediction(model: RegisteredModel, form: TryPredictionForm) -> dict[str,
         model_name=model.name,
         payload={"instances": [form.instance()]},
         routing_key=form.cleaned_data.get("routing_key") or None,
+        request_id=getattr(request, "request_id", None),
+        caller=f"user:{request.user.pk}" if request is not None else "",
     )
     body = prediction.as_json()
     return {

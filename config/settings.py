@@ -72,6 +72,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.request_id.RequestIdMiddleware",  # before anything that may record an audit entry
     "django.contrib.sessions.middleware.SessionMiddleware",
     "config.forgiving_urls.ForgivingUrlsMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -224,6 +225,12 @@ CELERY_BEAT_SCHEDULE = {
         ),
         "options": {"expires": 1800},
     },
+    # The audit trail keeps MODELWORKS_AUDIT_RETENTION_DAYS; older entries go once a day (00:17 UTC).
+    "registry-prune-audit": {
+        "task": "registry.prune_audit",
+        "schedule": every(24 * 3600, name="MODELWORKS_AUDIT_PRUNE", minute=17),
+        "options": {"expires": 3600},
+    },
     # Rollouts are a state machine in the database; this tick moves each due one on by a step (rollouts/services.py).
     "rollouts-rollout-tick": {
         "task": "rollouts.rollout_tick",
@@ -281,6 +288,9 @@ MODELWORKS_SKOPS_TRUSTED_TYPES = env_list("MODELWORKS_SKOPS_TRUSTED_TYPES", [])
 MODELWORKS_MAX_ARTIFACT_UNPACKED_MB = env_int("MODELWORKS_MAX_ARTIFACT_UNPACKED_MB", 4 * MODELWORKS_MAX_ARTIFACT_MB)
 MODELWORKS_ARTIFACT_CHECK_MEMORY_MB = env_int("MODELWORKS_ARTIFACT_CHECK_MEMORY_MB", 2048)
 MODELWORKS_ARTIFACT_CHECK_SECONDS = env_int("MODELWORKS_ARTIFACT_CHECK_SECONDS", 60)
+
+# The audit trail (registry/audit.py) keeps this many days; 0 keeps it for ever.
+MODELWORKS_AUDIT_RETENTION_DAYS = env_int("MODELWORKS_AUDIT_RETENTION_DAYS", 365)
 
 # --- Serving (see README "Serving") ------------------------------------------------------------------------------
 MODELWORKS_MAX_BATCH = env_int("MODELWORKS_MAX_BATCH", 1000)

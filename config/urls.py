@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
+from config.auth_token import obtain_auth_token
 from monitoring.metrics import monitoring_metrics
 
 urlpatterns = [

@@ -15,6 +15,7 @@ from django.db import transaction
 from config.durations import parse_duration
 from features.models import NAME, Entity, FeatureView, ValueType
 from features.schema import CREATED_TIMESTAMP, DTYPES, EVENT_TIMESTAMP, FEATURE_NAME
+from registry import audit
 
 
 def parse_ttl(raw: Any) -> int:
@@ -119,11 +120,21 @@ def _diff(current: Any, wanted: dict[str, Any], fields: list[str]) -> list[str]:
     return [field for field in fields if getattr(current, field) != wanted[field]]
 
 
+ENTITY_AUDITED = ("name", "join_key", "value_type", "description")
+VIEW_AUDITED = ("name", "entity", "features", "ttl_seconds", "owner", "description", "tags", "created_timestamp_column")
+
+
+def _audit(action: str, row: Entity | FeatureView, before: dict[str, Any] | None, fields: tuple[str, ...]) -> None:
+    # the actor is the request's user (or the command's), from the audit context
+    audit.record(action, target=row, before=before, after=audit.snapshot(row, fields), source=audit.current_source())
+
+
 def _apply_entity(spec: dict[str, Any], dry_run: bool) -> str | None:
     entity = Entity.objects.select_for_update().filter(name=spec["name"]).first()
     if entity is None:
         if not dry_run:
-            Entity.objects.create(**spec)
+            entity = Entity.objects.create(**spec)
+            _audit("feature_entity.created", entity, None, ENTITY_AUDITED)
         return f"create entity {spec['name']} (join key {spec['join_key']}, {spec['value_type']})"
     changed = _diff(entity, spec, ["join_key", "value_type", "description"])
     if not changed:
@@ -132,9 +143,11 @@ def _apply_entity(spec: dict[str, Any], dry_run: bool) -> str | None:
         raise ValidationError({spec["name"]: ["its join key or type cannot change: views of it hold values"]})
     line = f"update entity {spec['name']}: " + ", ".join(f"{f} {getattr(entity, f)!r} -> {spec[f]!r}" for f in changed)
     if not dry_run:
+        before = audit.snapshot(entity, ENTITY_AUDITED)
         for field in changed:
             setattr(entity, field, spec[field])
         entity.save()
+        _audit("feature_entity.updated", entity, before, ENTITY_AUDITED)
     return line
 
 
@@ -149,7 +162,8 @@ def _apply_view(spec: dict[str, Any], dry_run: bool, planned_entities: dict[str,
     view = FeatureView.objects.select_for_update().filter(name=spec["name"]).first()
     if view is None:
         if not dry_run:
-            FeatureView.objects.create(**wanted)
+            view = FeatureView.objects.create(**wanted)
+            _audit("feature_view.created", view, None, VIEW_AUDITED)
         names = ", ".join(f"{f['name']}:{f['dtype']}" for f in spec["features"])
         return f"create view {spec['name']} on {spec['entity']} (ttl {spec['ttl_seconds']}s): {names}"
     changed = _diff(view, wanted, ["entity", "features", "ttl_seconds", "owner", "description", "tags",
@@ -180,9 +194,11 @@ def _apply_view(spec: dict[str, Any], dry_run: bool, planned_entities: dict[str,
         details.append(f"created timestamp column {old} -> {new}")
     details += [field for field in ("owner", "description", "tags") if field in changed]
     if not dry_run:
+        before = audit.snapshot(view, VIEW_AUDITED)
         for field in changed:
             setattr(view, field, wanted[field])
         view.save()
+        _audit("feature_view.updated", view, before, VIEW_AUDITED)
     return f"update view {spec['name']}: {', '.join(details)}"
 
 

@@ -217,9 +217,11 @@ class MonitorAdmin(admin.ModelAdmin):
         fields = {name: form.cleaned_data[name] for name in MONITOR_FIELDS if name in form.cleaned_data}
         before = Monitor.objects.filter(pk=obj.pk).values_list("webhook_secret", flat=True).first() if change else ""
         if change:
-            saved = monitor_update(monitor=obj, **fields)
+            saved = monitor_update(monitor=obj, actor=request.user, **fields)
         else:
-            saved = monitor_create(model=form.cleaned_data["model"], name=form.cleaned_data["name"], **fields)
+            saved = monitor_create(
+                model=form.cleaned_data["model"], name=form.cleaned_data["name"], actor=request.user, **fields
+            )
         obj.pk = saved.pk
         if saved.webhook_secret and saved.webhook_secret != before:  # a new webhook URL: a new secret, shown once
             self.message_user(

@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from config.admin_forms import KeyValueField, LinesField
-from registry import gates, services
+from registry import audit_admin, gates, services  # noqa: F401 - audit_admin registers its pages
 from registry.models import (
     ArtifactFormat,
     ModelAlias,

@@ -19,4 +19,11 @@ class RegistryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_in, user_login_failed
+
+        from registry import audit
+
         post_migrate.connect(_ensure_roles, dispatch_uid="registry.ensure_roles")
+        # Logins and failed logins, whoever authenticates (the console, the token endpoint, a lockout backend).
+        user_logged_in.connect(audit.on_login, dispatch_uid="registry.audit.login")
+        user_login_failed.connect(audit.on_login_failed, dispatch_uid="registry.audit.login_failed")

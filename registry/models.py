@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 ALIAS_NAME = RegexValidator(r"^[a-z][a-z0-9_-]{0,62}$", "lowercase letters, digits, '-' or '_', starting with a letter")
 
@@ -227,3 +229,62 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} to {self.endpoint_id}: {self.status}"
+
+
+class AuditSource(models.TextChoices):
+    """Where a change came from: the HTTP API (raw), the Python client (its X-Modelworks-Client header), the
+    console, a management command, or the platform itself (beat, workers, migrations)."""
+
+    API = "api"
+    CLIENT = "client"
+    ADMIN = "admin"
+    COMMAND = "command"
+    SYSTEM = "system"
+
+
+class AuditQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("the audit log is append-only")
+
+    def delete(self):
+        raise AppendOnlyError("the audit log is append-only (old rows go by registry.audit.prune)")
+
+
+class AuditEntry(models.Model):
+    """One state change not already in a domain event log (registry/audit.py writes them). Written once, never
+    changed: the ORM refuses, and on Postgres a trigger (migration 0005) refuses UPDATE, and DELETE except of rows
+    past the retention by `registry.audit.prune`.
+
+    The actor is kept by id and name, not as a foreign key: deleting a user must not rewrite (or be refused by) the
+    trail that names them."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    action = models.CharField(max_length=50, db_index=True)
+    source = models.CharField(max_length=10, choices=AuditSource.choices)
+    actor_id = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="the user's id")
+    api_key_id = models.BigIntegerField(null=True, blank=True, help_text="the API key's id, when a key acted")
+    actor_name = models.CharField(max_length=150, blank=True)
+    target_type = models.CharField(max_length=100, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    after = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.target}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise AppendOnlyError("the audit log is append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("the audit log is append-only")

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from config.storable import check_storable
-from registry import artifacts, evaluation, gates, permissions
+from registry import artifacts, audit, evaluation, gates, permissions
 from registry.locking import lock_model, retry_on_conflict
 from registry.models import (
     ALIAS_NAME,
@@ -709,11 +709,25 @@ def model_grant_give(
         errors["user"] = ["give the grant to a user or to a group (exactly one)"]
     if errors:
         raise ValidationError(errors)
-    grant, _ = ModelGrant.objects.get_or_create(model=model, user=user, group=group, permission=permission)
+    grant, created = ModelGrant.objects.get_or_create(model=model, user=user, group=group, permission=permission)
+    if created:
+        audit.record("grant.given", target=grant, before=None, after=_grant_snapshot(grant), actor=actor,
+                     source=audit.current_source())  # fmt: skip
     return grant
+
+
+def _grant_snapshot(grant: ModelGrant) -> dict[str, Any]:
+    return {
+        "model": grant.model.name,
+        "permission": grant.permission,
+        "user": grant.user.username if grant.user else None,
+        "group": grant.group.name if grant.group else None,
+    }
 
 
 @transaction.atomic
 def model_grant_revoke(*, grant: ModelGrant, actor: Any = None) -> None:
     permissions.check(actor, permissions.ADMIN)
-    ModelGrant.objects.filter(pk=grant.pk).delete()
+    if ModelGrant.objects.filter(pk=grant.pk).delete()[0]:
+        audit.record("grant.revoked", target=grant, before=_grant_snapshot(grant), after=None, actor=actor,
+                     source=audit.current_source())  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
-from registry import services
+from registry import audit, services
 from registry.models import ModelVersion, WebhookDelivery
 from registry.webhooks import services as webhooks
 from registry.webhooks.sending import webhook_backoff_s
@@ -37,3 +37,9 @@ def deliver_webhook(self: Task, delivery_id: int) -> bool:
         return webhooks.webhook_delivery_attempt(delivery=delivery, attempt=attempt)
     except webhooks.RetryLater as exc:
         raise self.retry(countdown=webhook_backoff_s(attempt), exc=exc) from exc
+
+
+@shared_task(name="registry.prune_audit", acks_late=True, reject_on_worker_lost=True)
+def prune_audit() -> int:
+    """The daily sweep: audit entries older than MODELWORKS_AUDIT_RETENTION_DAYS go."""
+    return audit.prune()

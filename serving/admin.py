@@ -16,9 +16,9 @@ from config.durations import format_duration
 from registry import permissions
 from registry.models import RegisteredModel
 from registry.subjects import stored_key
-from serving.keys import api_key_create, api_key_revoke, scope_problems
+from serving.keys import api_key_change, api_key_create, api_key_revoke, scope_problems
 from serving.models import ApiKey, DeadLetter, PredictionLog, ServingPolicy
-from serving.services import serving_policy_problems, serving_policy_set
+from serving.policies import serving_policy_delete, serving_policy_problems, serving_policy_set
 
 
 def scope_vocabulary() -> list[tuple[str, str]]:
@@ -64,7 +64,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            api_key_change(key=obj, actor=request.user)
             return
         data = form.cleaned_data
         key, raw = api_key_create(
@@ -79,7 +79,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected keys (takes effect at once)")
     def revoke(self, request: HttpRequest, queryset) -> None:
         for key in queryset:
-            api_key_revoke(key=key)
+            api_key_revoke(key=key, actor=request.user)
         self.message_user(request, f"Revoked {queryset.count()} keys.")
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -93,7 +93,7 @@ POLICY_FIELDS = [
 
 
 class ServingPolicyForm(forms.ModelForm):
-    """Saved through serving.services.serving_policy_set, which checks every setting's range."""
+    """Saved through serving.policies.serving_policy_set, which checks every setting's range (and audits)."""
 
     cache_ttl_seconds = DurationField(label="cache TTL", help_text="how long a cached prediction is reused (e.g. 5m)")
     breaker_window_seconds = DurationField(label="breaker window", min_seconds=1)
@@ -128,8 +128,15 @@ class ServingPolicyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ServingPolicy, form, change: bool) -> None:
         data = form.cleaned_data
-        saved = serving_policy_set(model=obj.model, **{name: data[name] for name in POLICY_FIELDS})
+        saved = serving_policy_set(model=obj.model, actor=request.user, **{name: data[name] for name in POLICY_FIELDS})
         obj.pk = saved.pk
+
+    def delete_model(self, request: HttpRequest, obj: ServingPolicy) -> None:
+        serving_policy_delete(policy=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for policy in queryset:
+            serving_policy_delete(policy=policy, actor=request.user)
 
 
 class EstimatingPaginator(Paginator):
@@ -192,10 +199,10 @@ class PredictionLogAdmin(KeyedSearchMixin, admin.ModelAdmin):
     """The log grows by every request: nothing on this page scans it whole (no full COUNT, no DISTINCT, no date
     hierarchy — its year/month links are a DISTINCT over the log; the date filter's choices are fixed)."""
 
-    list_display = ["created_at", "model_name", "version", "request_id", "latency_ms", "cached", "route_reason",
-                    "outcome"]  # fmt: skip
+    list_display = ["created_at", "model_name", "version", "request_id", "caller", "latency_ms", "cached",
+                    "route_reason", "outcome"]  # fmt: skip
     list_filter = [RegisteredModelNameFilter, "outcome", "cached", "created_at"]
-    search_fields = ["=request_id", "=routing_key"]
+    search_fields = ["=request_id", "=routing_key"]  # indexed; a caller search would scan the whole log
     paginator = EstimatingPaginator
     show_full_result_count = False
     readonly_fields = [f.name for f in PredictionLog._meta.fields]

@@ -43,7 +43,7 @@ from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 
 from serving import mlflow, urls, v2
-from serving.hotpath import Reply, check_credential, error, predict_steps, presents_credential, too_large
+from serving.hotpath import Reply, authorize, error, predict_steps, presents_credential, too_large
 from serving.metrics import HTTP_RESPONSES
 from serving.per_process import PerProcess
 from serving.services import Answer as ModelAnswer
@@ -254,11 +254,14 @@ request_processor = PerProcess(lambda: RequestProcessor(settings.MODELWORKS_BATC
 # ------------------------------------------------------------------------------------------------ the ASGI front
 
 
-def _authenticated(scope_name: str, authorization: str, api_key: str | None, steps: Steps[Reply], *, v2_shape: bool):
-    denied = check_credential(authorization, api_key, scope_name)
-    if denied is not None:
-        return v2.as_v2(denied) if v2_shape else denied
-    return (yield from steps)
+def _authenticated(
+    scope_name: str, authorization: str, api_key: str | None, steps: Callable[[str], Steps[Reply]], *, v2_shape: bool
+):  # fmt: skip
+    """The request's steps, made for the caller its credential names; or the refusal."""
+    caller = authorize(authorization, api_key, scope_name)
+    if isinstance(caller, Reply):
+        return v2.as_v2(caller) if v2_shape else caller
+    return (yield from steps(caller))
 
 
 class Front:
@@ -304,16 +307,18 @@ class Front:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             return "predict", lambda body: _authenticated(
                 f"predict:{name}", authorization, api_key,
-                predict_steps(name, body, version=_last(query, "version"), alias=_last(query, "alias"),
-                              request_id=request_id),
+                lambda caller: predict_steps(name, body, version=_last(query, "version"), alias=_last(query, "alias"),
+                                             request_id=request_id, caller=caller),
                 v2_shape=False,
             )  # fmt: skip
         name, version = infer["name"], infer["version"]
         header_length = headers.get(b"inference-header-content-length")
         return "infer", lambda body: _authenticated(
             f"predict:{name}", authorization, api_key,
-            v2.infer_steps(name, version, body, request_id=request_id,
-                           header_length=None if header_length is None else header_length.decode("latin-1")),
+            lambda caller: v2.infer_steps(
+                name, version, body, request_id=request_id, caller=caller,
+                header_length=None if header_length is None else header_length.decode("latin-1"),
+            ),
             v2_shape=True,
         )  # fmt: skip
 
@@ -336,7 +341,7 @@ class Front:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         return "invocations", lambda body: mlflow.invocations_steps(
             invocations["name"], body, content_type,
-            check=lambda scope_name: check_credential(authorization, api_key, scope_name),
+            check=lambda scope_name: authorize(authorization, api_key, scope_name),
             version=_last(query, "version"), alias=_last(query, "alias"), request_id=request_id,
         )  # fmt: skip
 

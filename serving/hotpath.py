@@ -26,6 +26,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from serving import routing, services
+from serving.key_cache import token_cache
 from serving.keys import CredentialUnavailable, api_key_lookup, raw_api_key, throttle_retry_after, token_valid
 from serving.validation import MAX_KEY_LENGTH, InputError, string_problem
 
@@ -78,13 +79,20 @@ def presents_credential(authorization: str, api_key_header: str | None) -> bool:
 def check_credential(authorization: str, api_key_header: str | None, scope: str) -> Reply | None:
     """None when the API key or token may use `scope`; otherwise the 401/403/429 answer to send, or a 503 with
     Retry-After when the credential cannot be checked now (the database away or hung, nothing in memory for it)."""
+    verdict = authorize(authorization, api_key_header, scope)
+    return verdict if isinstance(verdict, Reply) else None
+
+
+def authorize(authorization: str, api_key_header: str | None, scope: str) -> Reply | str:
+    """check_credential, answering on success who calls: "key:<id>" or "user:<id>" (the prediction log's caller,
+    read off the key or token just checked, so it costs the hot path nothing more)."""
     try:
         return _checked(authorization, api_key_header, scope)
     except CredentialUnavailable as exc:
         return error(503, exc.message, Retry_After=str(exc.retry_after))
 
 
-def _checked(authorization: str, api_key_header: str | None, scope: str) -> Reply | None:
+def _checked(authorization: str, api_key_header: str | None, scope: str) -> Reply | str:
     raw = raw_api_key(authorization, api_key_header)
     if raw is not None:
         key = api_key_lookup(raw)
@@ -95,22 +103,31 @@ def _checked(authorization: str, api_key_header: str | None, scope: str) -> Repl
         retry = throttle_retry_after(key)
         if retry is not None:
             return error(429, "rate limit exceeded for this API key", Retry_After=str(retry))
-        return None
+        return f"key:{key.pk}"
     if authorization[:6].lower() == "token ":
-        if token_valid(authorization[6:].strip()):
-            return None
+        token = authorization[6:].strip()
+        if token_valid(token):
+            return f"user:{token_cache().user_of(token) or ''}"
         return error(401, "invalid token", WWW_Authenticate="Api-Key")
     return error(401, "authentication required: send 'Authorization: Api-Key <key>'", WWW_Authenticate="Api-Key")
 
 
 def authenticate(request: HttpRequest, scope: str) -> Reply | None:
     """check_credential for a Django request, which may also come from the admin session (as in the browsable API)."""
+    verdict = authorize_request(request, scope)
+    return verdict if isinstance(verdict, Reply) else None
+
+
+def authorize_request(request: HttpRequest, scope: str) -> Reply | str:
+    """authorize for a Django request: a session's caller is its user."""
     authorization = request.META.get("HTTP_AUTHORIZATION", "")
     api_key_header = request.META.get("HTTP_X_API_KEY")
     if not presents_credential(authorization, api_key_header) and request.user.is_authenticated:
         rejected = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})  # the session: CSRF applies
-        return None if rejected is None else error(403, "CSRF check failed for a session-authenticated request")
-    return check_credential(authorization, api_key_header, scope)
+        if rejected is not None:
+            return error(403, "CSRF check failed for a session-authenticated request")
+        return f"user:{request.user.pk}"
+    return authorize(authorization, api_key_header, scope)
 
 
 def read_body(request: HttpRequest) -> bytes | Reply:
@@ -204,7 +221,7 @@ def refusal(exc: Exception) -> Reply:
 
 
 def predict_steps(
-    name: str, body: bytes, *, version: str | None, alias: str | None, request_id: str | None
+    name: str, body: bytes, *, version: str | None, alias: str | None, request_id: str | None, caller: str = ""
 ) -> services.Steps[Reply]:
     """One authenticated `POST /api/v1/models/{name}/predict`, from its body and query to its answer."""
     payload = parse_json(body)
@@ -224,6 +241,7 @@ def predict_steps(
             alias=target[1],
             routing_key=key,
             request_id=request_id,
+            caller=caller,
         )
     except REFUSALS as exc:
         return refusal(exc)
@@ -234,9 +252,9 @@ def predict_steps(
 def predict(request: HttpRequest, name: str) -> HttpResponse:
     if request.method != "POST":
         return to_response(error(405, "use POST", Allow="POST"))
-    denied = authenticate(request, f"predict:{name}")
-    if denied is not None:
-        return to_response(denied)
+    caller = authorize_request(request, f"predict:{name}")
+    if isinstance(caller, Reply):
+        return to_response(caller)
     body = read_body(request)
     if isinstance(body, Reply):
         return to_response(body)
@@ -245,6 +263,7 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
         body,
         version=request.GET.get("version"),
         alias=request.GET.get("alias"),
-        request_id=request.META.get("HTTP_X_REQUEST_ID"),
+        request_id=getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID"),
+        caller=caller,
     )
     return to_response(services.run_steps(steps))

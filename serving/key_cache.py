@@ -145,21 +145,29 @@ class TokenCache:
 
     def __init__(self) -> None:
         self._verified: dict[str, float] = {}
+        self._users: dict[str, int] = {}  # token -> its user's id: the prediction log's caller
         self._lock = threading.Lock()
 
     def verified_at(self, token: str) -> float | None:
         return self._verified.get(token)
 
-    def remember(self, token: str, read_at: float) -> None:
+    def user_of(self, token: str) -> int | None:
+        return self._users.get(token)
+
+    def remember(self, token: str, read_at: float, user_id: int | None = None) -> None:
         with self._lock:
             if len(self._verified) >= 10_000:  # sweep the expired ones now and then
                 oldest = time.monotonic() - TOKEN_SECONDS
                 self._verified = {t: at for t, at in self._verified.items() if at > oldest}
+                self._users = {t: u for t, u in self._users.items() if t in self._verified}
             self._verified[token] = max(read_at, self._verified.get(token, read_at))
+            if user_id is not None:
+                self._users[token] = user_id
 
     def forget(self, token: str) -> None:
         with self._lock:
             self._verified.pop(token, None)
+            self._users.pop(token, None)
 
 
 _refresher = PerProcess(lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="apikey-refresh"))

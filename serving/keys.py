@@ -19,6 +19,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from config.storable import unstorable
+from registry import audit
 from serving import key_cache as remembered
 from serving import metrics
 from serving.key_cache import key_cache
@@ -88,16 +89,37 @@ def api_key_create(
         rate_limit_per_second=rate_limit_per_second,
         created_by=created_by if getattr(created_by, "pk", None) else None,
     )
+    audit.record("api_key.created", target=key, before=None, after=_audited(key), actor=created_by,
+                 source=audit.current_source())  # fmt: skip
     return key, raw
+
+
+def _audited(key: ApiKey) -> dict[str, Any]:
+    return audit.snapshot(key, ("name", "prefix", "scopes", "rate_limit_per_second", "expires_at", "revoked_at"))
+
+
+@transaction.atomic
+def api_key_change(*, key: ApiKey, actor: Any = None) -> ApiKey:
+    """Save the console's change to a key (its rate limit or expiry: the form allows no more)."""
+    stored = ApiKey.objects.select_for_update().get(pk=key.pk)
+    before = _audited(stored)
+    key.save()
+    audit.record("api_key.changed", target=key, before=before, after=_audited(key), actor=actor,
+                 source=audit.current_source())  # fmt: skip
+    return key
 
 
 _ENTRY_FIELDS = ("pk", "name", "scopes", "rate_limit_per_second", "expires_at", "revoked_at")
 
 
 @transaction.atomic
-def api_key_revoke(*, key: ApiKey) -> ApiKey:
-    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def api_key_revoke(*, key: ApiKey, actor: Any = None) -> ApiKey:
+    before = _audited(key)
+    revoked = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     key.refresh_from_db()
+    if revoked:
+        audit.record("api_key.revoked", target=key, before=before, after=_audited(key), actor=actor,
+                     source=audit.current_source())  # fmt: skip
     cache_ = key_cache()
     if cache_ is not None:
         transaction.on_commit(lambda: cache_.publish_revocation(key.key_hash))
@@ -180,10 +202,11 @@ def token_valid(raw: str) -> bool:
 
 def _read_token(raw: str) -> bool:
     started = time.monotonic()  # trusted from before the read: a deletion during it is not missed
-    valid = Token.objects.filter(key=raw, user__is_active=True).exists()
+    user_id = Token.objects.filter(key=raw, user__is_active=True).values_list("user_id", flat=True).first()
+    valid = user_id is not None
     memory = remembered.token_cache()
     if valid:
-        memory.remember(raw, started)
+        memory.remember(raw, started, user_id)
     else:
         memory.forget(raw)
     return valid

@@ -49,7 +49,7 @@ from serving import routing, services
 from serving.hotpath import (
     REFUSALS,
     Reply,
-    authenticate,
+    authorize_request,
     checked_routing_key,
     parse_json,
     read_body,
@@ -79,7 +79,8 @@ ERROR_CODES = {
 LISTED_MODELS = 20  # a 404 for /invocations without a default names at most this many models
 SHOWN_ERRORS = 5  # field errors spelt out in an error's message (all of them are in "errors")
 
-Check = Callable[[str], Reply | None]  # the credential check for a scope: None, or the 401/403/429/503 to answer
+# The credential check for a scope: the caller ("key:<id>", "user:<id>"), or the 401/403/429/503 to answer.
+Check = Callable[[str], Reply | str]
 
 
 class BadBody(Exception):
@@ -281,9 +282,9 @@ def invocations_steps(
         if isinstance(chosen, Reply):
             return chosen
         name = chosen
-    denied = check(f"predict:{name}")
-    if denied is not None:
-        return as_mlflow(denied)
+    caller = check(f"predict:{name}")
+    if isinstance(caller, Reply):
+        return as_mlflow(caller)
     data = parse_body(body, content_type)
     if isinstance(data, Reply):
         return data
@@ -297,7 +298,7 @@ def invocations_steps(
     try:
         result = yield from services.predict_steps(
             model_name=name, payload=payload, version=target[0], alias=target[1], routing_key=key,
-            request_id=request_id,
+            request_id=request_id, caller=caller,
         )  # fmt: skip
     except REFUSALS as exc:
         return as_mlflow(refusal(exc))
@@ -319,7 +320,8 @@ def default_model(check: Check) -> str | Reply:
     how = "name the model in the path, POST /api/v1/models/<name>/invocations, or set MODELWORKS_DEFAULT_MODEL"
     if not names:
         return mlflow_error(404, f"no model is registered yet, so /invocations has none to score: register one, {how}")
-    denied = check("predict:*")
+    verdict = check("predict:*")
+    denied = verdict if isinstance(verdict, Reply) else None
     if denied is not None and denied.status != 403:
         return as_mlflow(denied)
     if denied is None:
@@ -341,9 +343,9 @@ def invocations(request: HttpRequest, name: str | None = None) -> HttpResponse:
         name,
         body,
         request.META.get("CONTENT_TYPE"),
-        check=lambda scope: authenticate(request, scope),
+        check=lambda scope: authorize_request(request, scope),
         version=request.GET.get("version"),
         alias=request.GET.get("alias"),
-        request_id=request.META.get("HTTP_X_REQUEST_ID"),
+        request_id=getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID"),
     )
     return to_response(services.run_steps(steps))

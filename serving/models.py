@@ -149,6 +149,9 @@ class PredictionLog(models.Model):
     route_reason = models.CharField(max_length=100, help_text="why this route: see RouteReason")
     outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.OK)
     created_at = models.DateTimeField(db_index=True)
+    # Who called: "key:<id>" (an API key) or "user:<id>" (a token or the console's session); empty for rows from
+    # before it was recorded and for shadow copies. db_default: pods on the previous release write without it.
+    caller = models.CharField(max_length=40, default="", db_default="", blank=True)
 
     class Meta:
         indexes = [

@@ -67,13 +67,14 @@ class LogEntry(NamedTuple):
     route_reason: str
     outcome: str
     created_at: datetime
+    caller: str = ""  # "key:<id>" or "user:<id>": who called (the audit trail joins on request_id)
 
 
 _COLUMNS = ("request_id", "model_name", "version", "routing_key", "inputs", "outputs", "latency_ms", "cached",
-            "route_reason", "outcome", "created_at")  # fmt: skip
+            "route_reason", "outcome", "created_at", "caller")  # fmt: skip
 _INSERT = (
     "INSERT INTO serving_predictionlog (request_id, model_name, version, routing_key, inputs, outputs, latency_ms,"
-    " cached, route_reason, outcome, created_at, retry_key) VALUES %s"
+    " cached, route_reason, outcome, created_at, caller, retry_key) VALUES %s"
     " ON CONFLICT (request_id, model_name, retry_key) DO NOTHING"
 )
 
@@ -136,7 +137,7 @@ def copy_text(entries: list[LogEntry | PredictionLog]) -> str:
             _text(e.request_id), _text(e.model_name), str(e.version), _text(e.routing_key),
             inputs.replace("\\", "\\\\"), _json(e.outputs).replace("\\", "\\\\"), repr(float(e.latency_ms)),
             "t" if e.cached else "f", _text(e.route_reason), _text(e.outcome), e.created_at.isoformat(),
-            retry_key(e, inputs),
+            _text(e.caller), retry_key(e, inputs),
         )  # fmt: skip
         lines.append("\t".join(fields))
     lines.append("")

@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.utils import timezone
 
-from config.durations import format_duration
-from registry.models import ModelVersion, RegisteredModel
+from registry.models import ModelVersion
 from registry.subjects import stored_key
 from serving import inputs, metrics, prediction_cache, routing, shadow
 from serving.model_cache import LoadedModel, ModelLoadFailed, model_cache
@@ -194,13 +191,15 @@ def predict_steps(
     route: routing.Route | None = None,
     tensors: TensorDecoder | None = None,
     started: float | None = None,
+    caller: str = "",
 ) -> Steps[Prediction]:
     """Validate, answer from cache or the (breaker-guarded) model or its fallback, log, count.
 
     The request is routed here (route_request) unless the caller routed it already (`route`, from route_request, as
     V2 does: it needs the routed signature to decode tensors); either way once. `payload` is the native body
     ({"instances": [...]} or {"inputs": [...]}, passed through the registered input hooks: entity ids to features);
-    `tensors`, given instead by V2, decodes the request's rows for the signature of the version that serves."""
+    `tensors`, given instead by V2, decodes the request's rows for the signature of the version that serves.
+    `caller` ("key:<id>" or "user:<id>", from the credential the HTTP layer checked) is logged with the request."""
     started = time.perf_counter() if started is None else started
     if route is None:
         route = route_request(model_name, version=version, alias=alias, key=routing_key, started=started)
@@ -255,7 +254,7 @@ def predict_steps(
         )
         outputs = {"predictions": predictions, "probabilities": probabilities}
         _log(result.request_id, model_name, served.version, served.signature, route, routing_key, rows, outcome,
-             started, outputs=outputs, cached=bool(cached) and all(cached))  # fmt: skip
+             started, outputs=outputs, cached=bool(cached) and all(cached), caller=caller)  # fmt: skip
         metrics.PREDICTION_ROWS.labels(model_name, str(served.version)).inc(len(rows))
         # The live split needs no counter of its own: modelworks_predictions_total counts requests per version.
         if route.split is not None and route.split.shadow_version_id is not None:
@@ -268,7 +267,7 @@ def predict_steps(
         # Nobody answered: logged against the routed version, so a rollout's analysis counts its failures.
         signature = (loaded or route.version).signature
         _log(new_request_id(request_id), model_name, route.version.version, signature, route, routing_key,
-             rows or [], Outcome.ERROR, started, outputs={}, cached=False)  # fmt: skip
+             rows or [], Outcome.ERROR, started, outputs={}, cached=False, caller=caller)  # fmt: skip
         raise
     finally:
         metrics.PREDICTIONS.labels(model_name, str(route.version.version), outcome).inc()
@@ -319,7 +318,7 @@ def resolve(model_name: str, **request: Any) -> routing.Route:
 
 
 def _log(request_id, model_name, version, signature, route, routing_key, rows, outcome, started, *, outputs,
-         cached) -> None:  # fmt: skip
+         cached, caller="") -> None:  # fmt: skip
     prediction_log().append(
         LogEntry(
             request_id=request_id,
@@ -333,6 +332,7 @@ def _log(request_id, model_name, version, signature, route, routing_key, rows, o
             route_reason=route.reason[:100],
             outcome=outcome,
             created_at=timezone.now(),
+            caller=caller,
         )
     )
 
@@ -422,49 +422,3 @@ def dead_letters_prune(*, before, chunk: int = 10_000) -> int:
     from serving.retention import delete_older
 
     return delete_older(DeadLetter.objects.all(), "created_at", before, chunk=chunk)
-
-
-POLICY_LIMITS: dict[str, tuple[float, float]] = {
-    "cache_ttl_seconds": (0, 30 * 86400),
-    "inference_budget_ms": (1, 600_000),
-    "breaker_consecutive_failures": (1, 10_000),
-    "breaker_error_rate": (0.01, 1),
-    "breaker_window_seconds": (1, 86400),
-    "breaker_min_requests": (1, 1_000_000),
-    "breaker_cooldown_seconds": (1, 86400),
-}
-
-
-def serving_policy_problems(fields: dict[str, Any]) -> dict[str, list[str]]:
-    """What is wrong with these policy settings, per field, in words (empty when nothing is)."""
-    known = {"deterministic", *POLICY_LIMITS}
-    errors: dict[str, list[str]] = {name: ["unknown setting"] for name in sorted(set(fields) - known)}
-    if "deterministic" in fields and not isinstance(fields["deterministic"], bool):
-        errors["deterministic"] = ["must be true or false"]
-    for name, (low, high) in POLICY_LIMITS.items():
-        if name not in fields:
-            continue
-        value = fields[name]
-        whole = name != "breaker_error_rate"
-        if isinstance(value, bool) or not isinstance(value, int | float) or (whole and value != int(value)):
-            errors[name] = ["must be a whole number" if whole else "must be a number"]
-        elif not low <= value <= high:
-            spell = format_duration if name.endswith("_seconds") else (lambda n: f"{n:,g}")
-            errors[name] = [
-                f"must be between {spell(int(low) if whole else low)} and {spell(int(high) if whole else high)}"
-            ]
-    return errors
-
-
-def serving_policy_set(*, model: RegisteredModel, **fields: Any) -> ServingPolicy:
-    """Create or change `model`'s serving policy; fields not given keep their value (or the default). Each setting
-    is checked against its range and refused in words; nothing is stored when one is wrong. Serving processes pick
-    the change up when they next refresh the model's route."""
-    if errors := serving_policy_problems(fields):
-        raise ValidationError(errors)
-    with transaction.atomic():
-        policy = ServingPolicy.objects.select_for_update().filter(model=model).first() or ServingPolicy(model=model)
-        for name, value in fields.items():
-            setattr(policy, name, value if name in ("deterministic", "breaker_error_rate") else int(value))
-        policy.save()
-    return policy

@@ -23,7 +23,15 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from serving import routing, services
-from serving.hotpath import Reply, authenticate, checked_routing_key, read_body, to_response, version_number
+from serving.hotpath import (
+    Reply,
+    authenticate,
+    authorize_request,
+    checked_routing_key,
+    read_body,
+    to_response,
+    version_number,
+)
 from serving.model_cache import model_cache
 from serving.validation import MAX_KEY_LENGTH, InputError, string_problem
 
@@ -248,7 +256,13 @@ def _plain(value: Any) -> Any:
 
 
 def infer_steps(
-    name: str, version: str | None, body: bytes, *, header_length: str | None, request_id: str | None
+    name: str,
+    version: str | None,
+    body: bytes,
+    *,
+    header_length: str | None,
+    request_id: str | None,
+    caller: str = "",
 ) -> services.Steps[Reply]:
     """One authenticated `POST /v2/models/{name}[/versions/{version}]/infer`, from its body to its answer: routed
     once (by parameters.key), then served as the native endpoint serves (services.predict_steps)."""
@@ -268,7 +282,7 @@ def infer_steps(
         result = yield from services.predict_steps(
             model_name=name, route=route, routing_key=key, started=started,
             tensors=lambda signature: _rows(header, binary, signature),
-            request_id=str(header.get("id") or "") or request_id,
+            request_id=str(header.get("id") or "") or request_id, caller=caller,
         )  # fmt: skip
     except InputError as exc:
         return v2_reply(400, "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors))
@@ -283,9 +297,9 @@ def infer_steps(
 def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
     if request.method != "POST":
         return v2_error(405, "use POST")
-    denied = authenticate(request, f"predict:{name}")
-    if denied is not None:
-        return to_response(as_v2(denied))
+    caller = authorize_request(request, f"predict:{name}")
+    if isinstance(caller, Reply):
+        return to_response(as_v2(caller))
     body = read_body(request)
     if isinstance(body, Reply):
         return to_response(as_v2(body))
@@ -294,7 +308,8 @@ def infer(request: HttpRequest, name: str, version: str | None = None) -> HttpRe
         version,
         body,
         header_length=request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"),
-        request_id=request.META.get("HTTP_X_REQUEST_ID"),
+        request_id=getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID"),
+        caller=caller,
     )
     return to_response(services.run_steps(steps))
 

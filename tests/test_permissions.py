@@ -162,6 +162,7 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "api-key-revoke": {"POST": ADMIN},
     "subject-erase": {"POST": ADMIN},
     "subject-export": {"POST": ADMIN},
+    "audit-list": {"GET": ADMIN},
 }
 # Routes outside the API's permission map: public, the prediction endpoints (an API key with predict:<model>, or any
 # active user's token), or any logged-in caller (the schema and its docs page).

@@ -213,7 +213,8 @@ class Client:
         url = url or os.environ.get("MODELWORKS_URL") or "http://127.0.0.1:8000"
         token = token if token is not None else os.environ.get("MODELWORKS_TOKEN")
         self.url = url.rstrip("/")
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        # X-Modelworks-Client: the server's audit trail tells this client's changes apart from raw API calls
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "X-Modelworks-Client": USER_AGENT}
         if token:
             scheme = "Api-Key" if token.startswith(API_KEY_PREFIX) else "Token"
             headers["Authorization"] = f"{scheme} {token}"

@@ -16,6 +16,7 @@ from config.queueing import enqueue
 from config.storable import unstorable
 from monitoring.models import Alert, AlertKind, DriftReport, Monitor, WatchedAs
 from monitoring.quality import LOWER_IS_BETTER
+from registry import audit
 
 logger = logging.getLogger(__name__)
 NOTE_LENGTH = 2000
@@ -156,6 +157,7 @@ def alert_acknowledge(*, alert: Alert, actor: Any = None, note: str = "") -> Ale
     locked = _locked(alert)
     if locked.resolved_at is not None:
         raise _closed(locked, "acknowledged")
+    before = _alert_state(locked)
     if locked.acknowledged_at is not None:
         who = locked.acknowledged_by.username if locked.acknowledged_by else "someone"
         raise AlertStateConflict(
@@ -165,6 +167,7 @@ def alert_acknowledge(*, alert: Alert, actor: Any = None, note: str = "") -> Ale
     locked.acknowledged_by = actor if getattr(actor, "pk", None) else None
     locked.acknowledgement = note
     locked.save(update_fields=["acknowledged_at", "acknowledged_by", "acknowledgement"])
+    _audit("alert.acknowledged", locked, before, actor)
     return locked
 
 
@@ -185,12 +188,24 @@ def alert_resolve(*, alert: Alert, actor: Any = None, note: str = "") -> Alert:
         raise ValidationError(
             {"note": [f"at most {room} characters here ({len(note)} given): it goes in the resolution"]}
         )
+    before = _alert_state(locked)
     locked.resolved_at = timezone.now()
     locked.resolution = (f"{prefix}: {note}" if note else prefix)[: Alert._meta.get_field("resolution").max_length]
     locked.save(update_fields=["resolved_at", "resolution"])
+    _audit("alert.resolved", locked, before, actor)
     if locked.monitor.webhook_url:
         transaction.on_commit(lambda: _enqueue(deliver_webhook, locked.pk, "resolved"))
     return locked
+
+
+def _alert_state(alert: Alert) -> dict[str, Any]:
+    return audit.snapshot(alert, ("acknowledged_at", "acknowledged_by", "acknowledgement", "resolved_at", "resolution",
+                                  "silenced_until"))  # fmt: skip
+
+
+def _audit(action: str, alert: Alert, before: dict[str, Any], actor: Any) -> None:
+    audit.record(action, target=alert, before=before, after=_alert_state(alert), actor=actor,
+                 source=audit.current_source())  # fmt: skip
 
 
 SILENCE_PERIODS = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7)}
@@ -211,7 +226,9 @@ def alert_silence(*, alert: Alert, period: timedelta | str, actor: Any = None) -
     locked = _locked(alert)
     if locked.resolved_at is not None:
         raise _closed(locked, "silenced")
+    before = _alert_state(locked)
     locked.silenced_until = timezone.now() + period if period else None
     locked.save(update_fields=["silenced_until"])
+    _audit("alert.silenced", locked, before, actor)
     logger.info("alert %s silenced until %s by %s", locked.pk, locked.silenced_until, _actor_name(actor))
     return locked

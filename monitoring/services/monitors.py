@@ -19,7 +19,7 @@ from monitoring.selectors import quality_metrics
 from monitoring.services.alerts import alerts_evaluate
 from monitoring.services.references import read_reference, reference_dataset_for
 from monitoring.windows import Window, current_frame, feature_kinds
-from registry import refs
+from registry import audit, refs
 from registry.models import ModelVersion, RegisteredModel
 from registry.selectors import production_version
 from registry.webhooks.services import checked_url
@@ -84,24 +84,36 @@ def monitor_prepared(*, model: RegisteredModel, name: str, fields: dict[str, Any
 
 
 @transaction.atomic
-def monitor_create(*, model: RegisteredModel, name: str, **fields: Any) -> Monitor:
+def monitor_create(*, model: RegisteredModel, name: str, actor: Any = None, **fields: Any) -> Monitor:
     """A monitor of `model`. `version` pins it: a number or a reference (models:/NAME/3, models:/NAME@alias, resolved
     to the version it names now); without one it follows the production alias at every run. With a webhook URL it
     gets a secret signing its alert webhooks, on the returned row for the caller to show now: it is never shown
     again."""
     monitor = monitor_prepared(model=model, name=name, fields=fields)
     monitor.save()
+    audit.record("monitor.created", target=monitor, before=None, after=monitor_snapshot(monitor), actor=actor,
+                 source=audit.current_source())  # fmt: skip
     return monitor
 
 
 @transaction.atomic
-def monitor_update(*, monitor: Monitor, **fields: Any) -> Monitor:
+def monitor_update(*, monitor: Monitor, actor: Any = None, **fields: Any) -> Monitor:
     """Change a monitor's settings (MONITOR_FIELDS) with the checks monitor_create makes; nothing is stored when one
     fails. `version` takes a number or a reference, as at creation; None unpins it (follow production)."""
     current = Monitor.objects.select_for_update().select_related("model").get(pk=monitor.pk)
+    before = monitor_snapshot(current)
     current = monitor_prepared(model=current.model, name=current.name, fields=fields, monitor=current)
     current.save()
+    audit.record("monitor.changed", target=current, before=before, after=monitor_snapshot(current), actor=actor,
+                 source=audit.current_source())  # fmt: skip
     return current
+
+
+def monitor_snapshot(monitor: Monitor) -> dict[str, Any]:
+    """The monitor's settings as the audit trail keeps them; the webhook URL (it may hold a secret) only as set."""
+    values = audit.snapshot(monitor, ("model", "name", *MONITOR_FIELDS))
+    values["webhook_url"] = bool(values["webhook_url"])
+    return values
 
 
 def watched_version(monitor: Monitor) -> tuple[ModelVersion | None, WatchedAs]:

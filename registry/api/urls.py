@@ -1,6 +1,6 @@
 from django.urls import path
 
-from registry.api import artifacts, subjects, views, webhooks
+from registry.api import artifacts, audit, subjects, views, webhooks
 
 urlpatterns = [
     path("models/", views.ModelListCreate.as_view(), name="model-list"),
@@ -22,4 +22,5 @@ urlpatterns = [
     # subject rights (GDPR): erase or export everything held for a routing key / entity id
     path("subjects/erase/", subjects.SubjectErase.as_view(), name="subject-erase"),
     path("subjects/export/", subjects.SubjectExport.as_view(), name="subject-export"),
+    path("audit/", audit.AuditList.as_view(), name="audit-list"),
 ]

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config.queueing import enqueue
-from registry import permissions
+from registry import audit, permissions
 from registry.models import DeliveryStatus, RegisteredModel, WebhookDelivery, WebhookEndpoint
 from registry.webhooks import events, sending, signing, targets
 
@@ -34,12 +34,22 @@ class RetryLater(Exception):
 
 
 def checked_url(url: str, field: str) -> str:
-    """The URL when it may receive webhooks now; a 400 on `field` saying why not otherwise."""
+    """The URL unless it may not receive webhooks; a 400 on `field` saying why otherwise. A name that does not
+    resolve (yet) is accepted: every delivery checks the target again before it connects."""
     try:
         targets.check_target(url)
+    except targets.TargetUnresolved:
+        pass
     except targets.TargetRefused as exc:
         raise ValidationError({field: [str(exc)]}) from None
     return url
+
+
+def _snapshot(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    """The endpoint as the audit trail keeps it: the URL masked (it may hold a token), never the secret."""
+    return {"url": targets.mask_url(endpoint.url), "event_types": endpoint.event_types,
+            "model": endpoint.model.name if endpoint.model else None, "description": endpoint.description,
+            "active": endpoint.active}  # fmt: skip
 
 
 def _checked_event_types(value: Any) -> list[str]:
@@ -71,6 +81,8 @@ def webhook_endpoint_create(
     )  # fmt: skip
     endpoint.full_clean()
     endpoint.save()
+    audit.record("webhook.created", target=endpoint, before=None, after=_snapshot(endpoint), actor=actor,
+                 source=audit.current_source())  # fmt: skip
     return endpoint
 
 
@@ -87,6 +99,7 @@ def webhook_endpoint_update(
 ) -> WebhookEndpoint:
     permissions.check(actor, permissions.ADMIN)
     locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    before = _snapshot(locked)
     if url is not None and url != locked.url:
         locked.url = checked_url(url, "url")
     if event_types is not None:
@@ -99,12 +112,17 @@ def webhook_endpoint_update(
         locked.active = active
     locked.full_clean()
     locked.save()
+    if _snapshot(locked) != before:
+        audit.record("webhook.changed", target=locked, before=before, after=_snapshot(locked), actor=actor,
+                     source=audit.current_source())  # fmt: skip
     return locked
 
 
 @transaction.atomic
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Any = None) -> None:
     permissions.check(actor, permissions.ADMIN)
+    audit.record("webhook.deleted", target=endpoint, before=_snapshot(endpoint), after=None, actor=actor,
+                 source=audit.current_source())  # fmt: skip
     WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
 
 

@@ -57,4 +57,4 @@ class ApiKeyRevoke(APIView):
         if key.revoked_at is not None:
             detail = f"API key {key.pk} ({key.name}) was already revoked at {key.revoked_at.isoformat()}"
             return Response({"detail": detail}, status=status.HTTP_409_CONFLICT)
-        return Response(s.ApiKeySerializer(api_key_revoke(key=key)).data)
+        return Response(s.ApiKeySerializer(api_key_revoke(key=key, actor=request.user)).data)

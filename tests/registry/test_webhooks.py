@@ -179,6 +179,17 @@ def test_targets_that_are_not_public_http_are_refused_at_save_with_a_400_on_the_
     assert WebhookDelivery.objects.count() == 0 and not admin_api.get("/api/v1/webhooks/").json()["results"]
 
 
+def test_a_name_that_does_not_resolve_is_accepted_at_save_and_retried_at_delivery(classifier_model):
+    endpoint = webhooks.webhook_endpoint_create(url="https://hooks.invalid/ci", event_types=["alias.moved"])
+    (delivery,) = webhooks.webhook_event_fire(event_type="alias.moved", model=classifier_model, data={})
+    with pytest.raises(webhooks.RetryLater):
+        webhooks.webhook_delivery_attempt(delivery=delivery, attempt=1, attempts=2)
+    assert webhooks.webhook_delivery_attempt(delivery=delivery, attempt=2, attempts=2) is False
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.outcome) == ("failed", "the host did not resolve after 2 attempt(s)")
+    assert endpoint.url == "https://hooks.invalid/ci"
+
+
 def test_the_allow_list_lets_a_named_network_through(settings):
     settings.MODELWORKS_WEBHOOK_ALLOWED_NETWORKS = ["10.20.0.0/16"]
     assert check_target("http://10.20.1.2:9000/hook?x=1").address == "10.20.1.2"

@@ -15,7 +15,7 @@ from registry import services as registry
 from serving import metrics
 from serving.front import Pending, answer_round
 from serving.hotpath import predict_steps
-from serving.services import serving_policy_set
+from serving.policies import serving_policy_set
 from tests.serving.conftest import post, rows_of
 
 

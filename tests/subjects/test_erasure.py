@@ -74,6 +74,13 @@ def test_erase_subject_leaves_nothing_of_the_key_in_any_store_and_keeps_everyone
     assert set(counts_for(ALICE, everywhere.request_ids[ALICE]).values()) == {0}
     assert tables_holding(ALICE) == {} and redis_fields_holding(ALICE) == {}
     assert counts_for(BOB, everywhere.request_ids[BOB]) == bob_before
+    # The receipt is a row of the audit trail: counts per table, the subject by its hash (the dry run left none).
+    from registry.models import AuditEntry
+
+    receipt = AuditEntry.objects.get(action="subject.erase")
+    assert receipt.source == "command" and receipt.after["total"] == 16 and not receipt.after["dry_run"]
+    assert receipt.after["counts"]["prediction_log"] == {"serving_predictionlog": 6}
+    assert receipt.target.startswith("hmac:") and ALICE not in json.dumps(receipt.after)
     assert "erased 0 rows" in run("erase_subject", ALICE)  # again: nothing left to find
 
 

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from features.definitions import definitions_apply
+from registry import audit
 from registry.cli import one_line
 
 
@@ -17,6 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("file", help="YAML with 'entities:' and 'feature_views:' lists (see README)")
         parser.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
 
+    @audit.command
     def handle(self, *args, **opts) -> None:
         try:
             spec = yaml.safe_load(Path(opts["file"]).read_text(encoding="utf-8")) or {}

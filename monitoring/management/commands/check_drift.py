@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from monitoring.models import Monitor
 from monitoring.services.monitors import monitor_create, monitor_run, watched_version
-from registry import refs
+from registry import audit, refs
 from registry.cli import one_line
 from registry.models import ModelVersion, RegisteredModel
 
@@ -27,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--monitor", help="the monitor's name when the model has several")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
+    @audit.command
     def handle(self, *args, model: str, monitor: str | None, no_progress: bool, **opts) -> None:
         try:
             registered, ref = refs.model_named(model)

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from config.local_platform import admin_ensure
+from registry import audit
 from registry.cli import one_line
 
 
@@ -26,6 +27,7 @@ class Command(BaseCommand):
             help="print one tab-separated line for scripts: created|reset|unchanged, the user, the generated password",
         )  # fmt: skip
 
+    @audit.command
     def handle(self, *args, **opts) -> None:
         username = os.environ.get("MODELWORKS_ADMIN_USER", "admin")
         try:

@@ -5,7 +5,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from registry import services
+from registry import audit, services
 from registry.cli import one_line
 from registry.models import GrantPermission, ModelGrant, RegisteredModel
 
@@ -24,6 +24,7 @@ class Command(BaseCommand):
         who.add_argument("--user", help="username")
         who.add_argument("--group", help="group name (a role or any other group)")
 
+    @audit.command
     def handle(self, *args, **opts) -> None:
         model = RegisteredModel.objects.filter(name=opts["model"]).first()
         if model is None:

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from registry import audit
 from registry.cli import one_line
 from serving.keys import api_key_create
 
@@ -22,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--expires-in-days", type=int, help="default: never expires")
         parser.add_argument("--rate-limit", type=int, default=0, help="requests per second, 0 for no limit")
 
+    @audit.command
     def handle(self, *args, **opts) -> None:
         days = opts["expires_in_days"]
         expires = timezone.now() + timedelta(days=days) if days is not None else None

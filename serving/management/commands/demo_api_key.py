@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from config.local_platform import DEMO_KEY_SCOPES, demo_api_key
+from registry import audit
 
 
 class Command(BaseCommand):
@@ -14,6 +15,7 @@ class Command(BaseCommand):
         "that no longer authenticates (revoked, expired) is replaced by a new one."
     )
 
+    @audit.command
     def handle(self, *args, **opts) -> None:
         path = settings.VAR_DIR / "demo-api-key"
         raw, created = demo_api_key(path)

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("serving", "0006_rollouts_move_to_their_app"),
+        ("serving", "0007_prediction_log_caller"),
     ]
 
     operations = [
