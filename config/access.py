@@ -79,6 +79,10 @@ RULES: dict[str, dict[str, Need]] = {
     "alias-list": _rw(Need(_alias_in_body, _by_name)),
     "alias-detail": {**_rw(Need(_alias_in_url, _by_name), method="PUT"), "DELETE": Need(_alias_in_url, _by_name)},
     "event-list": _rw(),
+    # webhook endpoints (their URLs often embed tokens, their secrets sign): admins only, never an API key
+    "webhook-list": {"GET": Need(ADMIN), "POST": Need(ADMIN)},
+    "webhook-detail": {"GET": Need(ADMIN), "DELETE": Need(ADMIN)},
+    "webhook-deliveries": {"GET": Need(ADMIN)},
     # rollouts
     "rollout-list": _rw(Need(DEPLOY, _by_name)),
     "model-rollback": {"POST": Need(DEPLOY, _by_name)},

@@ -6,6 +6,7 @@ filesystem, so `make run` needs no Postgres and no Redis. DATABASE_URL and REDIS
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import sys
 from datetime import timedelta
@@ -378,6 +379,16 @@ MODELWORKS_FEEDBACK_MATCH_WINDOW_S = env_int("MODELWORKS_FEEDBACK_MATCH_WINDOW_S
 # a countdown: no worker waits), so 5 attempts over about 75 s by default.
 MODELWORKS_WEBHOOK_ATTEMPTS = env_int("MODELWORKS_WEBHOOK_ATTEMPTS", 5)
 MODELWORKS_WEBHOOK_BACKOFF_MS = env_int("MODELWORKS_WEBHOOK_BACKOFF_MS", 5000)
+# Webhooks (alerts, registry and rollout events) never go to loopback, private, link-local (cloud metadata), reserved
+# or multicast addresses, checked at save and at every delivery, unless one of these networks (comma-separated CIDRs,
+# e.g. "10.20.0.0/16,127.0.0.1/32") holds the address. Empty by default. Names resolve within the DNS timeout.
+MODELWORKS_WEBHOOK_ALLOWED_NETWORKS = env_list("MODELWORKS_WEBHOOK_ALLOWED_NETWORKS", [])
+for _cidr in MODELWORKS_WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"MODELWORKS_WEBHOOK_ALLOWED_NETWORKS: {_cidr!r} is not a network: {_exc}") from None
+MODELWORKS_WEBHOOK_DNS_TIMEOUT_S = env_int("MODELWORKS_WEBHOOK_DNS_TIMEOUT_S", 2)
 CELERY_BEAT_SCHEDULE.update(
     {
         # Each monitor has its own interval; this tick queues the ones that are due (claimed once each).
@@ -541,6 +552,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "VersionStatusEnum": "registry.models.VersionStatus",
         "RolloutStatusEnum": "rollouts.models.RolloutStatus",
+        "MonitorCorrectionEnum": "monitoring.models.Correction",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

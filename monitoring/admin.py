@@ -42,7 +42,9 @@ from monitoring.services.monitors import (
     monitor_run,
     monitor_update,
 )
+from registry import permissions
 from registry.models import ModelVersion, RegisteredModel, Task
+from registry.webhooks.targets import mask_url
 from serving.admin import KeyedSearchMixin
 
 HISTORY = 60
@@ -105,6 +107,11 @@ def _inline_assets() -> dict[str, object]:
     return {"scripts": scripts, "css": mark_safe(_static_text("console/console.css").replace("</", "<\\/"))}  # noqa: S308
 
 
+def _may_see_webhook(user, monitor: Monitor) -> bool:
+    """A webhook URL often embeds a token: whole to those who may change the monitor's model, masked to the rest."""
+    return permissions.holds(user, permissions.WRITE, monitor.model) or permissions.holds(user, permissions.ADMIN)
+
+
 def version_choices(model: RegisteredModel | None) -> list:
     """ "Follow production" and the versions of `model` (of every model, grouped, when none is chosen yet)."""
     versions = ModelVersion.objects.select_related("model").order_by("model__name", "-version")
@@ -122,6 +129,10 @@ class MonitorForm(forms.ModelForm):
     version = forms.TypedChoiceField(
         coerce=int, empty_value=None, required=False, help_text="pin a version, or follow production"
     )
+    webhook_url = forms.URLField(
+        required=False, max_length=200, assume_scheme="https",
+        help_text="http(s) only, never a private, loopback or link-local address; a new URL gets a new signing secret",
+    )  # fmt: skip
     quality_thresholds = NumbersByNameField(
         sorted(set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS)),
         help_text="alert when a metric from ground truth crosses this (a minimum for accuracy, f1, precision, recall, "
@@ -169,19 +180,6 @@ class MonitorAdmin(admin.ModelAdmin):
     actions = ["run_now"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
-    def get_readonly_fields(self, request: HttpRequest, obj=None):
-        return ["model", "name", "last_run_at"] if obj else []
-
-    def save_model(self, request: HttpRequest, obj: Monitor, form, change: bool) -> None:
-        fields = {name: form.cleaned_data[name] for name in MONITOR_FIELDS if name in form.cleaned_data}
-        if change:
-            monitor_update(monitor=obj, actor=request.user, **fields)
-            return
-        created = monitor_create(
-            model=form.cleaned_data["model"], name=form.cleaned_data["name"], actor=request.user, **fields
-        )
-        obj.pk = created.pk
-
     def get_urls(self):
         extra = [
             path(
@@ -198,6 +196,38 @@ class MonitorAdmin(admin.ModelAdmin):
             )
         )
         return extra + super().get_urls()
+
+    def get_fields(self, request: HttpRequest, obj: Monitor | None = None):
+        fields = list(super().get_fields(request, obj))
+        if obj is not None and not _may_see_webhook(request.user, obj):
+            fields = ["webhook_target" if name == "webhook_url" else name for name in fields]
+        return fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Monitor | None = None):
+        readonly = ["model", "name", "last_run_at"] if obj else []
+        return (
+            [*readonly, "webhook_target"] if obj is not None and not _may_see_webhook(request.user, obj) else readonly
+        )
+
+    @admin.display(description="webhook URL")
+    def webhook_target(self, monitor: Monitor) -> str:
+        return mask_url(monitor.webhook_url)
+
+    def save_model(self, request: HttpRequest, obj: Monitor, form, change: bool) -> None:
+        fields = {name: form.cleaned_data[name] for name in MONITOR_FIELDS if name in form.cleaned_data}
+        before = Monitor.objects.filter(pk=obj.pk).values_list("webhook_secret", flat=True).first() if change else ""
+        if change:
+            saved = monitor_update(monitor=obj, actor=request.user, **fields)
+        else:
+            saved = monitor_create(
+                model=form.cleaned_data["model"], name=form.cleaned_data["name"], actor=request.user, **fields
+            )
+        obj.pk = saved.pk
+        if saved.webhook_secret and saved.webhook_secret != before:  # a new webhook URL: a new secret, shown once
+            self.message_user(
+                request, f"The secret signing {saved}'s alert webhooks (shown once, store it now): "
+                f"{saved.webhook_secret}", messages.WARNING,
+            )  # fmt: skip
 
     @admin.display(description="dashboard")
     def dashboard(self, monitor: Monitor) -> str:

@@ -114,6 +114,8 @@ class Monitor(models.Model):
     min_psi = models.FloatField(null=True, blank=True, help_text="effect size also required for categoricals")
     quality_thresholds = models.JSONField(default=dict, blank=True, help_text='e.g. {"accuracy": 0.9, "rmse": 60}')
     webhook_url = models.URLField(blank=True)
+    # Signs the alert webhooks (Standard Webhooks); shown once, when the monitor is made with a webhook URL.
+    webhook_secret = models.CharField(max_length=100, blank=True, editable=False)
     last_run_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

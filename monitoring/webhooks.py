@@ -1,6 +1,7 @@
 """Alert webhooks: one JSON POST per alert state change, never raising to the caller.
 
-Each call here is one attempt; the retries are Celery's (`monitoring.tasks.deliver_webhook` re-queues itself with
+Signed (Standard Webhooks, the monitor's secret) and guarded like every webhook (registry/webhooks). Each call
+here is one attempt; the retries are Celery's (`monitoring.tasks.deliver_webhook` re-queues itself with
 exponential backoff), so no worker sleeps between attempts.
 
 The body (README "Monitoring"):
@@ -15,33 +16,15 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 from typing import Any
 
-from django.conf import settings
-
 from monitoring.models import Alert
+from registry.webhooks import sending
+from registry.webhooks.sending import webhook_attempts, webhook_backoff_s
+from registry.webhooks.services import RetryLater
 
 logger = logging.getLogger(__name__)
-TIMEOUT_S = 5.0
-
-
-class RetryLater(Exception):
-    """This attempt failed in a way another may not (a network error, 5xx or 429) and attempts remain."""
-
-    def __init__(self, outcome: str) -> None:
-        super().__init__(outcome)
-        self.outcome = outcome
-
-
-def webhook_attempts() -> int:
-    return max(1, settings.MODELWORKS_WEBHOOK_ATTEMPTS)
-
-
-def webhook_backoff_s(attempt: int) -> float:
-    """How long to wait after failed attempt `attempt` (1-based): the base, doubled per attempt."""
-    return settings.MODELWORKS_WEBHOOK_BACKOFF_MS / 1000 * 2 ** (attempt - 1)
+__all__ = ["RetryLater", "webhook_attempts", "webhook_backoff_s", "webhook_body", "webhook_send"]
 
 
 def webhook_body(alert: Alert, status: str) -> dict[str, Any]:
@@ -63,17 +46,6 @@ def webhook_body(alert: Alert, status: str) -> dict[str, Any]:
     }
 
 
-def _post(url: str, body: bytes) -> int:
-    if not url.startswith(("http://", "https://")):
-        raise urllib.error.URLError(f"not an http(s) URL: {url[:40]}")
-    request = urllib.request.Request(  # noqa: S310 (checked just above: http(s) only)
-        url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "modelworks"}
-    )
-    # The URL comes from a URLField, which accepts http(s) only.
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
-        return response.status
-
-
 def _record(alert: Alert, outcome: str) -> None:
     Alert.objects.filter(pk=alert.pk).update(webhook_status=outcome[:200])
 
@@ -88,21 +60,17 @@ def webhook_send(*, alert: Alert, status: str, attempt: int = 1, attempts: int |
     if alert.silenced:
         _record(alert, f"{status}: not sent, silenced until {alert.silenced_until:%Y-%m-%d %H:%M %Z}")
         return False
-    url = alert.monitor.webhook_url
+    monitor = alert.monitor
     body = json.dumps(webhook_body(alert, status)).encode()
-    retryable = True
-    try:
-        code = _post(url, body)
-        outcome = f"{status}: HTTP {code} after {attempt} attempt(s)"
-        if code < 300:
-            _record(alert, outcome)
-            return True
-    except urllib.error.HTTPError as exc:
-        outcome = f"{status}: HTTP {exc.code} after {attempt} attempt(s)"
-        retryable = exc.code >= 500 or exc.code == 429  # otherwise the receiver refuses this body: resending won't help
-    except (urllib.error.URLError, OSError) as exc:
-        outcome = f"{status}: {exc.__class__.__name__} after {attempt} attempt(s)"
-    if retryable and attempt < attempts:
+    # One message per alert and status: the same webhook-id on every attempt, for the receiver's deduplication.
+    result = sending.post(
+        url=monitor.webhook_url, secret=monitor.webhook_secret, message_id=f"msg_alert_{alert.pk}_{status}", body=body
+    )
+    outcome = f"{status}: {result.outcome} after {attempt} attempt(s)"
+    if result.delivered:
+        _record(alert, outcome)
+        return True
+    if result.retryable and attempt < attempts:
         _record(alert, f"{outcome}, retrying")
         raise RetryLater(outcome)
     logger.warning("alert %s webhook failed: %s", alert.pk, outcome)

@@ -444,3 +444,6 @@ class ModelGrantAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset) -> None:
         for grant in queryset:
             services.model_grant_revoke(grant=grant, actor=request.user)
+
+
+from registry import admin_webhooks  # noqa: E402, F401  (webhook endpoints and deliveries, registered there)

@@ -180,6 +180,57 @@ class ModelGrant(models.Model):
         return f"{self.permission} on {self.model} to {self.user or self.group}"
 
 
+class WebhookEndpoint(models.Model):
+    """Where registry and rollout events are POSTed (signed, Standard Webhooks): CI/CD listening for new versions,
+    gate verdicts, alias moves and rollout decisions. The secret is shown once, when the endpoint is made."""
+
+    url = models.URLField(max_length=2000)
+    secret = models.CharField(max_length=100, editable=False)
+    # Event type names (registry.webhooks.events); the endpoint hears only these.
+    event_types = models.JSONField(default=list)
+    model = models.ForeignKey(
+        RegisteredModel, null=True, blank=True, on_delete=models.CASCADE, related_name="webhook_endpoints",
+        help_text="only this model's events; empty: every model's",
+    )  # fmt: skip
+    description = models.CharField(max_length=200, blank=True)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk}" + (f" ({self.description})" if self.description else "")
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint: its message (the same webhook-id on every attempt) and how its attempts went."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    message_id = models.CharField(max_length=64, unique=True)
+    event_type = models.CharField(max_length=50)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event_type} to {self.endpoint_id}: {self.status}"
+
+
 class AuditSource(models.TextChoices):
     """Where a change came from: the HTTP API (raw), the Python client (its X-Modelworks-Client header), the
     console, a management command, or the platform itself (beat, workers, migrations)."""

@@ -150,7 +150,8 @@ def alias_permission(model: RegisteredModel, alias: str) -> str:
 # What each role may open in the admin console (Django's model permissions, "app.codename"): the console shows
 # and hides pages by these; what an action may change is still decided by `check` in the services it calls.
 _CONSOLE_APPS = ("registry", "serving", "features", "rollouts", "experiments", "monitoring")
-_NOT_FOR_VIEWERS = {"serving.view_apikey", "registry.view_modelgrant", "serving.view_deadletter"}
+_NOT_FOR_VIEWERS = {"serving.view_apikey", "registry.view_modelgrant", "serving.view_deadletter",
+                    "registry.view_webhookendpoint", "registry.view_webhookdelivery"}  # fmt: skip
 CONSOLE: dict[str, tuple[str, ...]] = {
     VIEWER: ("view:*",),
     DATA_SCIENTIST: (
@@ -166,7 +167,9 @@ CONSOLE: dict[str, tuple[str, ...]] = {
         "view:*", "serving.view_apikey", "serving.add_apikey", "serving.change_apikey", "serving.view_servingpolicy",
         "serving.add_servingpolicy", "serving.change_servingpolicy", "serving.view_deadletter",
         "serving.delete_deadletter", "registry.view_modelgrant", "registry.add_modelgrant",
-        "registry.delete_modelgrant", "auth.view_user", "auth.add_user", "auth.change_user", "auth.view_group",
+        "registry.delete_modelgrant", "registry.view_webhookendpoint", "registry.add_webhookendpoint",
+        "registry.change_webhookendpoint", "registry.delete_webhookendpoint", "registry.view_webhookdelivery",
+        "auth.view_user", "auth.add_user", "auth.change_user", "auth.view_group",
         "auth.change_group",
     ),
 }  # fmt: skip

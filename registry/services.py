@@ -35,6 +35,8 @@ from registry.models import (
 )
 from registry.signature import check_model_matches, infer_signature, model_classes, validate_signature
 from registry.traffic import TrafficConflict, traffic_owner
+from registry.webhooks import events as webhook_events
+from registry.webhooks import services as webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ def _event(
     after: Any = None,
     message: str = "",
 ) -> RegistryEvent:
-    return RegistryEvent.objects.create(
+    event = RegistryEvent.objects.create(
         model=model,
         version=version,
         action=action,
@@ -73,6 +75,13 @@ def _event(
         after=after,
         message=message,
     )
+    if action in webhook_events.event_types():
+        webhooks.webhook_event_fire(
+            event_type=action, model=model,
+            data={"version": version.version if version else None, "actor": event.actor_name, "before": before,
+                  "after": after, "message": message, "event_id": event.pk},
+        )  # fmt: skip
+    return event
 
 
 def _json_object(value: Any, field: str) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from registry import audit, services
-from registry.models import ModelVersion
+from registry.models import ModelVersion, WebhookDelivery
+from registry.webhooks import services as webhooks
+from registry.webhooks.sending import webhook_backoff_s
 
 
 @shared_task(name="registry.verify_artifact", acks_late=True, reject_on_worker_lost=True)
@@ -23,6 +25,18 @@ def verify_all_artifacts() -> dict[str, int]:
         checked += 1
         failed += not services.model_version_verify_integrity(version=version)
     return {"checked": checked, "failed": failed}
+
+
+@shared_task(bind=True, name="registry.deliver_webhook", acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def deliver_webhook(self: Task, delivery_id: int) -> bool:
+    """One attempt; a failed one is re-queued with a countdown (Celery's retry), so the worker is free meanwhile.
+    The number of attempts is bounded by `webhook_delivery_attempt`, which records the outcome on the delivery."""
+    delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
+    attempt = self.request.retries + 1
+    try:
+        return webhooks.webhook_delivery_attempt(delivery=delivery, attempt=attempt)
+    except webhooks.RetryLater as exc:
+        raise self.retry(countdown=webhook_backoff_s(attempt), exc=exc) from exc
 
 
 @shared_task(name="registry.prune_audit", acks_late=True, reject_on_worker_lost=True)

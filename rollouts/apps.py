@@ -9,8 +9,10 @@ class RolloutsConfig(AppConfig):
 
     def ready(self) -> None:
         from registry import traffic as registry_traffic
-        from rollouts.services import active_rollout_owner, split_for_model
+        from registry.webhooks import events as webhook_events
+        from rollouts.services import WEBHOOK_EVENTS, active_rollout_owner, split_for_model
         from serving import traffic
 
         traffic.register_split_source(split_for_model)
         registry_traffic.register_owner_check(active_rollout_owner)
+        webhook_events.register_event_types(WEBHOOK_EVENTS)

@@ -26,6 +26,7 @@ from registry.models import ModelVersion, RegisteredModel, Task, VersionStatus
 from registry.selectors import previous_production
 from registry.services import PRODUCTION_ALIAS
 from registry.traffic import TrafficOwner, claim_model
+from registry.webhooks import services as webhooks
 from rollouts import analysis as rollout_analysis
 from rollouts.models import ACTIVE_ROLLOUT_STATUSES, Rollout, RolloutEvent, RolloutStatus
 from serving import traffic
@@ -86,8 +87,18 @@ def active_rollout_owner(model_id: int) -> TrafficOwner | None:
 # --- Starting ------------------------------------------------------------------------------------------------------
 
 
+# The rollout decisions CI/CD hears as webhooks (registered as event types in rollouts/apps.py).
+WEBHOOK_EVENTS = {
+    "rollout.created": "a rollout started",
+    "rollout.paused": "a rollout paused (by hand or by its analysis)",
+    "rollout.promoted": "a rollout promoted its candidate to production",
+    "rollout.rolled_back": "a rollout's analysis rolled its candidate back",
+    "rollout.aborted": "a rollout was aborted (by hand, or by a rollback)",
+}
+
+
 def _event(rollout: Rollout, action: str, *, figures: dict | None = None, message: str = "", actor: Any = None):
-    return RolloutEvent.objects.create(
+    event = RolloutEvent.objects.create(
         rollout=rollout,
         action=action,
         stage_index=rollout.stage_index if rollout.mode == Rollout.Mode.CANARY else None,
@@ -95,6 +106,14 @@ def _event(rollout: Rollout, action: str, *, figures: dict | None = None, messag
         message=message,
         actor_name=getattr(actor, "username", "") or "system",
     )
+    if f"rollout.{action}" in WEBHOOK_EVENTS:
+        webhooks.webhook_event_fire(
+            event_type=f"rollout.{action}", model=rollout.model,
+            data={"rollout": rollout.pk, "candidate": rollout.candidate.version, "baseline": rollout.baseline.version,
+                  "mode": rollout.mode, "status": rollout.status, "stage_index": event.stage_index, "figures": figures
+                  or {}, "message": message, "actor": event.actor_name},
+        )  # fmt: skip
+    return event
 
 
 def _checked_stages(stages: Any) -> list[int]:

@@ -83,6 +83,12 @@ def artifact_root(settings, tmp_path):
     return root
 
 
+@pytest.fixture(autouse=True)
+def webhook_receivers_on_localhost(settings):
+    """Webhooks may not go to loopback by default; the suite's receivers listen on 127.0.0.1, allowed explicitly."""
+    settings.MODELWORKS_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+
+
 @dataclass(frozen=True)
 class Trained:
     """A fitted estimator with its artifact and held-out evaluation data."""

@@ -119,6 +119,9 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "alias-list": {"GET": READ, "POST": DEPLOY},  # posted: {"alias": "production"}, a protected alias
     "alias-detail": {"GET": READ, "PUT": DEPLOY, "DELETE": DEPLOY},  # the production alias
     "event-list": {"GET": READ},
+    "webhook-list": {"GET": ADMIN, "POST": ADMIN},
+    "webhook-detail": {"GET": ADMIN, "DELETE": ADMIN},
+    "webhook-deliveries": {"GET": ADMIN},
     "rollout-list": {"GET": READ, "POST": DEPLOY},
     "model-rollback": {"POST": DEPLOY},
     "rollout-detail": {"GET": READ},
@@ -245,6 +248,7 @@ def world(two_models):
     """A rollout and a draft experiment on each model, a monitor with an alert, an API key: every route has a row."""
     from experiments import services as experiments
     from monitoring.models import Alert, AlertKind, Monitor
+    from registry.models import WebhookEndpoint
 
     made = {"rollout": {}, "experiment": {}}
     for name, model in two_models.items():
@@ -257,6 +261,8 @@ def world(two_models):
     made["monitor"] = monitor
     made["alert"] = Alert.objects.create(monitor=monitor, version=1, kind=AlertKind.QUALITY, subject="f1", message="m")
     made["key"] = api_key_create(name="listed", scopes=["predict:*"])[0]
+    made["webhook"] = WebhookEndpoint.objects.create(url="https://hooks.example.com/x", event_types=["alias.moved"],
+                                                     active=False)  # fmt: skip
     return made
 
 
@@ -277,6 +283,8 @@ def requests_of(name: str, world) -> list[tuple[str, str, str | None]]:
         targets = [({"pk": world["alert"].pk}, None)]
     elif name.startswith("api-key-") and name != "api-key-list":
         targets = [({"pk": world["key"].pk}, None)]
+    elif name.startswith("webhook-") and name != "webhook-list":
+        targets = [({"pk": world["webhook"].pk}, None)]
     elif name in ("feature-view-detail", "feature-push"):
         targets = [({"name": "no-such-view"}, None)]
     else:
@@ -294,6 +302,7 @@ def requests_of(name: str, world) -> list[tuple[str, str, str | None]]:
 
 BODIES = {"alias-list": {"alias": "production", "version": 2}, "alias-detail": {"version": 2},
           "api-key-list": {"name": "new", "scopes": ["predict:*"]},
+          "webhook-list": {"url": "http://127.0.0.1:9/hook", "event_types": ["alias.moved"]},
           "subject-erase": {"key": "nobody", "dry_run": True}, "subject-export": {"key": "nobody"}}  # fmt: skip
 
 

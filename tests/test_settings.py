@@ -108,6 +108,10 @@ def test_deploy_check_is_clean_once_hsts_is_on(tmp_path):
         ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
         ({"DEBUG": "1", "ARTIFACT_STORAGE": "ftp"}, "ARTIFACT_STORAGE='ftp': use local, s3 or azure"),
         (
+            {"DEBUG": "1", "MODELWORKS_WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8,localhost"},
+            "MODELWORKS_WEBHOOK_ALLOWED_NETWORKS: 'localhost' is not a network",
+        ),
+        (
             {"DEBUG": "1", "MODELWORKS_VERIFY_ARTIFACTS_EVERY_S": "5400"},
             "MODELWORKS_VERIFY_ARTIFACTS_EVERY_S=5400: a period of an hour or more must be",
         ),

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from registry import permissions
 from registry.api.fields import VersionRefField
+from registry.webhooks.targets import mask_url
 
 MAX_ITEMS = 10_000
 
@@ -60,6 +62,16 @@ class RecordedSerializer(serializers.Serializer):
 
 class MonitorSerializer(serializers.ModelSerializer):
     model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    webhook_url = serializers.SerializerMethodField(
+        help_text="whole to those holding write on the model (or admin); otherwise masked: https://host/…"
+    )
+
+    def get_webhook_url(self, monitor) -> str:
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if permissions.holds(user, permissions.WRITE, monitor.model) or permissions.holds(user, permissions.ADMIN):
+            return monitor.webhook_url
+        return mask_url(monitor.webhook_url)
 
     class Meta:
         from monitoring.models import Monitor
@@ -70,6 +82,17 @@ class MonitorSerializer(serializers.ModelSerializer):
             "every_minutes", "p_threshold", "correction", "dataset_drift_share", "min_wasserstein", "min_psi",
             "quality_thresholds", "webhook_url", "last_run_at", "created_at",
         ]  # fmt: skip
+        read_only_fields = fields
+
+
+class MonitorCreatedSerializer(MonitorSerializer):
+    webhook_secret = serializers.CharField(
+        read_only=True,
+        help_text="signs the alert webhooks (Standard Webhooks): shown in this answer only, store it now",
+    )
+
+    class Meta(MonitorSerializer.Meta):
+        fields = [*MonitorSerializer.Meta.fields, "webhook_secret"]
         read_only_fields = fields
 
 

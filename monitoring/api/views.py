@@ -59,14 +59,15 @@ class MonitorListCreate(generics.ListAPIView):
     serializer_class = s.MonitorSerializer
     queryset = Monitor.objects.select_related("model").order_by("id")
 
-    @extend_schema(request=s.MonitorCreateSerializer, responses={201: s.MonitorSerializer})
+    @extend_schema(request=s.MonitorCreateSerializer, responses={201: s.MonitorCreatedSerializer})
     def post(self, request: Request) -> Response:
         data = s.MonitorCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         model = get_object_or_404(RegisteredModel, name=fields.pop("model"))
         monitor = monitors.monitor_create(model=model, **fields)
-        return Response(s.MonitorSerializer(monitor).data, status=status.HTTP_201_CREATED)
+        created = s.MonitorCreatedSerializer(monitor, context={"request": request})
+        return Response(created.data, status=status.HTTP_201_CREATED)
 
 
 class MonitorDetail(generics.RetrieveAPIView):

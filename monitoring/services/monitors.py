@@ -22,6 +22,8 @@ from monitoring.windows import Window, current_frame, feature_kinds
 from registry import audit, refs
 from registry.models import ModelVersion, RegisteredModel
 from registry.selectors import production_version
+from registry.webhooks.services import checked_url
+from registry.webhooks.signing import new_secret
 
 MONITOR_FIELDS = (
     "version", "enabled", "window_hours", "window_rows", "max_rows", "min_rows", "every_minutes", "p_threshold",
@@ -66,9 +68,17 @@ def monitor_prepared(*, model: RegisteredModel, name: str, fields: dict[str, Any
         if Monitor.objects.filter(model=model, name=name).exists():
             raise ValidationError({"name": [f"{model.name} already has a monitor named {name!r}"]})
         monitor = Monitor(model=model, name=name)
+    previous_url = monitor.webhook_url
     for field, value in fields.items():
         setattr(monitor, field, value)
     _check(monitor)
+    if monitor.webhook_url != previous_url or (monitor.webhook_url and not monitor.webhook_secret):
+        # A new target is refused when it may not receive webhooks (it is checked again at every delivery), and
+        # gets a new secret: whoever knew the old one is not told the new one. A monitor made before alerts were
+        # signed gets its first secret when it is next saved.
+        if monitor.webhook_url:
+            checked_url(monitor.webhook_url, "webhook_url")
+        monitor.webhook_secret = new_secret() if monitor.webhook_url else ""
     monitor.full_clean(validate_unique=False)
     return monitor
 
@@ -76,7 +86,9 @@ def monitor_prepared(*, model: RegisteredModel, name: str, fields: dict[str, Any
 @transaction.atomic
 def monitor_create(*, model: RegisteredModel, name: str, actor: Any = None, **fields: Any) -> Monitor:
     """A monitor of `model`. `version` pins it: a number or a reference (models:/NAME/3, models:/NAME@alias, resolved
-    to the version it names now); without one it follows the production alias at every run."""
+    to the version it names now); without one it follows the production alias at every run. With a webhook URL it
+    gets a secret signing its alert webhooks, on the returned row for the caller to show now: it is never shown
+    again."""
     monitor = monitor_prepared(model=model, name=name, fields=fields)
     monitor.save()
     audit.record("monitor.created", target=monitor, before=None, after=monitor_snapshot(monitor), actor=actor,

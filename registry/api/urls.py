@@ -1,6 +1,6 @@
 from django.urls import path
 
-from registry.api import artifacts, audit, subjects, views
+from registry.api import artifacts, audit, subjects, views, webhooks
 
 urlpatterns = [
     path("models/", views.ModelListCreate.as_view(), name="model-list"),
@@ -16,6 +16,9 @@ urlpatterns = [
     path("models/<slug:name>/aliases/", views.AliasListCreate.as_view(), name="alias-list"),
     path("models/<slug:name>/aliases/<str:alias>/", views.AliasDetail.as_view(), name="alias-detail"),
     path("models/<slug:name>/events/", views.EventList.as_view(), name="event-list"),
+    path("webhooks/", webhooks.WebhookListCreate.as_view(), name="webhook-list"),
+    path("webhooks/<int:pk>/", webhooks.WebhookDetail.as_view(), name="webhook-detail"),
+    path("webhooks/<int:pk>/deliveries/", webhooks.WebhookDeliveries.as_view(), name="webhook-deliveries"),
     # subject rights (GDPR): erase or export everything held for a routing key / entity id
     path("subjects/erase/", subjects.SubjectErase.as_view(), name="subject-erase"),
     path("subjects/export/", subjects.SubjectExport.as_view(), name="subject-export"),

@@ -107,7 +107,7 @@ def test_a_failing_webhook_attempt_asks_for_a_retry_until_the_last_and_never_rai
 
     receiver.close()  # nobody listening any more: the last attempt gives up and says why
     assert webhooks.webhook_send(alert=alert, status="resolved", attempt=2, attempts=2) is False
-    assert Alert.objects.get().webhook_status == "resolved: URLError after 2 attempt(s)"
+    assert Alert.objects.get().webhook_status == "resolved: connection failed after 2 attempt(s)"
 
 
 @pytest.mark.django_db

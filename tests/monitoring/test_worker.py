@@ -36,6 +36,7 @@ def worker(artifact_root, tmp_path):
         # Webhook retries: 3 attempts, waiting 2 s then 4 s in the queue.
         "MODELWORKS_WEBHOOK_ATTEMPTS": "3",
         "MODELWORKS_WEBHOOK_BACKOFF_MS": str(BACKOFF_MS),
+        "MODELWORKS_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",  # the local receiver
     }
     log = (tmp_path / "worker.log").open("w")
     process = subprocess.Popen(
