@@ -13,6 +13,7 @@ from config.pagination import MAX_LIMIT, MAX_OFFSET
 from experiments import services as experiments
 from monitoring.services.monitors import monitor_create
 from registry import services as registry
+from registry.webhooks.services import webhook_endpoint_create
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,8 @@ def test_the_url_conf_has_the_list_endpoints_this_table_is_about():
 
 @pytest.fixture
 def objects(classifier_model, logreg, forest):
-    """One of everything a list route names: model `cancer` with two versions, an experiment, a monitor."""
+    """One of everything a list route names: model `cancer` with two versions, an experiment, a monitor, a webhook
+    endpoint."""
     v1 = registry.model_version_register(model=classifier_model, artifact=logreg.artifact, metrics={"accuracy": 0.99})
     registry.model_version_register(model=classifier_model, artifact=forest.artifact, metrics={"accuracy": 0.99})
     registry.alias_create(model=classifier_model, name="production", version=v1)
@@ -46,7 +48,8 @@ def objects(classifier_model, logreg, forest):
         arms=[{"name": "a", "version": 1, "weight": 1}, {"name": "b", "version": 2, "weight": 1}],
     )  # fmt: skip
     monitor = monitor_create(model=classifier_model, name="bounds")
-    return {"models": "cancer", "experiments": experiment.name, "monitors": monitor.pk}
+    endpoint = webhook_endpoint_create(url="http://127.0.0.1:9/hook", event_types=["alias.moved"])
+    return {"models": "cancer", "experiments": experiment.name, "monitors": monitor.pk, "webhooks": endpoint.pk}
 
 
 def url_of(route: str, objects: dict) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from standardwebhooks import Webhook
 
 from monitoring import webhooks
 from monitoring.models import Alert, AlertKind, Monitor
 from registry import permissions
+from serving.tokens import user_token_create
 from tests.serving.conftest import make_key
 from tests.webhook_receiver import HookReceiver
 
@@ -80,7 +80,7 @@ def test_webhook_urls_are_masked_for_readers_and_whole_for_writers(client, api, 
     viewer = django_user_model.objects.create_user(username="vera", password="x" * 12)
     viewer.groups.add(Group.objects.get(name=permissions.VIEWER))
     viewing = APIClient()
-    viewing.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=viewer).key}")
+    viewing.credentials(HTTP_AUTHORIZATION=f"Token {user_token_create(user=viewer)[1]}")
     readers = {
         "viewer": viewing,
         "registry:read key": APIClient(HTTP_AUTHORIZATION=f"Api-Key {make_key('registry:read')}"),

@@ -13,7 +13,6 @@ from django.contrib.auth.models import Group
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -24,6 +23,7 @@ from registry.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from registry.webhooks import services as webhooks
 from registry.webhooks.targets import TargetRefused, check_target, mask_url
 from rollouts import services as rollouts
+from serving.tokens import user_token_create
 from tests.webhook_receiver import HookReceiver
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,7 @@ def admin_api(django_user_model) -> APIClient:
     person = django_user_model.objects.create_user(username="root-ish", password="x" * 12)
     person.groups.add(Group.objects.get(name=permissions.ADMIN_ROLE))
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=person).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user_token_create(user=person)[1]}")
     return client
 
 

@@ -189,7 +189,7 @@ def test_an_old_raw_token_is_refused_with_a_message_saying_what_to_do(db):
 def test_the_migration_drops_the_raw_token_table():
     from importlib import import_module
 
-    drop_raw_tokens = import_module("serving.migrations.0008_invalidate_raw_tokens").drop_raw_tokens
+    drop_raw_tokens = import_module("serving.migrations.0009_invalidate_raw_tokens").drop_raw_tokens
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, user_id integer, created timestamp)")
         cursor.execute("INSERT INTO authtoken_token VALUES ('0123456789abcdef0123456789abcdef01234567', 1, now())")
