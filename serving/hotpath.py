@@ -249,6 +249,17 @@ def predict_steps(
     return Reply(200, result.as_json(), {"X-Request-ID": result.request_id})
 
 
+def wants_async(prefer: str | None, body: bytes) -> bool:
+    """The request asks to be answered asynchronously (serving/asynchronous.py): `Prefer: respond-async` (RFC 7240),
+    or an "async" field in the body other than false. Cheap when it does not: a header test, a substring search."""
+    if prefer and "respond-async" in prefer.lower():
+        return True
+    if b'"async"' not in body:
+        return False
+    payload = parse_json(body)
+    return isinstance(payload, dict) and payload.get("async", False) not in (False, None)
+
+
 @csrf_exempt
 def predict(request: HttpRequest, name: str) -> HttpResponse:
     if request.method != "POST":
@@ -259,12 +270,19 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
     body = read_body(request)
     if isinstance(body, Reply):
         return to_response(body)
+    request_id = getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID")
+    if wants_async(request.META.get("HTTP_PREFER"), body):
+        from serving.asynchronous import async_prediction_submit  # which runs this module's predict_steps
+
+        return to_response(async_prediction_submit(name=name, body=body, version=request.GET.get("version"),
+                                                   alias=request.GET.get("alias"), request_id=request_id,
+                                                   caller=caller))  # fmt: skip
     steps = predict_steps(
         name,
         body,
         version=request.GET.get("version"),
         alias=request.GET.get("alias"),
-        request_id=getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID"),
+        request_id=request_id,
         caller=caller,
     )
     return to_response(services.run_steps(steps))
