@@ -57,9 +57,11 @@ GUNICORN_CONF = REPO / "platform" / "gunicorn.conf.py"
 GUNICORN_FALLBACK = ["--workers", "2", "--worker-class", "uvicorn_worker.UvicornWorker"]
 
 HOST = "127.0.0.1"  # the only address this benchmark ever sends traffic to
-DB_NAME = "modelworks_bench"
+# Several checkouts on one machine each need their own database and Redis database: BENCH_DB_NAME, BENCH_REDIS_DB
+# (the latter as bench/prepare.sh reads it). Both are dropped or flushed at the start of each run.
+DB_NAME = os.environ.get("BENCH_DB_NAME", "modelworks_bench")
 DB_ADMIN = {"host": HOST, "port": 5432, "user": "postgres", "dbname": "postgres"}
-REDIS_URL = f"redis://{HOST}:6379/14"
+REDIS_URL = f"redis://{HOST}:6379/{os.environ.get('BENCH_REDIS_DB', '14')}"
 MODELS = ("breast-cancer-logreg", "breast-cancer-forest")
 MLFLOW_SPEC = "mlflow>=3,<4"
 PINNED = ("scikit-learn", "numpy", "scipy", "pandas")  # same versions in the MLflow venv as in the project's
@@ -373,8 +375,8 @@ def recreate_database() -> None:
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute("DROP DATABASE IF EXISTS modelworks_bench WITH (FORCE)")
-            cur.execute("CREATE DATABASE modelworks_bench")
+            cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{DB_NAME}"')
     finally:
         conn.close()
     shutil.rmtree(WORK / "var", ignore_errors=True)

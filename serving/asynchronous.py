@@ -113,7 +113,7 @@ def async_prediction_run(*, prediction_id: str) -> bool:
         _finish(row, _not_run(waited))
         return True
     steps = hotpath.predict_steps(row.model_name, bytes(row.body), version=row.version, alias=row.alias,
-                                  request_id=row.request_id, caller=row.caller)  # fmt: skip
+                                  request_id=row.request_id, caller=row.caller, may_hand_over=False)  # fmt: skip
     reply = services.run_steps(steps)
     prediction_log().flush()  # the worker may be stopped before its buffer's next flush
     _finish(row, reply)

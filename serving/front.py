@@ -303,7 +303,7 @@ class Front:
             return None  # the admin session (CSRF applies) or a 401: Django's view answers both
         request_id = headers[b"x-request-id"].decode("latin-1") if b"x-request-id" in headers else None
         if predict is not None:
-            if b"prefer" in headers and wants_async(headers[b"prefer"].decode("latin-1"), b""):
+            if b"prefer" in headers and wants_async(headers[b"prefer"].decode("latin-1")):
                 return None  # an asynchronous prediction: Django's view stores and queues it (serving/asynchronous.py)
             name = predict["name"]
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -357,14 +357,14 @@ class Front:
                 return  # the client went away
             if isinstance(body, Reply):
                 answer = encode(body)
-            elif handler == "predict" and b'"async"' in body:  # perhaps `"async": true`: Django's view decides
-                await self._django(scope, _replay(body, receive), send)
-                return
             else:
                 loop = asyncio.get_running_loop()
                 future: asyncio.Future = loop.create_future()
                 request_processor().submit(Pending(make_steps(body), loop, future))
                 answer = await future
+                if answer[0] == 0:  # HAND_OVER: an asynchronous prediction, which Django's view stores and queues
+                    await self._django(scope, _replay(body, receive), send)
+                    return
         except Exception:
             HTTP_RESPONSES.labels(handler, "500").inc()  # uvicorn answers it
             raise
