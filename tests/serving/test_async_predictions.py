@@ -31,6 +31,12 @@ from tests.serving.conftest import make_key, post, rows_of
 from tests.serving.test_front import call, predict_body
 from tests.webhook_receiver import HookReceiver
 
+CLIENT_PACKAGE = Path(__file__).resolve().parents[2] / "modelworks_client"
+if str(CLIENT_PACKAGE) not in sys.path:  # the client is its own package; the suite uses this repo's copy of it
+    sys.path.insert(0, str(CLIENT_PACKAGE))
+
+from modelworks_client import Client as ModelworksClient  # noqa: E402
+
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
 URL = "/api/v1/models/cancer/predict"
@@ -83,7 +89,8 @@ def worker(django_db_setup, django_db_blocker, shared_artifacts, tmp_path_factor
     path = tmp_path_factory.mktemp("worker") / "worker.log"
     log = path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-Q", QUEUE, "--loglevel", "INFO"],
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-Q", QUEUE, "--loglevel", "INFO",
+         "--without-mingle", "--without-gossip"],  # no waiting for other workers at start
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     yield path
@@ -160,13 +167,17 @@ def test_an_async_prediction_answers_what_the_synchronous_endpoint_answers(produ
     assert missing.status_code == 404 and "deleted" in missing.json()["detail"]
 
 
-def test_the_callback_arrives_signed_after_a_retry(production, logreg, worker):
+def test_the_callback_arrives_signed_after_a_retry(production, logreg, worker, live_server):
+    """Sent by the Python client over real HTTP, as a notebook would."""
     receiver = HookReceiver(failures=1)  # the first attempt gets a 500: retried from the queue
     try:
         key = make_key("predict:cancer")
-        status, _, queued = submit(key, {"instances": rows_of(logreg.X_test, 2), "callback_url": receiver.url},
-                                   Prefer="respond-async")  # fmt: skip
-        assert status == 202, queued
+        mw = ModelworksClient(live_server.url, token=key)
+        job = mw.predict("cancer", logreg.X_test.head(2), wait=False, callback_url=receiver.url)
+        queued = {"callback_secret": job.callback_secret, "location": f"/api/v1/predictions/{job.id}", "id": job.id}
+        frame = mw.prediction_frame(job.id, timeout=30)
+        assert list(frame["prediction"]) == list(logreg.estimator.predict(logreg.X_test.head(2)))
+        assert frame.attrs["request_ids"] == [job.request_id]
         deadline = time.monotonic() + 30
         while len(receiver.received) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
