@@ -157,7 +157,8 @@ def backup(spec: str) -> dict[str, Any]:
             dump_sha = sha256_of_file(handle)
             handle.seek(0)
             _put(target, DUMP_NAMES[vendor], File(handle))
-    copied = [_copy_out(target, item) for item in files]
+    unique = {item.path: item for item in reversed(files)}  # one copy of a path named twice (the first naming wins)
+    copied = [_copy_out(target, item) for item in files if unique.get(item.path) is item]
     manifest = {
         "format": FORMAT,
         "created_at": timezone.now().isoformat(),
@@ -355,6 +356,9 @@ def _run(argv: list[str], what: str) -> None:
         "PGDATABASE": str(db["NAME"]),
         "PGCONNECT_TIMEOUT": "10",
     }
+    for option, variable in (("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")):  # from DATABASE_URL's query
+        if db.get("OPTIONS", {}).get(option):
+            env[variable] = str(db["OPTIONS"][option])
     try:
         result = subprocess.run(  # noqa: S603 - fixed argv, no shell
             argv, env=env, capture_output=True, text=True, timeout=settings.MODELWORKS_BACKUP_TIMEOUT_S
