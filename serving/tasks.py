@@ -56,7 +56,7 @@ def deliver_prediction_callback(self: Task, prediction_id: str) -> bool:
 
 
 @shared_task(name="serving.purge_async_predictions", acks_late=True, reject_on_worker_lost=True,
-             soft_time_limit=300, time_limit=330)  # fmt: skip
+             soft_time_limit=300, time_limit=330, expires=540)  # fmt: skip
 def purge_async_predictions() -> dict[str, int]:
     """Fail requests left queued past the queue timeout; delete results past MODELWORKS_ASYNC_RESULT_TTL_S."""
     return asynchronous.async_predictions_purge()
