@@ -1,11 +1,11 @@
-"""Celery entry points for serving: retention of the prediction log and the dead letters, run by beat."""
+"""Celery entry points for serving, run by beat: the log's day partitions, retention of the log and the dead letters."""
 
 from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
 
-from serving import services
+from serving import partitions, services
 from serving.retention import retention_cutoff
 
 
@@ -21,3 +21,9 @@ def prune_dead_letters() -> int:
     """Delete dead letters older than MODELWORKS_RETENTION_DEAD_LETTERS_DAYS (0: keep them all)."""
     before = retention_cutoff(settings.MODELWORKS_RETENTION_DEAD_LETTERS_DAYS)
     return services.dead_letters_prune(before=before) if before is not None else 0
+
+
+@shared_task(name="serving.keep_log_partitions", acks_late=True, soft_time_limit=120, time_limit=180)
+def keep_log_partitions() -> list[str]:
+    """Give the prediction log's coming days (and those retention keeps) their partitions; the names created."""
+    return partitions.keep_partitions()

@@ -31,6 +31,9 @@ def pytest_configure(config: pytest.Config) -> None:
         pytest.exit("the suite needs PostgreSQL: run it with `make test` (it sets DATABASE_URL)", returncode=2)
     if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
         pytest.exit("the suite needs Redis: run it with `make test` (it sets REDIS_URL)", returncode=2)
+    # The test database's partitioned log starts with today's partition and the default one only: every partition
+    # adds to the TRUNCATE each transactional test's teardown runs (tests/serving/test_partitioned_log.py).
+    settings.MODELWORKS_LOG_PARTITIONS_AHEAD_DAYS = 0
 
 
 REDIS_DATABASES = 16  # Redis's default `databases`
