@@ -9,11 +9,13 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from django.db import connection
+from django.db import connection, models
 from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.loader import MigrationLoader
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from config.migration_ops import AddIndexOnline
 from experiments.metrics import _quality_rows
 from monitoring.traffic import _counted
 from monitoring.windows import Window, answered_logs, current_frame
@@ -135,3 +137,35 @@ def test_the_migration_keeps_every_row_and_id_already_logged():
     assert day(NOON - timedelta(days=400)) in partitions.day_partitions()
     insert([entry(NOON)])
     assert PredictionLog.objects.order_by("-id").first().id > before[-1][0]  # the id sequence goes on
+
+
+@pytest.mark.django_db(transaction=True)  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
+def test_an_index_added_online_to_the_partitioned_log_is_built_on_every_partition_and_valid():
+    partitions.create_day_partitions([partitions.utc_day(NOON) - timedelta(days=1)])
+    state = MigrationLoader(connection).project_state()
+    operation = AddIndexOnline("predictionlog", models.Index(fields=["caller", "created_at"], name="predlog_by_caller"))
+    added = state.clone()
+    operation.state_forwards("serving", added)
+    with connection.schema_editor(atomic=False) as editor:
+        operation.database_forwards("serving", editor, state, added)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'predlog_by_caller'::regclass")
+            assert cursor.fetchone() == (True,)  # valid: every partition has its part
+            cursor.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'predlog_by_caller'::regclass")
+            assert cursor.fetchone()[0] == len(partitions.day_partitions()) + 1 == 3  # the days and the default
+        tomorrow = partitions.create_day_partitions([partitions.utc_day(NOON) + timedelta(days=1)])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_indexes WHERE tablename = %s AND indexdef LIKE '%%(caller,%%'",
+                           tomorrow)  # fmt: skip
+            assert cursor.fetchone()[0] == 1  # a day made later gets it by itself
+    finally:
+        with connection.schema_editor(atomic=False) as editor:
+            operation.database_backwards("serving", editor, added, state)
+        with connection.cursor() as cursor:
+            for name in partitions.day_partitions():
+                if name != day(timezone.now()):
+                    cursor.execute(f"DROP TABLE {name}")  # later tests' teardowns truncate fewer tables
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('predlog_by_caller')")
+        assert cursor.fetchone() == (None,)
