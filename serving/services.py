@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -421,7 +422,7 @@ def prediction_log_prune(*, before, chunk: int = 10_000) -> int:
     return delete_older(PredictionLog.objects.all(), "created_at", before, chunk=chunk)
 
 
-def prediction_log_kept_from(before):
+def prediction_log_kept_from(before: datetime) -> datetime:
     """Where a prune up to `before` actually stops: the start of before's day on the partitioned log."""
     from serving import partitions
 
