@@ -337,11 +337,11 @@ def test_a_poison_request_in_the_stream(platform, fault_row):
 def test_gunicorn_sigterm_under_load_drains(platform, fault_row):
     """Last: it stops the web process. In-flight requests finish and every answered request is logged by the time the
     master exits (the workers' micro-batches and log buffers drained), within the grace period. Beside the steady
-    load, requests of 500 rows each (tens of milliseconds apiece) keep several requests in flight at the signal."""
-    rows = json.loads(platform.body)["instances"] * 500
+    load, requests of 200 rows each (tens of milliseconds apiece) keep a few requests in flight at the signal."""
+    rows = json.loads(platform.body)["instances"] * 200
     big = json.dumps({"instances": rows}).encode()
     with platform.load("drain", timeout=GRACE_SECONDS) as load, \
-            platform.load("drain-big", body=big, rate=40, threads=4, timeout=GRACE_SECONDS) as heavy:  # fmt: skip
+            platform.load("drain-big", body=big, rate=10, threads=2, timeout=GRACE_SECONDS) as heavy:  # fmt: skip
         time.sleep(2 * LOAD_SECONDS)
         os.kill(platform.web.pid, signal.SIGTERM)
         signalled = time.monotonic()
