@@ -167,8 +167,10 @@ def platform(django_db_setup, django_db_blocker, logreg, tmp_path_factory) -> It
             platform.recovered_after(time.monotonic())
             yield platform
         finally:
+            stopping = threading.Thread(target=celery.stop)  # the warm shutdowns overlap
+            stopping.start()
             stop(web, True)
-            celery.stop()
+            stopping.join()
             for log in logs:
                 log.close()
 
@@ -219,6 +221,7 @@ def _refused_by_every_worker(platform: Platform, victim: str, tries: int = 200) 
 
 
 def _nothing_lost(platform: Platform, load: Load, tag: str) -> tuple[int, int]:
+    assert not load.retried(), f"connections closed under a request: {load.retried()[:3]}"
     answered = load.answered()
     found = platform.wait_logged(tag, answered)
     missing = answered - found
@@ -247,9 +250,14 @@ def test_redis_killed_and_restarted(platform, fault_row):
     assert len(refused) == 2 and set(refused.values()) <= {401, 403}, refused  # the revocation holds everywhere
     failed = load.failed()
     expected, found = _nothing_lost(platform, load, "redis")
-    fault_row("Redis killed 2 s, restarted", len(load.sent), len(failed), expected, found, recovery)
+    rate = len(load.between(down, up)) / (up - down)
+    fault_row(f"Redis killed {up - down:.1f} s ({rate:.0f} req/s while down)", len(load.sent), len(failed), expected,
+              found, recovery)  # fmt: skip
     assert not failed, f"{len(failed)} non-2xx, e.g. {failed[:3]} (Redis down at {down:.1f})"
-    assert len(load.between(down, up)) >= RATE * (up - down) * 0.5  # the client kept sending: answers kept coming
+    during = load.between(down, up)
+    slowest = max(s.done - s.sent for s in during)
+    # the client kept sending: answers kept coming, at the rate sent
+    assert len(during) >= RATE * (up - down) * 0.5, f"{len(during) / (up - down):.0f} req/s, slowest {slowest:.2f} s"
     platform.assert_celery_alive()
 
 
@@ -267,7 +275,9 @@ def test_postgres_restarted(platform, fault_row):
         time.sleep(LOAD_SECONDS)
     failed = load.failed()
     expected, found = _nothing_lost(platform, load, "pg")
-    fault_row("Postgres stopped 3 s, restarted", len(load.sent), len(failed), expected, found, recovery)
+    rate = len(load.between(down, starting)) / (starting - down)
+    fault_row(f"Postgres stopped 3 s, restarted ({rate:.0f} req/s)", len(load.sent), len(failed), expected, found,
+              recovery)  # fmt: skip
     before = [p for p in probes if p[0] + p[3] < stopping]
     while_down = [p for p in probes if down < p[0] and p[0] + p[3] < starting]
     assert before and {p[2] for p in before} == {"ok"}, before
@@ -295,8 +305,9 @@ def test_redis_and_postgres_hung(platform, fault_row):
         time.sleep(LOAD_SECONDS)
     failed = load.failed()
     expected, found = _nothing_lost(platform, load, "hung")
-    fault_row(f"Redis and Postgres hung {HANG_SECONDS} s (SIGSTOP)", len(load.sent), len(failed), expected, found,
-              recovery)  # fmt: skip
+    rate = len(load.between(hung_from, hung_to)) / (hung_to - hung_from)
+    fault_row(f"Redis and Postgres hung {HANG_SECONDS} s ({rate:.0f} req/s)", len(load.sent), len(failed), expected,
+              found, recovery)  # fmt: skip
     assert not failed, f"{len(failed)} non-2xx, e.g. {failed[:3]}"
     during = load.between(hung_from, hung_to)
     assert len(during) >= RATE * HANG_SECONDS * 0.5, len(during)  # answered from memory, at the rate sent
@@ -331,7 +342,7 @@ def test_a_poison_request_in_the_stream(platform, fault_row):
     assert status == 200  # the request is answered; its row cannot be stored
     assert answered - found == set(), f"{len(answered - found)} of {len(answered)} other requests not logged"
     assert "poison-one" not in found and int(letters) == 1  # it is the one dead letter
-    assert not failed
+    assert not failed and not load.retried()
 
 
 def test_gunicorn_sigterm_under_load_drains(platform, fault_row):
@@ -350,7 +361,10 @@ def test_gunicorn_sigterm_under_load_drains(platform, fault_row):
         time.sleep(0.2)
     sent = load.sent + heavy.sent
     before = [s for s in sent if s.sent < signalled]
-    cut = [s for s in before if not s.ok]
+    # A request on a kept-alive connection that a shutting-down worker closed before reading it (any server's race)
+    # was sent once more by the client: answered, or refused by then. Not counted as cut; every one answered by the
+    # server, though, must be answered and logged.
+    cut = [s for s in before if not s.ok and not s.retried]
     in_flight = sum(s.sent < signalled < s.done for s in before)
     answered = load.answered() | heavy.answered()
     found = platform.logged("drain")  # no waiting: the master has exited, so what is not there is lost
