@@ -68,6 +68,16 @@ def empty_redis():
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def credential_reads_let_go(django_db_setup):
+    """The credential reads' thread keeps its connection between reads (serving/key_cache.py): closed at the end,
+    or the test database cannot be dropped."""
+    yield
+    from serving.key_cache import credential_reads
+
+    credential_reads.close_connections()
+
+
 @pytest.fixture(autouse=True)
 def artifact_root(settings, tmp_path):
     """Each test stores artifacts in its own folder of real local-disk storage.
