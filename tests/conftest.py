@@ -71,6 +71,16 @@ def empty_redis():
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def credential_reads_let_go(django_db_setup):
+    """The credential reads' thread keeps its connection between reads (serving/key_cache.py): closed at the end,
+    or the test database cannot be dropped."""
+    yield
+    from serving.key_cache import credential_reads
+
+    credential_reads.close_connections()
+
+
 @pytest.fixture(autouse=True)
 def artifact_root(settings, tmp_path):
     """Each test stores artifacts in its own folder of real local-disk storage.
@@ -176,3 +186,35 @@ def stored_files(root) -> list[str]:
 @pytest.fixture
 def db_name() -> str:
     return connection.settings_dict["NAME"]
+
+
+@pytest.fixture
+def fault_row(record_property):
+    """Records this test's line of the fault table (issue 20's fault suite), printed at the end of the run."""
+
+    def record(fault: str, requests: int, non_2xx: int, expected: int, found: int, recovery: float) -> None:
+        row = {"fault": fault, "requests": requests, "non_2xx": non_2xx, "expected": expected, "found": found,
+               "recovery_s": round(recovery, 2)}  # fmt: skip
+        record_property("fault_table", row)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault table: one line per fault case that ran (with xdist too: user properties reach the controller)."""
+    rows = [
+        (report, value)
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        for name, value in getattr(report, "user_properties", [])
+        if name == "fault_table" and getattr(report, "when", "call") == "call"
+    ]
+    if not rows:
+        return
+    terminalreporter.section("fault table (docs/reliability.md)")
+    header = f"{'fault':<52} {'requests':>8} {'non-2xx':>8} {'log rows expected/found':>24} {'recovery s':>10}  result"
+    terminalreporter.write_line(header)
+    for report, row in rows:
+        logged = f"{row['expected']}/{row['found']}"
+        terminalreporter.write_line(f"{row['fault']:<52} {row['requests']:>8} {row['non_2xx']:>8} {logged:>24} "
+                                    f"{row['recovery_s']:>10.2f}  {report.outcome}")  # fmt: skip
