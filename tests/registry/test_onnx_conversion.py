@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import skops.io as sio
+from django.core.management import CommandError, call_command
 from django.test import Client
 from prometheus_client import REGISTRY
 from sklearn import datasets
@@ -17,7 +18,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from registry import optimisation, services
+from registry import gates, optimisation, services
 from registry.models import ModelVersion, RegistryEvent
 from serving.model_cache import model_cache
 from tests.conftest import Trained, stored_files, upload
@@ -113,6 +114,9 @@ def test_a_conversion_that_disagrees_is_refused_and_never_served(
 
     answer = api.put("/api/v1/models/cancer/versions/1/runtime/", {"runtime": "onnx"}, format="json")
     assert answer.status_code == 400 and "parity_failed" in answer.json()["runtime"][0], answer.content
+    with pytest.raises(CommandError, match="parity_failed: probabilities differ") as refused_here:
+        call_command("convert_onnx", "cancer", "1")
+    assert refused_here.value.returncode == 3
     body = served(version, logreg)
     assert body["probabilities"] == logreg.estimator.predict_proba(logreg.X_test.head(20)).tolist()  # scikit-learn's
 
@@ -148,6 +152,9 @@ def test_the_quantised_candidate_goes_through_the_gates_beside_its_parent(api, c
     services.registered_model_update(model=classifier_model, gate_rules=["accuracy >= parent + 0.5"])
     rejected = optimisation.model_version_quantize(version=parent)
     assert rejected.status == "rejected" and "required >=" in rejected.gate_report["rules"][0]["reason"]
+    services.registered_model_update(model=classifier_model, gate_rules=["accuracy >= 0.5"])
+    rerun = services.model_version_rerun_gates(version=rejected)  # still judged against its parent too
+    assert [rule["rule"] for rule in rerun.gate_report["rules"]] == ["accuracy >= 0.5", "accuracy >= parent - 0.005"]
 
     # a logistic regression converts to ai.onnx.ml operators: nothing to quantise, said so, nothing stored
     plain = optimisation.model_version_convert_onnx(version=register(classifier_model, logreg))
@@ -161,7 +168,7 @@ def celery_worker(tmp_path, artifact_root, monkeypatch):
     """A worker on the default queue (where registration queues conversions), on this test's artifact storage."""
     monkeypatch.setenv("ARTIFACT_ROOT", str(artifact_root))
     monkeypatch.setenv("MODELWORKS_ONNX_TIMING_MS", "5")
-    yield from _worker(tmp_path, [], tmp_path / "worker.log")
+    yield from _worker(tmp_path, ["--without-mingle", "--without-gossip"], tmp_path / "worker.log")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -188,3 +195,12 @@ def test_a_version_without_evaluation_data_cannot_be_checked_for_parity(classifi
     version = services.model_version_register(model=classifier_model, artifact=logreg.artifact, convert_onnx=True)
     assert version.onnx_conversion["status"] == "failed" and "evaluation" in version.onnx_conversion["error"]
     assert version.runtime == "sklearn"
+
+
+def test_a_parent_rule_compares_with_the_parent_and_does_not_apply_without_one():
+    assert gates.parse_rule("accuracy >= parent - 0.005").baseline == "parent"
+    rule = ["accuracy >= parent - 0.005"]
+    assert gates.evaluate(rule, {"accuracy": 0.95}, None, {"accuracy": 0.954})["outcome"] == "validated"
+    assert gates.evaluate(rule, {"accuracy": 0.95}, None, {"accuracy": 0.96})["outcome"] == "rejected"
+    alone = gates.evaluate(rule, {"accuracy": 0.5}, {"accuracy": 0.99})
+    assert alone["outcome"] == "validated" and "not derived from a version" in alone["rules"][0]["reason"]
