@@ -4,7 +4,6 @@ conversion's artifact integrity-checked, a quantised candidate through the gates
 from __future__ import annotations
 
 import hashlib
-import time
 
 import numpy as np
 import pytest
@@ -21,8 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from registry import gates, optimisation, services
 from registry.models import ModelVersion, RegistryEvent
 from serving.model_cache import model_cache
-from tests.conftest import Trained, stored_files, upload
-from tests.features.conftest import _worker
+from tests.conftest import Trained, stored_files
 from tests.serving import conftest as serving
 from tests.serving.conftest import make_key, post, rows_of
 
@@ -161,34 +159,6 @@ def test_the_quantised_candidate_goes_through_the_gates_beside_its_parent(api, c
     refused = api.post(f"/api/v1/models/cancer/versions/{plain.version}/quantize/")
     assert refused.status_code == 400 and "nothing to quantise" in refused.json()["version"][0]
     assert ModelVersion.objects.filter(model=classifier_model).count() == 4
-
-
-@pytest.fixture
-def celery_worker(tmp_path, artifact_root, monkeypatch):
-    """A worker on the default queue (where registration queues conversions), on this test's artifact storage."""
-    monkeypatch.setenv("ARTIFACT_ROOT", str(artifact_root))
-    monkeypatch.setenv("MODELWORKS_ONNX_TIMING_MS", "5")
-    yield from _worker(tmp_path, ["--without-mingle", "--without-gossip"], tmp_path / "worker.log")
-
-
-@pytest.mark.django_db(transaction=True)
-def test_registration_with_conversion_opted_in_is_converted_by_a_worker(api, classifier_model, logreg, celery_worker):
-    answer = api.post(
-        "/api/v1/models/cancer/versions/",
-        {"artifact": upload(logreg.artifact), "evaluation_data": upload(logreg.eval_csv, "eval.csv"),
-         "convert_onnx": "true"},
-        format="multipart",
-    )  # fmt: skip
-    assert answer.status_code == 201, answer.content
-    assert answer.json()["onnx"]["status"] == "pending" and answer.json()["runtime"] == "sklearn"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        onnx = api.get("/api/v1/models/cancer/versions/1/").json()["onnx"]
-        if onnx["status"] != "pending":
-            break
-        time.sleep(0.2)
-    assert onnx["status"] == "converted", (onnx, celery_worker.read_text()[-2000:])
-    assert api.get("/api/v1/models/cancer/versions/1/").json()["runtime"] == onnx["chosen"]
 
 
 def test_a_version_without_evaluation_data_cannot_be_checked_for_parity(classifier_model, logreg):
