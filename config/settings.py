@@ -319,6 +319,9 @@ MODELWORKS_ONNX_TIMING_MS = env_int("MODELWORKS_ONNX_TIMING_MS", 250)  # per run
 MODELWORKS_ONNX_CONVERT_SECONDS = env_int("MODELWORKS_ONNX_CONVERT_SECONDS", 600)
 MODELWORKS_ONNX_PROVIDERS = env_list("MODELWORKS_ONNX_PROVIDERS", [])
 
+# `manage.py backup` / `restore` (config/backup.py): how long pg_dump or pg_restore may run.
+MODELWORKS_BACKUP_TIMEOUT_S = env_int("MODELWORKS_BACKUP_TIMEOUT_S", 3600)
+
 # The audit trail (registry/audit.py) keeps this many days; 0 keeps it for ever.
 MODELWORKS_AUDIT_RETENTION_DAYS = env_int("MODELWORKS_AUDIT_RETENTION_DAYS", 365)
 
