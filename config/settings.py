@@ -310,6 +310,15 @@ MODELWORKS_MAX_ARTIFACT_UNPACKED_MB = env_int("MODELWORKS_MAX_ARTIFACT_UNPACKED_
 MODELWORKS_ARTIFACT_CHECK_MEMORY_MB = env_int("MODELWORKS_ARTIFACT_CHECK_MEMORY_MB", 2048)
 MODELWORKS_ARTIFACT_CHECK_SECONDS = env_int("MODELWORKS_ARTIFACT_CHECK_SECONDS", 60)
 
+# ONNX conversion (registry/optimisation.py): how close the converted model must answer on the evaluation set
+# (labels always identical), how long a conversion may take in the worker, and which onnxruntime providers sessions
+# use (empty: CUDA when onnxruntime has it, else the CPU; the CPU is always last).
+MODELWORKS_ONNX_PARITY_PROBA_ATOL = float(env_str("MODELWORKS_ONNX_PARITY_PROBA_ATOL", "1e-5"))
+MODELWORKS_ONNX_PARITY_RTOL = float(env_str("MODELWORKS_ONNX_PARITY_RTOL", "1e-6"))
+MODELWORKS_ONNX_TIMING_MS = env_int("MODELWORKS_ONNX_TIMING_MS", 250)  # per runtime and batch size
+MODELWORKS_ONNX_CONVERT_SECONDS = env_int("MODELWORKS_ONNX_CONVERT_SECONDS", 600)
+MODELWORKS_ONNX_PROVIDERS = env_list("MODELWORKS_ONNX_PROVIDERS", [])
+
 # `manage.py backup` / `restore` (config/backup.py): how long pg_dump or pg_restore may run.
 MODELWORKS_BACKUP_TIMEOUT_S = env_int("MODELWORKS_BACKUP_TIMEOUT_S", 3600)
 
