@@ -1,5 +1,5 @@
-"""Celery entry points for serving: asynchronous predictions and their callbacks (on MODELWORKS_ASYNC_QUEUE), and
-retention of the prediction log, the dead letters and asynchronous results, run by beat."""
+"""Celery entry points for serving: asynchronous predictions and their callbacks (on MODELWORKS_ASYNC_QUEUE); run by
+beat: the log's day partitions, retention of the log, the dead letters and asynchronous results."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from registry.webhooks.sending import webhook_backoff_s
-from serving import asynchronous, services
+from serving import asynchronous, partitions, services
 from serving.retention import retention_cutoff
 
 
@@ -16,7 +16,8 @@ from serving.retention import retention_cutoff
     soft_time_limit=2400, time_limit=2520, expires=3000,
 )  # fmt: skip
 def prune_predictions() -> int:
-    """Delete log rows older than MODELWORKS_RETENTION_PREDICTIONS_DAYS (0: keep them all); how many went."""
+    """Remove log rows older than MODELWORKS_RETENTION_PREDICTIONS_DAYS (0: keep them all; on Postgres whole days
+    go, services.prediction_log_prune); how many went."""
     before = retention_cutoff(settings.MODELWORKS_RETENTION_PREDICTIONS_DAYS)
     return services.prediction_log_prune(before=before) if before is not None else 0
 
@@ -60,3 +61,10 @@ def deliver_prediction_callback(self: Task, prediction_id: str) -> bool:
 def purge_async_predictions() -> dict[str, int]:
     """Fail requests left queued past the queue timeout; delete results past MODELWORKS_ASYNC_RESULT_TTL_S."""
     return asynchronous.async_predictions_purge()
+
+
+@shared_task(name="serving.keep_log_partitions", acks_late=True, soft_time_limit=120, time_limit=180, expires=1800)
+def keep_log_partitions() -> list[str]:
+    """Give the prediction log's coming days (and any day within retention the default partition holds rows of)
+    their partitions; the names created. Hourly: a late run is useless, the next one does the same."""
+    return partitions.keep_partitions()

@@ -11,6 +11,7 @@ LATE_RUN_MATTERS = {
     "monitoring.deliver_webhook": "an alert is owed; its retries wait out a countdown, the attempt count bounds it",
     "features.run_materialization_job": "someone asked for it; its job row says queued until it runs",
     "serving.deliver_prediction_callback": "an asynchronous prediction's answer is owed; retries as webhooks do",
+    "registry.convert_onnx": "someone asked for it; its version says the conversion is pending until it runs",
 }
 
 

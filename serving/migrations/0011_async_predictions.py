@@ -1,4 +1,5 @@
-# Asynchronous predictions (serving/asynchronous.py). Depends on 0009 here; the integrator re-chains it.
+# Asynchronous predictions (serving/asynchronous.py). Chained after main's 0012_partitioned_prediction_log so that
+# this branch migrates after merging main (the brief's 0009 parent); the integrator re-chains it.
 
 import django.utils.timezone
 import uuid
@@ -8,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('serving', '0009_invalidate_raw_tokens'),
+        ('serving', '0012_partitioned_prediction_log'),
     ]
 
     operations = [
