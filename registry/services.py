@@ -218,17 +218,20 @@ def model_version_register(
     library_versions: dict[str, Any] | None = None,
     evaluation_data: bytes | None = None,
     target_column: str = "target",
+    comparison: dict[str, Any] | None = None,
     actor: Any = None,
 ) -> ModelVersion:
     """Check an artifact end to end, store it, give it the next version number and run the quality gates.
 
     Everything that can fail is checked before anything is written; the database rows are written in one
-    transaction, and the stored files are removed again if that transaction fails.
+    transaction, and the stored files are removed again if that transaction fails. `comparison`: figures set side
+    by side with the version it was derived from (a distilled student's size, latency and agreement with its
+    teacher), kept in the gate report under "comparison".
     """
     permissions.check(actor, permissions.WRITE, model)
     check_storable(
         signature=signature, metrics=metrics, params=params, tags=tags, lineage=lineage,
-        library_versions=library_versions, target_column=target_column,
+        library_versions=library_versions, target_column=target_column, comparison=comparison,
     )  # fmt: skip
     loaded, fmt, signature, eval_frame = _checked_artifact(
         model=model,
@@ -269,6 +272,8 @@ def model_version_register(
             last = locked.versions.order_by("-version").values_list("version", flat=True).first() or 0
             production_metrics = _production_metrics(locked)
             report = _gate_report(locked, submitted, computed, production_metrics)
+            if comparison:
+                report["comparison"] = comparison
             version = ModelVersion.objects.create(
                 model=locked,
                 version=last + 1,
@@ -532,6 +537,8 @@ def model_version_rerun_gates(*, version: ModelVersion, actor: Any = None) -> Mo
     computed = previous.get("metrics") if previous.get("metrics_source") == "computed" else None
     submitted = previous.get("submitted_metrics", locked.metrics) or {}
     report = _gate_report(locked_model, submitted, computed, _production_metrics(locked_model))
+    if previous.get("comparison"):
+        report["comparison"] = previous["comparison"]  # how it was derived does not change with the rules
     before = {"status": locked.status, "failed": [r["rule"] for r in previous.get("rules", []) if not r["passed"]]}
     locked.gate_report, locked.status = report, report["outcome"]
     locked.save(update_fields=["gate_report", "status"])
