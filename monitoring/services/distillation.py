@@ -11,6 +11,7 @@ Here in monitoring, not the registry: it reads the reference sample, which is mo
 
 from __future__ import annotations
 
+import io
 import re
 import statistics
 import time
@@ -67,11 +68,12 @@ def model_version_distill(
     teacher: ModelVersion,
     student: str,
     augment_rows: int = 0,
-    target_column: str = "target",
+    target_column: str | None = None,
     seed: int = 0,
     actor: Any = None,
 ) -> ModelVersion:
-    """Train `student` on the teacher's predictions and register it as the next version of the teacher's model."""
+    """Train `student` on the teacher's predictions and register it as the next version of the teacher's model.
+    `target_column`: the evaluation sample's target (None: its one column that is not a feature, else "target")."""
     spec = parse_student(student)
     if not 0 <= augment_rows <= MAX_AUGMENT_ROWS:
         raise ValidationError({"augment_rows": [f"must be between 0 and {MAX_AUGMENT_ROWS}"]})
@@ -80,6 +82,7 @@ def model_version_distill(
     signature = teacher.signature
     names = [f["name"] for f in signature["inputs"]]
     eval_csv = _read_bytes(teacher.evaluation_data_path)
+    target_column = target_column or _target_of(eval_csv, names)
     try:
         eval_X, eval_y = evaluation.read_evaluation_csv(eval_csv, target_column, 10**9)
         eval_X = evaluation.features_for(eval_X, signature)
@@ -119,6 +122,12 @@ def model_version_distill(
 def _read_bytes(path: str) -> bytes:
     with storages["artifacts"].open(path, "rb") as handle:
         return handle.read()
+
+
+def _target_of(csv: bytes, names: list[str]) -> str:
+    header = pd.read_csv(io.BytesIO(csv), nrows=0).columns
+    others = [column for column in header if column not in names]
+    return others[0] if len(others) == 1 else "target"
 
 
 def _reference_features(teacher: ModelVersion, names: list[str]) -> pd.DataFrame:

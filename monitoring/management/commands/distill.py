@@ -20,7 +20,9 @@ class Command(BaseCommand):
         parser.add_argument("version", type=int, help="the teacher version")
         parser.add_argument("--student", required=True, help="logistic | tree | forest:N")
         parser.add_argument("--augment", type=int, default=0, help="rows sampled within the signature's ranges")
-        parser.add_argument("--target-column", default="target", help="the evaluation sample's target column")
+        parser.add_argument(
+            "--target-column", help="the evaluation sample's target column (default: its one column not a feature)"
+        )
         parser.add_argument("--seed", type=int, default=0)
 
     def handle(self, *args, **opts) -> None:
