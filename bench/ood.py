@@ -9,11 +9,12 @@ How it measures
   test split), a warm-up and a measured run per model and concurrency. The server is restarted with
   MODELWORKS_OOD_SCORING=0 and =1 alternately for --rounds rounds (off-on, then on-off, ...), so both arms see the
   same machine; the figures compared are each arm's medians over the rounds.
-- The scorer alone: in this process, the median time of serving.ood.verdict_for (the scorer and its counters, as
-  the prediction path calls it) for one row, over 2,000 calls, set against the median request time (wrk's p50 at
-  the lowest concurrency with OOD off).
+- In this process (then, on the same database): the median time of serving.ood.verdict_for (the scorer and its
+  counters, as the prediction path calls it) for one row over 2,000 calls, and the median single-row
+  services.predict with scoring on and off, alternating call by call (--calls, as bench/rollout.py measures).
 Targets (issue 18): requests/s with scoring on within 5% of off (median, same run); the scorer under 5% of the
-median request time. Results on stdout and in bench/results/ood-<UTC timestamp>.json; exit 1 when a target fails.
+median request time (the in-process services.predict's, stricter than wrk's p50, which is also shown).
+Results on stdout and in bench/results/ood-<UTC timestamp>.json; exit 1 when a target fails.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="off/on pairs (default 3)")
     parser.add_argument("--connections", default="8,64")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--calls", type=int, default=10_000, help="in-process predictions per model (default 10,000)")
     parser.add_argument("--database", default=os.environ.get("BENCH_DB", "modelworks_bench_ood"))
     parser.add_argument("--redis-db", type=int, default=int(os.environ.get("BENCH_REDIS_DB", "14")))
     return parser.parse_args()
@@ -116,34 +118,49 @@ def serve_round(scoring: bool, key: str, files: dict[str, Path], args, opts, pro
     return runs
 
 
-def scorer_times(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, float]:
-    """Median microseconds of serving.ood.verdict_for for one row, per model, in this process."""
+def in_process(args: argparse.Namespace, files: dict[str, Path], calls: int) -> dict[str, dict[str, float]]:
+    """In this process, per model: the median of serving.ood.verdict_for for one row (the scorer and its counters,
+    as the prediction path calls it), and the median single-row services.predict with scoring on and off,
+    alternating call by call (as bench/rollout.py measures a rollout), in microseconds."""
     os.environ.update(sb.platform_env(cache=False))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(REPO))
     import django
 
     django.setup()
+    from django.conf import settings
+
     from registry.models import ModelAlias
     from serving import ood
+    from serving import services as serving
     from serving.model_cache import model_cache
     from serving.validation import rows_from_payload
 
-    times = {}
+    figures = {}
     for model in args.models:
         version = ModelAlias.objects.select_related("version").get(model__name=model, name="production").version
         loaded = model_cache().get(version)
-        rows = [rows_from_payload(json.loads(line), loaded.signature, 1)
-                for line in files[model].read_text().splitlines()]  # fmt: skip
+        payloads = [json.loads(line) for line in files[model].read_text().splitlines()]
+        rows = [rows_from_payload(p, loaded.signature, 1) for p in payloads]
         assert ood.scorer_for(version.pk) is not None, f"{model} has no OOD profile"
-        samples = []
+        scorer = []
         for i in range(2000):
-            row = rows[i % len(rows)]
             started = time.perf_counter()
-            ood.verdict_for(version.pk, model, version.version, row)
-            samples.append(time.perf_counter() - started)
-        times[model] = statistics.median(samples) * 1e6
-    return times
+            ood.verdict_for(version.pk, model, version.version, rows[i % len(rows)])
+            scorer.append(time.perf_counter() - started)
+        predict = {True: [], False: []}
+        for i in range(calls):
+            scoring = settings.MODELWORKS_OOD_SCORING = bool(i % 2)
+            started = time.perf_counter()
+            serving.predict(model_name=model, payload=payloads[(i // 2) % len(payloads)], alias="production")
+            predict[scoring].append(time.perf_counter() - started)
+        figures[model] = {
+            "scorer_us": statistics.median(scorer) * 1e6,
+            "predict_off_us": statistics.median(predict[False]) * 1e6,
+            "predict_on_us": statistics.median(predict[True]) * 1e6,
+        }
+    settings.MODELWORKS_OOD_SCORING = True
+    return figures
 
 
 def main() -> int:
@@ -167,7 +184,7 @@ def main() -> int:
             for scoring in (False, True) if round_ % 2 == 0 else (True, False):
                 print(f"\nround {round_ + 1}: OOD scoring {'on' if scoring else 'off'}", flush=True)
                 runs += serve_round(scoring, key, files, args, opts, procs)
-        scorer_us = scorer_times(args, files)
+        local = in_process(args, files, args.calls)
     finally:
         procs.stop_all()
     table, passed = [], True
@@ -184,20 +201,24 @@ def main() -> int:
             print(f"{model:<22} {c:>3} {med['off']['rps']:>10.1f} {med['on']['rps']:>10.1f} {ratio:>7.3f} "
                   f"{med['off']['p50_ms']:>8.2f} {med['on']['p50_ms']:>8.2f} {med['off']['p99_ms']:>8.2f} "
                   f"{med['on']['p99_ms']:>8.2f}")  # fmt: skip
-    print("\nscorer alone (serving.ood.verdict_for, one row, median of 2000) vs the median request "
-          f"(p50, c={conns[0]}, OOD off):")  # fmt: skip
+    print("\nin this process, one row (medians, us): the scorer alone (serving.ood.verdict_for, 2,000 calls), and "
+          f"services.predict with scoring off and on ({args.calls} calls, alternating)")  # fmt: skip
     shares = {}
     for model in args.models:
-        p50 = next(t["off"]["p50_ms"] for t in table if t["model"] == model and t["connections"] == conns[0])
-        shares[model] = scorer_us[model] / (p50 * 1000)
+        f = local[model]
+        shares[model] = f["scorer_us"] / f["predict_off_us"]
         passed &= shares[model] < SCORER_SHARE
-        print(f"  {model:<22} {scorer_us[model]:7.1f} us of {p50 * 1000:7.0f} us = {shares[model]:.2%}")
+        p50 = next(t["off"]["p50_ms"] for t in table if t["model"] == model and t["connections"] == conns[0])
+        print(f"  {model:<22} scorer {f['scorer_us']:6.1f}  predict off {f['predict_off_us']:7.1f}  on "
+              f"{f['predict_on_us']:7.1f} ({f['predict_on_us'] / f['predict_off_us'] - 1:+.1%})  scorer = "
+              f"{shares[model]:.1%} of the in-process request, {f['scorer_us'] / (p50 * 1000):.1%} of wrk's p50 "
+              f"at c={conns[0]}")  # fmt: skip
     print(f"\ntargets: req/s on >= {TARGET_RATIO:.0%} of off; scorer < {SCORER_SHARE:.0%} of the median request: "
           f"{'PASS' if passed else 'FAIL'}")  # fmt: skip
     sb.RESULTS.mkdir(exist_ok=True)
     out = sb.RESULTS / f"ood-{started:%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps({"started_at": started.isoformat(), "args": vars(args), "table": table,
-                               "scorer_us": scorer_us, "scorer_share": shares, "runs": runs, "passed": passed},
+                               "in_process": local, "scorer_share": shares, "runs": runs, "passed": passed},
                               indent=2, default=str))  # fmt: skip
     print(f"results: {out.relative_to(REPO)}")
     return 0 if passed else 1

@@ -16,7 +16,10 @@ prediction hot path, once per request for all of its rows (numpy, no per-value P
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,7 @@ import pandas as pd
 from django.conf import settings
 
 from serving.ood import Verdict
+from serving.routing import PROCESSOR_THREAD, BackgroundReads
 
 logger = logging.getLogger(__name__)
 
@@ -77,52 +81,74 @@ def _category(value: Any) -> str:
 
 
 class ProfileScorer:
-    """A profile's arrays, prepared once per process, scoring a request's rows together."""
+    """A profile's arrays, prepared once per process, scoring a request's rows together. Measured on the hot path
+    (bench/ood.py): a row within every range costs a handful of numpy calls on one small matrix."""
 
     def __init__(self, profile: dict[str, Any], refuse_above: float | None = None) -> None:
         numeric = profile["numeric"]
         self.refuse_above = refuse_above
-        self._indexes = [f["index"] for f in numeric]
+        indexes = [f["index"] for f in numeric]
+        self._numbers = itemgetter(*indexes) if len(indexes) > 1 else (lambda row, i=indexes: [row[i[0]]])
+        self._count = len(indexes)
         self._names = np.asarray([f["name"] for f in numeric], dtype=object)
         self._low = np.asarray([f["min"] for f in numeric], dtype=float)
         self._high = np.asarray([f["max"] for f in numeric], dtype=float)
         self._width = np.where(self._high > self._low, self._high - self._low, 1.0)
         self._categories = [(f["index"], f["name"], frozenset(f["values"])) for f in profile["categories"]]
         m = profile["mahalanobis"]
-        if m is not None:
-            position = {index: i for i, index in enumerate(self._indexes)}
-            self._m_columns = [position[index] for index in m["indexes"]]
-            self._mean, self._scale = np.asarray(m["mean"]), np.asarray(m["scale"])
-            self._precision, self._threshold = np.asarray(m["precision"]), m["threshold"]
         self._mahalanobis = m is not None
+        if m is not None:
+            position = {index: i for i, index in enumerate(indexes)}
+            self._m_columns = np.asarray([position[index] for index in m["indexes"]])
+            self._all_columns = len(self._m_columns) == len(indexes)
+            self._mean = np.asarray(m["mean"])
+            # The standardisation and the reference's largest distance folded into one matrix: score^2 = d P d.
+            inverse = 1.0 / np.asarray(m["scale"])
+            self._folded = np.asarray(m["precision"]) * np.outer(inverse, inverse) / m["threshold"] ** 2
 
     def distances(self, X: np.ndarray) -> np.ndarray:
-        """Mahalanobis distances of numeric rows (in profile order), nulls at the reference's mean."""
-        Z = np.nan_to_num((X[:, self._m_columns] - self._mean) / self._scale)
-        return np.sqrt(np.maximum(((Z @ self._precision) * Z).sum(axis=1), 0.0))
+        """Mahalanobis distances of numeric rows (in profile order) over the reference's largest, nulls at its mean."""
+        D = np.nan_to_num((X if self._all_columns else X[:, self._m_columns]) - self._mean)
+        return np.sqrt(np.maximum(((D @ self._folded) * D).sum(axis=1), 0.0))
 
     def score(self, rows: list[list[Any]]) -> Verdict:
-        indexes = self._indexes
-        X = np.array([[row[i] for i in indexes] for row in rows], dtype=float)  # None -> nan
-        outside = np.fmax(self._low - X, X - self._high) / self._width  # nan for a null: never outside
-        out = outside > 0
-        scores = np.where(out, 1.0 + outside, 0.0).max(axis=1, initial=0.0)
-        if self._mahalanobis:
-            scores = np.fmax(scores, self.distances(X) / self._threshold)
-        names: list[list[str]] = [list(self._names[flags]) for flags in out] if out.any() else [[] for _ in rows]
+        names: list[list[str]] = [[] for _ in rows]
+        scores: list[float] = [0.0] * len(rows)
+        if self._count:
+            X = np.array([self._numbers(row) for row in rows], dtype=float)  # None -> nan
+            # The common case in as few numpy calls as may be (each costs microseconds on the hot path): every value
+            # present and within its range. A null (nan) or a value outside takes the careful way below.
+            if (np.clip(X, self._low, self._high) == X).all():
+                if self._mahalanobis:
+                    D = (X if self._all_columns else X[:, self._m_columns]) - self._mean
+                    scores = [math.sqrt(max(q, 0.0)) for q in ((D @ self._folded) * D).sum(axis=1).tolist()]
+            else:
+                scores, names = self._outside(X)
         for index, name, known in self._categories:
             for r, row in enumerate(rows):
                 value = row[index]
                 if value is not None and _category(value) not in known:
                     names[r].append(name)
                     scores[r] = max(scores[r], UNSEEN_CATEGORY_SCORE)
-        scores = np.round(np.minimum(np.nan_to_num(scores, nan=0.0, posinf=MAX_SCORE), MAX_SCORE), 4)
-        return Verdict(scores.tolist(), names, self.refuse_above)
+        return Verdict([round(min(score, MAX_SCORE), 4) for score in scores], names, self.refuse_above)
+
+    def _outside(self, X: np.ndarray) -> tuple[list[float], list[list[str]]]:
+        """Scores and out-of-range features of rows with a null or a value outside its range."""
+        scores = self.distances(X) if self._mahalanobis else np.zeros(len(X))
+        out = (self._low > X) | (self._high < X)  # nan (a null) is never outside
+        outside = np.where(out, 1.0 + np.fmax(self._low - X, X - self._high) / self._width, 0.0)
+        scores = np.fmax(scores, outside.max(axis=1))
+        scores = np.nan_to_num(scores, nan=0.0, posinf=MAX_SCORE)  # an infinite value (nullable features take one)
+        return scores.tolist(), [list(self._names[flags]) for flags in out]
 
 
 # ------------------------------------------------------------------------------------ the source serving asks
 
 _scorers: dict[int, tuple[float, ProfileScorer | None]] = {}
+# The request processor's reads go to a thread of their own (as routes do): the processor never waits on the
+# database but for a version it has never scored, and then at most COLD_WAIT_SECONDS.
+_reads = BackgroundReads("ood-profile-read", queue_behind_stuck=False)
+COLD_WAIT_SECONDS = 1.0
 
 
 def scorer_source(version_id: int) -> ProfileScorer | None:
@@ -132,15 +158,26 @@ def scorer_source(version_id: int) -> ProfileScorer | None:
     held = _scorers.get(version_id)
     if held is not None and held[0] > now:
         return held[1]
+    if threading.current_thread().name != PROCESSOR_THREAD:
+        return _load(version_id)  # Django's threads, one request each, read inline
+    try:  # a refresh waits for nothing (the last profile serves meanwhile); a first read waits a little
+        return _reads.read(version_id, lambda: _load(version_id), 0.0 if held else COLD_WAIT_SECONDS, now=now)
+    except Exception:  # noqa: BLE001 - not read yet: the read goes on, and stores what it finds
+        return held[1] if held is not None else None
+
+
+def _load(version_id: int) -> ProfileScorer | None:
     from monitoring.models import OodProfile
 
+    held = _scorers.get(version_id)
     scorer = held[1] if held is not None else None
     try:
         row = OodProfile.objects.filter(version_id=version_id).values_list("profile", "refuse_above").first()
         scorer = None if row is None else ProfileScorer(*row)
-    except Exception:  # noqa: BLE001 - the database away: predictions go on, scored by what was known
+    except Exception:  # noqa: BLE001 - the database away: predictions go on, scored by what was known (tried again
+        # after the TTL, not on every request)
         logger.warning("could not read the OOD profile of version id %s", version_id, exc_info=True)
-    _scorers[version_id] = (now + settings.MODELWORKS_OOD_PROFILE_TTL_S, scorer)
+    _scorers[version_id] = (time.monotonic() + settings.MODELWORKS_OOD_PROFILE_TTL_S, scorer)
     return scorer
 
 

@@ -69,7 +69,7 @@ CLIENT_REFUSALS = Counter(
 )
 OOD_ROWS = Counter(
     "modelworks_ood_rows_total",
-    "Rows scored against their version's reference profile: scored, flagged (outside it), refused (422)",
+    "Rows scored against their version's reference profile: flagged (outside it), refused (422)",
     ["model", "version", "result"],
 )
 CACHE_ERRORS = Counter("modelworks_cache_errors_total", "Cache calls that failed: Redis timed out or refused")

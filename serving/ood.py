@@ -72,12 +72,11 @@ def verdict_for(version_id: int, model_name: str, version: int, rows: list[list[
     if scorer is None:
         return None
     verdict = scorer.score(rows)
-    metrics.OOD_ROWS.labels(model_name, str(version), "scored").inc(len(rows))
     refused = verdict.refused_rows()
     if refused:
         metrics.OOD_ROWS.labels(model_name, str(version), "refused").inc(len(rows))
         raise OutOfDistribution([_refusal(i, verdict) for i in refused][:20], status=422)
-    flagged = verdict.flagged
+    flagged = verdict.flagged  # the rows scored need no counter: modelworks_prediction_rows_total counts them
     if flagged:
         metrics.OOD_ROWS.labels(model_name, str(version), "flagged").inc(flagged)
     return verdict

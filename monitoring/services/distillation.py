@@ -95,7 +95,11 @@ def model_version_distill(
     X = X.astype({f["name"]: float for f in signature["inputs"] if f["dtype"] != "category"})
     loaded = model_cache().get(teacher)
     teacher_answers, _ = loaded.predict(X.astype(object).values.tolist())
-    estimator = _student_estimator(spec, teacher.model.task, signature, seed).fit(X, teacher_answers)
+    try:
+        estimator = _student_estimator(spec, teacher.model.task, signature, seed).fit(X, teacher_answers)
+    except ValueError as exc:  # the data cannot train this student (one class only, values it cannot take)
+        problem = f"{spec.text} could not be trained on the teacher's answers: {exc}"
+        raise ValidationError({"student": [problem]}) from None
     artifact = sio.dumps(estimator)
     comparison = _comparison(teacher, loaded, estimator, artifact, eval_X, eval_y)
     comparison["training_rows"] = {name: len(frame) for name, frame in parts.items()}

@@ -4,12 +4,14 @@ profile says so); rows drawn from the reference never are. The scores are checke
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from django.core.files.storage import storages
 from django.core.management import call_command
+from django.urls import reverse
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -46,7 +48,7 @@ def _flagged(model: str, version: str, result: str) -> float:
     return REGISTRY.get_sample_value("modelworks_ood_rows_total", labels) or 0.0
 
 
-def test_rows_from_the_reference_are_never_flagged_and_rows_outside_it_are(profiled):
+def test_rows_from_the_reference_are_never_flagged_and_rows_outside_it_are(profiled, client, staff):
     version, reference = profiled
     before = _flagged("cancer", "1", "flagged")
     inside = serving.predict(model_name="cancer", payload={"inputs": reference.values.tolist()}, alias="production")
@@ -76,6 +78,10 @@ def test_rows_from_the_reference_are_never_flagged_and_rows_outside_it_are(profi
     assert ood_summary("cancer") == [
         {"version": 1, "requests": 2, "rows": len(reference) + 3, "flagged": 3, "refuse_above": None}
     ]
+    client.force_login(staff)
+    page = client.get(reverse("admin:monitoring_model_dashboard", args=["cancer"])).content.decode()
+    section = page[page.index("Out-of-distribution flags") :]
+    assert re.search(rf"<td>v1</td><td>2</td><td>{len(reference) + 3}</td>\s*<td><strong[^>]*>3</strong>", section)
 
 
 def test_refusing_rows_outside_the_reference(profiled, client, settings):
