@@ -10,6 +10,7 @@ LATE_RUN_MATTERS = {
     "registry.deliver_webhook": "a delivery is owed; its retries wait out a countdown, the attempt count bounds it",
     "monitoring.deliver_webhook": "an alert is owed; its retries wait out a countdown, the attempt count bounds it",
     "features.run_materialization_job": "someone asked for it; its job row says queued until it runs",
+    "registry.convert_onnx": "someone asked for it; its version says the conversion is pending until it runs",
 }
 
 

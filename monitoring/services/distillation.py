@@ -118,7 +118,7 @@ def model_version_distill(
         },
         evaluation_data=eval_csv,
         target_column=target_column,
-        comparison=comparison,
+        derivation=registry.Derivation(parent=teacher, how=f"distilled:{spec.text}", comparison=comparison),
         actor=actor,
     )
 

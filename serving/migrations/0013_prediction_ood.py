@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("serving", "0009_invalidate_raw_tokens")]
+    dependencies = [("serving", "0012_partitioned_prediction_log")]  # after: 0012 rebuilds the table from its own column list
 
     operations = [
         migrations.AddField(
