@@ -96,7 +96,7 @@ def model_version_distill(
     loaded = model_cache().get(teacher)
     teacher_answers, _ = loaded.predict(X.astype(object).values.tolist())
     try:
-        estimator = _student_estimator(spec, teacher.model.task, signature, seed).fit(X, teacher_answers)
+        estimator = student_estimator(spec, teacher.model.task, signature, seed).fit(X, teacher_answers)
     except ValueError as exc:  # the data cannot train this student (one class only, values it cannot take)
         problem = f"{spec.text} could not be trained on the teacher's answers: {exc}"
         raise ValidationError({"student": [problem]}) from None
@@ -168,7 +168,8 @@ def _sampled_within_ranges(
     return pd.DataFrame(columns, columns=[f["name"] for f in signature["inputs"]])
 
 
-def _student_estimator(spec: StudentSpec, task: str, signature: dict[str, Any], seed: int) -> Any:
+def student_estimator(spec: StudentSpec, task: str, signature: dict[str, Any], seed: int) -> Any:
+    """The unfitted student (bench/optimize.py builds its distilled row with it too)."""
     classify = task == Task.CLASSIFICATION
     if spec.kind == "logistic":
         head = LogisticRegression(max_iter=2000) if classify else Ridge(alpha=1.0)
