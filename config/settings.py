@@ -348,6 +348,10 @@ MODELWORKS_MODEL_RETRY_MAX_S = env_int("MODELWORKS_MODEL_RETRY_MAX_S", 300)
 # /readyz answers within this budget even when Redis or Postgres hangs (the probe's timeout is 3 s).
 MODELWORKS_READYZ_BUDGET_MS = env_int("MODELWORKS_READYZ_BUDGET_MS", 800)
 MODELWORKS_PREDICTION_CACHE = env_bool("MODELWORKS_PREDICTION_CACHE", True)
+# Score each request's rows against its version's out-of-distribution profile (monitoring/ood.py), when it has one.
+MODELWORKS_OOD_SCORING = env_bool("MODELWORKS_OOD_SCORING", True)
+# How long a process uses a version's OOD profile before reading it again (a changed profile reaches every pod).
+MODELWORKS_OOD_PROFILE_TTL_S = env_int("MODELWORKS_OOD_PROFILE_TTL_S", 30)
 # The model MLflow's `POST /invocations` scores (serving/mlflow.py); empty: the only registered model.
 MODELWORKS_DEFAULT_MODEL = env_str("MODELWORKS_DEFAULT_MODEL", "")
 MODELWORKS_LOG_FLUSH_MS = env_int("MODELWORKS_LOG_FLUSH_MS", 50)

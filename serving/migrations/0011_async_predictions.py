@@ -1,5 +1,5 @@
-# Asynchronous predictions (serving/asynchronous.py). Chained after main's 0012_partitioned_prediction_log so that
-# this branch migrates after merging main (the brief's 0009 parent); the integrator re-chains it.
+# Asynchronous predictions (serving/asynchronous.py). Chained after main's latest serving migration (0013_prediction_ood)
+# so that this branch migrates after merging main (the brief's parent: 0009); the integrator re-chains it.
 
 import django.utils.timezone
 import uuid
@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('serving', '0012_partitioned_prediction_log'),
+        ('serving', '0013_prediction_ood'),
     ]
 
     operations = [
