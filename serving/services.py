@@ -71,7 +71,8 @@ class ModelCall:
 
 Answer = tuple[list[Any], list[list[float]] | None]
 T = TypeVar("T")
-Steps = Generator[ModelCall, Answer, T]
+# A request's steps yield model calls and (prediction_cache.lookup_steps) level-2 cache lookups to their driver.
+Steps = Generator[ModelCall | prediction_cache.CacheLookup, Any, T]
 TensorDecoder = Callable[[dict[str, Any]], list[list[Any]]]
 
 
@@ -133,6 +134,9 @@ def run_steps(steps: Steps[T]) -> T:
     try:
         call = next(steps)
         while True:
+            if isinstance(call, prediction_cache.CacheLookup):
+                call = steps.send(prediction_cache.fetch(call.keys))  # never raises: Redis away is all misses
+                continue
             try:
                 answer = call_inline(call)
             except Exception as exc:  # the steps decide what a failed call means (breaker, fallback)
@@ -222,7 +226,7 @@ def predict_steps(
         policy = policy_of(route.version)
         use_cache = settings.MODELWORKS_PREDICTION_CACHE and policy.deterministic
         keys = [prediction_cache.row_key(loaded.cache_key, row) for row in rows] if use_cache else []
-        hits = prediction_cache.lookup(keys) if use_cache else {}
+        hits = (yield from prediction_cache.lookup_steps(keys)) if use_cache else {}
         cached = [key in hits for key in keys] if use_cache else [False] * len(rows)
         missing = [row for row, hit in zip(rows, cached, strict=True) if not hit]
         served, reason = loaded, route.reason if fell_back is None else RouteReason.fallback(fell_back)
