@@ -242,8 +242,10 @@ def predict_steps(
                 prediction_cache.store({key: [p, probs] for key, p, probs in fresh}, policy.cache_ttl_seconds)
         predictions, probabilities = _merge(keys, cached, hits, fresh_predictions, fresh_probabilities)
         if use_cache:
-            metrics.CACHE.labels(model_name, "hit").inc(sum(cached))
-            metrics.CACHE.labels(model_name, "miss").inc(len(missing))
+            if len(missing) < len(rows):
+                metrics.CACHE.labels(model_name, "hit").inc(len(rows) - len(missing))
+            if missing:
+                metrics.CACHE.labels(model_name, "miss").inc(len(missing))
         outcome = Outcome.OK if served is loaded and fell_back is None else Outcome.FALLBACK
         result = Prediction(
             model=model_name,

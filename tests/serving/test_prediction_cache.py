@@ -102,6 +102,7 @@ def test_every_answer_equals_the_uncached_one_under_concurrency(served, settings
 
     request_processor().close_connections()  # or the test database cannot be flushed
     assert prediction_cache.drain_writes()
+    settings.MODELWORKS_PREDICTION_CACHE_PROBE_EVERY = 1  # always ask Redis, however little it found lately
     prediction_cache.local().clear()  # level 1 gone (another process): level 2 answers, exactly the same
     seen = sorted(set(order))
     again = in_round([body([rows[i]]) for i in seen])
@@ -116,6 +117,7 @@ def own_cache(settings):
     with own_redis() as server:
         settings.MODELWORKS_CACHE_BACKOFF_MS = 300
         settings.MODELWORKS_PREDICTION_CACHE_TIMEOUT_MS = 100
+        settings.MODELWORKS_PREDICTION_CACHE_PROBE_EVERY = 1  # Redis asked every round (one test says otherwise)
         settings.CACHES = {"default": {"BACKEND": "config.cache.PooledRedisCache", "LOCATION": server.url,
                                        "OPTIONS": {"socket_timeout": 0.2, "socket_connect_timeout": 0.2}}}  # fmt: skip
         yield server
@@ -127,12 +129,13 @@ def commands(server, name: str) -> int:
 
 
 @pytest.mark.django_db
-def test_one_round_looks_up_with_one_mget_and_writes_one_pipeline(served, own_cache, settings):
+def test_one_round_looks_up_with_one_mget_and_writes_with_one_call(served, own_cache, settings):
     settings.MODELWORKS_PREDICTION_CACHE = True
     rows = rows_of(served.X_test, 20)
     in_round([body([row]) for row in rows])
     assert prediction_cache.drain_writes()  # sent by the writer thread: the processor never waits for them
     assert (commands(own_cache, "mget"), commands(own_cache, "set")) == (1, 20)
+    assert commands(own_cache, "evalsha") <= 2  # one call (refused once with NOSCRIPT, the first time, then loaded)
     prediction_cache.local().clear()
     again = in_round([body([row]) for row in rows])
     assert [answer["cached"] for answer in again] == [[True]] * 20
