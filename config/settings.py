@@ -352,6 +352,10 @@ MODELWORKS_PREDICTION_CACHE_LOCAL_TTL_S = env_int("MODELWORKS_PREDICTION_CACHE_L
 MODELWORKS_PREDICTION_CACHE_TIMEOUT_MS = env_int("MODELWORKS_PREDICTION_CACHE_TIMEOUT_MS", 20)
 # While Redis has answered almost none of the keys asked lately, only one lookup in this many asks it.
 MODELWORKS_PREDICTION_CACHE_PROBE_EVERY = env_int("MODELWORKS_PREDICTION_CACHE_PROBE_EVERY", 16)
+# Score each request's rows against its version's out-of-distribution profile (monitoring/ood.py), when it has one.
+MODELWORKS_OOD_SCORING = env_bool("MODELWORKS_OOD_SCORING", True)
+# How long a process uses a version's OOD profile before reading it again (a changed profile reaches every pod).
+MODELWORKS_OOD_PROFILE_TTL_S = env_int("MODELWORKS_OOD_PROFILE_TTL_S", 30)
 # The model MLflow's `POST /invocations` scores (serving/mlflow.py); empty: the only registered model.
 MODELWORKS_DEFAULT_MODEL = env_str("MODELWORKS_DEFAULT_MODEL", "")
 MODELWORKS_LOG_FLUSH_MS = env_int("MODELWORKS_LOG_FLUSH_MS", 50)

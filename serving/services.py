@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from registry.models import ModelVersion
 from registry.subjects import stored_key
-from serving import inputs, metrics, prediction_cache, routing, shadow
+from serving import inputs, metrics, ood, prediction_cache, routing, shadow
 from serving.model_cache import LoadedModel, ModelLoadFailed, model_cache
 from serving.models import Outcome, PredictionLog, RouteReason, ServingPolicy
 from serving.prediction_log import LogEntry, masked_inputs, prediction_log
@@ -221,6 +221,7 @@ def predict_steps(
             rows = rows_from_payload(
                 payload, loaded.signature, settings.MODELWORKS_MAX_BATCH, float_limit=loaded.float_limit
             )
+            verdict = ood.verdict_for(loaded.version_id, model_name, loaded.version, rows)
         except InputError:
             outcome = INVALID
             raise
@@ -261,7 +262,7 @@ def predict_steps(
         )
         outputs = {"predictions": predictions, "probabilities": probabilities}
         _log(result.request_id, model_name, served.version, served.signature, route, routing_key, rows, outcome,
-             started, outputs=outputs, cached=bool(cached) and all(cached), caller=caller)  # fmt: skip
+             started, outputs=outputs, cached=bool(cached) and all(cached), caller=caller, ood=verdict)  # fmt: skip
         metrics.PREDICTION_ROWS.labels(model_name, str(served.version)).inc(len(rows))
         # The live split needs no counter of its own: modelworks_predictions_total counts requests per version.
         if route.split is not None and route.split.shadow_version_id is not None:
@@ -325,7 +326,7 @@ def resolve(model_name: str, **request: Any) -> routing.Route:
 
 
 def _log(request_id, model_name, version, signature, route, routing_key, rows, outcome, started, *, outputs,
-         cached, caller="") -> None:  # fmt: skip
+         cached, caller="", ood=None) -> None:  # fmt: skip
     prediction_log().append(
         LogEntry(
             request_id=request_id,
@@ -340,6 +341,8 @@ def _log(request_id, model_name, version, signature, route, routing_key, rows, o
             outcome=outcome,
             created_at=timezone.now(),
             caller=caller,
+            ood_scores=None if ood is None else ood.scores,
+            ood_flagged=None if ood is None else ood.flagged,
         )
     )
 

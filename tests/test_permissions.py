@@ -145,6 +145,7 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "alert-resolve": {"POST": WRITE},
     "alert-silence": {"POST": WRITE},
     "reference": {"POST": WRITE},
+    "distill": {"POST": WRITE},
     "quality": {"GET": READ},
     "experiment-list": {"GET": READ, "POST": WRITE},
     "experiment-detail": {"GET": READ},
@@ -180,7 +181,8 @@ EXPECTED_OTHER: dict[str, str] = {
 }  # fmt: skip
 ON_A_MODEL = {"model-detail", "version-list", "version-detail", "version-archive", "version-onnx", "version-runtime",
               "version-quantize", "artifact", "alias-list",
-              "alias-detail", "event-list", "rollout-list", "model-rollback", "reference", "quality"}  # fmt: skip
+              "alias-detail", "event-list", "rollout-list", "model-rollback", "reference", "quality",
+              "distill"}  # fmt: skip
 ON_A_ROLLOUT = {"rollout-detail", "rollout-pause", "rollout-resume", "rollout-promote", "rollout-abort"}
 ON_AN_EXPERIMENT = {"experiment-detail", "experiment-start", "experiment-stop", "experiment-weights",
                     "experiment-conclude", "experiment-results", "experiment-events"}  # fmt: skip
@@ -305,6 +307,7 @@ def requests_of(name: str, world) -> list[tuple[str, str, str | None]]:
             "artifact",
             "reference",
             "quality",
+            "distill",
         ):
             kwargs["version"] = 2
         if name == "alias-detail":
