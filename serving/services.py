@@ -72,7 +72,8 @@ class ModelCall:
 
 Answer = tuple[list[Any], list[list[float]] | None]
 T = TypeVar("T")
-Steps = Generator[ModelCall, Answer, T]
+# A request's steps yield model calls and (prediction_cache.lookup_steps) level-2 cache lookups to their driver.
+Steps = Generator[ModelCall | prediction_cache.CacheLookup, Any, T]
 TensorDecoder = Callable[[dict[str, Any]], list[list[Any]]]
 
 
@@ -134,6 +135,9 @@ def run_steps(steps: Steps[T]) -> T:
     try:
         call = next(steps)
         while True:
+            if isinstance(call, prediction_cache.CacheLookup):
+                call = steps.send(prediction_cache.fetch(call.keys))  # never raises: Redis away is all misses
+                continue
             try:
                 answer = call_inline(call)
             except Exception as exc:  # the steps decide what a failed call means (breaker, fallback)
@@ -224,7 +228,7 @@ def predict_steps(
         policy = policy_of(route.version)
         use_cache = settings.MODELWORKS_PREDICTION_CACHE and policy.deterministic
         keys = [prediction_cache.row_key(loaded.cache_key, row) for row in rows] if use_cache else []
-        hits = prediction_cache.lookup(keys) if use_cache else {}
+        hits = (yield from prediction_cache.lookup_steps(keys)) if use_cache else {}
         cached = [key in hits for key in keys] if use_cache else [False] * len(rows)
         missing = [row for row, hit in zip(rows, cached, strict=True) if not hit]
         served, reason = loaded, route.reason if fell_back is None else RouteReason.fallback(fell_back)
@@ -240,8 +244,10 @@ def predict_steps(
                 prediction_cache.store({key: [p, probs] for key, p, probs in fresh}, policy.cache_ttl_seconds)
         predictions, probabilities = _merge(keys, cached, hits, fresh_predictions, fresh_probabilities)
         if use_cache:
-            metrics.CACHE.labels(model_name, "hit").inc(sum(cached))
-            metrics.CACHE.labels(model_name, "miss").inc(len(missing))
+            if len(missing) < len(rows):
+                metrics.CACHE.labels(model_name, "hit").inc(len(rows) - len(missing))
+            if missing:
+                metrics.CACHE.labels(model_name, "miss").inc(len(missing))
         outcome = Outcome.OK if served is loaded and fell_back is None else Outcome.FALLBACK
         result = Prediction(
             model=model_name,
