@@ -609,6 +609,7 @@ SPECTACULAR_SETTINGS = {
         "VersionStatusEnum": "registry.models.VersionStatus",
         "RolloutStatusEnum": "rollouts.models.RolloutStatus",
         "MonitorCorrectionEnum": "monitoring.models.Correction",
+        "RuntimeEnum": "registry.models.Runtime",  # a version's runtime and its override share one choice set
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
