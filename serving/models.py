@@ -186,3 +186,6 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"dead letter {self.pk} from {self.source}"
+
+
+from serving.batch_models import BatchChunk, BatchJob, BatchSchedule  # noqa: E402,F401 - batch scoring's tables
