@@ -195,7 +195,9 @@ def test_a_multi_chunk_parquet_job_over_a_prefix_equals_scoring_in_process(api, 
     assert event.after["rows"] == 550 and event.after["version"] == 1 and event.after["output"] == f"{shared}/out-a/"
 
 
-def test_bad_rows_of_a_csv_land_in_the_rejects_file_and_the_rest_is_scored(api, cancer, forest, shared, worker):
+def test_bad_rows_of_a_csv_land_in_the_rejects_file_and_over_the_share_fail_the_job(
+    api, cancer, forest, shared, worker
+):
     rows = sample_rows(230, 3)
     text = rows[["id", *FEATURES]].astype(object)
     text.loc[5, "mean radius"] = "abc"
@@ -220,18 +222,13 @@ def test_bad_rows_of_a_csv_land_in_the_rejects_file_and_the_rest_is_scored(api, 
     kept = rows.drop(index=[5, 17, 199]).reset_index(drop=True)
     assert_scored_like_in_process(result, kept, forest.estimator)
 
-
-def test_more_rejects_than_allowed_fail_the_job_without_a_manifest(api, cancer, shared, worker):
-    rows = sample_rows(40, 4).astype(object)
-    rows.loc[:9, "mean radius"] = "n/a"
-    (shared / "in-c").mkdir()
-    (shared / "in-c" / "rows.csv").write_text(rows.to_csv(index=False))
+    # the same file with a reject share of 1%: 3 of 230 is over it, so the job fails, and no manifest appears
     answer = api.post("/api/v1/models/cancer/batch-jobs/", {
-        "input": f"{shared}/in-c/rows.csv", "output": f"{shared}/out-c", "max_reject_share": 0.1,
+        "input": f"{shared}/in-b/rows.csv", "output": f"{shared}/out-b2", "chunk_rows": 100, "max_reject_share": 0.01,
     }, format="json")  # fmt: skip
     job = wait_for(BatchJob.objects.get(pk=answer.json()["id"]))
-    assert job.status == JobStatus.FAILED and "10 rows rejected" in job.error
-    assert not (shared / "out-c" / "_manifest.json").exists()
+    assert job.status == JobStatus.FAILED and job.error.startswith("3 rows rejected: more than the allowed share 0.01")
+    assert not (shared / "out-b2" / "_manifest.json").exists()
 
 
 @pytest.mark.django_db
