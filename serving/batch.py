@@ -43,6 +43,7 @@ from registry.models import RegisteredModel
 from serving import batch_io
 from serving.batch_models import BatchChunk, BatchJob, BatchSchedule, ChunkStatus, JobStatus
 from serving.model_cache import model_cache
+from serving.validation import FLOAT64_MAX
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def score_chunk(job: BatchJob, chunk: BatchChunk) -> tuple[int, list[dict[str, A
     frame = batch_io.read_chunk(chunk.source)
     features = job.version.signature["inputs"]
     columns, fields, reasons = checked_columns(frame, features, loaded.float_limit)
-    good = reasons == None  # noqa: E711 - elementwise on an object array
+    good = pd.isna(reasons)
     first = chunk.source["first_row"]
     rejects = [{"file": chunk.source["uri"], "row": first + int(i), "field": fields[i], "reason": reasons[i]}
                for i in np.flatnonzero(~good)]  # fmt: skip
@@ -264,9 +265,14 @@ def score_chunk(job: BatchJob, chunk: BatchChunk) -> tuple[int, list[dict[str, A
 
 
 def _model_input(columns: dict[str, np.ndarray], features: list[dict], good: np.ndarray, frame: bool) -> Any:
+    every = bool(good.all())
+    picked = {f["name"]: columns[f["name"]] if every else columns[f["name"]][good] for f in features}
     if frame:
-        return pd.DataFrame({f["name"]: columns[f["name"]][good] for f in features})
-    return np.column_stack([columns[f["name"]][good].astype(float) for f in features])
+        return pd.DataFrame(picked)
+    matrix = np.empty((int(good.sum()), len(features)), dtype=float)
+    for j, feature in enumerate(features):
+        matrix[:, j] = picked[feature["name"]]
+    return matrix
 
 
 def _commit_chunk(chunk: BatchChunk, *, scored: int, rejected: int, seconds: float) -> None:
@@ -413,55 +419,63 @@ def checked_columns(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Each feature's column as the model takes it, and per row its first problem's field and reason (None: fine).
 
-    The same rules as a request's rows (serving/validation.py), applied to whole columns at once.
+    The same rules as a request's rows (serving/validation.py), applied to whole columns at once: boolean masks, so a
+    clean chunk costs a few vector operations per feature and no per-row Python.
     """
     fields = np.full(len(frame), None, dtype=object)
     reasons = np.full(len(frame), None, dtype=object)
+    flagged = np.zeros(len(frame), dtype=bool)
     columns: dict[str, np.ndarray] = {}
     for feature in features:
         values, problems = _checked(frame[feature["name"]].reset_index(drop=True), feature, float_limit)
         columns[feature["name"]] = values
-        fresh = (problems != None) & (reasons == None)  # noqa: E711 - elementwise on object arrays
-        fields[fresh], reasons[fresh] = feature["name"], problems[fresh]
+        for mask, reason in problems:
+            fresh = mask & ~flagged
+            if fresh.any():
+                fields[fresh] = feature["name"]
+                reasons[fresh] = reason if isinstance(reason, str) else [reason(i) for i in np.flatnonzero(fresh)]
+                flagged |= fresh
     return columns, fields, reasons
 
 
-def _checked(raw: pd.Series, feature: dict[str, Any], float_limit: float) -> tuple[np.ndarray, np.ndarray]:
+def _checked(raw: pd.Series, feature: dict[str, Any], float_limit: float) -> tuple[np.ndarray, list[tuple[Any, Any]]]:
+    """The column's values and its problems: (row mask, reason), in the order a request's check reports them; a
+    reason is a string, or a function of the row for reasons that quote the value."""
     dtype, nullable = feature["dtype"], bool(feature.get("nullable"))
-    reasons = np.full(len(raw), None, dtype=object)
-
-    def mark(mask: Any, reason: str) -> None:
-        mask = np.asarray(mask, dtype=bool) & (reasons == None)  # noqa: E711
-        reasons[mask] = reason
-
+    problems: list[tuple[Any, Any]] = []
     text = not (pd.api.types.is_numeric_dtype(raw.dtype) or pd.api.types.is_bool_dtype(raw.dtype))
-    missing = (raw.isna() | (raw == "")).to_numpy() if text else raw.isna().to_numpy()
+    missing = (raw.isna() | (raw == "")).to_numpy(dtype=bool) if text else raw.isna().to_numpy(dtype=bool)
     if dtype in ("float", "int"):
         numbers = pd.to_numeric(raw.where(~missing), errors="coerce") if text else raw
         values = numbers.to_numpy(dtype=float, na_value=np.nan)
-        unreadable = np.isnan(values) & ~missing
-        for index in np.flatnonzero(unreadable):
-            reasons[index] = f"must be a number, got {str(raw.iat[index])[:40]!r}"
-        mark(~missing & ~np.isfinite(values) & ~unreadable, "must be finite (not NaN or infinity)")
+        finite = np.isfinite(values)
+        if not finite.all():
+            unreadable = np.isnan(values) & ~missing
+            problems.append((unreadable, lambda i: f"must be a number, got {str(raw.iat[i])[:40]!r}"))
+            problems.append((~missing & ~finite & ~unreadable, "must be finite (not NaN or infinity)"))
         if dtype == "float":
-            mark(np.abs(values) > float_limit, f"is outside what this model can take (at most {float_limit:.8g})")
+            if float_limit < FLOAT64_MAX:  # every finite float64 fits a float64 model: no pass needed
+                too_big = np.abs(values) > float_limit
+                problems.append((too_big, f"is outside what this model can take (at most {float_limit:.8g})"))
         else:
-            mark(np.isfinite(values) & (values % 1 != 0), "must be an integer")
+            problems.append((finite & (np.mod(values, 1, where=finite, out=np.zeros_like(values)) != 0),
+                             "must be an integer"))  # fmt: skip
     elif dtype == "bool":
         spelled = raw.astype(str).str.lower().map({"true": True, "false": False, "1": True, "0": False})
-        mark(spelled.isna().to_numpy() & ~missing, "must be true or false")
+        problems.append((spelled.isna().to_numpy(dtype=bool) & ~missing, "must be true or false"))
         values = spelled.to_numpy(dtype=object)
     else:  # category: strings (or integers) as given
         values = raw.to_numpy(dtype=object)
-    if not nullable:
-        mark(missing, "is required (not nullable)")
+    if not nullable and missing.any():
+        problems.append((missing, "is required (not nullable)"))
     if dtype in ("float", "int"):
         with np.errstate(invalid="ignore"):
             if "min" in feature:
-                mark(values < feature["min"], f"is below the minimum {feature['min']}")
+                problems.append((values < feature["min"], f"is below the minimum {feature['min']}"))
             if "max" in feature:
-                mark(values > feature["max"], f"is above the maximum {feature['max']}")
+                problems.append((values > feature["max"], f"is above the maximum {feature['max']}"))
     if feature.get("allowed") is not None:
         allowed = {str(a) for a in feature["allowed"]}
-        mark(~pd.Series(values).astype(str).isin(allowed).to_numpy() & ~missing, "is not one of the allowed values")
-    return values, reasons
+        outside = ~pd.Series(values).astype(str).isin(allowed).to_numpy(dtype=bool) & ~missing
+        problems.append((outside, "is not one of the allowed values"))
+    return values, problems

@@ -107,10 +107,11 @@ class BatchJobAdmin(admin.ModelAdmin):
     def get_inlines(self, request: HttpRequest, obj=None):
         return [ChunkInline] if obj is not None else []
 
+    def save_form(self, request: HttpRequest, form, change: bool):
+        return form.job  # created by the service when the form was cleaned
+
     def save_model(self, request: HttpRequest, obj: BatchJob, form, change: bool) -> None:
-        if not change and form.job is not None:
-            obj.pk = form.job.pk  # created by the service when the form was cleaned
-            messages.success(request, f"Batch job {obj.pk} started: {form.job.input_uri} -> {form.job.output_uri}")
+        messages.success(request, f"Batch job {obj.pk} started: {obj.input_uri} -> {obj.output_uri}")
 
     def save_related(self, request, form, formsets, change) -> None:
         return None

@@ -91,7 +91,7 @@ class BatchJob(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"batch job {self.pk} ({self.model_id} v{self.version.version})"
+        return f"batch job {self.pk}"
 
     @property
     def manifest_uri(self) -> str:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from registry import services as registry
 from serving import batch, batch_io
 from serving.batch_models import BatchJob, BatchSchedule
-from serving.validation import check_value
+from serving.validation import FLOAT32_MAX, FLOAT64_MAX, check_value
 
 
 @pytest.fixture
@@ -57,17 +57,24 @@ def test_parquet_chunks_follow_row_groups(roots):
 
 
 FEATURE = {"name": "x", "dtype": "float", "min": -5, "max": 1e6}
-values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**7), 10**7), st.none())
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**7), 10**7),
+    st.none(),
+    st.sampled_from([3.5e38, -3.5e38, 3.4e38]),
+)  # about float32's limit
 
 
 @given(st.lists(values, min_size=1, max_size=30))
 def test_vectorised_validation_refuses_exactly_what_a_request_would(column):
     """The column check and serving/validation.py's check_value agree on every value a Parquet float column holds."""
     frame = pd.DataFrame({"x": pd.Series([np.nan if v is None else float(v) for v in column], dtype=float)})
-    _, _, reasons = batch.checked_columns(frame, [FEATURE], float_limit=1.7976931348623157e308)
-    for value, reason in zip(frame["x"], reasons, strict=True):
-        expected = check_value(FEATURE, None if np.isnan(value) else float(value))
-        assert (reason is None) == (expected is None), (value, reason, expected)
+    feature = {"name": "x", "dtype": "float"}  # no bounds: the model's float limit decides
+    for checked, limit in ((FEATURE, FLOAT64_MAX), (feature, FLOAT64_MAX), (feature, FLOAT32_MAX)):
+        _, _, reasons = batch.checked_columns(frame, [checked], float_limit=limit)
+        for value, reason in zip(frame["x"], reasons, strict=True):
+            expected = check_value(checked, None if np.isnan(value) else float(value), limit)
+            assert (reason is None) == (expected is None), (value, limit, reason, expected)
 
 
 @pytest.mark.django_db
