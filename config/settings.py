@@ -310,6 +310,9 @@ MODELWORKS_MAX_ARTIFACT_UNPACKED_MB = env_int("MODELWORKS_MAX_ARTIFACT_UNPACKED_
 MODELWORKS_ARTIFACT_CHECK_MEMORY_MB = env_int("MODELWORKS_ARTIFACT_CHECK_MEMORY_MB", 2048)
 MODELWORKS_ARTIFACT_CHECK_SECONDS = env_int("MODELWORKS_ARTIFACT_CHECK_SECONDS", 60)
 
+# `manage.py backup` / `restore` (config/backup.py): how long pg_dump or pg_restore may run.
+MODELWORKS_BACKUP_TIMEOUT_S = env_int("MODELWORKS_BACKUP_TIMEOUT_S", 3600)
+
 # The audit trail (registry/audit.py) keeps this many days; 0 keeps it for ever.
 MODELWORKS_AUDIT_RETENTION_DAYS = env_int("MODELWORKS_AUDIT_RETENTION_DAYS", 365)
 

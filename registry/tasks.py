@@ -10,14 +10,20 @@ from registry.webhooks import services as webhooks
 from registry.webhooks.sending import webhook_backoff_s
 
 
-@shared_task(name="registry.verify_artifact", acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    name="registry.verify_artifact", acks_late=True, reject_on_worker_lost=True,
+    soft_time_limit=120, time_limit=150, expires=3600,
+)  # fmt: skip
 def verify_artifact(version_id: int) -> bool:
     """Re-hash one stored artifact; a mismatch marks the version and records an event."""
     version = ModelVersion.objects.select_related("model").get(pk=version_id)
     return services.model_version_verify_integrity(version=version)
 
 
-@shared_task(name="registry.verify_all_artifacts", acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    name="registry.verify_all_artifacts", acks_late=True, reject_on_worker_lost=True,
+    soft_time_limit=1500, time_limit=1620, expires=1800,
+)  # fmt: skip
 def verify_all_artifacts() -> dict[str, int]:
     """The hourly sweep: every artifact not already known bad is re-hashed."""
     checked = failed = 0
@@ -27,7 +33,11 @@ def verify_all_artifacts() -> dict[str, int]:
     return {"checked": checked, "failed": failed}
 
 
-@shared_task(bind=True, name="registry.deliver_webhook", acks_late=True, reject_on_worker_lost=True, max_retries=None)
+# No expires: a late delivery is still owed (its retries wait out a countdown); the attempt count bounds it.
+@shared_task(
+    bind=True, name="registry.deliver_webhook", acks_late=True, reject_on_worker_lost=True, max_retries=None,
+    soft_time_limit=60, time_limit=90,
+)  # fmt: skip
 def deliver_webhook(self: Task, delivery_id: int) -> bool:
     """One attempt; a failed one is re-queued with a countdown (Celery's retry), so the worker is free meanwhile.
     The number of attempts is bounded by `webhook_delivery_attempt`, which records the outcome on the delivery."""
@@ -39,7 +49,10 @@ def deliver_webhook(self: Task, delivery_id: int) -> bool:
         raise self.retry(countdown=webhook_backoff_s(attempt), exc=exc) from exc
 
 
-@shared_task(name="registry.prune_audit", acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    name="registry.prune_audit", acks_late=True, reject_on_worker_lost=True,
+    soft_time_limit=1800, time_limit=1920, expires=3600,
+)  # fmt: skip
 def prune_audit() -> int:
     """The daily sweep: audit entries older than MODELWORKS_AUDIT_RETENTION_DAYS go."""
     return audit.prune()

@@ -13,7 +13,10 @@ from rollouts import services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="rollouts.rollout_tick", acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    name="rollouts.rollout_tick", acks_late=True, reject_on_worker_lost=True,
+    soft_time_limit=120, time_limit=150, expires=30,  # each step is its own transaction: a cut tick loses none
+)  # fmt: skip
 def rollout_tick() -> list[dict[str, Any]]:
     """Move each due rollout on by one step (beat runs this every MODELWORKS_ROLLOUT_TICK_MS)."""
     try:

@@ -9,14 +9,20 @@ from serving import services
 from serving.retention import retention_cutoff
 
 
-@shared_task(name="serving.prune_predictions", acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    name="serving.prune_predictions", acks_late=True, reject_on_worker_lost=True,
+    soft_time_limit=2400, time_limit=2520, expires=3000,
+)  # fmt: skip
 def prune_predictions() -> int:
     """Delete log rows older than MODELWORKS_RETENTION_PREDICTIONS_DAYS (0: keep them all); how many went."""
     before = retention_cutoff(settings.MODELWORKS_RETENTION_PREDICTIONS_DAYS)
     return services.prediction_log_prune(before=before) if before is not None else 0
 
 
-@shared_task(name="serving.prune_dead_letters", acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    name="serving.prune_dead_letters", acks_late=True, reject_on_worker_lost=True,
+    soft_time_limit=2400, time_limit=2520, expires=3000,
+)  # fmt: skip
 def prune_dead_letters() -> int:
     """Delete dead letters older than MODELWORKS_RETENTION_DEAD_LETTERS_DAYS (0: keep them all)."""
     before = retention_cutoff(settings.MODELWORKS_RETENTION_DEAD_LETTERS_DAYS)
