@@ -43,9 +43,11 @@ def batch_plan(job_id: int) -> int:
     return batch.batch_job_plan(job_id=job_id)
 
 
+_LEASE_S = settings.MODELWORKS_BATCH_CHUNK_LEASE_S
+
+
 @shared_task(name="serving.batch_work", acks_late=True, reject_on_worker_lost=True,
-             soft_time_limit=max(1, settings.MODELWORKS_BATCH_CHUNK_LEASE_S - 30),
-             time_limit=settings.MODELWORKS_BATCH_CHUNK_LEASE_S)  # fmt: skip
+             soft_time_limit=max(_LEASE_S - 30, _LEASE_S * 0.8), time_limit=_LEASE_S)  # fmt: skip
 def batch_work(job_id: int) -> bool:
     """Score one chunk of the job, then queue the next runner while chunks are left; whether it scored one.
     The hard time limit is the chunk's lease: a chunk still claimed after its lease has no live worker."""

@@ -108,11 +108,15 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+LEASE = {"MODELWORKS_BATCH_CHUNK_LEASE_S": "6"}  # a killed worker's chunk is claimed again after 6 s
+
+
 @pytest.fixture(scope="module")
 def worker(django_db_setup, django_db_blocker, shared, queue, s3):
-    process = start_worker(shared, queue, s3[0], "w1")
-    yield process
-    stop(process)
+    """The module's worker: {"process": ...}; the kill test SIGKILLs it and puts its restarted self in its place."""
+    holder = {"process": start_worker(shared, queue, s3[0], "w1", **LEASE)}
+    yield holder
+    stop(holder["process"])
 
 
 @pytest.fixture(autouse=True)
@@ -271,38 +275,29 @@ def test_cancel_stops_the_remaining_chunks(api, cancer, shared, worker):
 
 
 def test_a_worker_killed_mid_job_and_restarted_completes_it_without_duplicate_parts(
-    cancer, forest, shared, s3, settings
+    cancer, forest, shared, queue, s3, worker
 ):
-    queue = settings.MODELWORKS_BATCH_QUEUE = f"batch-kill-{uuid.uuid4().hex[:8]}"  # this test's workers only
     rows = sample_rows(800, 6)
     write_parquet(shared / "in-e" / "rows.parquet", rows, row_group=50)
-    lease = {"MODELWORKS_BATCH_CHUNK_LEASE_S": "2"}
-    victim = start_worker(shared, queue, s3[0], "victim", **lease)
-    try:
-        job = batch.batch_job_create(model=cancer, input_uri=f"{shared}/in-e/", output_uri=f"{shared}/out-e",
-                                     passthrough=["id"], chunk_rows=50, parallelism=1)  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            job.refresh_from_db()
-            if job.chunks_done >= 2 and job.chunks.filter(status=ChunkStatus.RUNNING).exists():
-                break
-            time.sleep(0.005)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
+    job = batch.batch_job_create(model=cancer, input_uri=f"{shared}/in-e/", output_uri=f"{shared}/out-e",
+                                 passthrough=["id"], chunk_rows=50, parallelism=1)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         job.refresh_from_db()
-        assert job.status == JobStatus.RUNNING and job.chunks_done < 16
-        orphaned = list(job.chunks.filter(status=ChunkStatus.RUNNING).values_list("index", flat=True))
-        restarted = start_worker(shared, queue, s3[0], "restarted", **lease)
-        try:
-            deadline = time.monotonic() + 40
-            while job.status == JobStatus.RUNNING and time.monotonic() < deadline:
-                batch.batch_watchdog()  # what beat runs every minute: runners for chunks nobody holds
-                time.sleep(0.5)
-                job.refresh_from_db()
-        finally:
-            stop(restarted)
-    finally:
-        stop(victim)
+        if job.chunks_done >= 2 and job.chunks.filter(status=ChunkStatus.RUNNING).exists():
+            break
+        time.sleep(0.005)
+    worker["process"].send_signal(signal.SIGKILL)  # mid-chunk: no warm shutdown, no ack, nothing committed
+    worker["process"].wait()
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING and job.chunks_done < 16
+    orphaned = list(job.chunks.filter(status=ChunkStatus.RUNNING).values_list("index", flat=True))
+    worker["process"] = start_worker(shared, queue, s3[0], "w1-restarted", **LEASE)
+    deadline = time.monotonic() + 40
+    while job.status == JobStatus.RUNNING and time.monotonic() < deadline:
+        batch.batch_watchdog()  # what beat runs every minute: runners for chunks nobody holds
+        time.sleep(0.5)
+        job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert (job.chunks_done, job.rows_done) == (16, 800)
     assert all(job.chunks.get(index=i).attempt >= 2 for i in orphaned)
@@ -313,7 +308,7 @@ def test_a_worker_killed_mid_job_and_restarted_completes_it_without_duplicate_pa
 
 
 def test_two_worker_processes_share_one_jobs_chunks(cancer, shared, queue, s3, worker):
-    second = start_worker(shared, queue, s3[0], "second")
+    second = start_worker(shared, queue, s3[0], "second", **LEASE)
     try:
         write_parquet(shared / "in-f" / "rows.parquet", sample_rows(1200, 7), row_group=100)
         job = batch.batch_job_create(model=cancer, input_uri=f"{shared}/in-f/", output_uri=f"{shared}/out-f",

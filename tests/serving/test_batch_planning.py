@@ -127,3 +127,23 @@ def test_the_console_starts_a_job_from_the_model_page_and_lists_its_progress(cli
     listed = client.get("/admin/serving/batchjob/").content.decode()
     assert "planning" in listed and "v1" in listed
     assert client.get(f"/admin/serving/batchjob/{job.pk}/change/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_score_batch_starts_a_job_cancels_it_and_refuses_in_one_line(roots, classifier_model, logreg, capsys):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    version = registry.model_version_register(model=classifier_model, artifact=logreg.artifact,
+                                              evaluation_data=logreg.eval_csv)  # fmt: skip
+    pq.write_table(pa.table({"x": [1.0]}), roots / "a.parquet")
+    call_command("score_batch", "models:/cancer/1", str(roots / "a.parquet"), str(roots / "out"), "--no-wait")
+    (job,) = BatchJob.objects.all()
+    assert capsys.readouterr().out.strip() == str(job.pk) and job.version == version
+    call_command("score_batch", "--cancel", str(job.pk))
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    with pytest.raises(CommandError, match="^version: cancer has no production alias"):
+        call_command("score_batch", "cancer", str(roots / "a.parquet"), str(roots / "out2"), "--no-wait")
+    with pytest.raises(CommandError, match="already cancelled"):
+        call_command("score_batch", "--cancel", str(job.pk))

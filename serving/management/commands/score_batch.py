@@ -28,7 +28,6 @@ class Command(BaseCommand):
         )
         parser.add_argument("input", nargs="?", help="a path, artifacts:..., s3://bucket/key or az://container/path")
         parser.add_argument("output", nargs="?", help="where the Parquet parts, rejects.csv and _manifest.json go")
-        parser.add_argument("--version", help="a version number or alias reference (default: production)")
         parser.add_argument("--format", choices=["parquet", "csv"])
         parser.add_argument("--passthrough", action="append", default=[], help="a column to copy (repeatable)")
         parser.add_argument("--chunk-rows", type=int)
@@ -47,7 +46,7 @@ class Command(BaseCommand):
             model, ref = refs.model_named(opts["model"])
             job = batch.batch_job_create(
                 model=model, input_uri=opts["input"], output_uri=opts["output"],
-                version_ref=opts["version"] or (str(ref) if ref is not None else None), input_format=opts["format"],
+                version_ref=str(ref) if ref is not None else None, input_format=opts["format"],
                 passthrough=opts["passthrough"], chunk_rows=opts["chunk_rows"], parallelism=opts["parallelism"],
                 max_reject_share=opts["max_reject_share"],
             )  # fmt: skip
