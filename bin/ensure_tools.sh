@@ -1,5 +1,6 @@
 #!/bin/sh
-# Make sure the tools the platform and browser tests drive are installed: promtool (Debian `prometheus`), nginx and
+# Make sure the tools the platform and browser tests drive are installed: promtool (Debian `prometheus`), nginx,
+# redis-server and PostgreSQL's server binaries (the fault suite's own instances), and
 # chromium (the console's browser tests drive Debian's chromium through Playwright; never a browser download), and
 # kubectl with kustomize v5 (the Kubernetes tests render the overlays with `kubectl kustomize`).
 # Idempotent and quiet: installs only what is missing, runs `apt-get update` at most once, and on failure prints one
@@ -20,6 +21,9 @@ kustomize_ok() {
 
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+# The fault suite starts its own Redis and PostgreSQL servers (tests/platform/instances.py) to break them.
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 need_kubectl=""

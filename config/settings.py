@@ -310,6 +310,15 @@ MODELWORKS_MAX_ARTIFACT_UNPACKED_MB = env_int("MODELWORKS_MAX_ARTIFACT_UNPACKED_
 MODELWORKS_ARTIFACT_CHECK_MEMORY_MB = env_int("MODELWORKS_ARTIFACT_CHECK_MEMORY_MB", 2048)
 MODELWORKS_ARTIFACT_CHECK_SECONDS = env_int("MODELWORKS_ARTIFACT_CHECK_SECONDS", 60)
 
+# ONNX conversion (registry/optimisation.py): how close the converted model must answer on the evaluation set
+# (labels always identical), how long a conversion may take in the worker, and which onnxruntime providers sessions
+# use (empty: CUDA when onnxruntime has it, else the CPU; the CPU is always last).
+MODELWORKS_ONNX_PARITY_PROBA_ATOL = float(env_str("MODELWORKS_ONNX_PARITY_PROBA_ATOL", "1e-5"))
+MODELWORKS_ONNX_PARITY_RTOL = float(env_str("MODELWORKS_ONNX_PARITY_RTOL", "1e-6"))
+MODELWORKS_ONNX_TIMING_MS = env_int("MODELWORKS_ONNX_TIMING_MS", 250)  # per runtime and batch size
+MODELWORKS_ONNX_CONVERT_SECONDS = env_int("MODELWORKS_ONNX_CONVERT_SECONDS", 600)
+MODELWORKS_ONNX_PROVIDERS = env_list("MODELWORKS_ONNX_PROVIDERS", [])
+
 # `manage.py backup` / `restore` (config/backup.py): how long pg_dump or pg_restore may run.
 MODELWORKS_BACKUP_TIMEOUT_S = env_int("MODELWORKS_BACKUP_TIMEOUT_S", 3600)
 
@@ -343,6 +352,8 @@ MODELWORKS_LOG_BUFFER_MAX = env_int("MODELWORKS_LOG_BUFFER_MAX", 200_000)
 MODELWORKS_LOG_BUFFER_MAX_BYTES = env_int("MODELWORKS_LOG_BUFFER_MAX_BYTES", 256 * 1024 * 1024)
 # A request with the same id, model, outcome and inputs within this window is a retry and is logged once.
 MODELWORKS_LOG_RETRY_WINDOW_S = env_int("MODELWORKS_LOG_RETRY_WINDOW_S", 300)
+# The log is partitioned by UTC day on Postgres (serving/partitions.py): beat keeps this many days' partitions ready.
+MODELWORKS_LOG_PARTITIONS_AHEAD_DAYS = env_int("MODELWORKS_LOG_PARTITIONS_AHEAD_DAYS", 3)
 # Rows the database refuses for their content go to serving_deadletter, or here as JSON lines when it is away.
 MODELWORKS_DEAD_LETTER_DIR = env_str("MODELWORKS_DEAD_LETTER_DIR", str(VAR_DIR / "dead-letters"))
 # Each of those files (one per source) stops growing at this size; rows past it are dropped and counted.
@@ -464,11 +475,19 @@ _retention_every = every(
 )  # at minute 30: clear of the hourly artifact check at minute 0
 CELERY_BEAT_SCHEDULE.update(
     {
-        # Retention by the clock, not by hand: each task deletes in chunks and does nothing for a setting of 0.
+        # Retention by the clock, not by hand: each task deletes in chunks (the partitioned log drops whole days)
+        # and does nothing for a setting of 0.
         "serving-prune-predictions": {
             "task": "serving.prune_predictions",
             "schedule": _retention_every,
             "options": {"expires": 3000},
+        },
+        # Days the log will need get their partitions ahead (a row that would land outside makes its own, at
+        # insert); hourly at minute 40, so one missed run or a beat restart costs nothing.
+        "serving-keep-log-partitions": {
+            "task": "serving.keep_log_partitions",
+            "schedule": every(3600, name="MODELWORKS_LOG_PARTITIONS", minute=40),
+            "options": {"expires": 1800},
         },
         "serving-prune-dead-letters": {
             "task": "serving.prune_dead_letters",

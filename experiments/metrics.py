@@ -97,7 +97,7 @@ def _quality_rows(
 ) -> list[tuple]:
     """Predictions the experiment routed to each arm, paired with their feedback, one value per predicted row."""
     prefix = RouteReason.routed_by(experiment.route_owner)
-    logs = predictions_with_feedback(experiment.model.name).filter(
+    logs = predictions_with_feedback(experiment.model.name, since=since).filter(
         route_reason__in=[experiment.arm_reason(name) for name in arm_names]
     )
     if since is not None:

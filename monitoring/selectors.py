@@ -34,15 +34,16 @@ class Joined:
         self.probabilities.extend(probabilities if probabilities is not None else [None] * len(predictions))
 
 
-def predictions_with_feedback(model_name: str) -> QuerySet[PredictionLog]:
+def predictions_with_feedback(model_name: str, *, since: datetime | None = None) -> QuerySet[PredictionLog]:
     """The prediction each feedback given by request id is about: the latest one of this model logged under that id
     (a client reusing request ids has its feedback paired with its most recent request, as feedback_join_pending
-    joins it), so every feedback counts once."""
-    latest = (
-        PredictionLog.objects.filter(model_name=model_name, request_id=OuterRef("request_id"))
-        .order_by("-created_at", "-id")
-        .values("pk")[:1]
-    )
+    joins it), so every feedback counts once. With `since`, only predictions from then on: the lookup per feedback
+    then reads only those days of the partitioned log (the latest prediction is the same whenever it is that recent).
+    """
+    latest = PredictionLog.objects.filter(model_name=model_name, request_id=OuterRef("request_id"))
+    if since is not None:
+        latest = latest.filter(created_at__gte=since)
+    latest = latest.order_by("-created_at", "-id").values("pk")[:1]
     about = Feedback.objects.filter(Q(model_name=model_name) | Q(model_name=""), request_id__isnull=False)
     return PredictionLog.objects.filter(pk__in=about.annotate(prediction=Subquery(latest)).values("prediction"))
 
@@ -52,7 +53,8 @@ def joined_feedback(
 ) -> Joined:
     """Predictions of one version made in [since, until) that have feedback, paired with it (mirrored shadow copies
     are never a version's predictions: a client never saw them)."""
-    logs = predictions_with_feedback(model_name).filter(version=version).exclude(outcome__in=Outcome.shadows())
+    logs = predictions_with_feedback(model_name, since=since).filter(version=version)
+    logs = logs.exclude(outcome__in=Outcome.shadows())
     if since is not None:
         logs = logs.filter(created_at__gte=since)
     if until is not None:

@@ -78,7 +78,7 @@ class ReadOnlyInline(admin.TabularInline):
 
 class VersionInline(VersionColumns, ReadOnlyInline):
     model = ModelVersion
-    fields = ["version", "badge", "format", "short_sha", "created_by", "created_at"]
+    fields = ["version", "badge", "format", "runtime", "short_sha", "created_by", "created_at"]
     readonly_fields = fields
 
 
@@ -109,7 +109,7 @@ class RegisteredModelForm(forms.ModelForm):
 
     class Meta:
         model = RegisteredModel
-        fields = ["name", "task", "description", "tags", "gate_rules", "protected_aliases"]
+        fields = ["name", "task", "description", "tags", "gate_rules", "protected_aliases", "convert_onnx"]
 
     def clean_gate_rules(self):
         rules = self.cleaned_data["gate_rules"]
@@ -147,11 +147,13 @@ class RegisteredModelAdmin(admin.ModelAdmin):
             services.registered_model_update(
                 model=obj, actor=request.user, description=data["description"], tags=data["tags"],
                 gate_rules=data["gate_rules"], protected_aliases=data["protected_aliases"],
+                convert_onnx=data.get("convert_onnx", obj.convert_onnx),
             )  # fmt: skip
             return
         created = services.registered_model_create(
             name=data["name"], task=data["task"], description=data["description"], tags=data["tags"],
-            gate_rules=data["gate_rules"], owner=request.user, actor=request.user,
+            gate_rules=data["gate_rules"], convert_onnx=data.get("convert_onnx", False), owner=request.user,
+            actor=request.user,
         )  # fmt: skip
         if data["protected_aliases"] != created.protected_aliases:
             services.registered_model_update(
@@ -182,14 +184,15 @@ REGISTER_INTRO = (
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
-    list_display = ["__str__", "badge", "format", "short_sha", "size_bytes", "created_by", "created_at"]
+    list_display = ["__str__", "badge", "format", "runtime", "short_sha", "size_bytes", "created_by", "created_at"]
     list_filter = ["status", "format", "model__task", "model"]
     search_fields = ["model__name", "sha256"]
     list_select_related = ["model", "created_by"]
     actions = ["archive", "promote_to_production"]
     readonly_fields = [
         "model", "version", "badge", "format", "sha256", "size_bytes", "artifact_path", "integrity_failed_at",
-        "gate_report_table", "signature_table", "metrics", "params", "tags", "lineage", "library_versions",
+        "runtime", "runtime_override", "onnx_sha256", "onnx_size_bytes", "onnx_conversion", "gate_report_table",
+        "signature_table", "metrics", "params", "tags", "lineage", "library_versions",
         "evaluation_data_path", "created_by", "created_at",
     ]  # fmt: skip
     fields = readonly_fields

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from registry import onnx_tools
 from registry.models import ArtifactFormat
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -198,7 +199,7 @@ def _load_onnx(data: bytes) -> Any:
             + "); save the model with all tensors inside the .onnx file"
         )
     try:
-        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(data, providers=onnx_tools.providers())
     except Exception as exc:
         raise ArtifactError(f"the ONNX model could not be loaded: {exc}") from None
     return OnnxModel(session)
@@ -275,6 +276,11 @@ class OnnxModel:
                 self.classes_ = np.array(list(probs[0].keys()))
 
     @property
+    def providers(self) -> list[str]:
+        """The execution providers this session runs on, in order of preference."""
+        return list(self._session.get_providers())
+
+    @property
     def is_classifier(self) -> bool:
         return self._proba is not None
 
@@ -284,10 +290,18 @@ class OnnxModel:
     def predict(self, X: Any) -> np.ndarray:
         return np.asarray(self._run(self._label, X)).ravel()
 
+    def predict_with_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and probabilities from one run of the graph (it computes both anyway)."""
+        labels, probs = self._session.run([self._label, self._proba], {self._input: np.asarray(X, dtype=np.float32)})
+        return np.asarray(labels).ravel(), self._probabilities(probs)
+
     def predict_proba(self, X: Any) -> np.ndarray:
         if self._proba is None:
             raise AttributeError("this ONNX model has no probability output")
-        probs = self._run(self._proba, X)
+        return self._probabilities(self._run(self._proba, X))
+
+    @staticmethod
+    def _probabilities(probs: Any) -> np.ndarray:
         if isinstance(probs, list):
             return np.array([list(row.values()) for row in probs], dtype=float)
         return np.asarray(probs, dtype=float)

@@ -1,7 +1,9 @@
-"""Quality gates: rules like "accuracy >= 0.9", "rmse <= 55" or "f1 >= production - 0.01".
+"""Quality gates: rules like "accuracy >= 0.9", "rmse <= 55", "f1 >= production - 0.01" or
+"accuracy >= parent - 0.005".
 
 A rule compares one metric of the candidate version with a constant, or with the same metric of the version the
-`production` alias points at, plus or minus a margin.
+`production` alias points at, or of the version the candidate was derived from (`parent`: a quantised or distilled
+version's source), plus or minus a margin.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operat
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RULE = re.compile(
     rf"^\s*(?P<metric>[a-z_][a-z0-9_]*)\s*(?P<op>>=|<=|==|>|<)\s*"
-    rf"(?:(?P<const>{_NUMBER})|production\s*(?:(?P<sign>[-+])\s*(?P<margin>{_NUMBER}))?)\s*$"
+    rf"(?:(?P<const>{_NUMBER})|(?P<baseline>production|parent)\s*(?:(?P<sign>[-+])\s*(?P<margin>{_NUMBER}))?)\s*$"
 )
 
 
@@ -25,8 +27,9 @@ class Rule:
     text: str
     metric: str
     op: str
-    constant: float | None  # None: relative to production
+    constant: float | None  # None: relative to `baseline`
     offset: float = 0.0
+    baseline: str = "production"  # or "parent"
 
     @property
     def relative(self) -> bool:
@@ -38,14 +41,14 @@ def parse_rule(text: str) -> Rule:
     if match is None:
         raise ValueError(
             f"cannot read the rule {text!r}: write 'metric OP number' or 'metric OP production [+|- margin]', "
-            "OP one of >=, <=, >, <, =="
+            "(or parent), OP one of >=, <=, >, <, =="
         )
     if match["const"] is not None:
         return Rule(text.strip(), match["metric"], match["op"], float(match["const"]))
     offset = float(match["margin"]) if match["margin"] else 0.0
     if match["sign"] == "-":
         offset = -offset
-    return Rule(text.strip(), match["metric"], match["op"], None, offset)
+    return Rule(text.strip(), match["metric"], match["op"], None, offset, match["baseline"])
 
 
 def rule_problems(rules: Any) -> list[str]:
@@ -61,7 +64,12 @@ def rule_problems(rules: Any) -> list[str]:
     return problems
 
 
-def evaluate(rules: list[str], metrics: dict[str, float], production_metrics: dict[str, float] | None) -> dict:
+def evaluate(
+    rules: list[str],
+    metrics: dict[str, float],
+    production_metrics: dict[str, float] | None,
+    parent_metrics: dict[str, float] | None = None,
+) -> dict:
     """Each rule's verdict and the overall outcome ("validated" or "rejected")."""
     results = []
     for text in rules:
@@ -72,13 +80,15 @@ def evaluate(rules: list[str], metrics: dict[str, float], production_metrics: di
             "actual": metrics.get(rule.metric),
         }
         if rule.relative:
-            baseline = (production_metrics or {}).get(rule.metric)
-            if production_metrics is None:
-                result.update(passed=True, threshold=None, reason="no production version yet: rule not applicable")
+            against = production_metrics if rule.baseline == "production" else parent_metrics
+            baseline = (against or {}).get(rule.metric)
+            if against is None:
+                absent = "no production version yet" if rule.baseline == "production" else "not derived from a version"
+                result.update(passed=True, threshold=None, reason=f"{absent}: rule not applicable")
                 results.append(result)
                 continue
             if baseline is None:
-                result.update(passed=False, threshold=None, reason=f"the production version has no {rule.metric}")
+                result.update(passed=False, threshold=None, reason=f"the {rule.baseline} version has no {rule.metric}")
                 results.append(result)
                 continue
             threshold = baseline + rule.offset

@@ -22,6 +22,14 @@ class ArtifactFormat(models.TextChoices):
     JOBLIB = "joblib"
 
 
+class Runtime(models.TextChoices):
+    """What computes a version's predictions: its own artifact's library, or onnxruntime on its ONNX conversion (or
+    on the ONNX artifact it was registered with)."""
+
+    SKLEARN = "sklearn"
+    ONNX = "onnx"
+
+
 class VersionStatus(models.TextChoices):
     REGISTERED = "registered"
     VALIDATED = "validated"
@@ -46,6 +54,8 @@ class RegisteredModel(models.Model):
     gate_rules = models.JSONField(default=list, blank=True)
     # Aliases whose moves need `deploy` on this model (registry/permissions.py); the others need `write`.
     protected_aliases = models.JSONField(default=default_protected_aliases, blank=True)
+    # Opt-in: every new version is converted to ONNX after registration (registry/optimisation.py).
+    convert_onnx = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -74,6 +84,15 @@ class ModelVersion(models.Model):
     status = models.CharField(max_length=20, choices=VersionStatus.choices, default=VersionStatus.REGISTERED)
     gate_report = models.JSONField(default=dict, blank=True)
     integrity_failed_at = models.DateTimeField(null=True, blank=True)
+    # The ONNX conversion (registry/optimisation.py): its artifact beside the original, with its own sha256, stored
+    # only when it passed parity; the report says how it went (status, parity, latencies, the runtime it chose).
+    onnx_artifact_path = models.CharField(max_length=500, blank=True)
+    onnx_sha256 = models.CharField(max_length=64, blank=True)
+    onnx_size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    onnx_conversion = models.JSONField(default=dict, blank=True)
+    # What serves it: the measured faster runtime, unless runtime_override says otherwise.
+    runtime = models.CharField(max_length=10, choices=Runtime.choices, default=Runtime.SKLEARN)
+    runtime_override = models.CharField(max_length=10, choices=Runtime.choices, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

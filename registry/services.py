@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +31,7 @@ from registry.models import (
     ModelVersion,
     RegisteredModel,
     RegistryEvent,
+    Runtime,
     Task,
     VersionStatus,
 )
@@ -117,6 +119,7 @@ def registered_model_create(
     description: str = "",
     tags: dict[str, Any] | None = None,
     gate_rules: list[str] | None = None,
+    convert_onnx: bool = False,
     owner: Any = None,
     actor: Any = None,
 ) -> RegisteredModel:
@@ -142,6 +145,7 @@ def registered_model_create(
                 description=description,
                 tags=_json_object(tags, "tags"),
                 gate_rules=list(gate_rules or []),
+                convert_onnx=bool(convert_onnx),
                 owner=owner if getattr(owner, "pk", None) else None,
             )
     except IntegrityError:
@@ -160,6 +164,7 @@ def registered_model_update(
     tags: dict[str, Any] | None = None,
     gate_rules: list[str] | None = None,
     protected_aliases: list[str] | None = None,
+    convert_onnx: bool | None = None,
 ) -> RegisteredModel:
     check_storable(description=description, tags=tags, gate_rules=gate_rules, protected_aliases=protected_aliases)
     model = lock_model(model.pk)
@@ -176,6 +181,8 @@ def registered_model_update(
         model.description = description
     if tags is not None:
         model.tags = _json_object(tags, "tags")
+    if convert_onnx is not None:
+        model.convert_onnx = bool(convert_onnx)
     model.save()
     after = _model_snapshot(model)
     if after != before:
@@ -190,6 +197,7 @@ def _model_snapshot(model: RegisteredModel) -> dict[str, Any]:
         "gate_rules": model.gate_rules,
         "task": model.task,
         "protected_aliases": model.protected_aliases,
+        "convert_onnx": model.convert_onnx,
     }
 
 
@@ -217,6 +225,25 @@ def _checked_protected_aliases(model: RegisteredModel, names: Any, actor: Any) -
 # --- Versions -------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Derivation:
+    """A version made from another one (quantised, distilled). Its gates may compare with the parent's metrics
+    ("accuracy >= parent - 0.005"), `rules` judge it besides the model's own, its lineage names the parent, and its
+    gate report carries `comparison` (size, latency and metrics side by side with the parent)."""
+
+    parent: ModelVersion
+    how: str
+    rules: tuple[str, ...] = ()
+    comparison: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parent_metrics(self) -> dict[str, float]:
+        return self.parent.gate_report.get("metrics") or self.parent.metrics
+
+    def lineage(self) -> dict[str, Any]:
+        return {"parent": {"version": self.parent.version, "sha256": self.parent.sha256}, "derivation": self.how}
+
+
 def model_version_register(
     *,
     model: RegisteredModel,
@@ -232,11 +259,14 @@ def model_version_register(
     evaluation_data: bytes | None = None,
     target_column: str = "target",
     actor: Any = None,
+    convert_onnx: bool | None = None,
+    derivation: Derivation | None = None,
 ) -> ModelVersion:
     """Check an artifact end to end, store it, give it the next version number and run the quality gates.
 
     Everything that can fail is checked before anything is written; the database rows are written in one
-    transaction, and the stored files are removed again if that transaction fails.
+    transaction, and the stored files are removed again if that transaction fails. `convert_onnx` (default: the
+    model's setting) queues its ONNX conversion once the version is committed (registry/optimisation.py).
     """
     permissions.check(actor, permissions.WRITE, model)
     check_storable(
@@ -268,8 +298,16 @@ def model_version_register(
     extras = {
         "params": _json_object(params, "params"),
         "tags": _json_object(tags, "tags"),
-        "lineage": _json_object(lineage, "lineage"),
+        "lineage": {**_json_object(lineage, "lineage"), **(derivation.lineage() if derivation else {})},
     }
+    extras["runtime"] = Runtime.ONNX if fmt == ArtifactFormat.ONNX else Runtime.SKLEARN
+    convert = model.convert_onnx if convert_onnx is None else bool(convert_onnx)
+    if convert and fmt != ArtifactFormat.ONNX:
+        extras["onnx_conversion"] = (
+            {"status": "pending", "requested_at": timezone.now().isoformat()}
+            if eval_frame is not None
+            else {"status": "failed", "error": "no evaluation data: parity is checked on the evaluation set"}
+        )
 
     storage = artifact_storage()
     stem = f"models/{model.name}/{uuid.uuid4().hex}"
@@ -281,7 +319,7 @@ def model_version_register(
             locked = lock_model(model.pk)
             last = locked.versions.order_by("-version").values_list("version", flat=True).first() or 0
             production_metrics = _production_metrics(locked)
-            report = _gate_report(locked, submitted, computed, production_metrics)
+            report = _gate_report(locked, submitted, computed, production_metrics, derivation)
             version = ModelVersion.objects.create(
                 model=locked,
                 version=last + 1,
@@ -316,6 +354,8 @@ def model_version_register(
                 },
                 message="; ".join(r["reason"] for r in report["rules"] if not r["passed"]),
             )
+            if version.onnx_conversion.get("status") == "pending":
+                transaction.on_commit(lambda pk=version.pk: queue_onnx_conversion(pk))
     except BaseException:
         for path in (artifact_path, eval_path):
             if path:
@@ -390,21 +430,50 @@ def _production_metrics(model: RegisteredModel) -> dict[str, float] | None:
     return alias.version.gate_report.get("metrics") or alias.version.metrics
 
 
+def queue_onnx_conversion(version_id: int) -> None:
+    """Queue the version's ONNX conversion on a worker; a broker that is down records that on the version."""
+    from config.queueing import enqueue
+    from registry.tasks import convert_onnx  # tasks import services: import here, not at module level
+
+    try:
+        enqueue(convert_onnx, version_id)
+    except Exception as exc:
+        logger.exception("could not queue the ONNX conversion of version id %s", version_id)
+        ModelVersion.objects.filter(pk=version_id).update(
+            onnx_conversion={"status": "failed", "error": f"not queued ({type(exc).__name__}): convert it again"}
+        )
+
+
 def _gate_report(
     model: RegisteredModel,
     submitted: dict[str, float],
     computed: dict[str, float] | None,
     production_metrics: dict[str, float] | None,
+    derivation: Derivation | None = None,
+    *,
+    extra_rules: list[str] | None = None,
+    parent_metrics: dict[str, float] | None = None,
+    comparison: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The gates' verdict. A derived version (or a re-run of one: extra_rules, parent_metrics and comparison from
+    its previous report) is judged by its derivation's rules too, against its parent's metrics."""
+    if derivation is not None:
+        extra_rules, parent_metrics = list(derivation.rules), derivation.parent_metrics
+        comparison = derivation.comparison
     if computed is not None:
         used, source = computed, "computed"
         note = "metrics computed by the platform from the evaluation dataset"
     else:
         used, source = submitted, "submitted"
         note = "no evaluation dataset: the gates used the metrics submitted with the version, unverified"
-    verdict = gates.evaluate(model.gate_rules, used, production_metrics)
-    if not model.gate_rules:
+    rules = [*model.gate_rules, *[rule for rule in extra_rules or [] if rule not in model.gate_rules]]
+    verdict = gates.evaluate(rules, used, production_metrics, parent_metrics)
+    if not rules:
         note += "; no quality gates are configured for this model"
+    derived = {}
+    if parent_metrics is not None:
+        derived = {"extra_rules": list(extra_rules or []), "parent_metrics": parent_metrics,
+                   "comparison": comparison or {}}  # fmt: skip
     return {
         "outcome": verdict["outcome"],
         "metrics_source": source,
@@ -413,31 +482,46 @@ def _gate_report(
         "submitted_metrics": submitted,
         "rules": verdict["rules"],
         "production_metrics": production_metrics,
+        **derived,
         "evaluated_at": timezone.now().isoformat(),
     }
 
 
-def model_version_read_artifact(version: ModelVersion) -> bytes:
-    """The artifact's bytes, verified against the recorded sha256; a mismatch marks the version and refuses."""
-    with artifact_storage().open(version.artifact_path, "rb") as handle:
+def _converted(version: ModelVersion, runtime: str | None) -> bool:
+    """Whether `runtime` means the version's ONNX conversion rather than its own artifact."""
+    return runtime == Runtime.ONNX and version.format != ArtifactFormat.ONNX
+
+
+def model_version_read_artifact(version: ModelVersion, runtime: str | None = None) -> bytes:
+    """The artifact's bytes (its ONNX conversion's for runtime="onnx"), verified against the recorded sha256; a
+    mismatch marks the version and refuses."""
+    converted = _converted(version, runtime)
+    if converted and not version.onnx_sha256:
+        raise artifacts.ArtifactError(f"{version} has no ONNX conversion that passed parity")
+    path, expected = (version.onnx_artifact_path, version.onnx_sha256) if converted else (
+        version.artifact_path, version.sha256)  # fmt: skip
+    with artifact_storage().open(path, "rb") as handle:
         data = handle.read()
     actual = artifacts.sha256_of(data)
-    if actual != version.sha256:
+    if actual != expected:
         _mark_tampered(version=version, actual=actual)
-        raise ArtifactIntegrityError(
-            f"{version}: artifact sha256 is {actual}, registered {version.sha256}; refusing to load"
-        )
+        what = "ONNX conversion" if converted else "artifact"
+        raise ArtifactIntegrityError(f"{version}: {what} sha256 is {actual}, registered {expected}; refusing to load")
     return data
 
 
-def model_version_load(version: ModelVersion) -> Any:
-    """The version's model, ready to predict, after the integrity check."""
-    return artifacts.load_model(model_version_read_artifact(version), version.format)
+def model_version_load(version: ModelVersion, runtime: str | None = None) -> Any:
+    """The version's model, ready to predict, after the integrity check: its own artifact, or for runtime="onnx"
+    its ONNX conversion."""
+    fmt = ArtifactFormat.ONNX if _converted(version, runtime) else version.format
+    return artifacts.load_model(model_version_read_artifact(version, runtime), fmt)
 
 
 def model_version_verify_integrity(*, version: ModelVersion) -> bool:
     try:
         model_version_read_artifact(version)
+        if version.onnx_sha256:
+            model_version_read_artifact(version, Runtime.ONNX)
     except ArtifactIntegrityError:
         return False
     except FileNotFoundError:
@@ -544,7 +628,11 @@ def model_version_rerun_gates(*, version: ModelVersion, actor: Any = None) -> Mo
     previous = locked.gate_report or {}
     computed = previous.get("metrics") if previous.get("metrics_source") == "computed" else None
     submitted = previous.get("submitted_metrics", locked.metrics) or {}
-    report = _gate_report(locked_model, submitted, computed, _production_metrics(locked_model))
+    report = _gate_report(
+        locked_model, submitted, computed, _production_metrics(locked_model),
+        extra_rules=previous.get("extra_rules"), parent_metrics=previous.get("parent_metrics"),
+        comparison=previous.get("comparison"),
+    )  # fmt: skip
     before = {"status": locked.status, "failed": [r["rule"] for r in previous.get("rules", []) if not r["passed"]]}
     locked.gate_report, locked.status = report, report["outcome"]
     locked.save(update_fields=["gate_report", "status"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Task, shared_task
+from django.conf import settings
 
 from registry import audit, services
 from registry.models import ModelVersion, WebhookDelivery
@@ -56,3 +57,16 @@ def deliver_webhook(self: Task, delivery_id: int) -> bool:
 def prune_audit() -> int:
     """The daily sweep: audit entries older than MODELWORKS_AUDIT_RETENTION_DAYS go."""
     return audit.prune()
+
+
+# No expires: someone asked for it, and its version says the conversion is pending until it runs.
+@shared_task(
+    name="registry.convert_onnx", acks_late=True, reject_on_worker_lost=True,
+    soft_time_limit=settings.MODELWORKS_ONNX_CONVERT_SECONDS, time_limit=settings.MODELWORKS_ONNX_CONVERT_SECONDS + 30,
+)  # fmt: skip
+def convert_onnx(version_id: int) -> str:
+    """Convert one version to ONNX, check parity, measure both runtimes (registry/optimisation.py); the status."""
+    from registry import optimisation
+
+    version = ModelVersion.objects.select_related("model").get(pk=version_id)
+    return optimisation.model_version_convert_onnx(version=version).onnx_conversion["status"]

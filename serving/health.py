@@ -14,6 +14,7 @@ than started twice, so a hung dependency never piles up threads or connections.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         budget_seconds=settings.MODELWORKS_READYZ_BUDGET_MS / 1000,
     )
     checks["routes"] = check_routes(checks["database"])
+    checks["onnx"] = check_onnx()
     ready = checks["routes"]["status"] in ("ok", "degraded")
     healthy = all(check["status"] == "ok" for check in checks.values())
     status = "ok" if healthy else "degraded" if ready else "unready"
@@ -70,6 +72,16 @@ def check_routes(database: Check) -> Check:
                 "detail": f"the database does not answer: {held} routes served from memory"}  # fmt: skip
     return {"status": "error", "detail": "the database does not answer and no route younger than "
                                          f"{bound:.0f} s is held in memory"}  # fmt: skip
+
+
+def check_onnx() -> Check:
+    """Which onnxruntime providers ONNX sessions use here (CUDA when onnxruntime-gpu sees a GPU, else the CPU). A
+    process that has loaded no ONNX model has not imported onnxruntime (about 20 MB) and says so."""
+    if "onnxruntime" not in sys.modules:
+        return {"status": "ok", "detail": "no ONNX model loaded in this process"}
+    from registry import onnx_tools
+
+    return {"status": "ok", "providers": onnx_tools.providers(), "available": onnx_tools.available_providers()}
 
 
 def check_database() -> Check:

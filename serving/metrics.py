@@ -21,6 +21,11 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 CACHE = Counter("modelworks_prediction_cache_total", "Prediction cache lookups per row", ["model", "result"])
+ONNX_PROVIDER = Gauge(
+    "modelworks_onnx_provider",
+    "1 for each onnxruntime execution provider the loaded ONNX sessions run on (CUDAExecutionProvider, CPU...)",
+    ["provider"],
+)
 BREAKER_STATE = Gauge(
     "modelworks_circuit_breaker_state",
     "Circuit breaker per version: 0 closed, 1 half-open, 2 open",

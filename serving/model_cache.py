@@ -42,6 +42,7 @@ class LoadedModel:
     cache_key: str  # version id + artifact hash: what prediction-cache entries are filed under
     needs_frame: bool  # columns picked by name or non-numeric features: the model must get a DataFrame
     breaker: CircuitBreaker
+    runtime: str = "sklearn"  # what computes its answers (ModelVersion.runtime): a change reloads it
     float_limit: float = FLOAT64_MAX  # the largest input magnitude the model computes with (see input_float_limit)
     _batch_sizes: Any = field(default=None, repr=False)  # modelworks_batch_size's child for this model
     _exported_state: str | None = field(default=None, repr=False)
@@ -64,6 +65,9 @@ class LoadedModel:
         the hot path and batch scoring share this, so both answer the same floats."""
         if self.classes is None or not hasattr(self.estimator, "predict_proba"):
             return np.asarray(self.estimator.predict(X)), None
+        if isinstance(self.estimator, OnnxModel):  # labels and probabilities from one run of the graph
+            labels, probabilities = self.estimator.predict_with_proba(X)
+            return np.asarray(labels), np.asarray(probabilities, dtype=float)
         probabilities = np.asarray(fast_paths.predict_proba(self.estimator, X), dtype=float)
         if _predicts_by_argmax(self.estimator):
             # These estimators' predict() is exactly classes_[argmax(predict_proba)]: skip the second pass.
@@ -180,7 +184,7 @@ class ModelLoadFailed(Exception):
 
 
 def _fingerprint(version: ModelVersion) -> tuple[str, str, str]:
-    return (version.sha256, version.artifact_path, version.format)
+    return (version.sha256 + version.onnx_sha256, version.artifact_path, f"{version.format}:{version.runtime}")
 
 
 def _reason(exc: Exception) -> str:
@@ -212,7 +216,7 @@ class ModelCache:
 
     def get(self, version: ModelVersion) -> LoadedModel:
         loaded = self._models.get(version.pk)
-        if loaded is not None:
+        if loaded is not None and loaded.runtime == version.runtime:
             with self._lock:
                 if version.pk in self._models:
                     self._models.move_to_end(version.pk)
@@ -221,7 +225,7 @@ class ModelCache:
             gate = self._loading.setdefault(version.pk, threading.Lock())
         with gate:  # one load per version even when many requests ask at once
             loaded = self._models.get(version.pk)
-            if loaded is None:
+            if loaded is None or loaded.runtime != version.runtime:  # new, or its runtime changed since it loaded
                 loaded = self._load_or_fail(version)
                 with self._lock:
                     self._models[version.pk] = loaded
@@ -258,22 +262,27 @@ class ModelCache:
 
     def _load(self, version: ModelVersion) -> LoadedModel:
         started = time.perf_counter()
-        estimator = registry.model_version_load(version)
+        estimator = registry.model_version_load(version, version.runtime)
+        converted = version.runtime == "onnx" and version.format != "onnx"
         loaded = LoadedModel(
             version_id=version.pk,
             model_name=version.model.name,
             version=version.version,
             estimator=estimator,
             signature=version.signature,
-            size_bytes=version.size_bytes,
-            cache_key=f"{version.pk}:{version.sha256[:16]}",
+            size_bytes=version.onnx_size_bytes if converted else version.size_bytes,
+            cache_key=f"{version.pk}:{(version.onnx_sha256 if converted else version.sha256)[:16]}",
             needs_frame=needs_frame(estimator, version.signature),
             breaker=CircuitBreaker(breaker_policy_for(version)),
+            runtime=version.runtime,
             float_limit=input_float_limit(estimator),
         )
+        if isinstance(estimator, OnnxModel):
+            for provider in estimator.providers:
+                metrics.ONNX_PROVIDER.labels(provider).set(1)
         elapsed = time.perf_counter() - started
         metrics.MODEL_LOAD_SECONDS.labels(loaded.model_name).observe(elapsed)
-        logger.info("loaded %s in %.3fs", version, elapsed)
+        logger.info("loaded %s (%s) in %.3fs", version, version.runtime, elapsed)
         return loaded
 
     def _evict(self) -> None:

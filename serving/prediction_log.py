@@ -75,7 +75,8 @@ _COLUMNS = ("request_id", "model_name", "version", "routing_key", "inputs", "out
 _INSERT = (
     "INSERT INTO serving_predictionlog (request_id, model_name, version, routing_key, inputs, outputs, latency_ms,"
     " cached, route_reason, outcome, created_at, caller, retry_key) VALUES %s"
-    " ON CONFLICT (request_id, model_name, retry_key) DO NOTHING"
+    # No conflict target: on the partitioned log the per-request unique index is each day's own (serving/partitions.py).
+    " ON CONFLICT DO NOTHING"
 )
 
 

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -410,10 +411,22 @@ def _infer(loaded: LoadedModel, route: routing.Route, rows, budget_seconds: floa
 
 
 def prediction_log_prune(*, before, chunk: int = 10_000) -> int:
-    """Delete log rows (shadow copies too) older than `before` in chunks, so a large prune never holds one long lock."""
-    from serving.retention import delete_older
+    """Remove log rows (shadow copies too) older than `before`; how many went. On the partitioned log (Postgres)
+    whole days go, one DROP each, and the day holding `before` stays whole until a later run; elsewhere rows are
+    deleted in chunks, so a large prune never holds one long lock."""
+    from serving import partitions
+    from serving.retention import delete_older, drop_days_before
 
+    if partitions.is_partitioned():
+        return drop_days_before(before).rows
     return delete_older(PredictionLog.objects.all(), "created_at", before, chunk=chunk)
+
+
+def prediction_log_kept_from(before: datetime) -> datetime:
+    """Where a prune up to `before` actually stops: the start of before's day on the partitioned log."""
+    from serving import partitions
+
+    return partitions.day_start(partitions.utc_day(before)) if partitions.is_partitioned() else before
 
 
 def dead_letters_prune(*, before, chunk: int = 10_000) -> int:

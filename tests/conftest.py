@@ -31,6 +31,9 @@ def pytest_configure(config: pytest.Config) -> None:
         pytest.exit("the suite needs PostgreSQL: run it with `make test` (it sets DATABASE_URL)", returncode=2)
     if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
         pytest.exit("the suite needs Redis: run it with `make test` (it sets REDIS_URL)", returncode=2)
+    # The test database's partitioned log starts with today's partition and the default one only: every partition
+    # adds to the TRUNCATE each transactional test's teardown runs (tests/serving/test_partitioned_log.py).
+    settings.MODELWORKS_LOG_PARTITIONS_AHEAD_DAYS = 0
 
 
 REDIS_DATABASES = 16  # Redis's default `databases`
@@ -66,6 +69,16 @@ def empty_redis():
     import redis
 
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def credential_reads_let_go(django_db_setup):
+    """The credential reads' thread keeps its connection between reads (serving/key_cache.py): closed at the end,
+    or the test database cannot be dropped."""
+    yield
+    from serving.key_cache import credential_reads
+
+    credential_reads.close_connections()
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +186,35 @@ def stored_files(root) -> list[str]:
 @pytest.fixture
 def db_name() -> str:
     return connection.settings_dict["NAME"]
+
+
+@pytest.fixture
+def fault_row(record_property):
+    """Records this test's line of the fault table (issue 20's fault suite), printed at the end of the run."""
+
+    def record(fault: str, requests: int, non_2xx: int, expected: int, found: int, recovery: float) -> None:
+        row = {"fault": fault, "requests": requests, "non_2xx": non_2xx, "expected": expected, "found": found,
+               "recovery_s": round(recovery, 2)}  # fmt: skip
+        record_property("fault_table", row)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault table: one line per fault case that ran (with xdist too: user properties reach the controller)."""
+    rows = [
+        (report, value)
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        for name, value in getattr(report, "user_properties", [])
+        if name == "fault_table" and getattr(report, "when", "call") == "call"
+    ]
+    if not rows:
+        return
+    terminalreporter.section("fault table (docs/reliability.md)")
+    header = f"{'fault':<52} {'requests':>8} {'non-2xx':>8} {'log rows expected/found':>24} {'recovery s':>10}  result"
+    terminalreporter.write_line(header)
+    for report, row in rows:
+        logged = f"{row['expected']}/{row['found']}"
+        terminalreporter.write_line(f"{row['fault']:<52} {row['requests']:>8} {row['non_2xx']:>8} {logged:>24} "
+                                    f"{row['recovery_s']:>10.2f}  {report.outcome}")  # fmt: skip

@@ -116,6 +116,9 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "version-list": {"GET": READ, "POST": WRITE},
     "version-detail": {"GET": READ},
     "version-archive": {"POST": WRITE},
+    "version-onnx": {"POST": WRITE},
+    "version-runtime": {"PUT": WRITE},
+    "version-quantize": {"POST": WRITE},
     "artifact": {"GET": READ},
     "alias-list": {"GET": READ, "POST": DEPLOY},  # posted: {"alias": "production"}, a protected alias
     "alias-detail": {"GET": READ, "PUT": DEPLOY, "DELETE": DEPLOY},  # the production alias
@@ -179,7 +182,8 @@ EXPECTED_OTHER: dict[str, str] = {
     "v2-model-version": PREDICT, "v2-model-version-ready": PREDICT,
     "schema": LOGGED_IN, "api-docs": LOGGED_IN,
 }  # fmt: skip
-ON_A_MODEL = {"model-detail", "version-list", "version-detail", "version-archive", "artifact", "alias-list",
+ON_A_MODEL = {"model-detail", "version-list", "version-detail", "version-archive", "version-onnx", "version-runtime",
+              "version-quantize", "artifact", "alias-list",
               "alias-detail", "event-list", "rollout-list", "model-rollback", "reference", "quality",
               "batch-job-list"}  # fmt: skip
 ON_A_ROLLOUT = {"rollout-detail", "rollout-pause", "rollout-resume", "rollout-promote", "rollout-abort"}
@@ -304,7 +308,16 @@ def requests_of(name: str, world) -> list[tuple[str, str, str | None]]:
     found = []
     for kwargs, model in targets:
         kwargs = dict(kwargs)
-        if name in ("version-detail", "version-archive", "artifact", "reference", "quality"):
+        if name in (
+            "version-detail",
+            "version-archive",
+            "version-onnx",
+            "version-runtime",
+            "version-quantize",
+            "artifact",
+            "reference",
+            "quality",
+        ):
             kwargs["version"] = 2
         if name == "alias-detail":
             kwargs["alias"] = "production"
@@ -313,6 +326,7 @@ def requests_of(name: str, world) -> list[tuple[str, str, str | None]]:
 
 
 BODIES = {"alias-list": {"alias": "production", "version": 2}, "alias-detail": {"version": 2},
+          "version-runtime": {"runtime": ""},
           "api-key-list": {"name": "new", "scopes": ["predict:*"]},
           "webhook-list": {"url": "http://127.0.0.1:9/hook", "event_types": ["alias.moved"]},
           "subject-erase": {"key": "nobody", "dry_run": True}, "subject-export": {"key": "nobody"}}  # fmt: skip

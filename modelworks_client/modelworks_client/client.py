@@ -330,6 +330,7 @@ class Client:
         params: dict[str, Any] | None = None,
         signature: dict[str, Any] | None = None,
         format: str | None = None,  # noqa: A002 - the server's field name
+        convert_onnx: bool | None = None,
     ) -> Version:
         """Register a fitted model (or an artifact file's path or bytes) as the next version of `name`.
 
@@ -338,6 +339,7 @@ class Client:
         judge). The registered model is created when absent (task inferred: classification or regression); `gates`
         replace its quality-gate rules. Returns the Version with its gate report; raises GateRejected (carrying the
         version and its failed rules) when the gates rejected it. `alias` is pointed at the version once it passed.
+        `convert_onnx` (default: the model's setting) has a worker convert it to ONNX afterwards (see convert_onnx).
         """
         artifact, filename, fmt, loaded = self._artifact_of(model, format)
         features = eval_data.drop(columns=[target]) if eval_data is not None and target in eval_data else eval_data
@@ -349,6 +351,8 @@ class Client:
         fields: dict[str, Any] = {"target_column": target}
         if fmt:
             fields["format"] = fmt
+        if convert_onnx is not None:
+            fields["convert_onnx"] = "true" if convert_onnx else "false"
         library_versions = _library_versions()
         for key, value in (("signature", signature), ("metrics", metrics), ("params", params), ("tags", tags),
                            ("library_versions", library_versions)):  # fmt: skip
@@ -424,6 +428,37 @@ class Client:
         except NotFound:
             return self._json("POST", f"{API}/models/{name}/aliases/", body={"alias": alias, "version": number})
         return self._json("PUT", f"{API}/models/{name}/aliases/{alias}/", body={"version": number})
+
+    # --- Optimisation ----------------------------------------------------------------------------------------------
+
+    def convert_onnx(self, name: str, version: int | str, *, wait: float = 0, poll: float = 1.0) -> Version:
+        """Queue a version's ONNX conversion (parity on its evaluation set, both runtimes timed, the faster serves);
+        with `wait` > 0, poll up to that many seconds until it is no longer pending. `Version.raw["onnx"]` holds the
+        report: status (converted, parity_failed, failed), parity, latency_ms, chosen runtime."""
+        number = self._version_number(name, version)
+        answer = Version.from_api(self._json("POST", f"{API}/models/{name}/versions/{number}/onnx/"))
+        deadline = time.monotonic() + wait
+        while wait and (answer.raw.get("onnx") or {}).get("status") == "pending" and time.monotonic() < deadline:
+            time.sleep(poll)
+            answer = self.version(name, number)
+        return answer
+
+    def set_runtime(self, name: str, version: int | str, runtime: str) -> Version:
+        """Serve a version with "onnx" or "sklearn" whatever was measured faster, or "" to go back to the measure."""
+        number = self._version_number(name, version)
+        path = f"{API}/models/{name}/versions/{number}/runtime/"
+        return Version.from_api(self._json("PUT", path, body={"runtime": runtime}))
+
+    def quantize(self, name: str, version: int | str) -> Version:
+        """Register a dynamically quantised copy of a version's ONNX model as a new candidate version, judged by the
+        gates plus "accuracy >= parent - 0.005"; its gate report's `comparison` has size and latency beside the
+        parent's. Raises GateRejected when the gates reject it."""
+        number = self._version_number(name, version)
+        path = f"{API}/models/{name}/versions/{number}/quantize/"
+        made = Version.from_api(self._json("POST", path))
+        if made.rejected:
+            raise GateRejected(made, "POST", path)
+        return made
 
     def _version_number(self, name: str, version: int | str) -> int:
         """A version given as 3, "3", "models:/name/3" or "models:/name@alias", as its number."""

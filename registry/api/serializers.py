@@ -4,7 +4,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from registry.api.fields import VersionRefField
-from registry.models import ArtifactFormat, ModelAlias, ModelVersion, RegisteredModel, RegistryEvent, Task
+from registry.models import ArtifactFormat, ModelAlias, ModelVersion, RegisteredModel, RegistryEvent, Runtime, Task
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -12,18 +12,25 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     aliases = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     integrity_ok = serializers.SerializerMethodField()
+    onnx = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
         fields = [
             "model", "version", "status", "format", "sha256", "size_bytes", "signature", "metrics", "params",
-            "tags", "lineage", "library_versions", "gate_report", "aliases", "integrity_ok", "created_by",
-            "created_at",
+            "tags", "lineage", "library_versions", "gate_report", "aliases", "integrity_ok", "runtime",
+            "runtime_override", "onnx", "created_by", "created_at",
         ]  # fmt: skip
         read_only_fields = fields
 
     def get_integrity_ok(self, version: ModelVersion) -> bool:
         return version.integrity_failed_at is None
+
+    def get_onnx(self, version: ModelVersion) -> dict | None:
+        """The ONNX conversion: its report (status, parity, latencies, the runtime it chose) and its artifact."""
+        if not version.onnx_conversion:
+            return None
+        return {**version.onnx_conversion, "sha256": version.onnx_sha256 or None, "size_bytes": version.onnx_size_bytes}
 
 
 class RegisteredModelSerializer(serializers.ModelSerializer):
@@ -34,8 +41,8 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
     class Meta:
         model = RegisteredModel
         fields = [
-            "name", "description", "task", "owner", "tags", "gate_rules", "protected_aliases", "aliases",
-            "latest_version", "created_at", "updated_at",
+            "name", "description", "task", "owner", "tags", "gate_rules", "protected_aliases", "convert_onnx",
+            "aliases", "latest_version", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -53,6 +60,7 @@ class RegisteredModelCreateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     tags = serializers.DictField(required=False, default=dict)
     gate_rules = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    convert_onnx = serializers.BooleanField(required=False, default=False)
 
 
 class RegisteredModelUpdateSerializer(serializers.Serializer):
@@ -61,6 +69,7 @@ class RegisteredModelUpdateSerializer(serializers.Serializer):
     gate_rules = serializers.ListField(child=serializers.CharField(), required=False)
     # changing which aliases need deploy needs deploy itself (registry/services.py)
     protected_aliases = serializers.ListField(child=serializers.CharField(), required=False)
+    convert_onnx = serializers.BooleanField(required=False)
 
 
 class VersionRegisterSerializer(serializers.Serializer):
@@ -76,6 +85,8 @@ class VersionRegisterSerializer(serializers.Serializer):
     library_versions = serializers.JSONField(binary=True, required=False)
     evaluation_data = serializers.FileField(required=False, allow_empty_file=True)
     target_column = serializers.CharField(required=False, default="target")
+    # convert to ONNX after registration (default: the model's convert_onnx)
+    convert_onnx = serializers.BooleanField(required=False, allow_null=True, default=None)
 
     def validate_artifact(self, upload):
         limit_mb = settings.MODELWORKS_MAX_ARTIFACT_MB
@@ -110,3 +121,7 @@ class RegistryEventSerializer(serializers.ModelSerializer):
         model = RegistryEvent
         fields = ["id", "action", "version", "actor_name", "before", "after", "message", "created_at"]
         read_only_fields = fields
+
+
+class RuntimeSerializer(serializers.Serializer):
+    runtime = serializers.ChoiceField(choices=[("", "measured"), *Runtime.choices], allow_blank=True)

@@ -12,6 +12,11 @@ urlpatterns = [
         views.VersionArchive.as_view(),
         name="version-archive",
     ),
+    path("models/<slug:name>/versions/<int:version>/onnx/", views.VersionOnnx.as_view(), name="version-onnx"),
+    path("models/<slug:name>/versions/<int:version>/runtime/", views.VersionRuntime.as_view(), name="version-runtime"),
+    path(
+        "models/<slug:name>/versions/<int:version>/quantize/", views.VersionQuantize.as_view(), name="version-quantize"
+    ),
     path("models/<slug:name>/versions/<int:version>/artifact/", artifacts.VersionArtifact.as_view(), name="artifact"),
     path("models/<slug:name>/aliases/", views.AliasListCreate.as_view(), name="alias-list"),
     path("models/<slug:name>/aliases/<str:alias>/", views.AliasDetail.as_view(), name="alias-detail"),

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from registry import refs, selectors, services
+from registry import optimisation, refs, selectors, services
 from registry.api import serializers as s
 from registry.models import ModelAlias, ModelVersion, RegisteredModel
 
@@ -96,6 +96,36 @@ class VersionArchive(APIView):
         model = _model(name)
         archived = services.model_version_archive(version=_version(model, version), actor=request.user)
         return Response(s.ModelVersionSerializer(archived).data)
+
+
+class VersionOnnx(APIView):
+    @extend_schema(request=None, responses={202: s.ModelVersionSerializer})
+    def post(self, request: Request, name: str, version: int) -> Response:
+        """Queue the version's ONNX conversion (parity, latencies, runtime choice) on a worker."""
+        model = _model(name)
+        pending = optimisation.model_version_request_onnx(version=_version(model, version), actor=request.user)
+        return Response(s.ModelVersionSerializer(pending).data, status=status.HTTP_202_ACCEPTED)
+
+
+class VersionRuntime(APIView):
+    @extend_schema(request=s.RuntimeSerializer, responses=s.ModelVersionSerializer)
+    def put(self, request: Request, name: str, version: int) -> Response:
+        model = _model(name)
+        data = s.RuntimeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        changed = optimisation.model_version_set_runtime(
+            version=_version(model, version), runtime=data.validated_data["runtime"], actor=request.user
+        )
+        return Response(s.ModelVersionSerializer(changed).data)
+
+
+class VersionQuantize(APIView):
+    @extend_schema(request=None, responses={201: s.ModelVersionSerializer})
+    def post(self, request: Request, name: str, version: int) -> Response:
+        """A new candidate version: this one's ONNX model dynamically quantised, through the gates."""
+        model = _model(name)
+        made = optimisation.model_version_quantize(version=_version(model, version), actor=request.user)
+        return Response(s.ModelVersionSerializer(made).data, status=status.HTTP_201_CREATED)
 
 
 class AliasListCreate(generics.ListAPIView):

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("registry", "0006_webhook_endpoints_and_deliveries"),
-        ("serving", "0009_invalidate_raw_tokens"),
+        ("serving", "0012_partitioned_prediction_log"),  # after main's; the integrator renumbers this one
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

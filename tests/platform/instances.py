@@ -23,14 +23,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import redis
 from django.db import connection
 
 from tests.platform.envnames import ROOT
 from tests.platform.processes import free_port, request, stop, wait_for
 
-PG_BIN = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
+# The newest installed PostgreSQL's server binaries (initdb, postgres, pg_dump), or where they would be.
+_PG_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+PG_BIN = Path(_PG_BINS[-1] if _PG_BINS else "/usr/lib/postgresql/none/bin")
 START_SECONDS = 20
+
+
+def require_tools() -> None:
+    """Fail (never skip) with what to do when the servers these tests start are not installed."""
+    found = {"redis-server": shutil.which("redis-server"), "PostgreSQL's initdb": (PG_BIN / "initdb").exists()}
+    missing = [name for name, there in found.items() if not there]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not installed: run bin/ensure_tools.sh", pytrace=False)
 
 
 class _Server:
@@ -163,6 +174,7 @@ class PostgresServer(_Server):
 
 @contextlib.contextmanager
 def own_redis() -> Iterator[RedisServer]:
+    require_tools()
     server = RedisServer()
     try:
         server.start()
@@ -173,6 +185,7 @@ def own_redis() -> Iterator[RedisServer]:
 
 @contextlib.contextmanager
 def own_postgres() -> Iterator[PostgresServer]:
+    require_tools()
     workdir = Path(tempfile.mkdtemp(prefix="mw-pg-"))
     server = None
     try:

@@ -130,10 +130,17 @@ class Celery:
         self.worker.kill()
         self.worker.wait()
 
+    def kill_beat(self) -> None:
+        """SIGKILL: its schedule file is left as it was at that instant."""
+        self.beat.kill()
+        self.beat.wait()
+
     def stop(self) -> None:
-        for process in (self.beat, self.worker):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        running = [p for p in (self.beat, self.worker) if p is not None and p.poll() is None]
+        for process in running:  # both at once: their warm shutdowns overlap
+            process.send_signal(signal.SIGTERM)
+        for process in running:
+            if process.poll() is None:
                 try:
                     process.wait(timeout=15)
                 except subprocess.TimeoutExpired:

@@ -134,9 +134,11 @@ def test_shifted_outputs_are_caught_by_the_output_drift_check(celery, flushing_l
     assert rollout.reason.startswith("output drift")
 
 
-def test_a_worker_killed_mid_stage_resumes_without_skipping_or_repeating(
-    celery, flushing_log, canary_model, baseline, candidate, logreg
+def test_worker_and_beat_killed_mid_stage_resume_without_skipping_or_repeating(
+    celery, flushing_log, canary_model, baseline, candidate, logreg, fault_row
 ):
+    """One case of the fault suite (tests/platform/test_fault_suite.py): its line in the fault table counts the
+    rollout's stage events, expected and found, and the seconds from the restart to the next stage."""
     rollout = rollout_start(model=canary_model, candidate=candidate, stages=[20, 60, 100], stage_seconds=2,
                             analysis={"min_requests": 30, **SAME_MODEL_LATENCY})  # fmt: skip
     rows = sample_rows(logreg)
@@ -146,19 +148,26 @@ def test_a_worker_killed_mid_stage_resumes_without_skipping_or_repeating(
         traffic.send(rows, keyed=False, count=50)
         rollout.refresh_from_db()
     assert rollout.stage_index == 1
-    celery.kill_worker()  # mid-stage; beat keeps queueing ticks meanwhile
-    pause_until = time.monotonic() + 3  # the stage falls due while no worker runs
+    celery.kill_worker()  # mid-stage: no worker, no beat
+    celery.kill_beat()
+    pause_until = time.monotonic() + 3  # the stage falls due while neither runs
     while time.monotonic() < pause_until:
         traffic.send(rows, keyed=False, count=50)
     rollout.refresh_from_db()
-    assert rollout.stage_index == 1  # nothing moved without a worker
+    assert rollout.stage_index == 1  # nothing moved without them
     celery.start_worker()
+    celery.start_beat()
+    restarted = time.time()
     drive(rollout, rows, until={RolloutStatus.PROMOTED, RolloutStatus.ROLLED_BACK, RolloutStatus.PAUSED})
 
     rollout.refresh_from_db()
-    assert rollout.status == RolloutStatus.PROMOTED, rollout.reason
     events = RolloutEvent.objects.filter(rollout=rollout)
     started = list(events.filter(action="stage.started").values_list("stage_index", flat=True))
     passed = list(events.filter(action="stage.passed").values_list("stage_index", flat=True))
+    next_stage = events.filter(action="stage.started", stage_index=2).first()
+    recovery = next_stage.created_at.timestamp() - restarted if next_stage else float("nan")
+    fault_row("Celery worker and beat SIGKILLed mid-rollout (stage events)", len(traffic.seen), 0,
+              6, len(started) + len(passed), recovery)  # fmt: skip
+    assert rollout.status == RolloutStatus.PROMOTED, rollout.reason
     assert started == [0, 1, 2] and passed == [0, 1, 2]
     assert events.filter(action="promoted").count() == 1

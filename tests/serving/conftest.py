@@ -10,6 +10,7 @@ from registry import services as registry
 from serving import model_cache as model_cache_module
 from serving import prediction_log as prediction_log_module
 from serving import routing
+from serving.key_cache import credential_reads
 from serving.keys import api_key_create
 from tests.platform.processes import free_port
 
@@ -76,6 +77,7 @@ class Database:
 
     def away(self) -> None:
         connection.close()
+        credential_reads.close_connections()  # it keeps one between reads, which a real outage would break
         connection.settings_dict["PORT"] = free_port()
 
     def back(self) -> None:

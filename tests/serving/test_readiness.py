@@ -44,7 +44,7 @@ def test_everything_up_is_ready_and_ok(production):
     assert status == 200, body
     assert body["ready"] is True and body["status"] == "ok"
     assert {name: check["status"] for name, check in body["checks"].items()} == {
-        "database": "ok", "cache": "ok", "models": "ok", "routes": "ok"
+        "database": "ok", "cache": "ok", "models": "ok", "routes": "ok", "onnx": "ok"
     }  # fmt: skip
     assert body["checks"]["models"]["loaded"] == ["cancer v1"]
     assert production.pk in model_cache()  # loaded by the probe, before the first request
