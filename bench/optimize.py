@@ -6,7 +6,8 @@ How it measures
   units, the kind of model with MatMul weights that dynamic quantisation shrinks).
 - Variants per model, each a row: `sklearn` (the registered artifact), `onnx` (registry.onnx_tools.convert, parity
   checked with the platform's tolerances), `onnx-int8` (registry.onnx_tools.quantise; "n/a" with the reason when the
-  graph has nothing to quantise). More variants plug in through VARIANTS (a name and a function of the base row).
+  graph has nothing to quantise), `distilled-tree` (the depth-8 tree student `manage.py distill --student tree`
+  trains, on the teacher's answers). More variants plug in through VARIANTS (a name and a function of the base row).
 - Latency: the call serving makes (serving.model_cache.LoadedModel.predict: scikit-learn's predict_proba through
   serving.fast_paths, or one onnxruntime run for labels and probabilities), on rows of the test split, `--repeats`
   calls per batch size after a warm-up, alternating variants round by round so a busy neighbour hits all alike.
@@ -75,8 +76,23 @@ def quantised_variant(base: Row, X: np.ndarray, onnx_row: Row) -> Row:
     return Row(base.model, "onnx-int8", base.task, _onnx(data), len(data), note="dynamic, int8 weights")
 
 
-# Extra variants (h18ood's distilled student goes here): name -> function(base row, test X, y) -> Row.
-VARIANTS: dict[str, Callable[[Row, np.ndarray, np.ndarray], Row]] = {}
+def distilled_variant(base: Row, X: np.ndarray, y: np.ndarray) -> Row:
+    """The student `manage.py distill NAME V --student tree --augment 2000` trains (monitoring/services/
+    distillation.py): a depth-8 tree fitted to the teacher's answers on the test split plus 2,000 rows drawn
+    uniformly within its ranges. Its accuracy is on the same split, whose labels it never saw (only the teacher's)."""
+    import skops.io as sio
+
+    from monitoring.services.distillation import StudentSpec, student_estimator
+
+    sampled = np.random.default_rng(0).uniform(X.min(axis=0), X.max(axis=0), size=(2000, X.shape[1]))
+    train = np.vstack([X, sampled])
+    signature = {"inputs": [{"name": f"x{i}", "dtype": "float"} for i in range(X.shape[1])]}
+    student = student_estimator(StudentSpec("tree"), base.task, signature, 0).fit(train, base.estimator.predict(train))
+    return Row(base.model, "distilled-tree", base.task, student, len(sio.dumps(student)), note="student of sklearn")
+
+
+# Extra variants: name -> function(base row, test X, y) -> Row.
+VARIANTS: dict[str, Callable[[Row, np.ndarray, np.ndarray], Row]] = {"distilled-tree": distilled_variant}
 
 
 def _caller(row: Row) -> Callable[[np.ndarray], Any]:

@@ -4,8 +4,12 @@ How it measures
 - Modelworks runs as deployed: gunicorn with the production settings (DEBUG=0, platform/gunicorn.conf.py when it
   exists), Postgres, Redis, the prediction log on, API-key auth on every request. The database modelworks_bench is
   dropped and recreated, migrated and seeded (`seed_demo`) at the start of each run; an API key with `predict:*` is
-  made with `create_api_key`. The headline run has the Redis prediction cache off (MODELWORKS_PREDICTION_CACHE=0),
-  so every request runs the model; a second, labelled run has it on (skip it with --no-cache-run).
+  made with `create_api_key`. The headline run has the prediction cache off (MODELWORKS_PREDICTION_CACHE=0), so
+  every request runs the model; a second, labelled run has it on (skip it with --no-cache-run).
+- The cache is judged on workloads of its own (--workloads, both arms in the same run, --rounds times each, off
+  then on, medians): "unique", no row ever repeats (the cache can only cost), and "half", every other request one
+  of the 143 test rows (50% repeats). Targets: cache on >= cache off on "unique", >= 1.5x on "half", at every
+  concurrency measured. "cycle" is the headline load (the 143 rows cycled: all repeats, once warm).
 - MLflow serves the same two models, trained the same way (bench/mlflow_models.py, in its own venv under
   bench/.mlflow-venv with the project's scikit-learn/numpy/scipy/pandas versions), with
   `mlflow models serve --env-manager local --workers 2`: once as shipped, once with TCP_NODELAY set on accepted
@@ -38,9 +42,10 @@ import subprocess
 import sys
 import time
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,10 +62,12 @@ GUNICORN_CONF = REPO / "platform" / "gunicorn.conf.py"
 GUNICORN_FALLBACK = ["--workers", "2", "--worker-class", "uvicorn_worker.UvicornWorker"]
 
 HOST = "127.0.0.1"  # the only address this benchmark ever sends traffic to
-DB_NAME = "modelworks_bench"
+DB_NAME = os.environ.get("BENCH_DB_NAME", "modelworks_bench")  # another name when several checkouts bench at once
 DB_ADMIN = {"host": HOST, "port": 5432, "user": "postgres", "dbname": "postgres"}
-REDIS_URL = f"redis://{HOST}:6379/14"
+REDIS_URL = f"redis://{HOST}:6379/{int(os.environ.get('BENCH_REDIS_DB', '14'))}"  # as bench/prepare.sh
 MODELS = ("breast-cancer-logreg", "breast-cancer-forest")
+WORKLOADS = ("cycle", "unique", "half")
+CACHE_TARGETS = {"unique": 1.0, "half": 1.5}  # cache on / cache off req/s, medians, per model and concurrency
 MLFLOW_SPEC = "mlflow>=3,<4"
 PINNED = ("scikit-learn", "numpy", "scipy", "pandas")  # same versions in the MLflow venv as in the project's
 
@@ -101,6 +108,8 @@ class Options:
     mlflow: bool
     cache_run: bool
     timeout: int
+    workloads: tuple[str, ...] = ("cycle",)
+    rounds: int = 1
 
 
 @dataclass
@@ -118,6 +127,7 @@ class Run:
     errors: int
     error_detail: dict[str, int]
     duration_s: float
+    workload: str = "cycle"
 
 
 @dataclass
@@ -130,6 +140,17 @@ class LogCheck:
 
 
 @dataclass
+class Memory:
+    """The web process tree (gunicorn's master and workers) after a server's runs, the demo models loaded: RSS
+    summed (pages shared by fork counted once per process) and PSS summed (shared pages split between sharers)."""
+
+    server: str
+    processes: int
+    rss_mib: float
+    pss_mib: float
+
+
+@dataclass
 class Report:
     started_at: str
     options: dict[str, Any]
@@ -137,6 +158,7 @@ class Report:
     runs: list[Run] = field(default_factory=list)
     log_checks: list[LogCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    memory: list[Memory] = field(default_factory=list)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -150,7 +172,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--skip-mlflow", action="store_true", help="measure Modelworks only")
     parser.add_argument("--no-cache-run", action="store_true", help="skip the extra run with the prediction cache on")
     parser.add_argument("--timeout", type=int, default=10, help="wrk's per-request timeout in seconds")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset of "
+                        + ", ".join(WORKLOADS) + " (default: all)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1, help="Modelworks runs per arm, alternating (medians)")
     args = parser.parse_args(argv)
+    workloads = tuple(w for w in args.workloads.split(",") if w)
+    if not workloads or set(workloads) - set(WORKLOADS):
+        parser.error(f"--workloads: a comma-separated subset of {', '.join(WORKLOADS)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     models = tuple(m for m in args.models.split(",") if m)
     if unknown := set(models) - set(MODELS):
         parser.error(f"unknown model(s): {', '.join(sorted(unknown))}")
@@ -162,7 +192,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     return Options(
         duration=args.duration, warmup=args.warmup, connections=connections, threads=args.threads, models=models,
         platform=not args.skip_platform, mlflow=not args.skip_mlflow, cache_run=not args.no_cache_run,
-        timeout=args.timeout,
+        timeout=args.timeout, workloads=workloads, rounds=args.rounds,
     )  # fmt: skip
 
 
@@ -297,6 +327,10 @@ class Target:
     path: str
     bodies: Path
     authorization: str = ""
+    workload: str = "cycle"
+
+
+_salts = iter(range(1, 1_000_000))  # one per wrk run: no two runs send the same "unique" row
 
 
 def wrk(target: Target, connections: int, seconds: int, opts: Options, label: str) -> Run:
@@ -304,9 +338,9 @@ def wrk(target: Target, connections: int, seconds: int, opts: Options, label: st
     cmd = [
         wrk_binary(), "--threads", str(opts.threads), "--connections", str(connections), "--duration", f"{seconds}s",
         "--timeout", f"{opts.timeout}s", "--latency", "--script", str(LUA_SCRIPT), url, "--",
-        str(target.bodies), target.authorization,
+        str(target.bodies), target.authorization, target.workload, str(next(_salts)),
     ]  # fmt: skip
-    log = LOGS / f"wrk-{slug(target.server)}-{target.model}-c{connections}-{label}.txt"
+    log = LOGS / f"wrk-{slug(target.server)}-{target.model}-{target.workload}-c{connections}-{label}.txt"
     output = run_step(cmd, env=dict(os.environ), log=log, timeout=seconds + opts.timeout + 30)
     return parse_wrk(output, target, connections, log)
 
@@ -323,7 +357,7 @@ def parse_wrk(output: str, target: Target, connections: int, log: Path) -> Run:
         server=target.server, model=target.model, connections=connections,
         rps=data["requests"] / seconds, p50_ms=latency["p50"] / 1000, p90_ms=latency["p90"] / 1000,
         p99_ms=latency["p99"] / 1000, max_ms=latency["max"] / 1000, requests=data["requests"], sent=data["sent"],
-        errors=sum(errors.values()), error_detail=errors, duration_s=seconds,
+        errors=sum(errors.values()), error_detail=errors, duration_s=seconds, workload=target.workload,
     )  # fmt: skip
 
 
@@ -336,7 +370,7 @@ def measure(target: Target, opts: Options) -> tuple[list[Run], list[Run]]:
         run = wrk(target, connections, opts.duration, opts, "measured")
         every.append(run)
         measured.append(run)
-        print(f"  {target.server:<22} {target.model:<22} c={connections:<3} {run.rps:9.1f} req/s  "
+        print(f"  {target.server:<22} {target.model:<22} {target.workload:<7} c={connections:<3} {run.rps:9.1f} req/s  "
               f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  errors {run.errors}", flush=True)  # fmt: skip
     return measured, every
 
@@ -373,8 +407,8 @@ def recreate_database() -> None:
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute("DROP DATABASE IF EXISTS modelworks_bench WITH (FORCE)")
-            cur.execute("CREATE DATABASE modelworks_bench")
+            cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{DB_NAME}"')
     finally:
         conn.close()
     shutil.rmtree(WORK / "var", ignore_errors=True)
@@ -470,14 +504,44 @@ def run_platform(cache: bool, key: str, bodies: Path, opts: Options, procs: Proc
         wait_ready(proc, port, "/healthz", log)
         smoke = smoke_platform(port, key, bodies)
         for model in opts.models:
-            target = Target(server, model, port, f"/api/v1/models/{model}/predict", bodies, f"Api-Key {key}")
-            measured, runs = measure(target, opts)
-            report.runs.extend(measured)
-            every.extend(runs)
+            for workload in opts.workloads:
+                target = Target(server, model, port, f"/api/v1/models/{model}/predict", bodies, f"Api-Key {key}",
+                                workload)  # fmt: skip
+                measured, runs = measure(target, opts)
+                report.runs.extend(measured)
+                every.extend(runs)
+        report.memory.append(tree_memory(server, proc.pid))
+        print(f"  web process tree: {report.memory[-1].processes} processes, RSS {report.memory[-1].rss_mib:.0f} MiB, "
+              f"PSS {report.memory[-1].pss_mib:.0f} MiB")  # fmt: skip
     finally:
         code = procs.stop(proc, group=False, grace=60)  # SIGTERM to the master: a graceful, flushing shutdown
         print(f"  gunicorn stopped (exit {code}); log {log.relative_to(REPO)}")
     report.log_checks.append(check_log(server, smoke, every))
+
+
+def tree_memory(server: str, root: int) -> Memory:
+    """RSS and PSS of `root` and its descendants, from /proc (kB fields of status and smaps_rollup)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, IndexError, ValueError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    rss = pss = 0
+    for pid in tree:
+        with suppress(OSError):
+            rss += _kb(Path(f"/proc/{pid}/status").read_text(), "VmRSS:")
+            pss += _kb(Path(f"/proc/{pid}/smaps_rollup").read_text(), "Pss:")
+    return Memory(server, len(tree), rss / 1024, pss / 1024)
+
+
+def _kb(text: str, name: str) -> int:
+    line = next((ln for ln in text.splitlines() if ln.startswith(name)), None)
+    return int(line.split()[1]) if line else 0
 
 
 def check_log(server: str, smoke: int, runs: list[Run]) -> LogCheck:
@@ -563,8 +627,36 @@ def run_mlflow(nodelay: bool, models_dir: Path, bodies: Path, opts: Options, pro
 # ----------------------------------------------------------------------------------------------------- report
 
 
-def find(report: Report, server: str, model: str, connections: int) -> Run | None:
-    return next((r for r in report.runs if (r.server, r.model, r.connections) == (server, model, connections)), None)
+def find(report: Report, server: str, model: str, connections: int, workload: str = "cycle") -> Run | None:
+    """The run, or with several (--rounds) one holding their medians (and the worst max)."""
+    runs = [r for r in report.runs if (r.server, r.model, r.connections, r.workload) == (server, model, connections,
+                                                                                         workload)]  # fmt: skip
+    if len(runs) <= 1:
+        return runs[0] if runs else None
+    return replace(
+        runs[0], rps=median(r.rps for r in runs), p50_ms=median(r.p50_ms for r in runs),
+        p90_ms=median(r.p90_ms for r in runs), p99_ms=median(r.p99_ms for r in runs),
+        max_ms=max(r.max_ms for r in runs),
+        requests=sum(r.requests for r in runs), sent=sum(r.sent for r in runs), errors=sum(r.errors for r in runs),
+    )  # fmt: skip
+
+
+def cache_rows(report: Report, opts: Options) -> list[dict[str, Any]]:
+    """Cache on against cache off, per model, workload and concurrency (medians of the rounds)."""
+    rows = []
+    for model in opts.models:
+        for workload in opts.workloads:
+            for connections in opts.connections:
+                off = find(report, PLATFORM, model, connections, workload)
+                on = find(report, PLATFORM_CACHED, model, connections, workload)
+                if off is None or on is None:
+                    continue
+                rows.append({
+                    "model": model, "workload": workload, "connections": connections, "rounds": opts.rounds,
+                    "off_rps": off.rps, "on_rps": on.rps, "rps_ratio": on.rps / off.rps if off.rps else None,
+                    "off_p99_ms": off.p99_ms, "on_p99_ms": on.p99_ms,
+                })  # fmt: skip
+    return rows
 
 
 def best_mlflow(report: Report, model: str, connections: int) -> Run | None:
@@ -611,6 +703,12 @@ def targets(report: Report, opts: Options) -> list[dict[str, Any]]:
             results.append(target(name, None, "not measured"))
         else:
             results.append(target(name, ours.p99_ms < P99_TARGET_MS, f"{ours.p99_ms:.1f} ms"))
+    for row in cache_rows(report, opts):
+        factor = CACHE_TARGETS.get(row["workload"])
+        if factor is not None and row["rps_ratio"] is not None:
+            name = f"{row['model']} {row['workload']} c={row['connections']}: cache on >= {factor}x off"
+            detail = f"{row['on_rps']:.0f} vs {row['off_rps']:.0f} req/s ({row['rps_ratio']:.2f}x)"
+            results.append(target(name, row["rps_ratio"] >= factor, detail))
     platform_runs = [r for r in report.runs if r.server in (PLATFORM, PLATFORM_CACHED)]
     errors = sum(r.errors for r in platform_runs)
     passed = None if not platform_runs else errors == 0
@@ -627,10 +725,18 @@ def verdict(passed: bool | None) -> str:
 
 def print_report(report: Report, opts: Options) -> None:
     print("\n" + "=" * 96)
-    print(f"{'server':<24}{'model':<24}{'conc':>5}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    print(f"{'server':<24}{'model':<24}{'load':<8}{'conc':>5}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for r in report.runs:
-        print(f"{r.server:<24}{r.model:<24}{r.connections:>5}{r.rps:>11.1f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
-              f"{r.errors:>8}")  # fmt: skip
+        print(f"{r.server:<24}{r.model:<24}{r.workload:<8}{r.connections:>5}{r.rps:>11.1f}{r.p50_ms:>10.2f}"
+              f"{r.p99_ms:>10.2f}{r.errors:>8}")  # fmt: skip
+    cached = cache_rows(report, opts)
+    if cached:
+        print(f"\ncache on / off (medians of {opts.rounds} round(s)){'':<6}{'off req/s':>11}{'on req/s':>11}"
+              f"{'ratio':>9}{'off p99':>9}{'on p99':>9}")  # fmt: skip
+        for row in cached:
+            label = f"{row['model']} {row['workload']} c={row['connections']}"
+            print(f"{label:<46}{row['off_rps']:>11.0f}{row['on_rps']:>11.0f}{fmt_ratio(row['rps_ratio']):>9}"
+                  f"{row['off_p99_ms']:>9.2f}{row['on_p99_ms']:>9.2f}")  # fmt: skip
     rows = ratios(report, opts)
     if rows:
         print(f"\nModelworks / best MLflow{'':<16}{'req/s':>10}{'p50':>10}{'p99':>10}   (best = higher req/s)")
@@ -654,6 +760,7 @@ def write_json(report: Report, opts: Options) -> Path:
     path = RESULTS / f"serving-{report.started_at.replace(':', '').replace('-', '')}.json"
     data = asdict(report)
     data["ratios"] = ratios(report, opts)
+    data["cache"] = cache_rows(report, opts)
     data["targets"] = targets(report, opts)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
@@ -702,8 +809,9 @@ def benchmark(opts: Options, report: Report, procs: Processes) -> None:
         try:
             print("Modelworks: fresh database, migrate, seed_demo, create_api_key", flush=True)
             key = prepare_platform()
-            for cache in (False, True) if opts.cache_run else (False,):
-                run_platform(cache, key, bodies["platform"], opts, procs, report)
+            for _ in range(opts.rounds):
+                for cache in (False, True) if opts.cache_run else (False,):
+                    run_platform(cache, key, bodies["platform"], opts, procs, report)
         except BenchError as exc:
             report.problems.append(f"Modelworks: {exc}")
             print(f"Modelworks: {exc}", file=sys.stderr)

@@ -104,6 +104,7 @@ RULES: dict[str, dict[str, Need]] = {
     "alert-detail": _rw(),
     **{f"alert-{action}": {"POST": Need(WRITE)} for action in ALERT_ACTIONS},
     "reference": {"POST": Need(WRITE, _by_name)},
+    "distill": {"POST": Need(WRITE, _by_name)},
     "quality": _rw(),
     # experiments: running one is a data scientist's; concluding it moves production
     "experiment-list": _rw(Need(WRITE)),

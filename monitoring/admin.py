@@ -33,7 +33,7 @@ from config.admin_forms import NumbersByNameField, add_service_errors
 from monitoring.api import csv_rows
 from monitoring.models import Alert, BusinessEvent, DriftReport, Feedback, Monitor, ReferenceDataset
 from monitoring.quality import CLASSIFICATION_METRICS, REGRESSION_METRICS
-from monitoring.selectors import business_impact
+from monitoring.selectors import business_impact, ood_summary
 from monitoring.services import alerts, references
 from monitoring.services.monitors import (
     MONITOR_FIELDS,
@@ -82,6 +82,7 @@ def model_dashboard_context(model: RegisteredModel) -> dict:
         "alerts": Alert.objects.filter(monitor__model=model, resolved_at__isnull=True).select_related("monitor"),
         "impact": business_impact(model.name, since=timezone.now() - timedelta(days=IMPACT_DAYS)),
         "impact_days": IMPACT_DAYS,
+        "ood": ood_summary(model.name),
         "monitors": model.monitors.all(),
     }
 

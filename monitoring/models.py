@@ -87,6 +87,27 @@ class ReferenceDataset(models.Model):
         return f"reference of {self.version} ({self.source}, {self.rows} rows)"
 
 
+class OodProfile(models.Model):
+    """What a version's reference sample looks like, for out-of-distribution scores on the prediction path
+    (monitoring/ood.py): per numeric feature its range, per categorical feature its values, and a Mahalanobis
+    distance over the numeric features, scaled so the reference's farthest row scores 1."""
+
+    version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="ood_profile")
+    profile = models.JSONField()
+    reference_path = models.CharField(max_length=500, help_text="the reference sample it was computed from")
+    rows = models.PositiveIntegerField()
+    refuse_above = models.FloatField(
+        null=True, blank=True, help_text="requests with a row scoring above this are refused (422); empty: flag only"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "OOD profile"
+
+    def __str__(self) -> str:
+        return f"OOD profile of {self.version}"
+
+
 class Correction(models.TextChoices):
     NONE = "none"
     BONFERRONI = "bonferroni"

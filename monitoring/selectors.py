@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Avg, Count, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.utils import timezone
 
 from monitoring import quality
-from monitoring.models import BusinessEvent, DriftReport, Feedback
+from monitoring.models import BusinessEvent, DriftReport, Feedback, OodProfile
 from registry.models import ModelVersion, Task
 from serving.models import Outcome, PredictionLog, logged_outputs
 
@@ -137,3 +138,25 @@ def business_impact(model_name: str, since: datetime | None = None) -> list[dict
         .order_by("name")
     )
     return list(rows)
+
+
+def ood_summary(model_name: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Per version of the model, from the prediction log since `since` (default: the last 24 hours): requests and rows
+    scored for out-of-distribution, rows flagged (outside the reference), and the profile's refusal threshold.
+    Refused requests are not in the log (they were never answered): modelworks_ood_rows_total counts them."""
+    since = since or timezone.now() - timedelta(hours=24)
+    logs = (
+        PredictionLog.objects.filter(model_name=model_name, created_at__gte=since, ood_scores__isnull=False)
+        .exclude(outcome__in=Outcome.shadows())
+        .values("version")
+        .annotate(
+            requests=Count("id"),
+            rows=Sum(Func(F("ood_scores"), function="jsonb_array_length", output_field=IntegerField())),
+            flagged=Sum("ood_flagged"),
+        )
+        .order_by("-version")
+    )
+    thresholds = dict(
+        OodProfile.objects.filter(version__model__name=model_name).values_list("version__version", "refuse_above")
+    )
+    return [{**row, "refuse_above": thresholds.get(row["version"])} for row in logs]

@@ -42,7 +42,7 @@ from django.db import connections
 from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 
-from serving import mlflow, urls, v2
+from serving import mlflow, prediction_cache, urls, v2
 from serving.hotpath import Reply, authorize, error, predict_steps, presents_credential, too_large
 from serving.metrics import HTTP_RESPONSES
 from serving.per_process import PerProcess
@@ -109,11 +109,12 @@ class RequestProcessor:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                answer_round(batch, self._max_rows)
-            except BaseException:  # noqa: BLE001 - this thread must outlive any one round
-                logger.exception("a request-processor round failed")
-            _deliver(batch)
+            with prediction_cache.round_writes():  # sent after the answers: no client waits for them
+                try:
+                    answer_round(batch, self._max_rows)
+                except BaseException:  # noqa: BLE001 - this thread must outlive any one round
+                    logger.exception("a request-processor round failed")
+                _deliver(batch)
             _mend_connections()
             # Let the event loop have the GIL now to send these answers and read new requests, rather than after
             # the interpreter's switch interval (5 ms) into the next round.
@@ -121,16 +122,37 @@ class RequestProcessor:
 
 
 def answer_round(requests: list[Pending], max_rows: int) -> None:
-    """Answer these requests together (the processor's round; callable directly, on any thread)."""
-    calls = [(pending, call) for pending in requests if (call := _advance(pending, True, None)) is not None]
-    while calls:  # a request can make a second call (its fallback version's) in a later pass
-        resumed = []
-        for chunk in _chunks(calls, max_rows):
-            for pending, ok, value in _call_model(chunk):
-                call = _advance(pending, ok, value)
-                if call is not None:
-                    resumed.append((pending, call))
-        calls = resumed
+    """Answer these requests together (the processor's round; callable directly, on any thread). The round's
+    prediction-cache lookups go to Redis as one MGET, its cache writes as one pipeline when it ends."""
+    with prediction_cache.round_writes():
+        calls = [(pending, call) for pending in requests if (call := _advance(pending, True, None)) is not None]
+        while calls:  # a request can make a second call (its fallback version's) in a later pass
+            calls = _model_calls(_cache_lookups(calls), max_rows)
+
+
+def _cache_lookups(calls: list[tuple[Pending, Any]]) -> list[tuple[Pending, ModelCall]]:
+    """Answer every request's cache lookup with one MGET for them all; the model calls they then ask for."""
+    lookups = [(pending, step) for pending, step in calls if isinstance(step, prediction_cache.CacheLookup)]
+    if not lookups:
+        return calls
+    found = prediction_cache.fetch([key for _, step in lookups for key in step.keys])
+    calls = [(pending, step) for pending, step in calls if not isinstance(step, prediction_cache.CacheLookup)]
+    for pending, _ in lookups:
+        step = _advance(pending, True, found)
+        if step is not None:
+            calls.append((pending, step))
+    return _cache_lookups(calls)  # after its lookup a request asks for a model call or is answered: one recursion
+
+
+def _model_calls(calls: list[tuple[Pending, ModelCall]], max_rows: int) -> list[tuple[Pending, Any]]:
+    """One model call per version for these requests; the steps they ask for next."""
+    resumed = []
+    for chunk in _chunks(calls, max_rows):
+        for pending, ok, value in _call_model(chunk):
+            call = _advance(pending, ok, value)
+            if call is not None:
+                resumed.append((pending, call))
+    return resumed
 
 
 def encode(reply: Reply) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

@@ -215,7 +215,7 @@ def refusal(exc: Exception) -> Reply:
     """The answer to a request services.predict_steps refused (one of REFUSALS), as every protocol's driver gives
     it before putting it in its own shape (serving/mlflow.py)."""
     if isinstance(exc, InputError):
-        return error(exc.status, "the input does not match the model's signature", exc.errors)
+        return error(exc.status, getattr(exc, "detail", "the input does not match the model's signature"), exc.errors)
     if isinstance(exc, services.Unavailable):
         return error(503, exc.message, Retry_After=str(exc.retry_after))
     return error(exc.status, exc.message)  # a RouteError

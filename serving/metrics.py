@@ -72,6 +72,11 @@ CLIENT_REFUSALS = Counter(
     "Requests the web worker answered itself: 408 for slow headers or body, 503 over the connection cap",
     ["reason"],
 )
+OOD_ROWS = Counter(
+    "modelworks_ood_rows_total",
+    "Rows scored against their version's reference profile: flagged (outside it), refused (422)",
+    ["model", "version", "result"],
+)
 CACHE_ERRORS = Counter("modelworks_cache_errors_total", "Cache calls that failed: Redis timed out or refused")
 CACHE_SKIPPED = Counter(
     "modelworks_cache_skipped_total", "Cache calls not attempted because Redis failed within the back-off"

@@ -73,6 +73,7 @@ ERROR_CODES = {
     409: "RESOURCE_CONFLICT",
     413: "BAD_REQUEST",
     415: "BAD_REQUEST",
+    422: "INVALID_PARAMETER_VALUE",  # rows outside the version's reference data (serving/ood.py)
     429: "REQUEST_LIMIT_EXCEEDED",
     503: "TEMPORARILY_UNAVAILABLE",
 }

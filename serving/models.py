@@ -152,6 +152,10 @@ class PredictionLog(models.Model):
     # Who called: "key:<id>" (an API key) or "user:<id>" (a token or the console's session); empty for rows from
     # before it was recorded and for shadow copies. db_default: pods on the previous release write without it.
     caller = models.CharField(max_length=40, default="", db_default="", blank=True)
+    # Out-of-distribution scores against the version's reference profile, one per row (above 1: outside it), and
+    # how many rows were flagged; null when the version has no profile or scoring is off (monitoring/ood.py).
+    ood_scores = models.JSONField(null=True, blank=True)
+    ood_flagged = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         indexes = [

@@ -68,13 +68,15 @@ class LogEntry(NamedTuple):
     outcome: str
     created_at: datetime
     caller: str = ""  # "key:<id>" or "user:<id>": who called (the audit trail joins on request_id)
+    ood_scores: list[float] | None = None  # per row, against the version's OOD profile (None: not scored)
+    ood_flagged: int | None = None  # rows scored above 1 (outside the reference)
 
 
 _COLUMNS = ("request_id", "model_name", "version", "routing_key", "inputs", "outputs", "latency_ms", "cached",
-            "route_reason", "outcome", "created_at", "caller")  # fmt: skip
+            "route_reason", "outcome", "created_at", "caller", "ood_scores", "ood_flagged")  # fmt: skip
 _INSERT = (
     "INSERT INTO serving_predictionlog (request_id, model_name, version, routing_key, inputs, outputs, latency_ms,"
-    " cached, route_reason, outcome, created_at, caller, retry_key) VALUES %s"
+    " cached, route_reason, outcome, created_at, caller, ood_scores, ood_flagged, retry_key) VALUES %s"
     # No conflict target: on the partitioned log the per-request unique index is each day's own (serving/partitions.py).
     " ON CONFLICT DO NOTHING"
 )
@@ -104,6 +106,7 @@ def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
+_JSON_COLUMNS = ("inputs", "outputs", "ood_scores")
 _COPY = f"COPY serving_predictionlog ({', '.join(_COLUMNS)}, retry_key) FROM STDIN"
 
 
@@ -138,11 +141,16 @@ def copy_text(entries: list[LogEntry | PredictionLog]) -> str:
             _text(e.request_id), _text(e.model_name), str(e.version), _text(e.routing_key),
             inputs.replace("\\", "\\\\"), _json(e.outputs).replace("\\", "\\\\"), repr(float(e.latency_ms)),
             "t" if e.cached else "f", _text(e.route_reason), _text(e.outcome), e.created_at.isoformat(),
-            _text(e.caller), retry_key(e, inputs),
+            _text(e.caller), _nullable_json(e.ood_scores), r"\N" if e.ood_flagged is None else str(e.ood_flagged),
+            retry_key(e, inputs),
         )  # fmt: skip
         lines.append("\t".join(fields))
     lines.append("")
     return "\n".join(lines)
+
+
+def _nullable_json(value: Any) -> str:
+    return r"\N" if value is None else _json(value)  # COPY's NULL, not JSON's null
 
 
 def _text(value: str) -> str:
@@ -157,7 +165,13 @@ def _insert_skipping_duplicates(entries: list[LogEntry | PredictionLog]) -> None
     from psycopg2.extras import execute_values
 
     rows = [
-        (*(_json(getattr(e, c)) if c in ("inputs", "outputs") else getattr(e, c) for c in _COLUMNS), retry_key(e))
+        (
+            *(
+                _json(getattr(e, c)) if c in _JSON_COLUMNS and getattr(e, c) is not None else getattr(e, c)
+                for c in _COLUMNS
+            ),
+            retry_key(e),
+        )  # fmt: skip
         for e in entries
     ]
     with transaction.atomic(), connection.cursor() as cursor:

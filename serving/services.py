@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from registry.models import ModelVersion
 from registry.subjects import stored_key
-from serving import inputs, metrics, prediction_cache, routing, shadow
+from serving import inputs, metrics, ood, prediction_cache, routing, shadow
 from serving.model_cache import LoadedModel, ModelLoadFailed, model_cache
 from serving.models import Outcome, PredictionLog, RouteReason, ServingPolicy
 from serving.prediction_log import LogEntry, masked_inputs, prediction_log
@@ -72,7 +72,8 @@ class ModelCall:
 
 Answer = tuple[list[Any], list[list[float]] | None]
 T = TypeVar("T")
-Steps = Generator[ModelCall, Answer, T]
+# A request's steps yield model calls and (prediction_cache.lookup_steps) level-2 cache lookups to their driver.
+Steps = Generator[ModelCall | prediction_cache.CacheLookup, Any, T]
 TensorDecoder = Callable[[dict[str, Any]], list[list[Any]]]
 
 
@@ -134,6 +135,9 @@ def run_steps(steps: Steps[T]) -> T:
     try:
         call = next(steps)
         while True:
+            if isinstance(call, prediction_cache.CacheLookup):
+                call = steps.send(prediction_cache.fetch(call.keys))  # never raises: Redis away is all misses
+                continue
             try:
                 answer = call_inline(call)
             except Exception as exc:  # the steps decide what a failed call means (breaker, fallback)
@@ -217,13 +221,14 @@ def predict_steps(
             rows = rows_from_payload(
                 payload, loaded.signature, settings.MODELWORKS_MAX_BATCH, float_limit=loaded.float_limit
             )
+            verdict = ood.verdict_for(loaded.version_id, model_name, loaded.version, rows)
         except InputError:
             outcome = INVALID
             raise
         policy = policy_of(route.version)
         use_cache = settings.MODELWORKS_PREDICTION_CACHE and policy.deterministic
         keys = [prediction_cache.row_key(loaded.cache_key, row) for row in rows] if use_cache else []
-        hits = prediction_cache.lookup(keys) if use_cache else {}
+        hits = (yield from prediction_cache.lookup_steps(keys)) if use_cache else {}
         cached = [key in hits for key in keys] if use_cache else [False] * len(rows)
         missing = [row for row, hit in zip(rows, cached, strict=True) if not hit]
         served, reason = loaded, route.reason if fell_back is None else RouteReason.fallback(fell_back)
@@ -239,8 +244,10 @@ def predict_steps(
                 prediction_cache.store({key: [p, probs] for key, p, probs in fresh}, policy.cache_ttl_seconds)
         predictions, probabilities = _merge(keys, cached, hits, fresh_predictions, fresh_probabilities)
         if use_cache:
-            metrics.CACHE.labels(model_name, "hit").inc(sum(cached))
-            metrics.CACHE.labels(model_name, "miss").inc(len(missing))
+            if len(missing) < len(rows):
+                metrics.CACHE.labels(model_name, "hit").inc(len(rows) - len(missing))
+            if missing:
+                metrics.CACHE.labels(model_name, "miss").inc(len(missing))
         outcome = Outcome.OK if served is loaded and fell_back is None else Outcome.FALLBACK
         result = Prediction(
             model=model_name,
@@ -255,7 +262,7 @@ def predict_steps(
         )
         outputs = {"predictions": predictions, "probabilities": probabilities}
         _log(result.request_id, model_name, served.version, served.signature, route, routing_key, rows, outcome,
-             started, outputs=outputs, cached=bool(cached) and all(cached), caller=caller)  # fmt: skip
+             started, outputs=outputs, cached=bool(cached) and all(cached), caller=caller, ood=verdict)  # fmt: skip
         metrics.PREDICTION_ROWS.labels(model_name, str(served.version)).inc(len(rows))
         # The live split needs no counter of its own: modelworks_predictions_total counts requests per version.
         if route.split is not None and route.split.shadow_version_id is not None:
@@ -319,7 +326,7 @@ def resolve(model_name: str, **request: Any) -> routing.Route:
 
 
 def _log(request_id, model_name, version, signature, route, routing_key, rows, outcome, started, *, outputs,
-         cached, caller="") -> None:  # fmt: skip
+         cached, caller="", ood=None) -> None:  # fmt: skip
     prediction_log().append(
         LogEntry(
             request_id=request_id,
@@ -334,6 +341,8 @@ def _log(request_id, model_name, version, signature, route, routing_key, rows, o
             outcome=outcome,
             created_at=timezone.now(),
             caller=caller,
+            ood_scores=None if ood is None else ood.scores,
+            ood_flagged=None if ood is None else ood.flagged,
         )
     )
 

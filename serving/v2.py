@@ -285,7 +285,7 @@ def infer_steps(
             request_id=str(header.get("id") or "") or request_id, caller=caller,
         )  # fmt: skip
     except InputError as exc:
-        return v2_reply(400, "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors))
+        return v2_reply(exc.status, "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in exc.errors))
     except routing.RouteError as exc:
         return v2_reply(exc.status, exc.message)
     except services.Unavailable as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from registry.models import ModelAlias
 from registry.services import PRODUCTION_ALIAS
 from serving.model_cache import ModelLoadFailed, model_cache
+from serving.ood import scorer_for
 from serving.routing import versions_for_serving
 
 
@@ -19,6 +20,7 @@ def load_production_models() -> dict[str, str]:
         try:
             if version.pk not in cache:
                 cache.get(version)
+                scorer_for(version.pk)  # its OOD profile read now, not by the first request on the processor's thread
             states[str(version)] = "loaded"
         except ModelLoadFailed as exc:  # logged and counted by the cache when the attempt was made
             states[str(version)] = f"{exc.failure.reason}; retried in {exc.retry_after} s"

@@ -146,6 +146,7 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "alert-resolve": {"POST": WRITE},
     "alert-silence": {"POST": WRITE},
     "reference": {"POST": WRITE},
+    "distill": {"POST": WRITE},
     "quality": {"GET": READ},
     "experiment-list": {"GET": READ, "POST": WRITE},
     "experiment-detail": {"GET": READ},
@@ -185,7 +186,7 @@ EXPECTED_OTHER: dict[str, str] = {
 ON_A_MODEL = {"model-detail", "version-list", "version-detail", "version-archive", "version-onnx", "version-runtime",
               "version-quantize", "artifact", "alias-list",
               "alias-detail", "event-list", "rollout-list", "model-rollback", "reference", "quality",
-              "batch-job-list"}  # fmt: skip
+              "distill", "batch-job-list"}  # fmt: skip
 ON_A_ROLLOUT = {"rollout-detail", "rollout-pause", "rollout-resume", "rollout-promote", "rollout-abort"}
 ON_AN_EXPERIMENT = {"experiment-detail", "experiment-start", "experiment-stop", "experiment-weights",
                     "experiment-conclude", "experiment-results", "experiment-events"}  # fmt: skip
@@ -317,6 +318,7 @@ def requests_of(name: str, world) -> list[tuple[str, str, str | None]]:
             "artifact",
             "reference",
             "quality",
+            "distill",
         ):
             kwargs["version"] = 2
         if name == "alias-detail":

@@ -371,6 +371,23 @@ class Client:
             version = self.version(name, version.version)
         return version
 
+    def distill(
+        self, name: str, version: int | str, student: str, *, augment_rows: int = 0, target: str | None = None,
+        seed: int = 0,
+    ) -> Version:  # fmt: skip
+        """Train a smaller student ("logistic", "tree" or "forest:N") on a version's own predictions and register it
+        as the model's next version, through its gates; its gate report's "comparison" sets size, latency and
+        metrics beside the teacher's. Raises GateRejected when the gates rejected it."""
+        number = self._version_number(name, version)
+        path = f"{API}/models/{name}/versions/{number}/distill"
+        body = {"student": student, "augment_rows": augment_rows, "seed": seed}
+        if target is not None:
+            body["target_column"] = target
+        distilled = Version.from_api(self._json("POST", path, body=body))
+        if distilled.rejected:
+            raise GateRejected(distilled, "POST", path)
+        return distilled
+
     def _artifact_of(self, model: Any, fmt: str | None) -> tuple[bytes, str, str | None, Any]:
         """(bytes, file name, format, the model object when we have one: a skops file is loaded here, with the
         server's trust rules, so that its task and signature can be inferred as for a model object)."""

@@ -193,3 +193,13 @@ class ReferenceDatasetSerializer(serializers.Serializer):
 class QualityQuerySerializer(serializers.Serializer):
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
+
+
+class DistillSerializer(serializers.Serializer):
+    student = serializers.CharField(max_length=20, help_text="logistic | tree | forest:N")
+    augment_rows = serializers.IntegerField(default=0, min_value=0, max_value=100_000,
+                                            help_text="rows sampled within the signature's ranges")  # fmt: skip
+    target_column = serializers.CharField(
+        required=False, max_length=200, help_text="default: the evaluation sample's one column that is not a feature"
+    )
+    seed = serializers.IntegerField(default=0, min_value=0, max_value=2**31 - 1)

@@ -18,5 +18,6 @@ urlpatterns = [
     ),
     path("alerts/<int:pk>/silence/", views.AlertSilence.as_view(), name="alert-silence"),
     path("models/<slug:name>/versions/<int:version>/reference", views.VersionReference.as_view(), name="reference"),
+    path("models/<slug:name>/versions/<int:version>/distill", views.VersionDistill.as_view(), name="distill"),
     path("models/<slug:name>/versions/<int:version>/quality", views.VersionQuality.as_view(), name="quality"),
 ]

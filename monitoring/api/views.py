@@ -17,6 +17,7 @@ from monitoring.api import serializers as s
 from monitoring.models import Alert, AlertStatus, Monitor
 from monitoring.selectors import quality_metrics
 from monitoring.services import alerts, monitors, references
+from monitoring.services.distillation import model_version_distill
 from monitoring.services.events import EventItem, business_events_record
 from monitoring.services.feedback import FeedbackItem, feedback_record
 from monitoring.tasks import run_monitor
@@ -199,6 +200,20 @@ class VersionReference(APIView):
                 version=target, since=fields["since"], until=fields["until"]
             )
         return Response(s.ReferenceDatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class VersionDistill(APIView):
+    """A student trained on this version's answers, registered as the model's next version (README: Distillation)."""
+
+    @extend_schema(request=s.DistillSerializer, responses={201: dict})
+    def post(self, request: Request, name: str, version: int) -> Response:
+        from registry.api.serializers import ModelVersionSerializer
+
+        teacher = _version(name, version)
+        data = s.DistillSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        student = model_version_distill(teacher=teacher, actor=request.user, **data.validated_data)
+        return Response(ModelVersionSerializer(student).data, status=status.HTTP_201_CREATED)
 
 
 class VersionQuality(APIView):

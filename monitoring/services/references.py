@@ -21,6 +21,7 @@ from django.db import transaction
 
 from monitoring.drift.report import NUMERIC, sorted_rows
 from monitoring.models import ReferenceDataset, ReferenceSource
+from monitoring.services.ood import ood_profile_build
 from monitoring.windows import PREDICTION, Window, current_frame, feature_kinds, normalise
 from registry.models import ModelVersion
 from serving.model_cache import model_cache
@@ -136,6 +137,7 @@ def _store(
     except Exception:
         storage.delete(path)  # nothing points at it: do not leave an orphan behind
         raise
+    ood_profile_build(version=version, frame=frame)  # the OOD profile follows its reference sample
     return dataset
 
 

@@ -124,14 +124,23 @@ def test_retention_drops_each_past_day_in_one_statement_and_deletes_no_row():
 @pytest.mark.django_db  # DDL is transactional on Postgres: both migrations are undone with the test
 def test_the_migration_keeps_every_row_and_id_already_logged():
     executor = MigrationExecutor(connection)
-    executor.migrate([("serving", "0009_invalidate_raw_tokens")])
+    latest = executor.loader.graph.leaf_nodes("serving")
+    unpartitioned = [("serving", "0009_invalidate_raw_tokens")]
+    executor.migrate(unpartitioned)
     try:
         assert not partitions.is_partitioned()
-        insert([entry(NOON - timedelta(days=days)) for days in (400, 2, 0, 0)])
+        # Written with the log's model as it was then (later migrations add columns today's writer fills).
+        old_log = executor.loader.project_state(unpartitioned).apps.get_model("serving", "PredictionLog")
+        old_log.objects.bulk_create(
+            old_log(request_id=uuid.uuid4().hex, model_name="m", version=1, routing_key="k", inputs=[{"x": 1.5}],
+                    outputs={"predictions": [1]}, latency_ms=1.0, route_reason="alias:production",
+                    created_at=NOON - timedelta(days=days))
+            for days in (400, 2, 0, 0)
+        )  # fmt: skip
         before = list(PredictionLog.objects.order_by("id").values_list("id", "request_id", "created_at"))
     finally:
         executor = MigrationExecutor(connection)
-        executor.migrate([("serving", "0012_partitioned_prediction_log")])
+        executor.migrate(latest)
     assert partitions.is_partitioned()
     assert list(PredictionLog.objects.order_by("id").values_list("id", "request_id", "created_at")) == before
     assert day(NOON - timedelta(days=400)) in partitions.day_partitions()
