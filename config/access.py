@@ -135,6 +135,9 @@ RULES: dict[str, dict[str, Need]] = {
     "subject-export": {"POST": Need(ADMIN)},
     # the audit trail: actors, addresses and raw before/after are for admins only
     "audit-list": {"GET": Need(ADMIN)},
+    # Not here: the prediction endpoints and `prediction` (GET /api/v1/predictions/{id}, an asynchronous
+    # prediction's answer) are plain views that authenticate as predict does (serving/hotpath.py); who may read an
+    # answer is who sent the request, or an admin (serving/api/predictions.py). tests/test_permissions.py lists them.
 }
 
 

@@ -49,3 +49,12 @@ class WebRedisBackend(RedisBackend):
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         pass
+
+
+def enqueue_on(task: Any, queue: str, *args: Any, **options: Any) -> Any:
+    """`enqueue` on a named queue, with Celery's other options (`expires`, `countdown`)."""
+    try:
+        return task.apply_async(args, queue=queue, **options)
+    except OperationalError as exc:
+        NOT_QUEUED.labels(task.name).inc()
+        raise TaskNotQueued(task.name, exc) from exc

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from config.env import env_bool, env_duration, env_int, env_list, env_secret, env_str, load_env_file
 from config.schedules import every
@@ -221,6 +222,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 # One queue name for web, worker and beat; separate deployments (or tests) sharing a broker can each pick their own.
 CELERY_TASK_DEFAULT_QUEUE = env_str("MODELWORKS_CELERY_QUEUE", "celery")
+# What a worker started without -Q consumes: the default queue and the asynchronous predictions' (set below, in
+# the serving section).
+CELERY_TASK_QUEUES = [Queue(CELERY_TASK_DEFAULT_QUEUE)]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One schedule for the whole platform; every entry says why it exists and expires so a backlog never piles up.
 # `every` makes a period of an hour or more a crontab (config/schedules.py): the state file of beat is on an
@@ -375,6 +379,17 @@ MODELWORKS_PII_HASH_KEY = env_secret("MODELWORKS_PII_HASH_KEY") or f"pii:{SECRET
 # Store routing keys as their keyed hash (the same key) in the log, feedback, business events and exposures: joins
 # still work and the clear key is never at rest (registry/subjects.py). Erasure finds rows under either form.
 MODELWORKS_HASH_ROUTING_KEYS = env_bool("MODELWORKS_HASH_ROUTING_KEYS", False)
+# Asynchronous predictions (README "Asynchronous predictions"): run by Celery on a queue of their own, so a backlog
+# of them never delays the platform's own tasks. Every worker started without -Q consumes it too (CELERY_TASK_QUEUES
+# below); a deployment can give it dedicated workers with `-Q predictions`.
+MODELWORKS_ASYNC_QUEUE = env_str("MODELWORKS_ASYNC_QUEUE", "predictions")
+# A result (and the request's inputs) is kept this long after it is ready, then answers 410 and is deleted by beat.
+MODELWORKS_ASYNC_RESULT_TTL_S = env_int("MODELWORKS_ASYNC_RESULT_TTL_S", 24 * 3600)
+# A request still queued this long after it was sent is not run: it fails with a 503 the caller can retry.
+MODELWORKS_ASYNC_QUEUE_TIMEOUT_S = env_int("MODELWORKS_ASYNC_QUEUE_TIMEOUT_S", 600)
+# One run's limits (the model's own inference budget applies inside them, as on the synchronous path).
+MODELWORKS_ASYNC_TIME_LIMIT_S = env_int("MODELWORKS_ASYNC_TIME_LIMIT_S", 60)
+CELERY_TASK_QUEUES.append(Queue(MODELWORKS_ASYNC_QUEUE))
 
 # --- Feature store (see README "Feature store") -------------------------------------------------------------------
 # "redis" needs REDIS_URL; "database" keeps the latest values in a table (the embedded default, one process or many).
@@ -505,6 +520,13 @@ CELERY_BEAT_SCHEDULE.update(
             "task": "serving.prune_dead_letters",
             "schedule": _retention_every,
             "options": {"expires": 3000},
+        },
+        # Asynchronous predictions' results past MODELWORKS_ASYNC_RESULT_TTL_S hold inputs: deleted every 10 minutes;
+        # requests left queued past MODELWORKS_ASYNC_QUEUE_TIMEOUT_S fail (their callers are told).
+        "serving-purge-async-predictions": {
+            "task": "serving.purge_async_predictions",
+            "schedule": every(env_int("MODELWORKS_ASYNC_PURGE_EVERY_S", 600), name="MODELWORKS_ASYNC_PURGE_EVERY_S"),
+            "options": {"expires": 540},
         },
         "monitoring-prune-feedback-and-events": {
             "task": "monitoring.prune_feedback_and_events",

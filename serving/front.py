@@ -43,7 +43,7 @@ from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 
 from serving import mlflow, prediction_cache, urls, v2
-from serving.hotpath import Reply, authorize, error, predict_steps, presents_credential, too_large
+from serving.hotpath import Reply, authorize, error, predict_steps, presents_credential, too_large, wants_async
 from serving.metrics import HTTP_RESPONSES
 from serving.per_process import PerProcess
 from serving.services import Answer as ModelAnswer
@@ -325,6 +325,8 @@ class Front:
             return None  # the admin session (CSRF applies) or a 401: Django's view answers both
         request_id = headers[b"x-request-id"].decode("latin-1") if b"x-request-id" in headers else None
         if predict is not None:
+            if b"prefer" in headers and wants_async(headers[b"prefer"].decode("latin-1")):
+                return None  # an asynchronous prediction: Django's view stores and queues it (serving/asynchronous.py)
             name = predict["name"]
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             return "predict", lambda body: _authenticated(
@@ -382,6 +384,9 @@ class Front:
                 future: asyncio.Future = loop.create_future()
                 request_processor().submit(Pending(make_steps(body), loop, future))
                 answer = await future
+                if answer[0] == 0:  # HAND_OVER: an asynchronous prediction, which Django's view stores and queues
+                    await self._django(scope, _replay(body, receive), send)
+                    return
         except Exception:
             HTTP_RESPONSES.labels(handler, "500").inc()  # uvicorn answers it
             raise
@@ -399,7 +404,18 @@ async def _send(send, handler: str, answer: Answer, policy: list[tuple[bytes, by
     await send({"type": "http.response.body", "body": content})
 
 
-_WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"inference-header-content-length"})
+def _replay(body: bytes, receive):
+    """`receive` for an application handed a request whose body the front has read: that body, then the client's
+    own messages (its disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> dict:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
+_WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"inference-header-content-length", b"prefer"})
 _WANTED_BY_INVOCATIONS = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"content-type"})
 
 

@@ -221,13 +221,23 @@ def refusal(exc: Exception) -> Reply:
     return error(exc.status, exc.message)  # a RouteError
 
 
+# What predict_steps answers for a body that asks to be answered asynchronously ("async" other than false): its
+# driver hands the request to serving/asynchronous.py, which stores and queues it (a database write the request
+# processor's thread must not make). Found in the parsed body, a dict lookup: the synchronous path pays nothing more.
+HAND_OVER = Reply(0, None)
+
+
 def predict_steps(
-    name: str, body: bytes, *, version: str | None, alias: str | None, request_id: str | None, caller: str = ""
-) -> services.Steps[Reply]:
-    """One authenticated `POST /api/v1/models/{name}/predict`, from its body and query to its answer."""
+    name: str, body: bytes, *, version: str | None, alias: str | None, request_id: str | None, caller: str = "",
+    may_hand_over: bool = True,
+) -> services.Steps[Reply]:  # fmt: skip
+    """One authenticated `POST /api/v1/models/{name}/predict`, from its body and query to its answer (HAND_OVER for
+    an asynchronous one, unless `may_hand_over` is false: the worker answering it)."""
     payload = parse_json(body)
     if isinstance(payload, Reply):
         return payload
+    if may_hand_over and isinstance(payload, dict) and payload.get("async", False) not in (False, None):
+        return HAND_OVER
     target = target_of(version, alias)
     if isinstance(target, Reply):
         return target
@@ -249,6 +259,12 @@ def predict_steps(
     return Reply(200, result.as_json(), {"X-Request-ID": result.request_id})
 
 
+def wants_async(prefer: str | None) -> bool:
+    """`Prefer: respond-async` (RFC 7240): the request asks to be answered asynchronously (serving/asynchronous.py).
+    A body's "async" field asks the same (predict_steps answers HAND_OVER)."""
+    return bool(prefer) and "respond-async" in prefer.lower()
+
+
 @csrf_exempt
 def predict(request: HttpRequest, name: str) -> HttpResponse:
     if request.method != "POST":
@@ -259,12 +275,17 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
     body = read_body(request)
     if isinstance(body, Reply):
         return to_response(body)
-    steps = predict_steps(
-        name,
-        body,
-        version=request.GET.get("version"),
-        alias=request.GET.get("alias"),
-        request_id=getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID"),
-        caller=caller,
-    )
-    return to_response(services.run_steps(steps))
+    version, alias = request.GET.get("version"), request.GET.get("alias")
+    request_id = getattr(request, "request_id", None) or request.META.get("HTTP_X_REQUEST_ID")
+    reply = HAND_OVER
+    if not wants_async(request.META.get("HTTP_PREFER")):
+        reply = services.run_steps(
+            predict_steps(name, body, version=version, alias=alias, request_id=request_id, caller=caller)
+        )
+    if reply is HAND_OVER:
+        from serving.asynchronous import async_prediction_submit  # which runs this module's predict_steps
+
+        reply = async_prediction_submit(
+            name=name, body=body, version=version, alias=alias, request_id=request_id, caller=caller
+        )
+    return to_response(reply)

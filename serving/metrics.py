@@ -89,3 +89,13 @@ ROUTE_STALENESS = Gauge(
     "Age of the oldest route served from memory because the database did not answer (0: all fresh)",
     multiprocess_mode="livemax",
 )
+# Asynchronous predictions (serving/asynchronous.py). Their backlog is modelworks_celery_queue_length{queue=
+# MODELWORKS_ASYNC_QUEUE}, exported by the workers that consume it (config/celery_metrics.py); how long requests
+# waited in it is this histogram, observed by the worker as it starts each one.
+ASYNC_PREDICTIONS = Counter(
+    "modelworks_async_predictions_total", "Asynchronous predictions queued (web) and finished (worker)", ["status"]
+)
+ASYNC_WAIT = Histogram(
+    "modelworks_async_prediction_wait_seconds", "Time an asynchronous prediction waited in the queue",
+    buckets=(0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -190,6 +191,54 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"dead letter {self.pk} from {self.source}"
+
+
+class AsyncStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # the synchronous endpoint would have answered 200
+    FAILED = "failed"  # it would have answered this error (status_code, answer), or the job never ran in time
+
+
+class CallbackStatus(models.TextChoices):
+    NONE = "none"  # no callback URL given
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class AsyncPrediction(models.Model):
+    """A prediction request answered over the queue (`Prefer: respond-async`): the request as sent, then the answer
+    the synchronous endpoint would have given (serving/asynchronous.py). Deleted by beat once `expires_at` passes:
+    the body holds the caller's inputs."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    model_name = models.CharField(max_length=100)
+    # Null when not sent: "?version=" (empty) is sent, and refused as the synchronous endpoint refuses it.
+    version = models.CharField(max_length=20, null=True, blank=True, help_text="?version= as sent")  # noqa: DJ001
+    alias = models.CharField(max_length=200, null=True, blank=True, help_text="?alias= as sent")  # noqa: DJ001
+    body = models.BinaryField(help_text="the request body as sent")
+    request_id = models.CharField(max_length=64)
+    caller = models.CharField(max_length=40, help_text="who asked (key:<id>, user:<id>): only they or an admin read it")
+    status = models.CharField(max_length=10, choices=AsyncStatus.choices, default=AsyncStatus.QUEUED)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True, help_text="the synchronous answer's")
+    answer = models.JSONField(null=True, blank=True, help_text="the synchronous answer's body")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="runs started (a lost worker's run is redone)")
+    callback_url = models.TextField(blank=True)
+    callback_secret = models.CharField(max_length=60, blank=True)
+    callback_status = models.CharField(max_length=10, choices=CallbackStatus.choices, default=CallbackStatus.NONE)
+    callback_outcome = models.CharField(max_length=200, blank=True)
+    callback_attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "created_at"], name="asyncpred_status_time")]
+
+    def __str__(self) -> str:
+        return f"async prediction {self.id} ({self.model_name}, {self.status})"
 
 
 from serving.batch_models import BatchChunk, BatchJob, BatchSchedule  # noqa: E402,F401 - batch scoring's tables

@@ -67,7 +67,25 @@ _PREDICT_REQUEST = {
             "oneOf": [{"type": "string", "maxLength": 200}, {"type": "integer"}],
             "description": "routing key (user or entity id): keeps a caller on one arm of a rollout or experiment",
         },
+        "async": {"type": "boolean", "description": "true: answered over the queue (202), as `Prefer: respond-async`"},
+        "callback_url": {
+            "type": "string",
+            "maxLength": 2000,
+            "description": "asynchronous only: where the finished prediction is POSTed, signed (README "
+            '"Asynchronous predictions")',
+        },
     },
+}
+_ASYNC_ACCEPTED = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "status": {"type": "string", "enum": ["queued"]},
+        "request_id": {"type": "string"},
+        "location": {"type": "string"},
+        "callback_secret": {"type": "string", "description": "with a callback_url only: shown this once"},
+    },
+    "required": ["id", "status", "request_id", "location"],
 }
 _PREDICT_RESPONSE = {
     "type": "object",
@@ -114,10 +132,18 @@ PREDICT = {
             _NAME,
             {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
             {"name": "alias", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "Prefer",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "`respond-async`: answered over the queue (202 and a Location)",
+            },  # fmt: skip
         ],
         "requestBody": {"required": True, **_json(_PREDICT_REQUEST)},
         "responses": {
             "200": {"description": "predictions", **_json(_PREDICT_RESPONSE)},
+            "202": {"description": "queued: GET the Location for the answer", **_json(_ASYNC_ACCEPTED)},
             **_errors(400, 401, 403, 404, 409, 413, 429, 503),
         },
     }
@@ -358,10 +384,38 @@ def _v2_paths(version: bool) -> dict[str, dict[str, Any]]:
     }
 
 
+PREDICTION = {
+    "get": {
+        "operationId": "prediction",
+        "summary": "An asynchronous prediction's status and, once finished, the synchronous endpoint's answer",
+        "tags": ["serving"],
+        "security": _SECURITY,
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}],
+        "responses": {
+            "200": {
+                "description": "queued, running, succeeded or failed; `answer` and `status_code` once finished",
+                **_json({
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"}, "model": {"type": "string"},
+                        "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+                        "status_code": {"type": "integer"}, "answer": {"type": "object"},
+                        "request_id": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"},
+                    },
+                    "required": ["id", "status"],
+                }),
+            },
+            **_errors(401, 404, 410),
+        },
+    }
+}  # fmt: skip
+
+
 def add_hot_path(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: describe the plain-Django prediction endpoints (native, V2, MLflow)."""
     paths = result.setdefault("paths", {})
     paths["/api/v1/models/{name}/predict"] = PREDICT
+    paths["/api/v1/predictions/{id}"] = PREDICTION
     paths["/api/v1/models/{name}/invocations"] = _invocations(named=True)
     paths["/invocations"] = _invocations(named=False)
     paths.update(_v2_paths(version=False))

@@ -1,11 +1,13 @@
-"""Celery entry points for serving, run by beat: the log's day partitions, retention of the log and the dead letters."""
+"""Celery entry points for serving: asynchronous predictions and their callbacks (on MODELWORKS_ASYNC_QUEUE); run by
+beat: the log's day partitions, retention of the log, the dead letters and asynchronous results."""
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 
-from serving import partitions, services
+from registry.webhooks.sending import webhook_backoff_s
+from serving import asynchronous, partitions, services
 from serving.retention import retention_cutoff
 
 
@@ -28,6 +30,37 @@ def prune_dead_letters() -> int:
     """Delete dead letters older than MODELWORKS_RETENTION_DEAD_LETTERS_DAYS (0: keep them all)."""
     before = retention_cutoff(settings.MODELWORKS_RETENTION_DEAD_LETTERS_DAYS)
     return services.dead_letters_prune(before=before) if before is not None else 0
+
+
+@shared_task(
+    name="serving.run_async_prediction", acks_late=True, reject_on_worker_lost=True,
+    soft_time_limit=settings.MODELWORKS_ASYNC_TIME_LIMIT_S, time_limit=settings.MODELWORKS_ASYNC_TIME_LIMIT_S + 10,
+    expires=settings.MODELWORKS_ASYNC_QUEUE_TIMEOUT_S,
+)  # fmt: skip
+def run_async_prediction(prediction_id: str) -> bool:
+    """Answer one asynchronous prediction as the synchronous endpoint would (queued with `expires`: a request that
+    waited past MODELWORKS_ASYNC_QUEUE_TIMEOUT_S is not run; beat's purge fails it)."""
+    return asynchronous.async_prediction_run(prediction_id=prediction_id)
+
+
+@shared_task(
+    bind=True, name="serving.deliver_prediction_callback", acks_late=True, reject_on_worker_lost=True,
+    max_retries=None, soft_time_limit=30, time_limit=40,
+)  # fmt: skip
+def deliver_prediction_callback(self: Task, prediction_id: str) -> bool:
+    """One attempt; a failed one is re-queued with a countdown, as webhooks are (attempts bounded by the service)."""
+    attempt = self.request.retries + 1
+    try:
+        return asynchronous.async_prediction_callback_attempt(prediction_id=prediction_id, attempt=attempt)
+    except asynchronous.RetryLater as exc:
+        raise self.retry(countdown=webhook_backoff_s(attempt), exc=exc, queue=settings.MODELWORKS_ASYNC_QUEUE) from exc
+
+
+@shared_task(name="serving.purge_async_predictions", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=300, time_limit=330, expires=540)  # fmt: skip
+def purge_async_predictions() -> dict[str, int]:
+    """Fail requests left queued past the queue timeout; delete results past MODELWORKS_ASYNC_RESULT_TTL_S."""
+    return asynchronous.async_predictions_purge()
 
 
 @shared_task(name="serving.keep_log_partitions", acks_late=True, soft_time_limit=120, time_limit=180, expires=1800)

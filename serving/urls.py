@@ -1,6 +1,7 @@
 from django.urls import path, re_path
 
 from serving import health, hotpath, mlflow, v2
+from serving.api.predictions import prediction
 
 # The prediction endpoints' paths, one pattern each, shared with the ASGI front's matcher (serving/front.py), which
 # answers these requests before Django sees them: a change here changes both. Django's `slug` and `str` converters,
@@ -15,6 +16,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     re_path(rf"^{PREDICT_PATTERN}", hotpath.predict, name="predict"),
+    path("api/v1/predictions/<str:prediction_id>", prediction, name="prediction"),  # an asynchronous one's answer
     re_path(rf"^{INVOCATIONS_PATTERN}", mlflow.invocations, name="invocations"),  # MLflow's scoring protocol
     path("v2", v2.server_metadata, name="v2-server"),
     path("v2/health/live", v2.server_live, name="v2-live"),

@@ -181,6 +181,8 @@ EXPECTED_OTHER: dict[str, str] = {
     "api-token": PUBLIC, "prometheus-django-metrics": SCRAPER, "monitoring-metrics": SCRAPER,
     "predict": PREDICT, "invocations": PREDICT, "v2-infer": PREDICT, "v2-model": PREDICT, "v2-model-ready": PREDICT,
     "v2-model-version": PREDICT, "v2-model-version-ready": PREDICT,
+    # an asynchronous prediction's answer: any caller may ask; only the one that sent it (or an admin) gets it
+    "prediction": PREDICT,
     "schema": LOGGED_IN, "api-docs": LOGGED_IN,
 }  # fmt: skip
 ON_A_MODEL = {"model-detail", "version-list", "version-detail", "version-archive", "version-onnx", "version-runtime",
@@ -362,7 +364,8 @@ def test_every_other_route_against_every_role(role, django_user_model, two_model
     paths = {"predict": reverse("predict", kwargs={"name": "a"}), "v2-infer": "/v2/models/a/infer",
              "invocations": "/api/v1/models/a/invocations", "v2-model": "/v2/models/a",
              "v2-model-ready": "/v2/models/a/ready", "v2-model-version": "/v2/models/a/versions/1",
-             "v2-model-version-ready": "/v2/models/a/versions/1/ready"}  # fmt: skip
+             "v2-model-version-ready": "/v2/models/a/versions/1/ready",
+             "prediction": "/api/v1/predictions/00000000-0000-4000-8000-000000000000"}  # fmt: skip
     wrong = []
     for name, kind in EXPECTED_OTHER.items():
         path = paths.get(name) or reverse(name)

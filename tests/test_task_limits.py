@@ -12,6 +12,7 @@ LATE_RUN_MATTERS = {
     "features.run_materialization_job": "someone asked for it; its job row says queued until it runs",
     "serving.batch_plan": "someone started a batch job; its row says pending until this runs",
     "serving.batch_work": "a batch job's chunk runner: a long batch queue is normal, and its chunks wait in Postgres",
+    "serving.deliver_prediction_callback": "an asynchronous prediction's answer is owed; retries as webhooks do",
     "registry.convert_onnx": "someone asked for it; its version says the conversion is pending until it runs",
 }
 

@@ -244,8 +244,9 @@ class Client:
         files: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         accept: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        headers: dict[str, str] = {}
+        headers = dict(headers or {})
         content = None
         if body is not None:
             content = _dumps(body)
@@ -536,15 +537,16 @@ class Client:
         key: str | None = None,
         version: int | str | None = None,
         alias: str | None = None,
-    ) -> pd.DataFrame:
+        wait: bool = True,
+        callback_url: str | None = None,
+    ) -> pd.DataFrame | AsyncPrediction:
         """Predictions for a DataFrame, a list of {feature: value} rows (or of value lists in signature order), or
         one row as a dict: a DataFrame with `prediction` and, for classifiers, `proba_<class>` per class.
 
         `key` routes consistently (the same key, the same arm of a rollout or experiment); `version`/`alias` pin
-        what serves. The answer's model, version(s) and request ids are in `.attrs`.
+        what serves. The answer's model, version(s) and request ids are in `.attrs`. `wait=False`: answered over the
+        server's queue instead (`predict_async`), with the answer sent to `callback_url` too when given.
         """
-        import pandas as pd
-
         index = None
         if _is_frame(rows):
             index = rows.index
@@ -558,26 +560,48 @@ class Client:
         if version is not None:
             number = self._version_number(name, version)
             params["version"] = number
+        if not wait:
+            if len(items) > PREDICT_BATCH:
+                raise ValueError(f"{len(items)} rows: an asynchronous prediction takes at most {PREDICT_BATCH}")
+            body = {field_name: items, **({"key": key} if key is not None else {})}
+            if callback_url is not None:
+                body["callback_url"] = callback_url
+            answer = self._json("POST", f"{API}/models/{name}/predict", body=body, params=params,
+                                headers={"Prefer": "respond-async"})  # fmt: skip
+            return AsyncPrediction(answer["id"], answer["request_id"], answer.get("callback_secret"))
         answers = []
         for start in range(0, max(len(items), 1), PREDICT_BATCH):
             body: dict[str, Any] = {field_name: items[start : start + PREDICT_BATCH]}
             if key is not None:
                 body["key"] = key
             answers.append(self._json("POST", f"{API}/models/{name}/predict", body=body, params=params))
-        frame = pd.DataFrame({"prediction": [p for a in answers for p in a["predictions"]]})
-        classes = answers[0].get("classes")
-        if answers[0].get("probabilities") is not None and classes:
-            probabilities = [p for a in answers for p in a["probabilities"]]
-            for position, label in enumerate(classes):
-                frame[f"proba_{label}"] = [row[position] for row in probabilities]
-        versions = sorted({a["version"] for a in answers})
-        if len(versions) > 1:
-            frame["version"] = [a["version"] for a in answers for _ in a["predictions"]]
-        if index is not None and len(index) == len(frame):
-            frame.index = index
-        frame.attrs.update(model=answers[0]["model"], version=versions[0] if len(versions) == 1 else versions,
-                           request_ids=[a["request_id"] for a in answers], route=answers[0].get("route"))  # fmt: skip
-        return frame
+        return _prediction_frame(answers, index)
+
+    def predict_async(self, name: str, rows: Any, **options: Any) -> AsyncPrediction:
+        """`predict(..., wait=False)`: queued on the server (at most 1,000 rows), answered by a worker; the handle's
+        id is for `prediction(id)`. `callback_url` (optional) receives the answer, signed with `callback_secret`."""
+        return self.predict(name, rows, wait=False, **options)
+
+    def prediction(self, prediction_id: str, *, timeout: float = 0, poll: float = 0.2) -> dict[str, Any]:
+        """An asynchronous prediction's status (queued, running, succeeded, failed) and, once finished, `answer`:
+        the synchronous endpoint's body (`status_code` says which). With `timeout`, waits that long for it to finish."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self._json("GET", f"{API}/predictions/{prediction_id}")
+            if found["status"] in ("succeeded", "failed") or time.monotonic() >= deadline:
+                return found
+            time.sleep(poll)
+
+    def prediction_frame(self, prediction_id: str, *, timeout: float = 60) -> pd.DataFrame:
+        """The finished asynchronous prediction as `predict` gives it (a DataFrame); the server's refusal raised as
+        `predict` raises it (e.g. a 400 naming the bad rows' fields); ModelworksError when not finished in time."""
+        found = self.prediction(prediction_id, timeout=timeout)
+        path = f"{API}/predictions/{prediction_id}"
+        if found["status"] == "failed":
+            raise error_for(found["status_code"], "GET", path, found["answer"])
+        if found["status"] != "succeeded":
+            raise ModelworksError(f"GET {path}: still {found['status']} after {timeout} s")
+        return _prediction_frame([found["answer"]], None)
 
     # --- Rollouts --------------------------------------------------------------------------------------------------
 
@@ -774,3 +798,33 @@ def _library_versions() -> dict[str, str]:
         except (ImportError, AttributeError):
             continue
     return found
+
+
+@dataclass(frozen=True)
+class AsyncPrediction:
+    """A queued prediction (`Client.predict_async`): its id for `Client.prediction`, the request id it is logged
+    under, and the secret its callback is signed with (Standard Webhooks), when it has one."""
+
+    id: str
+    request_id: str
+    callback_secret: str | None = None
+
+
+def _prediction_frame(answers: list[dict[str, Any]], index: Any) -> pd.DataFrame:
+    """The answers of the predict endpoint as one DataFrame (`Client.predict`)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"prediction": [p for a in answers for p in a["predictions"]]})
+    classes = answers[0].get("classes")
+    if answers[0].get("probabilities") is not None and classes:
+        probabilities = [p for a in answers for p in a["probabilities"]]
+        for position, label in enumerate(classes):
+            frame[f"proba_{label}"] = [row[position] for row in probabilities]
+    versions = sorted({a["version"] for a in answers})
+    if len(versions) > 1:
+        frame["version"] = [a["version"] for a in answers for _ in a["predictions"]]
+    if index is not None and len(index) == len(frame):
+        frame.index = index
+    frame.attrs.update(model=answers[0]["model"], version=versions[0] if len(versions) == 1 else versions,
+                       request_ids=[a["request_id"] for a in answers], route=answers[0].get("route"))  # fmt: skip
+    return frame

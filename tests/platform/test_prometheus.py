@@ -26,6 +26,7 @@ EXPORTED = {
     "modelworks_route_staleness_seconds",
     "modelworks_tasks_not_queued_total",
     "modelworks_celery_queue_length",
+    "modelworks_async_prediction_wait_seconds_bucket",
     "modelworks_celery_tasks_total",
     "up",
 }
@@ -82,6 +83,7 @@ def test_every_rule_has_a_runbook_and_uses_real_or_planned_metrics():
         "ModelworksServingStaleRoutes",
         "ModelworksStaleRoutesNearLimit",
         "ModelworksTasksNotQueued",
+        "ModelworksAsyncPredictionsWaiting",
     } <= names
     for rule in rules:
         assert rule["annotations"]["runbook"].strip(), rule["alert"]
