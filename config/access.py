@@ -16,7 +16,7 @@ from rest_framework import exceptions
 from rest_framework import permissions as drf
 
 from registry import permissions
-from registry.permissions import ADMIN, DEPLOY, READ, WRITE
+from registry.permissions import ADMIN, DEPLOY, PREDICT, READ, WRITE
 
 ModelOf = Callable[[dict[str, Any]], Any]
 
@@ -36,6 +36,7 @@ def _model_of(app_model: str, field: str, kwarg: str) -> ModelOf:
 _of_rollout = _model_of("rollouts.Rollout", "pk", "pk")
 _of_experiment = _model_of("experiments.Experiment", "name", "name")
 _of_monitor = _model_of("monitoring.Monitor", "pk", "pk")
+_of_batch_job = _model_of("serving.BatchJob", "pk", "pk")
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ RULES: dict[str, dict[str, Need]] = {
     "feature-online": {"POST": Need(READ)},
     "feature-historical": {"POST": Need(READ)},
     "feature-push": {"POST": Need(WRITE)},
+    # batch scoring: whoever may predict with the model (an API key with predict:<model>, any active user)
+    "batch-job-list": {"GET": Need(PREDICT, _by_name), "POST": Need(PREDICT, _by_name)},
+    "batch-job-detail": {"GET": Need(PREDICT, _of_batch_job)},
+    "batch-job-cancel": {"POST": Need(PREDICT, _of_batch_job)},
     # API keys: admins only, never an API key
     "api-key-list": {"GET": Need(ADMIN), "POST": Need(ADMIN)},
     "api-key-detail": {"GET": Need(ADMIN)},

@@ -23,6 +23,7 @@ from experiments.models import Experiment
 from monitoring.models import DriftReport
 from registry.models import ModelVersion, RegisteredModel
 from rollouts.models import Rollout
+from serving.batch_models import BatchJob
 
 TRAFFIC_HISTORY = timedelta(days=1)
 TIMELINE_ITEMS = 5
@@ -283,6 +284,10 @@ def page_context(model: RegisteredModel, compare: list[int]) -> dict[str, Any]:
         ),
         "dashboard_url": reverse("admin:monitoring_model_dashboard", args=[model.name]),
         "feature_views": _feature_views(versions),
+        "batch_jobs": list(
+            BatchJob.objects.filter(model=model).select_related("version").order_by("-created_at")[:TIMELINE_ITEMS]
+        ),
+        "batch_start_url": reverse("admin:serving_batchjob_add") + f"?model={model.pk}",
     }
 
 

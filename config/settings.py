@@ -456,6 +456,39 @@ CELERY_BEAT_SCHEDULE.update(
 )
 # --- end monitoring ---
 
+# --- Batch scoring (README "Batch scoring") ---------------------------------------------------------------------
+# Jobs run on their own queue, so a worker Deployment for batch scales apart from the one for housekeeping tasks.
+MODELWORKS_BATCH_QUEUE = env_str("MODELWORKS_BATCH_QUEUE", "batch")
+MODELWORKS_BATCH_CHUNK_ROWS = env_int("MODELWORKS_BATCH_CHUNK_ROWS", 100_000)
+MODELWORKS_BATCH_PARALLELISM = env_int("MODELWORKS_BATCH_PARALLELISM", 8)
+MODELWORKS_BATCH_MAX_REJECT_SHARE = float(env_str("MODELWORKS_BATCH_MAX_REJECT_SHARE", "0.01"))
+# A claimed chunk is its worker's this long: also the chunk task's hard time limit, so a chunk still claimed after
+# its lease belongs to a dead worker and is claimed again.
+MODELWORKS_BATCH_CHUNK_LEASE_S = env_int("MODELWORKS_BATCH_CHUNK_LEASE_S", 900)
+MODELWORKS_BATCH_IO_TIMEOUT_S = env_int("MODELWORKS_BATCH_IO_TIMEOUT_S", 30)
+MODELWORKS_BATCH_LOCAL_ROOTS = env_list("MODELWORKS_BATCH_LOCAL_ROOTS", [str(VAR_DIR / "batch")])
+MODELWORKS_BATCH_S3_ENDPOINT_URL = env_str("MODELWORKS_BATCH_S3_ENDPOINT_URL")
+MODELWORKS_BATCH_S3_REGION = env_str("MODELWORKS_BATCH_S3_REGION")
+MODELWORKS_BATCH_AZURE_ACCOUNT_NAME = env_str("MODELWORKS_BATCH_AZURE_ACCOUNT_NAME")
+MODELWORKS_BATCH_AZURE_ACCOUNT_KEY = env_secret("MODELWORKS_BATCH_AZURE_ACCOUNT_KEY")
+CELERY_BEAT_SCHEDULE.update(
+    {
+        # A job whose workers all died has nobody to claim its chunks again: once a minute, jobs with claimable
+        # chunks get runners and jobs whose chunks are all done get their manifest (serving/batch.py).
+        "serving-batch-watchdog": {
+            "task": "serving.batch_watchdog",
+            "schedule": every(env_int("MODELWORKS_BATCH_WATCHDOG_S", 60), name="MODELWORKS_BATCH_WATCHDOG_S"),
+            "options": {"expires": 50},
+        },
+        # Scheduled batch jobs (BatchSchedule rows, each with its cron): this tick starts the due ones, once each.
+        "serving-batch-schedules": {
+            "task": "serving.batch_run_due_schedules",
+            "schedule": every(60, name="MODELWORKS_BATCH_SCHEDULE_TICK_S"),
+            "options": {"expires": 50},
+        },
+    }
+)
+
 # --- Retention (see README "Subject rights") ------------------------------------------------------------------
 # Rows older than these many days are deleted by beat, daily by default; 0 keeps them. The prediction log (shadow
 # copies too) and the dead letters hold inputs and routing keys; feedback and business events feed experiments, so
@@ -610,6 +643,7 @@ SPECTACULAR_SETTINGS = {
         "RolloutStatusEnum": "rollouts.models.RolloutStatus",
         "MonitorCorrectionEnum": "monitoring.models.Correction",
         "RuntimeEnum": "registry.models.Runtime",  # a version's runtime and its override share one choice set
+        "BatchJobStatusEnum": "serving.batch_models.JobStatus",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -157,7 +157,8 @@ CONSOLE: dict[str, tuple[str, ...]] = {
     DATA_SCIENTIST: (
         "view:*", "registry.add_registeredmodel", "registry.change_registeredmodel", "registry.add_modelversion",
         "registry.change_modelversion", "experiments.add_experiment", "experiments.change_experiment",
-        "monitoring.add_monitor", "monitoring.change_monitor", "monitoring.change_alert",
+        "monitoring.add_monitor", "monitoring.change_monitor", "monitoring.change_alert", "serving.add_batchjob",
+        "serving.add_batchschedule", "serving.change_batchschedule",
     ),
     DEPLOYER: (
         "view:*", "registry.change_registeredmodel", "registry.change_modelversion", "rollouts.add_rollout",

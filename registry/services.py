@@ -86,6 +86,19 @@ def _event(
     return event
 
 
+def registry_event_record(
+    *,
+    model: RegisteredModel,
+    action: str,
+    version: ModelVersion | None = None,
+    actor: Any = None,
+    after: Any = None,
+    message: str = "",
+) -> RegistryEvent:
+    """An entry in the model's event log written by an app above the registry (a batch job's summary, say)."""
+    return _event(model=model, action=action, version=version, actor=actor, after=after, message=message)
+
+
 def _json_object(value: Any, field: str) -> dict[str, Any]:
     if value is None:
         return {}

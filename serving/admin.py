@@ -240,3 +240,6 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+from serving import batch_admin  # noqa: E402,F401 - batch jobs and schedules register themselves

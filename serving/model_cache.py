@@ -57,19 +57,24 @@ class LoadedModel:
 
     def predict(self, rows: list[list[Any]]) -> tuple[list[Any], list[list[float]] | None]:
         """Predictions (and class probabilities for classifiers) for rows in signature order, as JSON values."""
-        X = self._matrix(rows)
+        predictions, probabilities = self.predict_arrays(self._matrix(rows))
+        return predictions.tolist(), None if probabilities is None else probabilities.tolist()
+
+    def predict_arrays(self, X: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions and (classifiers) probabilities of a model input (an array or a DataFrame) as arrays:
+        the hot path and batch scoring share this, so both answer the same floats."""
         if self.classes is None or not hasattr(self.estimator, "predict_proba"):
-            return np.asarray(self.estimator.predict(X)).tolist(), None
+            return np.asarray(self.estimator.predict(X)), None
         if isinstance(self.estimator, OnnxModel):  # labels and probabilities from one run of the graph
             labels, probabilities = self.estimator.predict_with_proba(X)
-            return labels.tolist(), probabilities.tolist()
+            return np.asarray(labels), np.asarray(probabilities, dtype=float)
         probabilities = np.asarray(fast_paths.predict_proba(self.estimator, X), dtype=float)
         if _predicts_by_argmax(self.estimator):
             # These estimators' predict() is exactly classes_[argmax(predict_proba)]: skip the second pass.
             predictions = np.asarray(self.estimator.classes_)[probabilities.argmax(axis=1)]
         else:
             predictions = np.asarray(self.estimator.predict(X))
-        return predictions.tolist(), probabilities.tolist()
+        return predictions, probabilities
 
     def _matrix(self, rows: list[list[Any]]) -> Any:
         if self.needs_frame:

@@ -239,3 +239,6 @@ class AsyncPrediction(models.Model):
 
     def __str__(self) -> str:
         return f"async prediction {self.id} ({self.model_name}, {self.status})"
+
+
+from serving.batch_models import BatchChunk, BatchJob, BatchSchedule  # noqa: E402,F401 - batch scoring's tables

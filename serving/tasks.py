@@ -68,3 +68,47 @@ def keep_log_partitions() -> list[str]:
     """Give the prediction log's coming days (and any day within retention the default partition holds rows of)
     their partitions; the names created. Hourly: a late run is useless, the next one does the same."""
     return partitions.keep_partitions()
+
+
+# --- Batch scoring (serving/batch.py): planning and chunk runners are sent to MODELWORKS_BATCH_QUEUE
+# acks_late + reject_on_worker_lost: a message whose worker died is delivered again; the chunk's lease in Postgres,
+# not the message, decides who scores it, so a redelivered runner scores at most a chunk nobody holds.
+
+
+@shared_task(name="serving.batch_plan", acks_late=True, reject_on_worker_lost=True, soft_time_limit=540,
+             time_limit=600)  # fmt: skip
+def batch_plan(job_id: int) -> int:
+    """List the job's input files and cut them into chunks (a CSV is read once, counting lines)."""
+    from serving import batch
+
+    return batch.batch_job_plan(job_id=job_id)
+
+
+_LEASE_S = settings.MODELWORKS_BATCH_CHUNK_LEASE_S
+
+
+@shared_task(name="serving.batch_work", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=max(_LEASE_S - 30, _LEASE_S * 0.8), time_limit=_LEASE_S)  # fmt: skip
+def batch_work(job_id: int) -> bool:
+    """Score one chunk of the job, then queue the next runner while chunks are left; whether it scored one.
+    The hard time limit is the chunk's lease: a chunk still claimed after its lease has no live worker."""
+    from serving import batch
+
+    worked = batch.batch_work(job_id=job_id)
+    if worked:
+        batch_work.apply_async((job_id,), queue=settings.MODELWORKS_BATCH_QUEUE)
+    return worked
+
+
+@shared_task(name="serving.batch_watchdog", acks_late=True, soft_time_limit=50, time_limit=60, expires=50)
+def batch_watchdog() -> int:
+    from serving import batch
+
+    return batch.batch_watchdog()
+
+
+@shared_task(name="serving.batch_run_due_schedules", acks_late=True, soft_time_limit=50, time_limit=60, expires=50)
+def batch_run_due_schedules() -> int:
+    from serving import batch
+
+    return batch.batch_schedules_run_due()

@@ -104,6 +104,7 @@ def test_a_predict_key_or_a_registry_write_key_cannot_move_production(two_models
 # --- The matrix: every URL of the API against every role ------------------------------------------------------------
 
 READ, WRITE, ADMIN = "read", "write", "admin"
+PREDICT_ANY = "predict:*"  # predict on every model: any active user, and the predict key
 DEPLOY_A, DEPLOY_B = "deploy:a", "deploy:b"
 
 # What each route needs, written out here (not read from config/access.py), so that a changed or new route fails
@@ -167,6 +168,9 @@ EXPECTED_API: dict[str, dict[str, str]] = {
     "subject-erase": {"POST": ADMIN},
     "subject-export": {"POST": ADMIN},
     "audit-list": {"GET": ADMIN},
+    "batch-job-list": {"GET": PREDICT_ANY, "POST": PREDICT_ANY},
+    "batch-job-detail": {"GET": PREDICT_ANY},
+    "batch-job-cancel": {"POST": PREDICT_ANY},
 }
 # Routes outside the API's permission map: public, the prediction endpoints (an API key with predict:<model>, or any
 # active user's token), any logged-in caller (the schema and its docs page), or a scraper (the scrape token or an
@@ -184,7 +188,7 @@ EXPECTED_OTHER: dict[str, str] = {
 ON_A_MODEL = {"model-detail", "version-list", "version-detail", "version-archive", "version-onnx", "version-runtime",
               "version-quantize", "artifact", "alias-list",
               "alias-detail", "event-list", "rollout-list", "model-rollback", "reference", "quality",
-              "distill"}  # fmt: skip
+              "distill", "batch-job-list"}  # fmt: skip
 ON_A_ROLLOUT = {"rollout-detail", "rollout-pause", "rollout-resume", "rollout-promote", "rollout-abort"}
 ON_AN_EXPERIMENT = {"experiment-detail", "experiment-start", "experiment-stop", "experiment-weights",
                     "experiment-conclude", "experiment-results", "experiment-events"}  # fmt: skip
@@ -192,14 +196,14 @@ ON_AN_EXPERIMENT = {"experiment-detail", "experiment-start", "experiment-stop", 
 # role -> what it holds; anonymous is answered 401, every other refusal 403
 ROLES: dict[str, set[str]] = {
     "anonymous": set(),
-    "no permissions": set(),
-    "viewer": {READ},
-    "data scientist": {READ, WRITE},
-    "deployer": {READ, DEPLOY_A, DEPLOY_B},
-    "deployer of a": {READ, DEPLOY_A},
-    "admin": {READ, ADMIN},
-    "predict key": set(),
-    "superuser": {READ, WRITE, DEPLOY_A, DEPLOY_B, ADMIN},
+    "no permissions": {PREDICT_ANY},
+    "viewer": {READ, PREDICT_ANY},
+    "data scientist": {READ, WRITE, PREDICT_ANY},
+    "deployer": {READ, DEPLOY_A, DEPLOY_B, PREDICT_ANY},
+    "deployer of a": {READ, DEPLOY_A, PREDICT_ANY},
+    "admin": {READ, ADMIN, PREDICT_ANY},
+    "predict key": {PREDICT_ANY},
+    "superuser": {READ, WRITE, DEPLOY_A, DEPLOY_B, ADMIN, PREDICT_ANY},
 }
 
 
@@ -257,6 +261,7 @@ def world(two_models):
     from experiments import services as experiments
     from monitoring.models import Alert, AlertKind, Monitor
     from registry.models import WebhookEndpoint
+    from serving.batch_models import BatchJob, JobStatus
 
     made = {"rollout": {}, "experiment": {}}
     for name, model in two_models.items():
@@ -269,6 +274,10 @@ def world(two_models):
     made["monitor"] = monitor
     made["alert"] = Alert.objects.create(monitor=monitor, version=1, kind=AlertKind.QUALITY, subject="f1", message="m")
     made["key"] = api_key_create(name="listed", scopes=["predict:*"])[0]
+    made["batch_job"] = {name: BatchJob.objects.create(
+        model=model, version=model.versions.get(version=1), input_uri="/nowhere/in.parquet", input_format="parquet",
+        output_uri="/nowhere/out", chunk_rows=100, parallelism=1, max_reject_share=0.0, status=JobStatus.RUNNING,
+    ) for name, model in two_models.items()}  # fmt: skip
     made["webhook"] = WebhookEndpoint.objects.create(url="https://hooks.example.com/x", event_types=["alias.moved"],
                                                      active=False)  # fmt: skip
     return made
@@ -291,6 +300,8 @@ def requests_of(name: str, world) -> list[tuple[str, str, str | None]]:
         targets = [({"pk": world["alert"].pk}, None)]
     elif name.startswith("api-key-") and name != "api-key-list":
         targets = [({"pk": world["key"].pk}, None)]
+    elif name in ("batch-job-detail", "batch-job-cancel"):
+        targets = [({"pk": world["batch_job"][m].pk}, m) for m in ("a", "b")]
     elif name.startswith("webhook-") and name != "webhook-list":
         targets = [({"pk": world["webhook"].pk}, None)]
     elif name in ("feature-view-detail", "feature-push"):

@@ -10,6 +10,8 @@ LATE_RUN_MATTERS = {
     "registry.deliver_webhook": "a delivery is owed; its retries wait out a countdown, the attempt count bounds it",
     "monitoring.deliver_webhook": "an alert is owed; its retries wait out a countdown, the attempt count bounds it",
     "features.run_materialization_job": "someone asked for it; its job row says queued until it runs",
+    "serving.batch_plan": "someone started a batch job; its row says pending until this runs",
+    "serving.batch_work": "a batch job's chunk runner: a long batch queue is normal, and its chunks wait in Postgres",
     "serving.deliver_prediction_callback": "an asynchronous prediction's answer is owed; retries as webhooks do",
     "registry.convert_onnx": "someone asked for it; its version says the conversion is pending until it runs",
 }

@@ -183,6 +183,27 @@ def _download(mw: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+def _batch_line(job: dict[str, Any]) -> str:
+    progress = job["progress"]
+    line = (f"batch job {job['id']} of {job['model']} v{job['version']}: {job['status']}, "
+            f"{progress['rows_done']}/{progress['rows_total'] if progress['rows_total'] is not None else '?'} rows, "
+            f"{progress['rows_rejected']} rejected")  # fmt: skip
+    return (
+        line
+        + (f" -> {job['manifest']}" if job["status"] == "succeeded" else "")
+        + (f": {job['error']}" if job["error"] else "")
+    )
+
+
+def _batch(mw: Client, args: argparse.Namespace) -> int:
+    job = mw.batch_job(args.name, args.input, args.output, version=args.version, input_format=args.format,
+                       passthrough=args.passthrough, chunk_rows=args.chunk_rows)  # fmt: skip
+    if args.wait:
+        job = mw.wait_for_batch_job(job["id"], timeout=args.timeout, poll=args.poll)
+    _out(args, job, _batch_line(job))
+    return OK if job["status"] in ("succeeded", "pending", "running") else ROLLED_BACK
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=argparse.SUPPRESS, help="the platform (default: $MODELWORKS_URL)")
@@ -247,6 +268,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--time", help="ISO time of the prediction (with --routing-key)")
     sub.add_argument("--actual", required=True, help="the true label or value (JSON or text)")
     sub.add_argument("--model")
+
+    sub = command("batch", _batch, "score a file or prefix (CSV/Parquet; local, s3://, az://) as a batch job")
+    sub.add_argument("name")
+    sub.add_argument("input", help="a path, artifacts:..., s3://bucket/key or az://container/path")
+    sub.add_argument("output", help="where the Parquet parts, rejects.csv and _manifest.json go")
+    sub.add_argument("--version", help="3 or models:/name@alias (default: production, resolved at the start)")
+    sub.add_argument("--format", choices=["parquet", "csv"])
+    sub.add_argument("--passthrough", action="append", help="a column copied to the output, e.g. an id (repeatable)")
+    sub.add_argument("--chunk-rows", type=int)
+    sub.add_argument("--wait", action="store_true", help="wait until it finished (exit 4 when it failed)")
+    sub.add_argument("--timeout", type=float, default=24 * 3600)
+    sub.add_argument("--poll", type=float, default=2.0)
 
     sub = command("download", _download, "download a version's artifact, verified against its sha256")
     sub.add_argument("ref", help="models:/name/3 or models:/name@alias")

@@ -659,6 +659,49 @@ class Client:
         """Put the previous production version back (aborting a rollout in progress): {"taken_out", "serving"}."""
         return self._json("POST", f"{API}/models/{name}/rollback/")
 
+    # --- Batch scoring --------------------------------------------------------------------------------------------
+
+    def batch_job(
+        self,
+        name: str,
+        input: str,
+        output: str,
+        *,
+        version: int | str | None = None,
+        input_format: str | None = None,
+        passthrough: Sequence[str] | None = None,
+        chunk_rows: int | None = None,
+        parallelism: int | None = None,
+        max_reject_share: float | None = None,
+    ) -> dict[str, Any]:
+        """Start scoring every row of `input` (a path, artifacts:..., s3://bucket/key or az://..., CSV or Parquet,
+        one file or a prefix) with `name`'s `version` (default: production, resolved now) into Parquet parts and a
+        manifest under `output`; the job as the API shows it (id, status, progress)."""
+        body: dict[str, Any] = {"input": input, "output": output}
+        options = {"version": version, "input_format": input_format, "chunk_rows": chunk_rows,
+                   "parallelism": parallelism, "max_reject_share": max_reject_share}  # fmt: skip
+        body.update({k: v for k, v in options.items() if v is not None})
+        if passthrough:
+            body["passthrough"] = list(passthrough)
+        return self._json("POST", f"{API}/models/{name}/batch-jobs/", body=body)
+
+    def batch_job_status(self, job_id: int) -> dict[str, Any]:
+        return self._json("GET", f"{API}/batch-jobs/{job_id}/")
+
+    def batch_job_cancel(self, job_id: int) -> dict[str, Any]:
+        return self._json("POST", f"{API}/batch-jobs/{job_id}/cancel/")
+
+    def wait_for_batch_job(self, job_id: int, timeout: float = 24 * 3600, poll: float = 2.0) -> dict[str, Any]:
+        """Poll until the job succeeded, failed or was cancelled and return it; ModelworksError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.batch_job_status(job_id)
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return job
+            if time.monotonic() >= deadline:
+                raise ModelworksError(f"batch job {job_id} still {job['status']} after {timeout:g}s")
+            time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
+
     # --- Feedback, business events, features, monitoring ----------------------------------------------------------
 
     def feedback(

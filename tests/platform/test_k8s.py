@@ -188,3 +188,30 @@ def test_the_base_keeps_the_placeholder_image():
     for doc in render(K8S / "base"):
         for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             assert container["image"] == "modelworks"
+
+
+def test_batch_workers_consume_the_batch_queue_and_scale_on_its_depth(rendered):
+    """Batch scoring has its own worker Deployment on the `batch` queue and its own HPA on that queue's depth, the
+    external metric prometheus-adapter makes of modelworks_celery_queue_length (config/celery_metrics.py)."""
+    from django.conf import settings
+
+    _, docs = rendered
+    worker = docs[("Deployment", "modelworks-batch-worker")]
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    assert command[:4] == ["celery", "-A", "config", "worker"]
+    assert command[command.index("-Q") + 1] == settings.MODELWORKS_BATCH_QUEUE == "batch"
+    assert {"name": "MODELWORKS_BATCH_QUEUE", "value": "batch"} in container["env"]
+    assert "-Q" not in docs[("Deployment", "modelworks-worker")]["spec"]["template"]["spec"]["containers"][0]["command"]
+    hpa = docs[("HorizontalPodAutoscaler", "modelworks-batch-worker")]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "modelworks-batch-worker"
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "External"
+    assert metric["external"]["metric"] == {
+        "name": "celery_queue_length",
+        "selector": {"matchLabels": {"queue": "batch"}},
+    }
+    (configmap,) = render(K8S / "prometheus-adapter")
+    (rule,) = yaml.safe_load(configmap["data"]["config.yaml"])["externalRules"]
+    assert rule["seriesQuery"].startswith("modelworks_celery_queue_length{")
+    assert rule["name"]["as"] == "celery_queue_length"
