@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("registry", "0006_webhook_endpoints_and_deliveries"),
-        ("serving", "0014_async_predictions"),  # after main's; the integrator renumbers this one
+        ("serving", "0014_async_predictions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
