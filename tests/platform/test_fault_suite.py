@@ -39,9 +39,9 @@ from tests.platform.load import Load
 from tests.platform.processes import free_port, request, stop, wait_for
 from tests.rollouts.conftest import Celery
 
-# One xdist worker runs the whole module (`make test` distributes with --dist loadgroup): the platform starts once,
-# and gunicorn's SIGTERM, which stops it, is the module's last case on that worker.
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120), pytest.mark.xdist_group("fault-suite")]
+# One xdist worker runs the whole module (`make test` distributes by file, --dist loadfile): the platform starts once,
+# and gunicorn's SIGTERM, which stops it, is the module's last case.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 PREDICT = "/api/v1/models/cancer/predict"
 RATE = 200  # requests/s in total, from 8 client threads

@@ -140,7 +140,8 @@ def test_moving_production_during_a_rollout_is_refused_and_the_rollout_keeps_its
     rollout.refresh_from_db()
     assert rollout.status == RolloutStatus.RUNNING
     assert statuses(rollout.model) == {1: "production", 2: "canary"}
-    routes = {route for _, route in served(caller, logreg, range(60)).values()}
+    # 200 keys: at 10% to the candidate, the chance that none of them lands there is 0.9**200, about 1e-9
+    routes = {route for _, route in served(caller, logreg, range(200)).values()}
     assert routes == {f"rollout:{rollout.pk}:baseline", f"rollout:{rollout.pk}:candidate"}
 
 
