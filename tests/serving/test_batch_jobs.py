@@ -275,7 +275,7 @@ def test_cancel_stops_the_remaining_chunks(api, cancer, shared, worker):
 
 
 def test_a_worker_killed_mid_job_and_restarted_completes_it_without_duplicate_parts(
-    cancer, forest, shared, queue, s3, worker
+    cancer, forest, shared, queue, s3, worker, fault_row
 ):
     rows = sample_rows(800, 6)
     write_parquet(shared / "in-e" / "rows.parquet", rows, row_group=50)
@@ -293,7 +293,8 @@ def test_a_worker_killed_mid_job_and_restarted_completes_it_without_duplicate_pa
     assert job.status == JobStatus.RUNNING and job.chunks_done < 16
     orphaned = list(job.chunks.filter(status=ChunkStatus.RUNNING).values_list("index", flat=True))
     worker["process"] = start_worker(shared, queue, s3[0], "w1-restarted", **LEASE)
-    deadline = time.monotonic() + 40
+    restarted = time.monotonic()
+    deadline = restarted + 40
     while job.status == JobStatus.RUNNING and time.monotonic() < deadline:
         batch.batch_watchdog()  # what beat runs every minute: runners for chunks nobody holds
         time.sleep(0.5)
@@ -302,6 +303,10 @@ def test_a_worker_killed_mid_job_and_restarted_completes_it_without_duplicate_pa
     assert (job.chunks_done, job.rows_done) == (16, 800)
     assert all(job.chunks.get(index=i).attempt >= 2 for i in orphaned)
     files = sorted(p.name for p in (shared / "out-e").iterdir())
+    parts = [name for name in files if name.startswith("part-")]
+    # issue 20's fault table: rows scored, chunk parts expected/found, seconds from the restart to the finished job
+    fault_row("Celery worker SIGKILLed mid-batch job (chunk parts)", len(rows), 0, 16, len(parts),
+              time.monotonic() - restarted)  # fmt: skip
     assert files == sorted([*(f"part-{i:05d}.parquet" for i in range(16)), "_manifest.json", "rejects.csv"])
     _, result = read_result(shared / "out-e")
     assert_scored_like_in_process(result, rows, forest.estimator)
