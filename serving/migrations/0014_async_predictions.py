@@ -1,5 +1,4 @@
-# Asynchronous predictions (serving/asynchronous.py). Chained after main's latest serving migration (0013_prediction_ood)
-# so that this branch migrates after merging main (the brief's parent: 0009); the integrator re-chains it.
+# Asynchronous predictions (serving/asynchronous.py).
 
 import django.utils.timezone
 import uuid
