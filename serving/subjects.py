@@ -1,4 +1,5 @@
-"""Serving's subject stores (registry/subjects.py): the prediction log, its shadow copies and the dead letters."""
+"""Serving's subject stores (registry/subjects.py): the prediction log, its shadow copies, the dead letters and the
+asynchronous predictions (their stored request bodies)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from registry.subjects import Subject, register_request_ids, register_store
-from serving.models import DeadLetter, Outcome, PredictionLog
+from serving.models import AsyncPrediction, DeadLetter, Outcome, PredictionLog
 from serving.shadow import shadow_request_id
 
 _LOG_FIELDS = ("request_id", "model_name", "version", "routing_key", "inputs", "outputs", "latency_ms", "cached",
@@ -41,6 +42,25 @@ def _dead_letters(subject: Subject) -> QuerySet[DeadLetter]:
     return DeadLetter.objects.filter(match)
 
 
+def _async_predictions(subject: Subject) -> QuerySet[AsyncPrediction]:
+    """Asynchronous requests sent with the subject's key (their body holds it as sent, until the result expires) or
+    answered under one of its request ids. Bodies are bytes, so they are read here: the table holds only requests
+    not yet past MODELWORKS_ASYNC_RESULT_TTL_S (beat purges the rest)."""
+    forms = set(subject.forms) | {subject.key}
+    matched = []
+    for pk, request_id, body in AsyncPrediction.objects.values_list("pk", "request_id", "body").iterator():
+        if request_id in subject.request_ids:
+            matched.append(pk)
+            continue
+        try:
+            payload = json.loads(bytes(body))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            continue
+        if isinstance(payload, dict) and isinstance(payload.get("key"), str) and payload["key"] in forms:
+            matched.append(pk)
+    return AsyncPrediction.objects.filter(pk__in=matched)
+
+
 def _erase(queryset: QuerySet, dry_run: bool) -> int:
     return queryset.count() if dry_run else queryset.delete()[0]
 
@@ -55,6 +75,10 @@ def _erase_shadows(subject: Subject, dry_run: bool) -> dict[str, int]:
 
 def _erase_dead_letters(subject: Subject, dry_run: bool) -> dict[str, int]:
     return {DeadLetter._meta.db_table: _erase(_dead_letters(subject), dry_run)}
+
+
+def _erase_async(subject: Subject, dry_run: bool) -> dict[str, int]:
+    return {AsyncPrediction._meta.db_table: _erase(_async_predictions(subject), dry_run)}
 
 
 def _rows(queryset: QuerySet, fields: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -73,8 +97,21 @@ def _export_dead_letters(subject: Subject) -> dict[str, list[dict[str, Any]]]:
     return {DeadLetter._meta.db_table: _rows(_dead_letters(subject), ("source", "payload", "error", "created_at"))}
 
 
+def _export_async(subject: Subject) -> dict[str, list[dict[str, Any]]]:
+    rows = []
+    for row in _async_predictions(subject).order_by("created_at"):
+        try:
+            body: Any = json.loads(bytes(row.body))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = bytes(row.body).decode("utf-8", "replace")
+        fields = {"id": str(row.pk), "model_name": row.model_name, "request_id": row.request_id, "status": row.status}
+        rows.append({**fields, "body": body, "answer": row.answer, "created_at": row.created_at})
+    return {AsyncPrediction._meta.db_table: rows}
+
+
 def register() -> None:
     register_request_ids(request_ids)
     register_store("prediction_log", erase=_erase_log, export=_export_log)
     register_store("shadow_log", erase=_erase_shadows, export=_export_shadows)
     register_store("dead_letters", erase=_erase_dead_letters, export=_export_dead_letters)
+    register_store("async_predictions", erase=_erase_async, export=_export_async)

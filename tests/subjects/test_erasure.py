@@ -67,7 +67,7 @@ def test_erase_subject_leaves_nothing_of_the_key_in_any_store_and_keeps_everyone
         "prediction_log\tserving_predictionlog": "6", "shadow_log\tserving_predictionlog (shadow)": "3",
         "dead_letters\tserving_deadletter": "1", "features_offline\tfeatures_featurevalue": "1",
         "features_online\tredis": "1", "exposures\texperiments_exposure": "1", "feedback\tmonitoring_feedback": "2",
-        "business_events\tmonitoring_businessevent": "1",
+        "business_events\tmonitoring_businessevent": "1", "async_predictions\tserving_asyncprediction": "0",
     }  # fmt: skip
     assert "erased 16 rows for subject hmac:" in out and ALICE not in out
 
@@ -169,3 +169,25 @@ def test_the_database_online_store_is_erased_too(settings, monkeypatch):
     assert "features_online\tfeatures_onlinevalue\t1" in run("erase_subject", ALICE)
     assert list(OnlineValue.objects.values_list("entity_key", flat=True)) == [BOB]
     monkeypatch.setattr(online.online_store, "_value", None)
+
+
+def test_asynchronous_requests_are_erased_and_exported_with_the_rest(production, logreg):
+    """A queued asynchronous request holds the key in its stored body until it expires: erasure takes it too."""
+    from serving.asynchronous import async_prediction_submit
+    from serving.models import AsyncPrediction
+    from tests.serving.conftest import rows_of
+
+    def submit(key: str) -> str:
+        body = json.dumps({"instances": rows_of(logreg.X_test, 1), "key": key, "async": True}).encode()
+        reply = async_prediction_submit(name="cancer", body=body, version=None, alias=None, request_id=None,
+                                        caller="user:1")  # fmt: skip
+        assert reply.status == 202, reply.payload
+        return reply.payload["id"]
+
+    alice, bob = submit(ALICE), submit(BOB)
+    exported = json.loads(run("export_subject", ALICE))["stores"]["async_predictions"]["serving_asyncprediction"]
+    assert [(row["id"], row["body"]["key"]) for row in exported] == [(alice, ALICE)]
+
+    out = run("erase_subject", ALICE)
+    assert "async_predictions\tserving_asyncprediction\t1" in out
+    assert [str(pk) for pk in AsyncPrediction.objects.values_list("pk", flat=True)] == [bob]
