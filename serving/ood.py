@@ -9,6 +9,7 @@ says so, refuses the request (422, naming the features out of the reference's ra
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +18,8 @@ from django.conf import settings
 
 from serving import metrics
 from serving.validation import InputError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,11 @@ def verdict_for(version_id: int, model_name: str, version: int, rows: list[list[
     scorer = scorer_for(version_id)
     if scorer is None:
         return None
-    verdict = scorer.score(rows)
+    try:
+        verdict = scorer.score(rows)
+    except Exception:  # noqa: BLE001 - a profile that cannot score these rows must not fail the prediction
+        logger.warning("OOD scoring failed for %s v%s; the rows are not scored", model_name, version, exc_info=True)
+        return None
     refused = verdict.refused_rows()
     if refused:
         metrics.OOD_ROWS.labels(model_name, str(version), "refused").inc(len(rows))

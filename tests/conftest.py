@@ -97,6 +97,17 @@ def artifact_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def fresh_ood_scorers():
+    """Each test reads OOD profiles afresh: this process's scorers are held by version id, and a flushed test
+    database gives ids out again."""
+    from monitoring import ood
+
+    ood.forget()
+    yield
+    ood.forget()
+
+
+@pytest.fixture(autouse=True)
 def webhook_receivers_on_localhost(settings):
     """Webhooks may not go to loopback by default; the suite's receivers listen on 127.0.0.1, allowed explicitly."""
     settings.MODELWORKS_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.1/32"]

@@ -7,10 +7,13 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
+import redis
+from django.conf import settings
 from django.utils import timezone
 
 from features.definitions import definitions_apply
-from features.models import FeatureValue
+from features.models import FeatureValue, FeatureView
+from features.online import redis_key
 from features.retrieval import view_cache
 from modelworks_client import ApiError
 from tests.features.conftest import PATIENT, VITALS
@@ -21,6 +24,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def vitals(db):
     definitions_apply(entities=[PATIENT], views=[VITALS])
+    # The online store starts empty for this view, whatever an earlier test left in Redis.
+    redis.Redis.from_url(settings.REDIS_URL).delete(redis_key(FeatureView.objects.get(name=VITALS["name"])))
     view_cache.clear()
     yield
     view_cache.clear()

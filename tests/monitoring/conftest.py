@@ -108,3 +108,9 @@ def receiver():
 
 def shifted(frame, factor: float = 1.8):
     return frame * factor
+
+
+def webhooks_queued(callbacks: list) -> list:
+    """The on-commit callbacks that send an alert's webhook (others, such as a new OOD profile's cache drop, may be
+    queued by the same run)."""
+    return [callback for callback in callbacks if callback.__module__ == "monitoring.services.alerts"]

@@ -22,7 +22,7 @@ from serving.model_cache import model_cache
 from serving.models import Outcome, PredictionLog, RouteReason
 from serving.prediction_log import LogEntry, masked_inputs
 from serving.shadow import shadow_request_id
-from tests.monitoring.conftest import flush, predict_each, rows, shifted
+from tests.monitoring.conftest import flush, predict_each, rows, shifted, webhooks_queued
 
 pytestmark = pytest.mark.django_db
 
@@ -107,7 +107,7 @@ def test_after_a_promotion_the_monitor_watches_the_new_production_and_resolves_t
     assert not resolved.open and resolved.resolution == "the monitor now watches v4: production moved"
     assert (resolved.version, resolved.message, resolved.details) == (2, message, details)  # never rewritten
     assert not Alert.objects.filter(resolved_at__isnull=True).exists()
-    assert len(queued) == 1  # one webhook, "resolved", as a cleared condition is notified
+    assert len(webhooks_queued(queued)) == 1  # one webhook, "resolved", as a cleared condition is notified
     body = webhooks.webhook_body(resolved, "resolved")
     assert body["version"] == 2 and body["resolution"] == resolved.resolution and body["message"] == message
 

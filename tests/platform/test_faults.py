@@ -62,10 +62,13 @@ def _assert_kept_answering(load: SteadyLoad, hung_from: float, hung_to: float) -
 def test_predictions_keep_answering_while_redis_hangs(production_and_key, artifact_root, tmp_path):
     key, row = production_and_key
     body = json.dumps({"instances": [row]}).encode()  # one row, so that it is in the prediction cache (Redis)
+    # The in-process level of the cache off, so that every request asks Redis (level 2): this is about Redis hanging
+    # under the request path, not about answers that never leave the process.
+    no_local_cache = {"MODELWORKS_PREDICTION_CACHE_LOCAL_MB": "0"}
     with own_postgres() as pg, own_redis() as redis_server:
         database = pg.copy_of_test_database("faults")
         with running_web(var=tmp_path / "web", artifact_root=artifact_root, database_url=database,
-                         redis_url=redis_server.url) as port:  # fmt: skip
+                         redis_url=redis_server.url, env=no_local_cache) as port:  # fmt: skip
             _warm(port, key, body)
             with SteadyLoad(port, PREDICT, body, _headers(key), rate=RATE) as load:
                 time.sleep(1)
