@@ -24,7 +24,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def vitals(db):
     definitions_apply(entities=[PATIENT], views=[VITALS])
-    # The online store starts empty for this view, whatever an earlier test left in Redis.
+    # The online store starts empty for this view, whatever an earlier test (or a process on a copy of this
+    # database) left in Redis.
     redis.Redis.from_url(settings.REDIS_URL).delete(redis_key(FeatureView.objects.get(name=VITALS["name"])))
     view_cache.clear()
     yield
