@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 def _setup_django(queue: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DEBUG", "1")  # a local run needs no SECRET_KEY; the workers inherit this environment
     os.environ["MODELWORKS_BATCH_QUEUE"] = queue
     os.environ["MODELWORKS_BATCH_LOCAL_ROOTS"] = str(WORK)
     import django
