@@ -97,6 +97,17 @@ def artifact_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def fresh_local_prediction_cache():
+    """Each test starts with an empty in-process level of the prediction cache: entries are keyed by version number
+    and artifact hash, and many tests register the same artifact as `cancer` v1 (an answer cached by an earlier test
+    would be a hit, computed in another batch, equal only to the last bit)."""
+    from serving import prediction_cache
+
+    prediction_cache.local().clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def fresh_ood_scorers():
     """Each test reads OOD profiles afresh: this process's scorers are held by version id, and a flushed test
     database gives ids out again."""

@@ -126,7 +126,9 @@ def test_shifted_outputs_are_caught_by_the_output_drift_check(celery, flushing_l
     drifting = registry.model_version_register(
         model=canary_model, artifact=shifted(logreg, 4.0), evaluation_data=logreg.eval_csv
     )
-    rollout = rollout_start(model=canary_model, candidate=drifting, stages=[50, 100], stage_seconds=STAGE_SECONDS)
+    # Same model, same speed: a latency spike on a busy machine must not be what rolls it back first.
+    rollout = rollout_start(model=canary_model, candidate=drifting, stages=[50, 100], stage_seconds=STAGE_SECONDS,
+                            analysis=SAME_MODEL_LATENCY)  # fmt: skip
     drive(rollout, sample_rows(logreg), until={RolloutStatus.ROLLED_BACK, RolloutStatus.PROMOTED})
 
     rollout.refresh_from_db()
