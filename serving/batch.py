@@ -332,7 +332,6 @@ def _predict(loaded: Any, X: Any) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _commit_chunk(chunk: BatchChunk, *, scored: int, rejected: int, seconds: float) -> None:
     with transaction.atomic():
-        job = BatchJob.objects.select_for_update().get(pk=chunk.job_id)
         updated = BatchChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=ChunkStatus.RUNNING).update(
             status=ChunkStatus.DONE, rows_scored=scored, rows_rejected=rejected, part=_part_name(chunk.index),
             seconds=seconds, finished_at=timezone.now(),
@@ -340,10 +339,12 @@ def _commit_chunk(chunk: BatchChunk, *, scored: int, rejected: int, seconds: flo
         if not updated:
             logger.warning("%s: lost its lease before committing; the newer claim counts", chunk)
             return
-        BatchJob.objects.filter(pk=job.pk).update(rows_done=F("rows_done") + scored + rejected,
-                                                  rows_rejected=F("rows_rejected") + rejected,
-                                                  chunks_done=F("chunks_done") + 1)  # fmt: skip
-        job.refresh_from_db()
+        # The UPDATE takes the job's row lock (held to the commit): the counts, and the decision to finish, are
+        # one chunk's at a time.
+        BatchJob.objects.filter(pk=chunk.job_id).update(rows_done=F("rows_done") + scored + rejected,
+                                                        rows_rejected=F("rows_rejected") + rejected,
+                                                        chunks_done=F("chunks_done") + 1)  # fmt: skip
+        job = BatchJob.objects.select_related("model", "version").get(pk=chunk.job_id)
         if job.status != JobStatus.RUNNING:
             return
         if job.rows_rejected > job.max_reject_share * (job.rows_total or 0):
@@ -488,6 +489,8 @@ def checked_columns(
                                     feature, float_limit)  # fmt: skip
         columns[feature["name"]] = values
         for mask, reason in problems:
+            if not mask.any():
+                continue
             fresh = mask & ~flagged
             if fresh.any():
                 fields[fresh] = feature["name"]
