@@ -40,6 +40,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from registry import refs
 from registry import selectors as registry_selectors
@@ -327,7 +328,9 @@ def _predict(loaded: Any, X: Any) -> tuple[np.ndarray, np.ndarray | None]:
     signature refused the rest) skips scikit-learn's own finiteness checks, one pass per step of a pipeline; a
     nullable feature's missing values keep them, so a model that cannot take NaN still says so."""
     finite = isinstance(X, np.ndarray) and bool(np.isfinite(X.sum()))
-    with sklearn.config_context(assume_finite=finite):
+    # Threads for BLAS and OpenMP: the pool of worker processes is the parallelism (Celery's concurrency is the
+    # cores by default), and a process's own threads on top only contend with the other workers' for the same cores.
+    with sklearn.config_context(assume_finite=finite), threadpool_limits(settings.MODELWORKS_BATCH_THREADS):
         return loaded.predict_arrays(X)
 
 
