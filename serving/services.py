@@ -72,7 +72,8 @@ class ModelCall:
 
 Answer = tuple[list[Any], list[list[float]] | None]
 T = TypeVar("T")
-# A request's steps yield model calls and (prediction_cache.lookup_steps) level-2 cache lookups to their driver.
+# A request's steps yield to their driver its out-of-distribution scoring (ood.verdict_steps), its level-2 cache
+# lookup (prediction_cache.lookup_steps) and its model calls: the front's rounds do each for many requests at once.
 Steps = Generator[ModelCall | prediction_cache.CacheLookup | ood.OodScoring, Any, T]
 TensorDecoder = Callable[[dict[str, Any]], list[list[Any]]]
 
