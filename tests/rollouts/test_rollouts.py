@@ -329,7 +329,7 @@ def test_the_decision_log_is_append_only_even_in_raw_sql(canary_model, baseline,
 def test_ground_truth_that_says_the_candidate_is_worse_rolls_it_back(api, canary_model, baseline, candidate, logreg):
     """Same model, so errors, latency and outputs agree; only the feedback tells them apart."""
     rollout = rollouts.rollout_start(model=canary_model, candidate=candidate, stages=[50, 100], stage_seconds=60,
-                                     analysis={"min_feedback": 50})  # fmt: skip
+                                     analysis={"min_feedback": 50, **SAME_MODEL_LATENCY})  # fmt: skip
     rollouts.tick()
     from serving import services
 
