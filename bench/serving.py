@@ -950,13 +950,17 @@ def benchmark(opts: Options, report: Report, procs: Processes) -> None:
         try:
             print("Modelworks: fresh database, migrate, seed_demo, create_api_key", flush=True)
             key = prepare_platform()
-            for _ in range(opts.rounds):
-                if opts.bare:
-                    run_bare(bodies["platform"], opts, procs, report)
+            for number in range(opts.rounds):
+                arms = [lambda: run_bare(bodies["platform"], opts, procs, report)] if opts.bare else []
                 if opts.before:
-                    run_platform(False, key, bodies["platform"], opts, procs, report, Path(opts.before))
+                    arms.append(lambda: run_platform(False, key, bodies["platform"], opts, procs, report,
+                                                     Path(opts.before)))  # fmt: skip
                 for cache in (False, True) if opts.cache_run else (False,):
-                    run_platform(cache, key, bodies["platform"], opts, procs, report)
+                    arms.append(lambda cache=cache: run_platform(cache, key, bodies["platform"], opts, procs, report))
+                # Every other round in the reverse order, so that a load rising or falling during the run (other
+                # jobs on the machine) does not favour the arm that always comes first.
+                for arm in arms if number % 2 == 0 else reversed(arms):
+                    arm()
         except BenchError as exc:
             report.problems.append(f"Modelworks: {exc}")
             print(f"Modelworks: {exc}", file=sys.stderr)
