@@ -10,6 +10,11 @@ How it measures
   then on, medians): "unique", no row ever repeats (the cache can only cost), and "half", every other request one
   of the 143 test rows (50% repeats). Targets: cache on >= cache off on "unique", >= 1.5x on "half", at every
   concurrency measured. "cycle" is the headline load (the 143 rows cycled: all repeats, once warm).
+- The tail and the memory (issue 18, item 7) are judged against a bare Django view (--bare: bench/bare_django, the
+  same body and estimator, gunicorn's gthread worker, WEB_CONCURRENCY workers) and against the platform served from
+  another checkout (--before: the code before a change), all in the same rounds, in reverse order every other round.
+  Targets: p99 at c=8 <= 2x the bare view's, req/s >= 0.95x the code before's, the web tree (master and workers,
+  the demo loaded) under 400 MiB, printed both as PSS and as RSS summed.
 - MLflow serves the same two models, trained the same way (bench/mlflow_models.py, in its own venv under
   bench/.mlflow-venv with the project's scikit-learn/numpy/scipy/pandas versions), with
   `mlflow models serve --env-manager local --workers 2`: once as shipped, once with TCP_NODELAY set on accepted
