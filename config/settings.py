@@ -465,6 +465,10 @@ MODELWORKS_BATCH_MAX_REJECT_SHARE = float(env_str("MODELWORKS_BATCH_MAX_REJECT_S
 # A claimed chunk is its worker's this long: also the chunk task's hard time limit, so a chunk still claimed after
 # its lease belongs to a dead worker and is claimed again.
 MODELWORKS_BATCH_CHUNK_LEASE_S = env_int("MODELWORKS_BATCH_CHUNK_LEASE_S", 900)
+# A runner scores chunk after chunk for this long before it queues the next runner and lets other tasks have the worker.
+MODELWORKS_BATCH_RUNNER_S = env_int("MODELWORKS_BATCH_RUNNER_S", 30)
+# Threads a batch worker process lets BLAS/OpenMP use for a model call: its worker processes are the parallelism.
+MODELWORKS_BATCH_THREADS = env_int("MODELWORKS_BATCH_THREADS", 1)
 MODELWORKS_BATCH_IO_TIMEOUT_S = env_int("MODELWORKS_BATCH_IO_TIMEOUT_S", 30)
 MODELWORKS_BATCH_LOCAL_ROOTS = env_list("MODELWORKS_BATCH_LOCAL_ROOTS", [str(VAR_DIR / "batch")])
 MODELWORKS_BATCH_S3_ENDPOINT_URL = env_str("MODELWORKS_BATCH_S3_ENDPOINT_URL")

@@ -42,7 +42,7 @@ from django.db import connections
 from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 
-from serving import mlflow, prediction_cache, urls, v2
+from serving import mlflow, ood, prediction_cache, urls, v2
 from serving.hotpath import Reply, authorize, error, predict_steps, presents_credential, too_large, wants_async
 from serving.metrics import HTTP_RESPONSES
 from serving.per_process import PerProcess
@@ -123,11 +123,27 @@ class RequestProcessor:
 
 def answer_round(requests: list[Pending], max_rows: int) -> None:
     """Answer these requests together (the processor's round; callable directly, on any thread). The round's
-    prediction-cache lookups go to Redis as one MGET, its cache writes as one pipeline when it ends."""
+    out-of-distribution scoring is one call per version, its prediction-cache lookups go to Redis as one MGET, its
+    cache writes as one pipeline when it ends."""
     with prediction_cache.round_writes():
         calls = [(pending, call) for pending in requests if (call := _advance(pending, True, None)) is not None]
         while calls:  # a request can make a second call (its fallback version's) in a later pass
-            calls = _model_calls(_cache_lookups(calls), max_rows)
+            calls = _model_calls(_cache_lookups(_ood_scorings(calls)), max_rows)
+
+
+def _ood_scorings(calls: list[tuple[Pending, Any]]) -> list[tuple[Pending, Any]]:
+    """Score the rows of every request asking for it (the round's rows of one version in one call); the steps they
+    ask for next (cache lookups, model calls)."""
+    scorings = [(pending, step) for pending, step in calls if isinstance(step, ood.OodScoring)]
+    if not scorings:
+        return calls
+    verdicts = ood.score_all([step for _, step in scorings])
+    calls = [(pending, step) for pending, step in calls if not isinstance(step, ood.OodScoring)]
+    for (pending, _), verdict in zip(scorings, verdicts, strict=True):
+        step = _advance(pending, True, verdict)
+        if step is not None:
+            calls.append((pending, step))
+    return calls
 
 
 def _cache_lookups(calls: list[tuple[Pending, Any]]) -> list[tuple[Pending, ModelCall]]:

@@ -10,7 +10,8 @@ lookups (`lookup_steps` yields a `CacheLookup`), and the processor sends the loo
 one MGET; writes made during a round (`store`) go out together when the round ends (`round_writes`), sent by a
 writer thread of their own as one command (a script of SET EX per key: a pipeline's packing costs three times the
 CPU). While level 2 finds almost nothing (a workload that does not repeat), only one lookup in
-MODELWORKS_PREDICTION_CACHE_PROBE_EVERY asks it (`Yield`), so it costs nearly nothing there.
+MODELWORKS_PREDICTION_CACHE_PROBE_EVERY asks it (`Yield`), and only rows seen twice are written (`Admission`), so
+it costs nearly nothing there.
 Redis gets its own client with a short timeout (MODELWORKS_PREDICTION_CACHE_TIMEOUT_MS) and its own back-off
 (config.cache.Circuit): a slow or absent Redis only turns level-2 hits into misses, never an error, and is skipped
 for a moment after it fails. Values are JSON (exact for the floats, ints and strings models answer; NaN included):
@@ -67,15 +68,55 @@ def row_key(version_key: str, row: list[Any]) -> str:
 # ------------------------------------------------------------------------------------------------- level 1
 
 
+class Admission:
+    """Which computed answers are worth caching. While this process's lookups have found almost nothing lately (a
+    moving average of the share of rows found, per lookup, under MIN_HITS: rows that do not repeat), an answer is
+    cached only for a row seen once before, as TinyLFU's doorkeeper admits (a set of recently seen keys' hashes,
+    emptied when it holds SEEN of them). Why: on such a workload every write (its JSON, level 1's entry, a Redis SET)
+    was CPU spent for nothing, and made the cache cost more than it saved. A row that comes back is cached on its
+    second sighting, and once lookups find rows again everything is admitted as before.
+
+    No lock: sets' operations are atomic, and a lost update of the average only nudges it."""
+
+    MIN_HITS = 0.02
+    WEIGHT = 0.05  # of the newest lookup in the average: from 1.0, about 60 lookups finding nothing take it under 2%
+    SEEN = 1 << 16
+
+    def __init__(self) -> None:
+        self.average = 1.0
+        self._seen: set[int] = set()
+
+    def record(self, asked: int, found: int) -> None:
+        if asked:
+            self.average += self.WEIGHT * (found / asked - self.average)
+
+    def admit(self, keys: list[str]) -> list[str]:
+        if self.average >= self.MIN_HITS:
+            return keys
+        admitted = []
+        for key in keys:
+            fingerprint = hash(key)
+            if fingerprint in self._seen:
+                self._seen.discard(fingerprint)
+                admitted.append(key)
+                continue
+            if len(self._seen) >= self.SEEN:
+                self._seen.clear()
+            self._seen.add(fingerprint)
+        return admitted
+
+
 class LocalCache:
-    """An LRU of encoded answers bounded by bytes (keys, values and a fixed overhead per entry), each with its TTL.
-    Thread-safe: the processor thread and Django's request threads share it."""
+    """An LRU of encoded answers bounded by bytes (keys, values and a fixed overhead per entry), each with its TTL,
+    and what this process admits to either level (Admission). Thread-safe: the processor thread and Django's request
+    threads share it."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._entries: OrderedDict[str, tuple[Any, float, int]] = OrderedDict()  # key -> (value, expires, size)
         self._lock = threading.Lock()
+        self.admission = Admission()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -114,6 +155,7 @@ class LocalCache:
         with self._lock:
             self._entries.clear()
             self.bytes = 0
+            self.admission = Admission()
 
     def _drop(self, key: str) -> None:
         self.bytes -= self._entries.pop(key)[2]
@@ -331,13 +373,15 @@ def _write(writes: list[tuple[dict[str, bytes], int]]) -> None:
 
 def lookup_steps(keys: list[str]) -> Generator[CacheLookup, dict[str, Any], dict[str, Any]]:
     """The cached answers for these keys: level 1, then (as a step its driver answers) level 2 for the rest."""
-    hits = local().get_many(keys)
+    level_one = local()
+    hits = level_one.get_many(keys)
     if len(hits) < len(keys) and remote() is not None:
         absent = [key for key in keys if key not in hits]
         found = yield CacheLookup(absent)
         for key in absent:
             if key in found:
                 hits[key] = found[key]
+    level_one.admission.record(len(keys), len(hits))
     return hits
 
 
@@ -361,9 +405,13 @@ _round = _Round()
 
 def store(entries: dict[str, Any], ttl_seconds: int) -> None:
     """Cache these answers in both levels. Level 2's writes are queued for the writer thread at once, or, inside
-    `round_writes`, with the round's other writes when it ends (one pipeline). Never raises."""
+    `round_writes`, with the round's other writes when it ends (one pipeline). Only what Admission admits is
+    cached. Never raises."""
+    admitted = local().admission.admit(list(entries))
+    if not admitted:
+        return
     try:
-        blobs = {key: json.dumps(value, separators=(",", ":")).encode() for key, value in entries.items()}
+        blobs = {key: json.dumps(entries[key], separators=(",", ":")).encode() for key in admitted}
     except (TypeError, ValueError):
         logger.warning("prediction cache: an answer is not JSON; not cached", exc_info=True)
         return

@@ -72,8 +72,9 @@ class ModelCall:
 
 Answer = tuple[list[Any], list[list[float]] | None]
 T = TypeVar("T")
-# A request's steps yield model calls and (prediction_cache.lookup_steps) level-2 cache lookups to their driver.
-Steps = Generator[ModelCall | prediction_cache.CacheLookup, Any, T]
+# A request's steps yield to their driver its out-of-distribution scoring (ood.verdict_steps), its level-2 cache
+# lookup (prediction_cache.lookup_steps) and its model calls: the front's rounds do each for many requests at once.
+Steps = Generator[ModelCall | prediction_cache.CacheLookup | ood.OodScoring, Any, T]
 TensorDecoder = Callable[[dict[str, Any]], list[list[Any]]]
 
 
@@ -137,6 +138,9 @@ def run_steps(steps: Steps[T]) -> T:
         while True:
             if isinstance(call, prediction_cache.CacheLookup):
                 call = steps.send(prediction_cache.fetch(call.keys))  # never raises: Redis away is all misses
+                continue
+            if isinstance(call, ood.OodScoring):
+                call = steps.send(ood.score_all([call])[0])  # never raises: a failed scorer is no verdict
                 continue
             try:
                 answer = call_inline(call)
@@ -221,7 +225,7 @@ def predict_steps(
             rows = rows_from_payload(
                 payload, loaded.signature, settings.MODELWORKS_MAX_BATCH, float_limit=loaded.float_limit
             )
-            verdict = ood.verdict_for(loaded.version_id, model_name, loaded.version, rows)
+            verdict = yield from ood.verdict_steps(loaded.version_id, model_name, loaded.version, rows)
         except InputError:
             outcome = INVALID
             raise

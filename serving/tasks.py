@@ -85,19 +85,24 @@ def batch_plan(job_id: int) -> int:
 
 
 _LEASE_S = settings.MODELWORKS_BATCH_CHUNK_LEASE_S
+_CHUNK_SOFT_S = max(_LEASE_S - 30, _LEASE_S * 0.8)
+# A runner claims chunks for this long, and not past the point where a chunk claimed last could outlive its lease
+# before the soft limit stops it.
+_RUNNER_S = max(0.0, min(settings.MODELWORKS_BATCH_RUNNER_S, _LEASE_S - _CHUNK_SOFT_S))
 
 
 @shared_task(name="serving.batch_work", acks_late=True, reject_on_worker_lost=True,
-             soft_time_limit=max(_LEASE_S - 30, _LEASE_S * 0.8), time_limit=_LEASE_S)  # fmt: skip
+             soft_time_limit=_CHUNK_SOFT_S + _RUNNER_S, time_limit=_LEASE_S + _RUNNER_S)  # fmt: skip
 def batch_work(job_id: int) -> bool:
-    """Score one chunk of the job, then queue the next runner while chunks are left; whether it scored one.
-    The hard time limit is the chunk's lease: a chunk still claimed after its lease has no live worker."""
+    """Score chunks of the job one after another for up to MODELWORKS_BATCH_RUNNER_S, then queue the next runner if
+    chunks may be left (so other jobs' runners get the worker in turn); whether it scored one. Each chunk gets its
+    whole lease before the hard time limit: a chunk still claimed after its lease has no live worker."""
     from serving import batch
 
-    worked = batch.batch_work(job_id=job_id)
-    if worked:
+    scored, time_up = batch.batch_work_for(job_id=job_id, seconds=_RUNNER_S)
+    if time_up:
         batch_work.apply_async((job_id,), queue=settings.MODELWORKS_BATCH_QUEUE)
-    return worked
+    return scored > 0
 
 
 @shared_task(name="serving.batch_watchdog", acks_late=True, soft_time_limit=50, time_limit=60, expires=50)

@@ -125,6 +125,35 @@ def test_a_refused_request_is_not_served(profiled):
     assert refused.value.status == 422 and refused.value.errors[0]["features"] == ["mean area"]
 
 
+def test_a_round_of_requests_is_scored_together_as_each_would_be_alone(profiled):
+    """The request processor scores the rows of one round's requests for a version in one call: every request gets
+    its own rows' verdict (flags, logged scores, a refusal) exactly as scored alone."""
+    import json
+
+    from serving.front import Pending, answer_round
+    from serving.hotpath import predict_steps
+
+    version, reference = profiled
+    call_command("ood_profile", "cancer", "1", "--refuse-above", "1.5", stdout=io.StringIO())
+    inside = reference.iloc[:2].to_dict(orient="records")
+    largest = reference.loc[reference["mean radius"].idxmax()].to_dict()
+    flagged = {**largest, "mean radius": largest["mean radius"] * 1.01}  # flagged, under the refusal threshold
+    refused = {**inside[1], "mean area": reference["mean area"].max() * 10}
+    bodies = [[inside[0]], [flagged, inside[1]], [refused], inside]
+    alone = [ood.scorer_source(version.pk).score([list(row.values()) for row in rows]) for rows in bodies]
+    pending = [Pending(predict_steps("cancer", json.dumps({"instances": rows}).encode(), version=None, alias=None,
+                                     request_id=None)) for rows in bodies]  # fmt: skip
+    answer_round(pending, max_rows=64)
+    assert [p.reply.status for p in pending] == [200, 200, 422, 200]
+    assert [e["features"] for e in pending[2].reply.payload["errors"]] == [["mean area"]]
+    flush()
+    for i in (0, 1, 3):
+        logged = PredictionLog.objects.get(request_id=pending[i].reply.payload["request_id"])
+        assert logged.ood_scores == pytest.approx(alone[i].scores, abs=1e-4)
+        assert logged.ood_flagged == alone[i].flagged
+    assert [alone[i].flagged for i in (0, 1, 3)] == [0, 1, 0]
+
+
 # ------------------------------------------------------------------------------------ the maths, against an oracle
 
 SIGNATURE = {"inputs": [{"name": "a", "dtype": "float"}, {"name": "colour", "dtype": "category"},

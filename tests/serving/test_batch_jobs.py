@@ -199,6 +199,41 @@ def test_a_multi_chunk_parquet_job_over_a_prefix_equals_scoring_in_process(api, 
     assert event.after["rows"] == 550 and event.after["version"] == 1 and event.after["output"] == f"{shared}/out-a/"
 
 
+def test_a_logistic_regression_job_equals_scoring_in_process(classifier_model, logreg, shared, worker):
+    """The linear model's path (a column-major matrix, scikit-learn's finiteness checks skipped on finite input)
+    answers what the estimator answers on the rows in one call."""
+    version = registry.model_version_register(model=classifier_model, artifact=logreg.artifact,
+                                              evaluation_data=logreg.eval_csv)  # fmt: skip
+    registry.alias_create(model=classifier_model, name="production", version=version)
+    rows = sample_rows(700, 9)
+    write_parquet(shared / "in-lr" / "rows.parquet", rows, row_group=100)
+    job = batch.batch_job_create(model=classifier_model, input_uri=f"{shared}/in-lr/rows.parquet",
+                                 output_uri=f"{shared}/out-lr", passthrough=["id"], chunk_rows=300)  # fmt: skip
+    job = wait_for(job)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert (job.chunks_total, job.rows_done, job.rows_rejected) == (3, 700, 0)
+    _, result = read_result(shared / "out-lr")
+    assert_scored_like_in_process(result, rows, logreg.estimator)
+
+
+def test_missing_values_of_a_nullable_feature_reach_the_model_which_says_it_cannot_take_them(
+    classifier_model, logreg, shared, worker
+):
+    version = registry.model_version_register(model=classifier_model, artifact=logreg.artifact,
+                                              evaluation_data=logreg.eval_csv)  # fmt: skip
+    registry.alias_create(model=classifier_model, name="production", version=version)
+    inputs = [dict(f, nullable=True) if f["name"] == "mean radius" else f for f in version.signature["inputs"]]
+    version.signature = {**version.signature, "inputs": inputs}
+    version.save(update_fields=["signature"])
+    rows = sample_rows(50, 10)
+    rows.loc[7, "mean radius"] = np.nan
+    write_parquet(shared / "in-nan" / "rows.parquet", rows, row_group=50)
+    job = wait_for(batch.batch_job_create(model=classifier_model, input_uri=f"{shared}/in-nan/rows.parquet",
+                                          output_uri=f"{shared}/out-nan"))  # fmt: skip
+    assert job.status == JobStatus.FAILED and "NaN" in job.error, job.error
+    assert not (shared / "out-nan" / "_manifest.json").exists()
+
+
 def test_bad_rows_of_a_csv_land_in_the_rejects_file_and_over_the_share_fail_the_job(
     api, cancer, forest, shared, worker
 ):

@@ -53,7 +53,7 @@ def test_parquet_chunks_follow_row_groups(roots):
     pq.write_table(pa.table({"x": np.arange(250.0)}), path, row_group_size=50)
     _, chunks = batch_io.plan(batch_io.locate(str(path)), "parquet", 120)
     assert [(c["row_groups"], c["first_row"], c["rows"]) for c in chunks] == [([0, 1, 2], 0, 150), ([3, 4], 150, 100)]
-    assert batch_io.read_chunk(chunks[1])["x"].tolist() == list(np.arange(150.0, 250.0))
+    assert batch_io.read_chunk(chunks[1])["x"].to_pylist() == list(np.arange(150.0, 250.0))
 
 
 FEATURE = {"name": "x", "dtype": "float", "min": -5, "max": 1e6}
@@ -69,12 +69,29 @@ values = st.one_of(
 def test_vectorised_validation_refuses_exactly_what_a_request_would(column):
     """The column check and serving/validation.py's check_value agree on every value a Parquet float column holds."""
     frame = pd.DataFrame({"x": pd.Series([np.nan if v is None else float(v) for v in column], dtype=float)})
+    # as a Parquet chunk reads: an Arrow column, nulls where the value is missing (NaN stays NaN)
+    table = pa.table({"x": pa.array([None if v is None else float(v) for v in column], type=pa.float64())})
     feature = {"name": "x", "dtype": "float"}  # no bounds: the model's float limit decides
     for checked, limit in ((FEATURE, FLOAT64_MAX), (feature, FLOAT64_MAX), (feature, FLOAT32_MAX)):
-        _, _, reasons = batch.checked_columns(frame, [checked], float_limit=limit)
+        _, fields, reasons = batch.checked_columns(frame, [checked], float_limit=limit)
+        _, arrow_fields, arrow_reasons = batch.checked_columns(table, [checked], float_limit=limit)
+        assert list(arrow_reasons) == list(reasons) and list(arrow_fields) == list(fields)
         for value, reason in zip(frame["x"], reasons, strict=True):
             expected = check_value(checked, None if np.isnan(value) else float(value), limit)
             assert (reason is None) == (expected is None), (value, limit, reason, expected)
+
+
+INT_FEATURE = {"name": "n", "dtype": "int", "min": 0, "max": 100, "allowed": [1, 2, 3, 50]}
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(-10, 200)), min_size=1, max_size=30), st.booleans())
+def test_an_arrow_integer_column_is_checked_as_its_pandas_reading_is(column, nullable):
+    """Parquet integer columns (with or without nulls) take the Arrow path: the same reasons, row by row."""
+    feature = {**INT_FEATURE, "nullable": nullable}
+    table = pa.table({"n": pa.array(column, type=pa.int64())})
+    _, fields, reasons = batch.checked_columns(table.to_pandas(), [feature], float_limit=FLOAT64_MAX)
+    _, arrow_fields, arrow_reasons = batch.checked_columns(table, [feature], float_limit=FLOAT64_MAX)
+    assert list(arrow_reasons) == list(reasons) and list(arrow_fields) == list(fields)
 
 
 @pytest.mark.django_db

@@ -201,6 +201,30 @@ def test_level_two_is_asked_rarely_while_it_finds_nothing_and_again_once_it_does
     assert sum(answer["cached"][0] for answer in answers) > 12
 
 
+@pytest.mark.django_db
+def test_while_rows_never_repeat_only_a_row_seen_twice_is_cached(served, own_cache, settings):
+    """Rows that never repeat stop costing writes (no SET, no level-1 entry) once lookups have found nothing for a
+    while; a row that then comes back is cached on its second sighting and answered from the cache on its third."""
+    settings.MODELWORKS_PREDICTION_CACHE = True
+    frame = served.X_test.head(40)
+    rows = rows_of(frame, 40)
+    for n in range(160):  # 160 lookups finding nothing: the cache's hit share falls under Admission.MIN_HITS
+        row = rows[n % 40]
+        in_round([body([{**row, "mean radius": row["mean radius"] + n * 1e-9}])])
+    assert prediction_cache.drain_writes()
+    settled_sets, settled_entries = commands(own_cache, "set"), len(prediction_cache.local())
+    fresh = [body([{**row, "mean radius": row["mean radius"] + 1e-6}]) for row in rows[:5]]
+    first = [in_round([raw])[0] for raw in fresh]
+    assert prediction_cache.drain_writes()
+    assert (commands(own_cache, "set"), len(prediction_cache.local())) == (settled_sets, settled_entries)
+    second = [in_round([raw])[0] for raw in fresh]
+    third = [in_round([raw])[0] for raw in fresh]
+    assert prediction_cache.drain_writes()
+    assert commands(own_cache, "set") == settled_sets + 5
+    assert [a["cached"] for a in first + second] == [[False]] * 10 and [a["cached"] for a in third] == [[True]] * 5
+    assert [a["probabilities"] for a in third] == [a["probabilities"] for a in first]
+
+
 @hypothesis_settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.booleans(), st.integers(0, 40)), max_size=60))
 def test_level_one_is_an_lru_bounded_by_bytes(operations):
