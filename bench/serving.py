@@ -10,6 +10,11 @@ How it measures
   then on, medians): "unique", no row ever repeats (the cache can only cost), and "half", every other request one
   of the 143 test rows (50% repeats). Targets: cache on >= cache off on "unique", >= 1.5x on "half", at every
   concurrency measured. "cycle" is the headline load (the 143 rows cycled: all repeats, once warm).
+- The tail and the memory (issue 18, item 7) are judged against a bare Django view (--bare: bench/bare_django, the
+  same body and estimator, gunicorn's gthread worker, WEB_CONCURRENCY workers) and against the platform served from
+  another checkout (--before: the code before a change), all in the same rounds, in reverse order every other round.
+  Targets: p99 at c=8 <= 2x the bare view's, req/s >= 0.95x the code before's, the web tree (master and workers,
+  the demo loaded) under 400 MiB, printed both as PSS and as RSS summed.
 - MLflow serves the same two models, trained the same way (bench/mlflow_models.py, in its own venv under
   bench/.mlflow-venv with the project's scikit-learn/numpy/scipy/pandas versions), with
   `mlflow models serve --env-manager local --workers 2`: once as shipped, once with TCP_NODELAY set on accepted
@@ -73,6 +78,8 @@ PINNED = ("scikit-learn", "numpy", "scipy", "pandas")  # same versions in the ML
 
 PLATFORM = "modelworks"
 PLATFORM_CACHED = "modelworks (cache on)"
+PLATFORM_BEFORE = "modelworks (before)"  # --before: the same platform from another checkout (the code before a change)
+BARE = "bare django"  # --bare: bench/bare_django, the model call alone behind a plain Django view
 MLFLOW_SHIPPED = "mlflow (as shipped)"
 MLFLOW_NODELAY = "mlflow (TCP_NODELAY)"
 # Throughput targets: platform req/s over the better MLflow's, per model and concurrency.
@@ -84,6 +91,13 @@ RPS_TARGETS = {
 }
 P99_TARGET_MS = 50.0
 P99_TARGET_CONCURRENCY = 64
+# Issue 18, item 7: the tail at c=8 against the bare Django view's (same run), throughput against the code before
+# (medians over --rounds; 0.95: within the spread of medians between rounds of the same code), the web tree's memory.
+BARE_P99_FACTOR = 2.0
+BARE_P99_CONCURRENCY = 8
+BEFORE_RPS_FACTOR = 0.95
+TREE_MEMORY_TARGET_MIB = 400.0
+BARE_THREADS = 4  # gthread threads per bare worker: 8 connections over 2 workers
 
 
 class BenchError(Exception):
@@ -110,6 +124,8 @@ class Options:
     timeout: int
     workloads: tuple[str, ...] = ("cycle",)
     rounds: int = 1
+    bare: bool = False
+    before: str = ""
 
 
 @dataclass
@@ -148,6 +164,7 @@ class Memory:
     processes: int
     rss_mib: float
     pss_mib: float
+    largest_rss_mib: float = 0.0
 
 
 @dataclass
@@ -175,12 +192,18 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset of "
                         + ", ".join(WORKLOADS) + " (default: all)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1, help="Modelworks runs per arm, alternating (medians)")
+    parser.add_argument("--bare", action="store_true", help="also measure a bare Django view doing only the model "
+                        "call (bench/bare_django; gunicorn gthread, 2 workers), in the same rounds")  # fmt: skip
+    parser.add_argument("--before", default="", metavar="CHECKOUT", help="also measure the platform served from this "
+                        "checkout (the code before a change; same database), in the same rounds")  # fmt: skip
     args = parser.parse_args(argv)
     workloads = tuple(w for w in args.workloads.split(",") if w)
     if not workloads or set(workloads) - set(WORKLOADS):
         parser.error(f"--workloads: a comma-separated subset of {', '.join(WORKLOADS)}")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    if args.before and not (Path(args.before) / "config" / "asgi.py").exists():
+        parser.error(f"--before: {args.before} is not a checkout of this project")
     models = tuple(m for m in args.models.split(",") if m)
     if unknown := set(models) - set(MODELS):
         parser.error(f"unknown model(s): {', '.join(sorted(unknown))}")
@@ -192,7 +215,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     return Options(
         duration=args.duration, warmup=args.warmup, connections=connections, threads=args.threads, models=models,
         platform=not args.skip_platform, mlflow=not args.skip_mlflow, cache_run=not args.no_cache_run,
-        timeout=args.timeout, workloads=workloads, rounds=args.rounds,
+        timeout=args.timeout, workloads=workloads, rounds=args.rounds, bare=args.bare,
+        before=str(Path(args.before).resolve()) if args.before else "",
     )  # fmt: skip
 
 
@@ -414,14 +438,14 @@ def recreate_database() -> None:
     shutil.rmtree(WORK / "var", ignore_errors=True)
 
 
-def query_one(sql: str) -> Any:
+def query_one(sql: str, params: tuple[Any, ...] = ()) -> Any:
     import psycopg2
 
     conn = psycopg2.connect(**{**DB_ADMIN, "dbname": DB_NAME}, connect_timeout=5)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, params)
             return cur.fetchone()[0] if cur.description else None
     finally:
         conn.close()
@@ -454,11 +478,12 @@ def indent(text: str) -> str:
     return "\n".join("    " + line for line in text.rstrip().splitlines())
 
 
-def gunicorn_cmd(port: int) -> tuple[list[str], str]:
-    """The deployed command line, and which configuration it uses."""
+def gunicorn_cmd(port: int, checkout: Path = REPO) -> tuple[list[str], str]:
+    """The deployed command line (of the code in `checkout`, run from there), and which configuration it uses."""
     base = [str(GUNICORN), "config.asgi:application", "--bind", f"{HOST}:{port}"]
-    if GUNICORN_CONF.exists():
-        return [*base, "-c", str(GUNICORN_CONF)], str(GUNICORN_CONF.relative_to(REPO))
+    conf = checkout / "platform" / "gunicorn.conf.py"
+    if conf.exists():
+        return [*base, "-c", str(conf)], str(conf.relative_to(checkout))
     return [*base, *GUNICORN_FALLBACK], "fallback: " + " ".join(GUNICORN_FALLBACK)
 
 
@@ -488,16 +513,20 @@ def settled_log_count(timeout: float = 20.0) -> int:
         time.sleep(1.5)
 
 
-def run_platform(cache: bool, key: str, bodies: Path, opts: Options, procs: Processes, report: Report) -> None:
-    server = PLATFORM_CACHED if cache else PLATFORM
+def run_platform(
+    cache: bool, key: str, bodies: Path, opts: Options, procs: Processes, report: Report, checkout: Path = REPO
+) -> None:  # fmt: skip
+    server = PLATFORM_BEFORE if checkout != REPO else PLATFORM_CACHED if cache else PLATFORM
     query_one("TRUNCATE serving_predictionlog")
     flush_redis()
     port = free_port()
-    cmd, config = gunicorn_cmd(port)
-    report.environment["gunicorn"] = config
+    cmd, config = gunicorn_cmd(port, checkout)
+    report.environment["gunicorn" if checkout == REPO else "gunicorn (before)"] = config
     log = LOGS / f"{slug(server)}-gunicorn.txt"
-    print(f"\n{server}: gunicorn ({config}) on {HOST}:{port}, prediction cache {'on' if cache else 'off'}", flush=True)
-    proc = procs.start(cmd, env=platform_env(cache), log=log)
+    where = "" if checkout == REPO else f" from {checkout}"
+    print(f"\n{server}: gunicorn ({config}){where} on {HOST}:{port}, prediction cache {'on' if cache else 'off'}",
+          flush=True)  # fmt: skip
+    proc = procs.start(cmd, env=platform_env(cache), log=log, cwd=checkout)
     every: list[Run] = []
     smoke = 0
     try:
@@ -511,12 +540,61 @@ def run_platform(cache: bool, key: str, bodies: Path, opts: Options, procs: Proc
                 report.runs.extend(measured)
                 every.extend(runs)
         report.memory.append(tree_memory(server, proc.pid))
-        print(f"  web process tree: {report.memory[-1].processes} processes, RSS {report.memory[-1].rss_mib:.0f} MiB, "
-              f"PSS {report.memory[-1].pss_mib:.0f} MiB")  # fmt: skip
+        print_memory(report.memory[-1])
     finally:
         code = procs.stop(proc, group=False, grace=60)  # SIGTERM to the master: a graceful, flushing shutdown
         print(f"  gunicorn stopped (exit {code}); log {log.relative_to(REPO)}")
     report.log_checks.append(check_log(server, smoke, every))
+
+
+def artifact_file(model: str) -> Path:
+    """The production version's artifact of `model`, as the bench's seed stored it (local artifact storage)."""
+    relative = query_one(
+        "SELECT v.artifact_path FROM registry_modelalias a JOIN registry_modelversion v ON v.id = a.version_id"
+        " JOIN registry_registeredmodel m ON m.id = v.model_id WHERE m.name = %s AND a.name = 'production'",
+        (model,),
+    )
+    return WORK / "var" / "artifacts" / relative
+
+
+def bare_cmd(port: int) -> list[str]:
+    """gunicorn as a plain Django deployment runs it: the threaded worker (keep-alive connections, as wrk keeps
+    them), the platform's worker count."""
+    workers = os.environ.get("WEB_CONCURRENCY", "2")
+    return [
+        str(GUNICORN), "bench.bare_django.wsgi:application", "--bind", f"{HOST}:{port}", "--workers", workers,
+        "--worker-class", "gthread", "--threads", str(BARE_THREADS), "--keep-alive", "5",
+    ]  # fmt: skip
+
+
+def run_bare(bodies: Path, opts: Options, procs: Processes, report: Report) -> None:
+    """bench/bare_django: the same JSON body, the same estimator's predict_proba and predict, nothing else."""
+    for model in opts.models:
+        port = free_port()
+        env = dict(os.environ)
+        env.update(BARE_MODEL_PATH=str(artifact_file(model)), DJANGO_SETTINGS_MODULE="bench.bare_django.settings")
+        log = LOGS / f"bare-django-{model}.txt"
+        print(f"\n{BARE}: {model} on {HOST}:{port} (gunicorn gthread, {env.get('WEB_CONCURRENCY', '2')} workers x "
+              f"{BARE_THREADS} threads)", flush=True)  # fmt: skip
+        proc = procs.start(bare_cmd(port), env=env, log=log)
+        try:
+            wait_ready(proc, port, "/healthz", log)
+            body = bodies.read_text().splitlines()[0].encode()
+            status, raw = http_request(port, "POST", "/predict", body, {"Content-Type": "application/json"})
+            if status != 200 or "probabilities" not in json.loads(raw):
+                raise BenchError(f"the bare Django view answered {status}: {raw[:300]!r}")
+            for workload in opts.workloads:
+                measured, _ = measure(Target(BARE, model, port, "/predict", bodies, workload=workload), opts)
+                report.runs.extend(measured)
+            report.memory.append(tree_memory(f"{BARE} ({model})", proc.pid))
+            print_memory(report.memory[-1])
+        finally:
+            procs.stop(proc, group=True, grace=20)
+
+
+def print_memory(memory: Memory) -> None:
+    print(f"  web process tree: {memory.processes} processes, RSS {memory.rss_mib:.0f} MiB, PSS {memory.pss_mib:.0f} "
+          f"MiB (largest process RSS {memory.largest_rss_mib:.0f} MiB)")  # fmt: skip
 
 
 def tree_memory(server: str, root: int) -> Memory:
@@ -531,12 +609,14 @@ def tree_memory(server: str, root: int) -> Memory:
         children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
         tree.update(children)
         frontier.extend(children)
-    rss = pss = 0
+    rss = pss = largest = 0
     for pid in tree:
         with suppress(OSError):
-            rss += _kb(Path(f"/proc/{pid}/status").read_text(), "VmRSS:")
+            own = _kb(Path(f"/proc/{pid}/status").read_text(), "VmRSS:")
             pss += _kb(Path(f"/proc/{pid}/smaps_rollup").read_text(), "Pss:")
-    return Memory(server, len(tree), rss / 1024, pss / 1024)
+            rss += own
+            largest = max(largest, own)
+    return Memory(server, len(tree), rss / 1024, pss / 1024, largest / 1024)
 
 
 def _kb(text: str, name: str) -> int:
@@ -709,7 +789,8 @@ def targets(report: Report, opts: Options) -> list[dict[str, Any]]:
             name = f"{row['model']} {row['workload']} c={row['connections']}: cache on >= {factor}x off"
             detail = f"{row['on_rps']:.0f} vs {row['off_rps']:.0f} req/s ({row['rps_ratio']:.2f}x)"
             results.append(target(name, row["rps_ratio"] >= factor, detail))
-    platform_runs = [r for r in report.runs if r.server in (PLATFORM, PLATFORM_CACHED)]
+    results.extend(tail_targets(report, opts))
+    platform_runs = [r for r in report.runs if r.server in (PLATFORM, PLATFORM_CACHED, PLATFORM_BEFORE)]
     errors = sum(r.errors for r in platform_runs)
     passed = None if not platform_runs else errors == 0
     results.append(target("zero errors (Modelworks, every measured run)", passed, f"{errors} errors"))
@@ -717,6 +798,61 @@ def targets(report: Report, opts: Options) -> list[dict[str, Any]]:
         detail = f"completed {check.completed_ok} <= logged {check.logged} <= issued {check.issued}"
         results.append(target(f"every prediction in the log ({check.server})", check.passed, detail))
     return results
+
+
+def tree_memory_of(report: Report, server: str) -> Memory | None:
+    """The median by RSS of the server's web-tree measurements (one per round)."""
+    found = sorted((m for m in report.memory if m.server == server), key=lambda m: m.rss_mib)
+    return found[len(found) // 2] if found else None
+
+
+def tail_targets(report: Report, opts: Options) -> list[dict[str, Any]]:
+    """Issue 18, item 7: p99 at c=8 against the bare Django view's, throughput against --before's, the web tree."""
+    results = []
+    for model in opts.models:
+        ours, bare = (
+            find(report, PLATFORM, model, BARE_P99_CONCURRENCY),
+            find(report, BARE, model, BARE_P99_CONCURRENCY),
+        )
+        if ours is not None and bare is not None:
+            name = f"{model} c={BARE_P99_CONCURRENCY}: p99 <= {BARE_P99_FACTOR:g}x the bare Django view's"
+            detail = (
+                f"{ours.p99_ms:.2f} vs {BARE_P99_FACTOR:g} x {bare.p99_ms:.2f} ms ({ours.p99_ms / bare.p99_ms:.2f}x)"
+            )
+            results.append(target(name, ours.p99_ms <= BARE_P99_FACTOR * bare.p99_ms, detail))
+        for connections in opts.connections:
+            ours, before = find(report, PLATFORM, model, connections), find(report, PLATFORM_BEFORE, model, connections)
+            if ours is not None and before is not None:
+                name = f"{model} c={connections}: req/s >= {BEFORE_RPS_FACTOR:g}x the code before"
+                detail = f"{ours.rps:.0f} vs {before.rps:.0f} req/s ({ours.rps / before.rps:.2f}x)"
+                results.append(target(name, ours.rps >= BEFORE_RPS_FACTOR * before.rps, detail))
+    memory = tree_memory_of(report, PLATFORM)
+    if memory is not None:
+        limit = TREE_MEMORY_TARGET_MIB
+        results.append(target(f"web tree PSS < {limit:.0f} MiB (master + workers, demo loaded)",
+                              memory.pss_mib < limit, f"{memory.pss_mib:.0f} MiB"))  # fmt: skip
+        results.append(target(f"web tree RSS summed < {limit:.0f} MiB (shared pages once per process)",
+                              memory.rss_mib < limit, f"{memory.rss_mib:.0f} MiB"))  # fmt: skip
+    return results
+
+
+def comparison_rows(report: Report, opts: Options) -> list[dict[str, Any]]:
+    """Bare Django, the code before and this code side by side (medians of the rounds), with their web trees."""
+    rows = []
+    for model in opts.models:
+        for connections in opts.connections:
+            for server in (BARE, PLATFORM_BEFORE, PLATFORM):
+                run = find(report, server, model, connections)
+                if run is None or server == PLATFORM and not (opts.bare or opts.before):
+                    continue
+                memory = tree_memory_of(report, f"{BARE} ({model})" if server == BARE else server)
+                rows.append({
+                    "server": server, "model": model, "connections": connections, "rounds": opts.rounds,
+                    "rps": run.rps, "p50_ms": run.p50_ms, "p99_ms": run.p99_ms, "max_ms": run.max_ms,
+                    "tree_rss_mib": memory.rss_mib if memory else None,
+                    "tree_pss_mib": memory.pss_mib if memory else None,
+                })  # fmt: skip
+    return rows
 
 
 def verdict(passed: bool | None) -> str:
@@ -737,6 +873,15 @@ def print_report(report: Report, opts: Options) -> None:
             label = f"{row['model']} {row['workload']} c={row['connections']}"
             print(f"{label:<46}{row['off_rps']:>11.0f}{row['on_rps']:>11.0f}{fmt_ratio(row['rps_ratio']):>9}"
                   f"{row['off_p99_ms']:>9.2f}{row['on_p99_ms']:>9.2f}")  # fmt: skip
+    compared = comparison_rows(report, opts)
+    if compared:
+        print(f"\nside by side (medians of {opts.rounds} round(s)){'':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'RSS MiB':>9}{'PSS MiB':>9}")  # fmt: skip
+        for row in compared:
+            label = f"{row['server']} {row['model']} c={row['connections']}"
+            rss = "-" if row["tree_rss_mib"] is None else f"{row['tree_rss_mib']:.0f}"
+            pss = "-" if row["tree_pss_mib"] is None else f"{row['tree_pss_mib']:.0f}"
+            print(f"{label:<50}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{rss:>9}{pss:>9}")
     rows = ratios(report, opts)
     if rows:
         print(f"\nModelworks / best MLflow{'':<16}{'req/s':>10}{'p50':>10}{'p99':>10}   (best = higher req/s)")
@@ -761,6 +906,7 @@ def write_json(report: Report, opts: Options) -> Path:
     data = asdict(report)
     data["ratios"] = ratios(report, opts)
     data["cache"] = cache_rows(report, opts)
+    data["side_by_side"] = comparison_rows(report, opts)
     data["targets"] = targets(report, opts)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
@@ -809,9 +955,17 @@ def benchmark(opts: Options, report: Report, procs: Processes) -> None:
         try:
             print("Modelworks: fresh database, migrate, seed_demo, create_api_key", flush=True)
             key = prepare_platform()
-            for _ in range(opts.rounds):
+            for number in range(opts.rounds):
+                arms = [lambda: run_bare(bodies["platform"], opts, procs, report)] if opts.bare else []
+                if opts.before:
+                    arms.append(lambda: run_platform(False, key, bodies["platform"], opts, procs, report,
+                                                     Path(opts.before)))  # fmt: skip
                 for cache in (False, True) if opts.cache_run else (False,):
-                    run_platform(cache, key, bodies["platform"], opts, procs, report)
+                    arms.append(lambda cache=cache: run_platform(cache, key, bodies["platform"], opts, procs, report))
+                # Every other round in the reverse order, so that a load rising or falling during the run (other
+                # jobs on the machine) does not favour the arm that always comes first.
+                for arm in arms if number % 2 == 0 else reversed(arms):
+                    arm()
         except BenchError as exc:
             report.problems.append(f"Modelworks: {exc}")
             print(f"Modelworks: {exc}", file=sys.stderr)

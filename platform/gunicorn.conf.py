@@ -22,16 +22,41 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+# Django and every library the workers use (scikit-learn, numpy, pandas, DRF: about 270 MiB a process) are imported
+# once, in the master, before it forks, so the workers share those pages instead of holding a copy each
+# (docs/performance.md, issue 18). What belongs to one worker still starts in it: its models and OOD profiles
+# (post_worker_init), database and Redis connections, threads and the request processor (on first use).
+preload_app = os.environ.get("GUNICORN_PRELOAD", "1") == "1"
 
 # Prometheus metrics from every worker, merged at scrape time (prometheus_client's multiprocess mode).
 _metrics_dir = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", os.path.join(os.environ.get("MODELWORKS_VAR_DIR", "var"), "prometheus")
 )
+# The master's import of the application (preload_app) defines the metrics, before on_starting runs; their files
+# need the directory. on_starting then starts it afresh: the workers write their own files after the fork
+# (prometheus_client opens new ones in a process whose pid changed), the master none.
+os.makedirs(_metrics_dir, exist_ok=True)
 
 
 def on_starting(server):
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def when_ready(server):
+    # The master imported the application (preload_app) and is about to fork the workers. No database connection
+    # may cross the fork (the import opens none; this makes sure). Then the garbage collector is told to leave what
+    # exists now alone: its passes write to every object they walk, which would copy the shared pages into each
+    # worker.
+    if not preload_app:
+        return
+    import gc
+
+    from django.db import connections
+
+    connections.close_all()
+    gc.collect()
+    gc.freeze()
 
 
 def post_worker_init(worker):

@@ -85,6 +85,11 @@ class _Entry:
 
 PROCESSOR_THREAD = "request-processor"  # serving/front.py's thread, which must never wait on the database
 COLD_WAIT_SECONDS = 2.0  # a route never read before has nothing to fall back on: the processor waits longer for it
+# On the processor's thread a route in use is re-read in the background once this share of its TTL is gone, so it is
+# renewed before it ages out: waiting for the read when it had aged out (every TTL, each read a new connection and
+# a snapshot on a database the log's COPY keeps busy) stalled the whole round, and was most of the p99 at c=8
+# (docs/performance.md, issue 18). What a request is routed by is still never older than the TTL.
+REFRESH_AHEAD = 0.5
 
 # Routes a process remembers. Callers can name any version or alias (each answer, a 404 included, is an entry), so
 # the cache is bounded: past the bound the oldest quarter is forgotten (read again when asked for).
@@ -105,6 +110,12 @@ def _cached(key: tuple, load):
     entry = _cache.get(key)
     ttl = settings.MODELWORKS_ROUTE_TTL_MS / 1000
     if entry is not None and (now - entry.loaded_at < ttl):
+        if (
+            now - entry.loaded_at > ttl * REFRESH_AHEAD
+            and entry.failed_at is None  # after a failed re-read, the aged-out path decides when to ask again
+            and threading.current_thread().name == PROCESSOR_THREAD
+        ):
+            _reads.start(key, lambda: _read(key, load), settings.MODELWORKS_ROUTE_WAIT_MS / 1000, now=now)
         return entry.value
     if entry is not None and entry.failed_at is not None and now - entry.failed_at < ttl:
         return _stale(entry, now)  # the database failed moments ago: ask it again only after a TTL
