@@ -7,8 +7,8 @@ The life of a job
 - A runner claims one chunk (SELECT ... FOR UPDATE SKIP LOCKED: two runners never get the same one), validates its
   rows against the signature (bad rows go to the chunk's rejects with row number and reason), scores the rest in one
   vectorised call and writes the chunk's one Parquet part, named by its index: a chunk scored twice writes the same
-  part again, never a second one. It then commits the counts and claims the next chunk, for up to
-  MODELWORKS_BATCH_RUNNER_S, then queues the next runner (other jobs' runners get the worker in between).
+  part again, never a second one. The transaction that commits its counts claims the next chunk, for up to
+  MODELWORKS_BATCH_RUNNER_S, then the runner queues the next runner (other jobs' runners get the worker in between).
 - The chunk that completes the job writes rejects.csv and then `_manifest.json`, last: a reader that starts from the
   manifest never sees half a result, and parts a cancelled or failed job left behind are in no manifest.
 
@@ -19,6 +19,7 @@ queues runners for jobs that have claimable chunks, so a job whose workers all d
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -40,13 +41,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
 from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from registry import refs
 from registry import selectors as registry_selectors
 from registry import services as registry
 from registry.models import RegisteredModel
-from serving import batch_io
+from serving import batch_io, fast_paths
 from serving.batch_models import BatchChunk, BatchJob, BatchSchedule, ChunkStatus, JobStatus
 from serving.model_cache import model_cache
 from serving.validation import FLOAT64_MAX
@@ -203,33 +204,60 @@ def batch_chunk_claim(*, job_id: int) -> BatchChunk | None:
     The claim's commit does not wait for the disk (Postgres' synchronous_commit off, for this transaction only: a
     few ms a chunk): a claim lost in a database crash leaves the chunk pending, and this worker's commit of it then
     finds no claim of its attempt and counts nothing, so the chunk is scored again, never twice."""
-    now = timezone.now()
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        chunk = (
-            BatchChunk.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(job_id=job_id, job__status=JobStatus.RUNNING)
-            .filter(Q(status=ChunkStatus.PENDING) | Q(status=ChunkStatus.RUNNING, lease_until__lt=now))
-            .order_by("index")
-            .first()
-        )
-        if chunk is None:
-            return None
-        chunk.status, chunk.attempt, chunk.claimed_by = ChunkStatus.RUNNING, chunk.attempt + 1, _worker_name()
-        chunk.lease_until = now + timedelta(seconds=settings.MODELWORKS_BATCH_CHUNK_LEASE_S)
-        chunk.save(update_fields=["status", "attempt", "claimed_by", "lease_until"])
+        return _claim(job_id)
+
+
+def _claim(job_id: int) -> BatchChunk | None:
+    """Inside a transaction: claim the next chunk (batch_chunk_claim)."""
+    now = timezone.now()
+    chunk = (
+        BatchChunk.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(job_id=job_id, job__status=JobStatus.RUNNING)
+        .filter(Q(status=ChunkStatus.PENDING) | Q(status=ChunkStatus.RUNNING, lease_until__lt=now))
+        .order_by("index")
+        .first()
+    )
+    if chunk is None:
+        return None
+    chunk.status, chunk.attempt, chunk.claimed_by = ChunkStatus.RUNNING, chunk.attempt + 1, _worker_name()
+    chunk.lease_until = now + timedelta(seconds=settings.MODELWORKS_BATCH_CHUNK_LEASE_S)
+    chunk.save(update_fields=["status", "attempt", "claimed_by", "lease_until"])
     return chunk
 
 
-def batch_work(*, job_id: int, job: BatchJob | None = None) -> bool:
-    """Claim and score one chunk of the job; whether it scored one (False: none left, or the job stopped). `job`:
-    the job as read before (its version and signature do not change; its status is checked by the claim)."""
-    chunk = batch_chunk_claim(job_id=job_id)
-    if chunk is None:
-        return False
-    job = job or BatchJob.objects.select_related("version__model").get(pk=job_id)
+def batch_work_for(*, job_id: int, seconds: float) -> tuple[int, bool]:
+    """Claim and score chunks of the job until none is left or `seconds` have passed (one chunk at least): (how many
+    it scored, whether it stopped for time). One runner scoring chunk after chunk saves a Celery round trip per
+    chunk, which measured as long as scoring a 100,000-row chunk of the logistic regression (about 60 ms); each
+    chunk's commit claims the next in the same transaction."""
+    deadline, scored = time.monotonic() + seconds, 0
+    job = BatchJob.objects.select_related("version__model").get(pk=job_id)
+    # Threads for BLAS and OpenMP: the pool of worker processes is the parallelism (Celery's concurrency is the cores
+    # by default), and a process's own threads on top only contend with the other workers' for the same cores.
+    with _threadpools().limit(limits=settings.MODELWORKS_BATCH_THREADS):
+        chunk = batch_chunk_claim(job_id=job_id)
+        while chunk is not None:
+            committed, chunk = _score_and_commit(job, chunk, deadline)
+            if not committed:
+                return scored, False
+            scored += 1
+    return scored, time.monotonic() >= deadline
+
+
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    """The BLAS and OpenMP libraries this process has loaded (all of them once this module is imported), found once:
+    finding them is most of the 4 ms that threadpoolctl's threadpool_limits takes."""
+    return ThreadpoolController()
+
+
+def _score_and_commit(job: BatchJob, chunk: BatchChunk, deadline: float) -> tuple[bool, BatchChunk | None]:
+    """Score the claimed chunk and commit it: (whether it was scored, the next chunk, claimed in the same
+    transaction while the deadline has not passed). A chunk that cannot be scored fails the job."""
     started = time.perf_counter()
     try:
         scored, rejects = score_chunk(job, chunk)
@@ -238,25 +266,12 @@ def batch_work(*, job_id: int, job: BatchJob | None = None) -> bool:
             logger.exception("%s could not be scored", chunk)
         reason = str(exc) if isinstance(exc, batch_io.BatchIOError) else f"{type(exc).__name__}: {exc}"
         with transaction.atomic():
-            locked = BatchJob.objects.select_for_update().get(pk=job_id)
+            locked = BatchJob.objects.select_for_update().get(pk=job.pk)
             if locked.status == JobStatus.RUNNING:
                 _stop(locked, JobStatus.FAILED, f"chunk {chunk.index}: {reason}"[:2000])
-        return False
-    _commit_chunk(chunk, scored=scored, rejected=len(rejects), seconds=time.perf_counter() - started)
-    return True
-
-
-def batch_work_for(*, job_id: int, seconds: float) -> tuple[int, bool]:
-    """Claim and score chunks of the job until none is left or `seconds` have passed (one chunk at least): (how many
-    it scored, whether it stopped for time). One runner scoring chunk after chunk saves a Celery round trip per
-    chunk, which measured as long as scoring a 100,000-row chunk of the logistic regression (about 60 ms)."""
-    started, scored = time.monotonic(), 0
-    job = BatchJob.objects.select_related("version__model").get(pk=job_id)
-    while batch_work(job_id=job_id, job=job):
-        scored += 1
-        if time.monotonic() - started >= seconds:
-            return scored, True
-    return scored, False
+        return False, None
+    return True, _commit_chunk(chunk, scored=scored, rejected=len(rejects), seconds=time.perf_counter() - started,
+                               claim_next=time.monotonic() < deadline)  # fmt: skip
 
 
 def _part_name(index: int) -> str:
@@ -277,7 +292,8 @@ def score_chunk(job: BatchJob, chunk: BatchChunk) -> tuple[int, list[dict[str, A
     out: dict[str, Any] = {name: _kept(table[name], good, every) for name in job.passthrough}
     out["prediction"] = np.array([])
     if good.any():
-        predictions, probabilities = _predict(loaded, _model_input(columns, features, good, loaded))
+        X, rest = _model_input(columns, features, good, loaded)
+        predictions, probabilities = _predict(loaded, X, rest, _all_finite(columns, features, good))
         loaded.record_call(int(good.sum()))
         out["prediction"] = predictions
         if probabilities is not None:
@@ -307,34 +323,45 @@ def _column_major(estimator: Any) -> bool:
 
 
 def _model_input(columns: dict[str, np.ndarray], features: list[dict], good: np.ndarray, loaded: Any) -> Any:
+    """The model's input from the good rows' columns, and what of the model is left to apply to it (None: all of
+    it). A pipeline's leading standard scalers are applied while the columns are copied in (fast_paths.fill_scaled:
+    the same floats), sparing a copy of the matrix and two passes over it."""
     every = bool(good.all())
     picked = {f["name"]: columns[f["name"]] if every else columns[f["name"]][good] for f in features}
     if loaded.needs_frame:
-        return pd.DataFrame(picked)
+        return pd.DataFrame(picked), None
+    scalers, rest = fast_paths.leading_scalers(loaded.estimator)
     rows, width = int(good.sum()), len(features)
-    if _column_major(loaded.estimator):
-        matrix = np.empty((width, rows), dtype=float)
-        for j, feature in enumerate(features):
-            matrix[j] = picked[feature["name"]]
-        return matrix.T
-    matrix = np.empty((rows, width), dtype=float)
+    column_major = _column_major(rest)
+    matrix = np.empty((width, rows) if column_major else (rows, width), dtype=float)
     for j, feature in enumerate(features):
-        matrix[:, j] = picked[feature["name"]]
-    return matrix
+        fast_paths.fill_scaled(matrix[j] if column_major else matrix[:, j], picked[feature["name"]], scalers, j)
+    return (matrix.T if column_major else matrix), (rest if scalers else None)
 
 
-def _predict(loaded: Any, X: Any) -> tuple[np.ndarray, np.ndarray | None]:
+def _all_finite(columns: dict[str, np.ndarray], features: list[dict], good: np.ndarray) -> bool:
+    """Whether the good rows hold finite numbers only. The signature refused every other non-finite value, so only a
+    nullable numeric feature's missing values can be left."""
+    for feature in features:
+        if feature.get("nullable") and feature["dtype"] in ("float", "int"):
+            values = columns[feature["name"]]
+            if values.dtype.kind != "f" or np.isnan(values[good]).any():
+                return False
+    return True
+
+
+def _predict(loaded: Any, X: Any, rest: Any, finite: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """The model's predictions and probabilities. A matrix with nothing but finite numbers (the usual case: the
     signature refused the rest) skips scikit-learn's own finiteness checks, one pass per step of a pipeline; a
     nullable feature's missing values keep them, so a model that cannot take NaN still says so."""
-    finite = isinstance(X, np.ndarray) and bool(np.isfinite(X.sum()))
-    # Threads for BLAS and OpenMP: the pool of worker processes is the parallelism (Celery's concurrency is the
-    # cores by default), and a process's own threads on top only contend with the other workers' for the same cores.
-    with sklearn.config_context(assume_finite=finite), threadpool_limits(settings.MODELWORKS_BATCH_THREADS):
-        return loaded.predict_arrays(X)
+    with sklearn.config_context(assume_finite=finite and isinstance(X, np.ndarray)):
+        return loaded.predict_arrays(X, rest=rest)
 
 
-def _commit_chunk(chunk: BatchChunk, *, scored: int, rejected: int, seconds: float) -> None:
+def _commit_chunk(chunk: BatchChunk, *, scored: int, rejected: int, seconds: float,
+                  claim_next: bool = False) -> BatchChunk | None:  # fmt: skip
+    """Count the chunk done (and finish or fail the job when it decides that); with `claim_next`, the job's next
+    chunk, claimed in the same transaction."""
     with transaction.atomic():
         updated = BatchChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=ChunkStatus.RUNNING).update(
             status=ChunkStatus.DONE, rows_scored=scored, rows_rejected=rejected, part=_part_name(chunk.index),
@@ -342,20 +369,25 @@ def _commit_chunk(chunk: BatchChunk, *, scored: int, rejected: int, seconds: flo
         )  # fmt: skip
         if not updated:
             logger.warning("%s: lost its lease before committing; the newer claim counts", chunk)
-            return
+            return _claim(chunk.job_id) if claim_next else None
         # The UPDATE takes the job's row lock (held to the commit): the counts, and the decision to finish, are
         # one chunk's at a time.
-        BatchJob.objects.filter(pk=chunk.job_id).update(rows_done=F("rows_done") + scored + rejected,
-                                                        rows_rejected=F("rows_rejected") + rejected,
-                                                        chunks_done=F("chunks_done") + 1)  # fmt: skip
-        job = BatchJob.objects.select_related("model", "version").get(pk=chunk.job_id)
-        if job.status != JobStatus.RUNNING:
-            return
-        if job.rows_rejected > job.max_reject_share * (job.rows_total or 0):
-            _stop(job, JobStatus.FAILED, f"{job.rows_rejected} rows rejected: more than the allowed share "
-                                         f"{job.max_reject_share:g} of {job.rows_total}")  # fmt: skip
-        elif job.chunks_done >= job.chunks_total:
-            _finish(job)
+        counts = BatchJob.objects.filter(pk=chunk.job_id)
+        counts.update(rows_done=F("rows_done") + scored + rejected, rows_rejected=F("rows_rejected") + rejected,
+                      chunks_done=F("chunks_done") + 1)  # fmt: skip
+        status, rows_rejected, share, rows_total, chunks_done, chunks_total = counts.values_list(
+            "status", "rows_rejected", "max_reject_share", "rows_total", "chunks_done", "chunks_total"
+        ).get()
+        if status != JobStatus.RUNNING:
+            return None
+        if rows_rejected > share * (rows_total or 0):
+            _stop(BatchJob.objects.select_related("model", "version").get(pk=chunk.job_id), JobStatus.FAILED,
+                  f"{rows_rejected} rows rejected: more than the allowed share {share:g} of {rows_total}")  # fmt: skip
+            return None
+        if chunks_done >= chunks_total:
+            _finish(BatchJob.objects.select_related("model", "version").get(pk=chunk.job_id))
+            return None
+        return _claim(chunk.job_id) if claim_next else None
 
 
 def _finish(job: BatchJob) -> None:

@@ -60,20 +60,22 @@ class LoadedModel:
         predictions, probabilities = self.predict_arrays(self._matrix(rows))
         return predictions.tolist(), None if probabilities is None else probabilities.tolist()
 
-    def predict_arrays(self, X: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict_arrays(self, X: Any, rest: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Predictions and (classifiers) probabilities of a model input (an array or a DataFrame) as arrays:
-        the hot path and batch scoring share this, so both answer the same floats."""
-        if self.classes is None or not hasattr(self.estimator, "predict_proba"):
-            return np.asarray(self.estimator.predict(X)), None
-        if isinstance(self.estimator, OnnxModel):  # labels and probabilities from one run of the graph
-            labels, probabilities = self.estimator.predict_with_proba(X)
+        the hot path and batch scoring share this, so both answer the same floats. `rest`: the part of the model
+        still to apply, when the caller has applied its leading steps to X itself (fast_paths.leading_scalers)."""
+        model = self.estimator if rest is None else rest
+        if self.classes is None or not hasattr(model, "predict_proba"):
+            return np.asarray(model.predict(X)), None
+        if isinstance(model, OnnxModel):  # labels and probabilities from one run of the graph
+            labels, probabilities = model.predict_with_proba(X)
             return np.asarray(labels), np.asarray(probabilities, dtype=float)
-        probabilities = np.asarray(fast_paths.predict_proba(self.estimator, X), dtype=float)
+        probabilities = np.asarray(fast_paths.predict_proba(model, X), dtype=float)
         if _predicts_by_argmax(self.estimator):
             # These estimators' predict() is exactly classes_[argmax(predict_proba)]: skip the second pass.
             predictions = np.asarray(self.estimator.classes_)[probabilities.argmax(axis=1)]
         else:
-            predictions = np.asarray(self.estimator.predict(X))
+            predictions = np.asarray(model.predict(X))
         return predictions, probabilities
 
     def _matrix(self, rows: list[list[Any]]) -> Any:
