@@ -19,6 +19,8 @@ worker_class = "config.web_worker.BalancedUvicornWorker"  # uvicorn's, keeping c
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# After SIGTERM: requests in flight get up to this less 6 s, the prediction log's last flush up to 5 s, then the
+# master SIGKILLs what is left (config/web_worker.py).
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))

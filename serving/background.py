@@ -4,7 +4,8 @@ Subclasses keep their rows however suits them and implement `flush()` (write wha
 answer how many rows were written); `write_isolating` splits a batch the database refuses for its data, so the
 guilty rows alone go to the dead letters (`store_dead_letters`) and the others are written. This class owns the
 thread: started on first use, woken every `flush_seconds` (or at once by `wake()`), holding its own database
-connection, and stopped by `close()`, which flushes what is left (a clean shutdown loses nothing).
+connection, and stopped by `close()`, which has it write what is left within a timeout (a clean shutdown loses
+nothing; what the database cannot take in time goes to the dead-letter file).
 """
 
 from __future__ import annotations
