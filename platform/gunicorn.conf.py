@@ -19,6 +19,8 @@ worker_class = "config.web_worker.BalancedUvicornWorker"  # uvicorn's, keeping c
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# After SIGTERM: requests in flight get up to this less 6 s, the prediction log's last flush up to 5 s, then the
+# master SIGKILLs what is left (config/web_worker.py).
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
@@ -74,12 +76,24 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    # A clean stop writes the rest of the prediction log and retires this worker's metric files.
-    from prometheus_client import multiprocess
+    # A clean stop (SIGTERM, SIGINT, SIGQUIT: config/web_worker.py says how the worker gets here) lets the request
+    # processor finish what it holds, then writes the rest of the prediction log and the experiment exposures, within
+    # the worker's exit budget: what the database cannot take by then goes to the dead-letter file.
+    import time
 
+    from experiments.exposures import exposure_buffer
     from serving.front import request_processor
     from serving.prediction_log import prediction_log
 
-    prediction_log().close()
-    request_processor().close_connections()
+    deadline = time.monotonic() + getattr(worker, "exit_seconds", 5.0)
+    request_processor().close_connections(timeout=1.0)
+    prediction_log().close(timeout=max(deadline - time.monotonic(), 0.1))
+    exposure_buffer().close(timeout=max(deadline - time.monotonic(), 0.1))
+
+
+def child_exit(server, worker):
+    # In the master, for every worker gone, however it went (a SIGKILL at the timeout, the OOM killer too): its
+    # live gauges leave the merged /metrics.
+    from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(worker.pid)

@@ -4,7 +4,8 @@ Subclasses keep their rows however suits them and implement `flush()` (write wha
 answer how many rows were written); `write_isolating` splits a batch the database refuses for its data, so the
 guilty rows alone go to the dead letters (`store_dead_letters`) and the others are written. This class owns the
 thread: started on first use, woken every `flush_seconds` (or at once by `wake()`), holding its own database
-connection, and stopped by `close()`, which flushes what is left (a clean shutdown loses nothing).
+connection, and stopped by `close()`, which has it write what is left within a timeout (a clean shutdown loses
+nothing; what the database cannot take in time goes to the dead-letter file).
 """
 
 from __future__ import annotations
@@ -52,30 +53,35 @@ class BackgroundFlusher(ABC):
                     self._thread.start()
 
     def _run(self) -> None:
-        while not self._stopping:
+        while True:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
+            last = self._stopping  # read before the flush: close() sets it, then wakes this thread for one more round
             # This thread owns its own database connection: drop it when it broke or aged out, as requests do.
             close_old_connections()
             if not self.flush():
                 connection.close_if_unusable_or_obsolete()
+            if last:
+                break
         connection.close()
 
     def unwritten(self) -> list[dict[str, Any]]:
         """Take every row still buffered, as plain dicts (for the shutdown spill); subclasses say how."""
         return []
 
-    def close(self) -> None:
-        """Stop the thread and write what is left (clean shutdown). What the database cannot take now (it is away,
-        or the thread is stuck in a write to a hung database) goes to the dead-letter file: a clean stop loses
-        nothing, and never waits on the database for longer than the join and one flush."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread and write what is left (clean shutdown), waiting at most `timeout` seconds for it.
+
+        The thread writes it, in a last round, and the caller only joins it: a hung database (a stopped server
+        answers neither the write nor the health check before it) cannot hold a shutting-down process past the
+        timeout. What is still buffered then goes to the dead-letter file, so a clean stop loses nothing but a batch
+        caught in a write to a hung database."""
         self._stopping = True
         self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        if self._flush_lock.acquire(timeout=1):  # held only by a flush stuck on a hung database
-            self._flush_lock.release()
-            self.flush()
+        if self._thread is None:
+            self.flush()  # no thread ever started (a buffer flushed by hand): nothing else writes it
+        elif self._thread is not threading.current_thread():
+            self._thread.join(timeout)
         left = self.unwritten()
         if left:
             spill_unwritten(self.source, left)

@@ -7,9 +7,12 @@ duplicates, while a client reusing one id for different bodies gets a row for ea
 Redis at all, and survives the database being briefly down: flushes failing on the database keep the rows and retry,
 within MODELWORKS_LOG_BUFFER_MAX rows and MODELWORKS_LOG_BUFFER_MAX_BYTES (past either the oldest are dropped and
 counted). A batch refused for its content is split until the guilty rows stand alone: they go to the dead letters
-(serving/background.py), every other row is written. A clean shutdown (gunicorn worker exit, SIGTERM, interpreter
-exit) flushes what is left. What a crash can lose: at most the rows buffered since the last flush, by default a
-quarter second of traffic (README).
+(serving/background.py), every other row is written. A clean shutdown flushes what is left: a web worker's, on
+SIGTERM (after answering the requests in flight), SIGINT or SIGQUIT, in gunicorn's `worker_exit`
+(platform/gunicorn.conf.py; config/web_worker.py says how the worker gets there), any other process's at
+interpreter exit. The flush is bounded (the worker's `exit_seconds`, 5 s by default): rows a hung or absent
+database cannot take by then go to the dead-letter file. What a crash (SIGKILL, OOM) can lose: at most the rows
+buffered since the last flush, by default 50 ms of traffic (README).
 """
 
 from __future__ import annotations

@@ -4,17 +4,19 @@ and the flusher keeps going. The database being away is different: rows are kept
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from serving import prediction_log
 from serving.models import DeadLetter, PredictionLog
 from serving.prediction_log import LogEntry, PredictionLogBuffer, entry_bytes
 
@@ -225,3 +227,29 @@ def test_a_clean_stop_while_the_database_is_away_keeps_every_row_in_the_dead_let
     assert len(buffer) == 0 and dead_letters() == letters + 3
     connection.close()
     monkeypatch.undo()
+
+
+def test_a_clean_stop_while_the_database_hangs_ends_on_time_and_keeps_the_rest_in_the_dead_letter_file(
+    monkeypatch, settings, tmp_path
+):
+    settings.MODELWORKS_DEAD_LETTER_DIR = str(tmp_path)
+    hung, released = threading.Event(), threading.Event()
+
+    def hanging_insert(entries):  # what a write to a stopped Postgres does: no answer, no error
+        hung.set()
+        released.wait(30)
+        raise OperationalError("the database came back too late")
+
+    monkeypatch.setattr(prediction_log, "insert", hanging_insert)
+    buffer = PredictionLogBuffer(flush_seconds=3600, max_rows=10_000, batch_rows=2)
+    try:
+        for i in range(5):
+            buffer.append(entry(f"kept-{i}"))
+        started = time.monotonic()
+        buffer.close(timeout=0.5)  # as the web worker's exit does, within its budget
+        assert time.monotonic() - started < 3 and hung.is_set()
+    finally:
+        released.set()
+    spilled = [json.loads(line) for line in (tmp_path / "prediction_log.jsonl").read_text().splitlines()]
+    # The batch caught in the hung write is the one loss; every row after it is in the file.
+    assert [json.loads(letter["payload"])["request_id"] for letter in spilled] == ["kept-2", "kept-3", "kept-4"]
