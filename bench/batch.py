@@ -7,8 +7,9 @@ How it measures
 - Input: --rows rows (default 1,000,000) sampled with replacement from the bundled breast-cancer features, with an id
   column, written to one Parquet file in row groups of --chunk-rows (default 100,000) under bench/.work/batch/.
 - Floor: the same rows, the same fitted estimator, `predict_proba` in this process on the whole matrix (the median of
-  3 calls, measured just before each job; the floor quoted is the median of those). That is the fastest this machine
-  scores them with one process (and its BLAS threads), with no I/O at all.
+  3 calls, measured just before each job, then half a second for its BLAS threads to stop spinning; the floor quoted
+  is the median of those). That is the fastest this machine scores them with one process (and its BLAS threads), with
+  no I/O at all.
 - Jobs: `celery worker --pool solo` processes (1, then 2) on a queue of this run, each job created through the
   service as the API does; rows/s is rows / (finished_at - created_at) of the job: planning, queueing, reading,
   validating, scoring and writing the parts and the manifest. Median of --repeats jobs per model and worker count.
@@ -222,6 +223,7 @@ def main() -> int:
                 rates = []
                 for _ in range(args.repeats):  # the floor just before each job: both see the same machine
                     floors[name].append(_floor(model, path, 3))
+                    time.sleep(0.5)  # the floor's BLAS threads spin on after their call: one worker lost a core
                     rates.append(_job(model, path, args.chunk_rows, parallelism=2 * count))
                 results["models"].setdefault(name, {})[f"workers_{count}_rows_per_s"] = statistics.median(rates)
                 results["models"][name][f"workers_{count}_all_rows_per_s"] = rates

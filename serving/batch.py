@@ -28,7 +28,7 @@ import os
 import socket
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -283,8 +283,7 @@ def score_chunk(job: BatchJob, chunk: BatchChunk) -> tuple[int, list[dict[str, A
     loaded = model_cache().get(job.version)
     features = job.version.signature["inputs"]
     table = batch_io.read_chunk(chunk.source, list(dict.fromkeys([*(f["name"] for f in features), *job.passthrough])))
-    columns, fields, reasons = checked_columns(table, features, loaded.float_limit)
-    good = pd.isna(reasons)
+    columns, fields, reasons, good = checked_columns(table, features, loaded.float_limit)
     every = bool(good.all())
     first = chunk.source["first_row"]
     rejects = [{"file": chunk.source["uri"], "row": first + int(i), "field": fields[i], "reason": reasons[i]}
@@ -506,17 +505,25 @@ def last_cron_time(schedule: Any, now: Any) -> Any:
 # --- Validation, vectorised --------------------------------------------------------------------------------------
 
 
+class CheckedColumns(NamedTuple):
+    columns: dict[str, np.ndarray]  # each feature's values as the model takes them
+    fields: np.ndarray  # per row: the field of its first problem, or None
+    reasons: np.ndarray  # per row: that problem's reason, or None
+    good: np.ndarray  # per row: no problem at all
+
+
 def checked_columns(
     data: pd.DataFrame | pa.Table, features: list[dict[str, Any]], float_limit: float
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+) -> CheckedColumns:
     """Each feature's column as the model takes it, and per row its first problem's field and reason (None: fine).
 
     The same rules as a request's rows (serving/validation.py), applied to whole columns at once: boolean masks, so a
     clean chunk costs a few vector operations per feature and no per-row Python. `data` is a DataFrame (CSV: strings)
-    or an Arrow table (Parquet), whose numeric columns are checked as arrays without going through pandas.
+    or an Arrow table (Parquet), whose numeric columns are checked as arrays without going through pandas. The
+    per-row fields and reasons are only filled in once a row has a problem (for a clean chunk they are a read-only
+    view of None: filling two object arrays and finding the Nones again cost 2 ms per 100,000 rows).
     """
-    fields = np.full(len(data), None, dtype=object)
-    reasons = np.full(len(data), None, dtype=object)
+    fields = reasons = None
     flagged = np.zeros(len(data), dtype=bool)
     columns: dict[str, np.ndarray] = {}
     for feature in features:
@@ -529,10 +536,14 @@ def checked_columns(
                 continue
             fresh = mask & ~flagged
             if fresh.any():
+                if fields is None:
+                    fields, reasons = np.full(len(data), None, dtype=object), np.full(len(data), None, dtype=object)
                 fields[fresh] = feature["name"]
                 reasons[fresh] = reason if isinstance(reason, str) else [reason(i) for i in np.flatnonzero(fresh)]
                 flagged |= fresh
-    return columns, fields, reasons
+    if fields is None:
+        fields = reasons = np.broadcast_to(np.array(None, dtype=object), (len(data),))
+    return CheckedColumns(columns, fields, reasons, ~flagged)
 
 
 def _checked(

@@ -73,9 +73,10 @@ def test_vectorised_validation_refuses_exactly_what_a_request_would(column):
     table = pa.table({"x": pa.array([None if v is None else float(v) for v in column], type=pa.float64())})
     feature = {"name": "x", "dtype": "float"}  # no bounds: the model's float limit decides
     for checked, limit in ((FEATURE, FLOAT64_MAX), (feature, FLOAT64_MAX), (feature, FLOAT32_MAX)):
-        _, fields, reasons = batch.checked_columns(frame, [checked], float_limit=limit)
-        _, arrow_fields, arrow_reasons = batch.checked_columns(table, [checked], float_limit=limit)
+        _, fields, reasons, good = batch.checked_columns(frame, [checked], float_limit=limit)
+        _, arrow_fields, arrow_reasons, arrow_good = batch.checked_columns(table, [checked], float_limit=limit)
         assert list(arrow_reasons) == list(reasons) and list(arrow_fields) == list(fields)
+        assert list(good) == list(arrow_good) == [r is None for r in reasons]
         for value, reason in zip(frame["x"], reasons, strict=True):
             expected = check_value(checked, None if np.isnan(value) else float(value), limit)
             assert (reason is None) == (expected is None), (value, limit, reason, expected)
@@ -89,9 +90,10 @@ def test_an_arrow_integer_column_is_checked_as_its_pandas_reading_is(column, nul
     """Parquet integer columns (with or without nulls) take the Arrow path: the same reasons, row by row."""
     feature = {**INT_FEATURE, "nullable": nullable}
     table = pa.table({"n": pa.array(column, type=pa.int64())})
-    _, fields, reasons = batch.checked_columns(table.to_pandas(), [feature], float_limit=FLOAT64_MAX)
-    _, arrow_fields, arrow_reasons = batch.checked_columns(table, [feature], float_limit=FLOAT64_MAX)
+    _, fields, reasons, good = batch.checked_columns(table.to_pandas(), [feature], float_limit=FLOAT64_MAX)
+    _, arrow_fields, arrow_reasons, arrow_good = batch.checked_columns(table, [feature], float_limit=FLOAT64_MAX)
     assert list(arrow_reasons) == list(reasons) and list(arrow_fields) == list(fields)
+    assert list(good) == list(arrow_good) == [r is None for r in reasons]
 
 
 @pytest.mark.django_db
