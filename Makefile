@@ -49,7 +49,7 @@ test: install services lint
 	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		$(PY) manage.py makemigrations --check --dry-run
 	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
-		$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+		$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info
