@@ -261,12 +261,15 @@ def _report(results: dict) -> list[str]:
     print(f"batch scoring, {results['rows']:,} rows, chunks of {results['chunk_rows']:,}, medians of "
           f"{results['repeats']}; load average before {results['load_average']['before'][0]:.1f}, "
           f"after {results['load_average']['after'][0]:.1f}")  # fmt: skip
-    print(f"{'model':22} {'floor rows/s':>14} {'1 worker':>12} {'2 workers':>12} {'2w/floor':>9} {'2w/1w':>7}")
+    print(f"{'model':22} {'floor rows/s':>14} {'1 worker':>12} {'2 workers':>12} {'2w/floor':>9} {'2w/1w':>7}"
+          f"  {'2 workers, every job':>24}")  # fmt: skip
     failed = []
     for name, figures in results["models"].items():
         floor, one, two = figures["floor_rows_per_s"], figures["workers_1_rows_per_s"], figures["workers_2_rows_per_s"]
         figures["ratio_2_workers_to_floor"], figures["scaling_1_to_2"] = two / floor, two / one
-        print(f"{name:22} {floor:14,.0f} {one:12,.0f} {two:12,.0f} {two / floor:9.2f} {two / one:7.2f}")
+        every = figures["workers_2_all_rows_per_s"]
+        spread = f"{min(every):,.0f}-{max(every):,.0f}"
+        print(f"{name:22} {floor:14,.0f} {one:12,.0f} {two:12,.0f} {two / floor:9.2f} {two / one:7.2f}  {spread:>24}")
         if two / floor < TARGETS[name]:
             failed.append(f"{name}: 2 workers at {two / floor:.2f}x the floor, target {TARGETS[name]}x")
         if two / one < 1.5:
